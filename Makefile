@@ -1,0 +1,55 @@
+# Two commands for users: `make demo` (set up everything, run the main job on the bundled sample)
+# and `make test` (the whole suite). Set-up steps leave stamps in .setup-stamps/, so a second run
+# skips what is done; a stamp is remade when the files it depends on change.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+RSSEG := $(VENV)/bin/rsseg
+STAMPS := .setup-stamps
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEMO_OUT ?= demo-output
+PYTEST_ARGS ?=
+
+export QT_QPA_PLATFORM := offscreen
+export HF_HUB_OFFLINE := 1
+
+.PHONY: help setup demo test bench lint clean
+
+help:
+	@echo "make demo   set up (apt QGIS, .venv, backend) and segment the bundled sample"
+	@echo "make test   run the whole test suite"
+	@echo "make bench  print the engine benchmark table"
+
+$(STAMPS)/apt:
+	@mkdir -p $(STAMPS)
+	@if dpkg-query -W -f='$${Status}' python3-qgis python3-venv 2>/dev/null | grep -qv 'not-installed\|deinstall' \
+	    && [ "$$(dpkg-query -W -f='$${Status}\n' python3-qgis python3-venv 2>/dev/null | grep -c 'install ok installed')" = 2 ]; then \
+	  echo "QGIS (python3-qgis) already installed"; \
+	else \
+	  echo "Installing QGIS from Debian (python3-qgis, about a minute)..."; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends python3-qgis python3-venv >/dev/null; \
+	fi
+	@touch $@
+
+$(STAMPS)/venv: $(STAMPS)/apt backend/pyproject.toml constraints.txt
+	@[ -x $(PY) ] || /usr/bin/python3 -m venv --system-site-packages $(VENV)
+	@echo "Installing the backend into $(VENV) (CPU torch unless a CUDA one is already there)..."
+	@$(PY) -m pip install -q -c constraints.txt -e "backend[models,test]"
+	@touch $@
+
+setup: $(STAMPS)/venv
+
+demo: setup
+	@$(PY) scripts/demo.py --out $(DEMO_OUT)
+
+test: setup
+	@$(PY) -m pytest -q $(PYTEST_ARGS) tests
+
+bench: setup
+	@$(RSSEG) bench
+
+clean:
+	rm -rf $(STAMPS) $(DEMO_OUT) out

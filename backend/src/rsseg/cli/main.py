@@ -1,0 +1,215 @@
+"""The `rsseg` command line: segment, models, doctor, bench, demo.
+
+Bad input ends with one line on stderr and a non-zero exit code (2 for input the user can fix,
+1 for anything unexpected); `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+
+from .. import __version__
+from ..errors import RssegError
+
+EXIT_INPUT, EXIT_INTERNAL, EXIT_CANCELLED = 2, 1, 130
+
+
+def _floats(text: str, n: int, what: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{what} must be {n} comma-separated numbers, got {text!r}") from None
+    if len(values) != n:
+        raise argparse.ArgumentTypeError(f"{what} must be {n} comma-separated numbers, got {text!r}")
+    return values
+
+
+def _bands(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--bands must be 1-based band numbers like 3,2,1, got {text!r}") from None
+
+
+def _classes(text: str) -> list[str]:
+    return [c.strip() for c in text.replace("\n", ",").split(",") if c.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rsseg", description="Text-prompted segmentation of georeferenced rasters.")
+    parser.add_argument("--version", action="version", version=f"rsseg {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    seg = sub.add_parser("segment", help="segment a raster from a class list or a referring sentence")
+    seg.add_argument("raster")
+    prompt = seg.add_mutually_exclusive_group(required=True)
+    prompt.add_argument("--classes", type=_classes, help='comma-separated class names, e.g. "building, road, tree"')
+    prompt.add_argument("--sentence", help='a referring sentence, e.g. "the large white building"')
+    seg.add_argument("--model", default="test", help="model id (see `rsseg models`)")
+    seg.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    seg.add_argument("--tile", type=int, default=512, help="tile size in pixels")
+    seg.add_argument("--overlap", type=int, default=64, help="tile overlap in pixels (at most tile/2)")
+    seg.add_argument("--batch-size", type=int, default=4)
+    seg.add_argument("--bands", type=_bands, help="1-based source bands for the model inputs, e.g. 3,2,1 or 1")
+    seg.add_argument("--bbox", type=lambda t: _floats(t, 4, "--bbox"), help="minx,miny,maxx,maxy")
+    seg.add_argument("--bbox-crs", help="CRS of --bbox (default: the raster's), e.g. EPSG:4326")
+    seg.add_argument("--percentiles", type=lambda t: _floats(t, 2, "--percentiles"), default=(2.0, 98.0),
+                     help="per-band stretch percentiles (default 2,98)")
+    seg.add_argument("--value-range", type=lambda t: _floats(t, 2, "--value-range"),
+                     help="fixed stretch low,high instead of percentiles")
+    seg.add_argument("--threshold", type=float, help="score under which a pixel is unlabelled")
+    seg.add_argument("--scores", action="store_true", help="also keep the float32 score GeoTIFF")
+    seg.add_argument("--no-polygons", action="store_true", help="skip vectorisation")
+    seg.add_argument("--simplify", type=float, default=0.0, help="polygon simplification tolerance (map units)")
+    seg.add_argument("--min-area", type=float, default=0.0, help="drop polygons smaller than this (m2)")
+    seg.add_argument("--out", required=True, help="output folder")
+    seg.add_argument("--json", action="store_true", help="print the result record as JSON")
+    seg.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    models = sub.add_parser("models", help="list registered models")
+    models.add_argument("--json", action="store_true")
+
+    doctor = sub.add_parser("doctor", help="print an environment report")
+    doctor.add_argument("--markdown", action="store_true")
+    doctor.add_argument("--json", action="store_true")
+
+    bench = sub.add_parser("bench", help="benchmark the engine on synthetic rasters and print a table")
+    bench.add_argument("--sizes", default="2048,8192,16384", help="square raster sizes in pixels")
+    bench.add_argument("--vit-size", type=int, default=1024,
+                       help="raster size for the ViT-B-sized random model row (0 to skip)")
+    bench.add_argument("--tile", type=int, default=512)
+    bench.add_argument("--overlap", type=int, default=64)
+    bench.add_argument("--markdown", action="store_true")
+    bench.add_argument("--json", action="store_true")
+    bench.add_argument("--workdir", help="where synthetic rasters are kept (default: a temporary folder)")
+
+    demo = sub.add_parser("demo", help="segment the bundled sample with the best installed model")
+    demo.add_argument("--sample", required=True, help="the sample raster")
+    demo.add_argument("--out", required=True)
+    return parser
+
+
+def _request(args):
+    from ..contracts import RegionSpec, SegmentRequest
+
+    region = RegionSpec(bbox=args.bbox, bbox_crs=args.bbox_crs) if args.bbox else RegionSpec()
+    return SegmentRequest(
+        raster=args.raster, out_dir=args.out, model=args.model, classes=args.classes, sentence=args.sentence,
+        bands=args.bands, region=region, tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
+        device=args.device, percentiles=tuple(args.percentiles), value_range=args.value_range,
+        threshold=args.threshold, write_scores=args.scores, vectorise=not args.no_polygons,
+        simplify_tolerance=args.simplify, min_area_m2=args.min_area)
+
+
+def _summary(result) -> str:
+    lines = [f"mask      {result.mask}"]
+    if result.scores:
+        lines.append(f"scores    {result.scores}")
+    if result.polygons:
+        lines.append(f"polygons  {result.polygons}")
+    lines.append(f"{result.width}x{result.height} px, {result.crs or 'no CRS'}, {result.tiles} tiles on "
+                 f"{result.device} in {result.timings['total']:.1f} s")
+    for c in result.classes:
+        lines.append(f"  {c.id:3d} {c.name[:40]:40s} {c.pixels:12d} px {c.area_m2:14.1f} m2 {c.polygons:7d} polygons")
+    return "\n".join(lines)
+
+
+def cmd_segment(args) -> int:
+    from ..service import run_segment
+    from .progress_bar import StageBars
+
+    bars = StageBars(enabled=not args.quiet and not args.json)
+    try:
+        result = run_segment(_request(args), progress=bars)
+    finally:
+        bars.close()
+    print(json.dumps(result.to_dict(), indent=2) if args.json else _summary(result))
+    return 0
+
+
+def model_rows() -> list[dict]:
+    from ..models import MODELS
+
+    return [{"id": s.id, "task": s.task, "description": s.description, "real": s.real,
+             "weights": [w.name for w in s.weights], "weights_present": not s.weights, "licence": s.licence}
+            for s in MODELS.values()]
+
+
+def cmd_models(args) -> int:
+    rows = model_rows()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        state = "ready" if row["weights_present"] else "weights missing"
+        print(f"{row['id']:24s} {row['task']:9s} {state:16s} {row['description']}")
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from ..diagnostics import environment_report, format_report
+
+    report = environment_report([{"id": r["id"], "task": r["task"], "weights": ", ".join(r["weights"]) or "none needed"}
+                                 for r in model_rows()])
+    print(json.dumps(report, indent=2) if args.json else format_report(report, markdown=args.markdown), end="\n" if args.json else "")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from ..bench import run_bench
+
+    return run_bench(args)
+
+
+def cmd_demo(args) -> int:
+    from ..contracts import SegmentRequest
+    from ..models import MODELS
+    from ..service import run_segment
+    from .progress_bar import StageBars
+
+    real = [s for s in MODELS.values() if s.real and s.accepts("classes")]
+    if not real:
+        print("No real model weights on this machine yet: running the weight-free pipeline test model "
+              "`test` (its classes are colour matches, not a real segmentation).", file=sys.stderr)
+    bars = StageBars()
+    try:
+        result = run_segment(SegmentRequest(raster=args.sample, out_dir=args.out, model="test",
+                                            classes=["tree", "grass", "soil", "shadow"], tile=256, overlap=32,
+                                            simplify_tolerance=0.1), progress=bars)
+    finally:
+        bars.close()
+    print(_summary(result))
+    print(f"Outputs are in {args.out}/ (open mask.tif and polygons.gpkg in QGIS; result.json has the details).")
+    return 0
+
+
+COMMANDS = {"segment": cmd_segment, "models": cmd_models, "doctor": cmd_doctor, "bench": cmd_bench, "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("rsseg: cancelled", file=sys.stderr)
+        return EXIT_CANCELLED
+    except RssegError as exc:
+        if args.debug:
+            raise
+        print(f"rsseg: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except Exception as exc:  # noqa: BLE001 - one line for the user; --debug shows the traceback
+        if args.debug:
+            raise
+        print(f"rsseg: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Plain, JSON-serialisable records exchanged by the CLI, the service and the QGIS plugin.
+
+They carry no torch or rasterio objects, so the plugin can build them without importing the
+backend's heavy dependencies and the worker can send them over a pipe as JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
+
+# Class-id raster conventions, shared by the writer, the vectoriser and the plugin's styles.
+UNLABELLED = 0  # below the score threshold, or background of a referring mask
+NODATA = 255  # no valid input pixel, or outside the requested region
+MAX_CLASSES = 254
+
+
+@dataclass(frozen=True)
+class RegionSpec:
+    """Where to segment: the whole raster (default), a bounding box, or polygons (outside masked)."""
+
+    bbox: Optional[tuple[float, float, float, float]] = None
+    bbox_crs: Optional[str] = None  # any CRS string rasterio understands; default: the raster's
+    polygons: Optional[list[dict[str, Any]]] = None  # GeoJSON geometry dicts
+    polygons_crs: Optional[str] = None
+
+    @property
+    def is_whole(self) -> bool:
+        return self.bbox is None and not self.polygons
+
+
+@dataclass(frozen=True)
+class SegmentRequest:
+    """One segmentation job: what to read, which prompt and model, how to tile, where to write."""
+
+    raster: str
+    out_dir: str
+    model: str = "test"
+    classes: Optional[list[str]] = None
+    sentence: Optional[str] = None
+    bands: Optional[tuple[int, ...]] = None  # 1-based source bands mapped to the model's inputs
+    region: RegionSpec = field(default_factory=RegionSpec)
+    tile: int = 512
+    overlap: int = 64
+    batch_size: int = 4
+    device: str = "auto"
+    percentiles: tuple[float, float] = (2.0, 98.0)
+    value_range: Optional[tuple[float, float]] = None  # fixed stretch instead of percentiles
+    threshold: Optional[float] = None  # score under which a pixel is "unlabelled"
+    write_scores: bool = False
+    vectorise: bool = True
+    simplify_tolerance: float = 0.0  # map units
+    min_area_m2: float = 0.0
+
+    @property
+    def prompt(self) -> str:
+        return self.sentence if self.sentence is not None else ", ".join(self.classes or [])
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SegmentRequest":
+        data = dict(data)
+        data["region"] = RegionSpec(**(data.get("region") or {}))
+        for key in ("bands", "percentiles", "value_range"):
+            if data.get(key) is not None:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+
+@dataclass
+class ClassSummary:
+    id: int
+    name: str
+    colour: str  # "#rrggbb"
+    pixels: int = 0
+    area_m2: Optional[float] = None  # None only if the CRS has no known linear unit
+    polygons: int = 0
+    mean_score: Optional[float] = None
+
+
+@dataclass
+class SegmentResult:
+    """What a finished job produced; written as result.json beside the outputs."""
+
+    request: dict[str, Any]
+    mask: str
+    scores: Optional[str]
+    polygons: Optional[str]
+    crs: str
+    transform: tuple[float, ...]
+    width: int
+    height: int
+    classes: list[ClassSummary]
+    tiles: int
+    device: str
+    timings: dict[str, float]
+    notes: list[str] = field(default_factory=list)
+    bands: list[int] = field(default_factory=list)  # source bands fed to the model, in order
+    stretch: dict[str, Any] = field(default_factory=dict)  # per-band low/high of the stretch
+    nodata_pixels: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

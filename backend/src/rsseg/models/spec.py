@@ -1,0 +1,59 @@
+"""Model specifications as data: what a model is, what it needs and where its weights come from.
+
+A spec names a builder (a key of `models.builders.BUILDERS`) and the builder's config; nothing
+else in the backend branches on model ids. Later models add entries, not code paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
+
+TASKS = ("classes", "sentence", "both")
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """One file a model needs; `sha256` is checked after download or import."""
+
+    name: str
+    size: int
+    sha256: str
+    urls: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """What the model expects from the raster engine: band count and value scaling.
+
+    The engine hands the model tiles stretched to [0, 1]; the model applies `mean`/`std` itself
+    (in the same units), so the engine stays model-agnostic.
+    """
+
+    bands: int = 3
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+    input_size: Optional[int] = None  # None: any tile size
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    id: str
+    task: str
+    builder: str
+    description: str
+    config: dict[str, Any] = field(default_factory=dict)
+    preprocess: Preprocess = field(default_factory=Preprocess)
+    weights: tuple[WeightFile, ...] = ()
+    licence: str = ""
+    real: bool = False  # False for test and "-tiny" models (random or no weights, not for real use)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"model {self.id!r}: task must be one of {TASKS}, got {self.task!r}")
+
+    def accepts(self, mode: str) -> bool:
+        return self.task in (mode, "both")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,206 @@
+"""The raster engine: one streaming pass from a source raster to class/score GeoTIFFs and polygons.
+
+The engine knows a model only as a TileModel (normalised tiles in, logits out). Memory is bounded
+by the strip width and tile size, never by the raster size; the source is opened read-only; all
+outputs are staged under hidden names and renamed only when everything succeeded.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from rasterio.windows import Window, transform as window_transform
+
+from ..contracts import NODATA, UNLABELLED, ClassSummary, SegmentRequest, SegmentResult
+from ..errors import BandError, ModelError
+from ..models.base import SIGMOID, TileModel
+from ..progress import CancelToken, ProgressCallback, report
+from .areas import row_pixel_areas_m2
+from .blend import DEFAULT_STRIP_WIDTH, StripAccumulator, finished_rows, plan_strips, strip_tiles
+from .normalize import Stretch, estimate_stretch
+from .palette import class_colour
+from .region import Region, resolve_region
+from .source import RasterSource
+from .tiling import Tile, TileGrid
+from .vectorize import VectorizeOptions, vectorize_classes
+from .writer import BLOCK, ClassRasterWriter, StagedFile, prepare_out_dir
+
+SIGMOID_THRESHOLD = 0.5
+
+
+class _Tally:
+    """Per-class pixel counts, areas and score sums, accumulated as rows are written."""
+
+    def __init__(self, crs, transform):
+        self.crs, self.transform = crs, transform
+        self.pixels = np.zeros(256, np.int64)
+        self.area = np.zeros(256)
+        self.score = np.zeros(256)
+
+    def add(self, row0: int, classes: np.ndarray, scores: np.ndarray) -> None:
+        areas = row_pixel_areas_m2(self.crs, self.transform, row0, classes.shape[0])
+        flat = classes.ravel()
+        self.pixels += np.bincount(flat, minlength=256)
+        self.area += np.bincount(flat, weights=np.repeat(areas, classes.shape[1]), minlength=256)
+        self.score += np.bincount(flat, weights=np.nan_to_num(scores.ravel()), minlength=256)
+
+
+def decide(logits: np.ndarray, valid: np.ndarray, activation: str,
+           threshold: Optional[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Blended logits [K, h, w] -> (class ids uint8 [h, w], score of the chosen class float32)."""
+    best = logits.argmax(axis=0)
+    top = np.take_along_axis(logits, best[None], axis=0)[0]
+    if activation == SIGMOID:
+        scores = 1.0 / (1.0 + np.exp(-top))
+        threshold = SIGMOID_THRESHOLD if threshold is None else threshold
+    else:  # softmax probability of the arg-max class
+        scores = 1.0 / np.exp(logits - top[None]).sum(axis=0)
+    classes = (best + 1).astype(np.uint8)
+    if threshold is not None:
+        classes[scores < threshold] = UNLABELLED
+    classes[~valid] = NODATA
+    scores = scores.astype(np.float32)
+    scores[~valid] = np.nan
+    return classes, scores
+
+
+class _TileReader:
+    """Reads and normalises tiles of the region; pixels outside region polygons are invalid."""
+
+    def __init__(self, source: RasterSource, region: Region, stretch: Stretch):
+        self.source, self.region, self.stretch = source, region, stretch
+
+    def read(self, tile: Tile) -> tuple[np.ndarray, np.ndarray]:
+        win = self.region.window
+        window = Window(int(win.col_off) + tile.x, int(win.row_off) + tile.y, tile.width, tile.height)
+        data, valid = self.source.read(window)
+        inside = self.region.mask(window, self.source.transform)
+        if inside is not None:
+            valid &= inside
+        return self.stretch.apply(data, valid), valid
+
+
+def _batches(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def segment(request: SegmentRequest, model: TileModel, progress: Optional[ProgressCallback] = None,
+            cancel: Optional[CancelToken] = None, strip_width: int = DEFAULT_STRIP_WIDTH) -> SegmentResult:
+    """Run one job through the engine and return its result record (also written as result.json)."""
+    cancel = cancel or CancelToken()
+    t_start = time.perf_counter()
+    timings: dict[str, float] = defaultdict(float)
+    names = list(model.class_names)
+    if not 1 <= len(names) <= 254:
+        raise ModelError(f"between 1 and 254 classes are supported, got {len(names)}")
+    if request.batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, got {request.batch_size}")
+    out_dir = prepare_out_dir(request.out_dir)
+    staged = {key: StagedFile(out_dir / name) for key, name in
+              (("mask", "mask.tif"), ("scores", "scores.tif"), ("polygons", "polygons.gpkg"),
+               ("result", "result.json"))}
+    try:
+        with RasterSource(request.raster, request.bands, model.n_inputs) as source:
+            region = resolve_region(request.region, source.dataset)
+            grid = TileGrid(region.height, region.width, request.tile, request.overlap)
+            stretch = estimate_stretch(source, region, request.percentiles, request.value_range)
+            timings["stats"] = time.perf_counter() - t_start
+            transform = window_transform(region.window, source.transform)
+            tally = _Tally(source.crs, transform)
+            writer = ClassRasterWriter(staged["mask"], staged["scores"], source.crs, transform, grid.width,
+                                       grid.height, names, request.prompt, request.sentence is not None)
+            try:
+                tiles_run = _stream(grid, _TileReader(source, region, stretch), model, writer, tally, request,
+                                    strip_width, timings, progress, cancel)
+            finally:
+                writer.close()
+            crs_string = source.crs.to_string() if source.crs else ""
+            bands = list(source.bands)
+        polygons_path, polygon_counts = None, {}
+        if request.vectorise:
+            t0 = time.perf_counter()
+            stats = vectorize_classes(staged["mask"].temp, staged["scores"].temp, staged["polygons"].temp,
+                                      {i + 1: n for i, n in enumerate(names)}, request.prompt,
+                                      VectorizeOptions(request.simplify_tolerance, request.min_area_m2),
+                                      progress, cancel)
+            polygon_counts = {s.class_id: s.polygons for s in stats}
+            polygons_path = str(staged["polygons"].final)
+            timings["vectorise"] = time.perf_counter() - t0
+        cancel.check()
+        timings["total"] = time.perf_counter() - t_start
+        timings["outside_model"] = timings["total"] - timings["model"]
+        sentence = request.sentence is not None
+        classes = [ClassSummary(i + 1, n, class_colour(i + 1, sentence), int(tally.pixels[i + 1]),
+                                float(tally.area[i + 1]), polygon_counts.get(i + 1, 0),
+                                float(tally.score[i + 1] / tally.pixels[i + 1]) if tally.pixels[i + 1] else None)
+                   for i, n in enumerate(names)]
+        notes = [f"{int(tally.pixels[UNLABELLED])} pixels unlabelled (score under the threshold)"] \
+            if tally.pixels[UNLABELLED] else []
+        result = SegmentResult(
+            request=request.to_dict(), mask=str(staged["mask"].final),
+            scores=str(staged["scores"].final) if request.write_scores else None, polygons=polygons_path,
+            crs=crs_string, transform=tuple(transform)[:6], width=grid.width, height=grid.height,
+            classes=classes, tiles=tiles_run, device=request.device, timings=dict(timings), notes=notes,
+            bands=bands, stretch=stretch.to_dict(), nodata_pixels=int(tally.pixels[NODATA]),
+        )
+        staged["result"].temp.write_text(json.dumps(result.to_dict(), indent=2))
+        for key in ("mask", "polygons", "result") + (("scores",) if request.write_scores else ()):
+            if key != "polygons" or request.vectorise:
+                staged[key].commit()
+        return result
+    finally:
+        for item in staged.values():
+            item.discard()
+
+
+def _stream(grid: TileGrid, reader: _TileReader, model: TileModel, writer: ClassRasterWriter, tally: _Tally,
+            request: SegmentRequest, strip_width: int, timings: dict, progress, cancel: CancelToken) -> int:
+    """Tiles -> model -> blend -> finished rows written; returns the number of model tile calls."""
+    strips = plan_strips(grid, strip_width, BLOCK)
+    total = sum(len(s.cols) * len(grid.ys) for s in strips)
+    done = run = 0
+    report(progress, "segment", 0, total)
+    for strip in strips:
+        acc = StripAccumulator(grid, strip, len(model.class_names))
+        remaining = [len(strip.cols)] * len(grid.ys)  # tiles still to add, per tile row
+        next_row = 0  # first tile row whose rows are not written yet
+        for batch in _batches(strip_tiles(grid, strip), request.batch_size):
+            cancel.check()
+            t0 = time.perf_counter()
+            reads = [reader.read(tile) for tile in batch]
+            timings["read"] += time.perf_counter() - t0
+            todo = [i for i, (_, valid) in enumerate(reads) if valid.any()]  # all-nodata tiles skip the model
+            logits = {}
+            if todo:
+                t0 = time.perf_counter()
+                out = np.asarray(model(np.stack([reads[i][0] for i in todo])), np.float32)
+                timings["model"] += time.perf_counter() - t0
+                expected = (len(todo), len(model.class_names), grid.tile_height, grid.tile_width)
+                if out.shape != expected:
+                    raise ModelError(f"model returned logits of shape {out.shape}, expected {expected}")
+                logits = dict(zip(todo, out))
+                run += len(todo)
+            t0 = time.perf_counter()
+            for i, tile in enumerate(batch):
+                if i in logits:
+                    acc.add(tile, logits[i], reads[i][1])
+                remaining[tile.row] -= 1
+            while next_row < len(grid.ys) and remaining[next_row] == 0:
+                end = finished_rows(grid, next_row)
+                if end > acc.row0:
+                    row0, blended, valid = acc.pop(end)
+                    classes, scores = decide(blended, valid, model.activation, request.threshold)
+                    window = Window(strip.x0, row0, strip.x1 - strip.x0, end - row0)
+                    writer.write(window, classes, scores)
+                    tally.add(row0, classes, scores)
+                next_row += 1
+            timings["blend_write"] += time.perf_counter() - t0
+            done += len(batch)
+            report(progress, "segment", done, total)
+    return run

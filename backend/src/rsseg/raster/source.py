@@ -1,0 +1,132 @@
+"""Read-only, windowed, band-mapped access to any GDAL raster.
+
+The source is opened in read mode only, so a job can never modify the user's raster. Reads return
+float32 data for the mapped bands plus a validity mask, which is where the nodata rules live.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import rasterio
+from rasterio.enums import ColorInterp, MaskFlags
+from rasterio.errors import RasterioIOError
+from rasterio.windows import Window
+
+from ..errors import BandError, NotARasterError, RasterNotFoundError
+
+
+def open_raster(path: str | os.PathLike) -> rasterio.DatasetReader:
+    """Open a raster read-only, turning GDAL's errors into specific, readable ones."""
+    path = Path(path)
+    if not path.exists() and "://" not in str(path) and not str(path).startswith("/vsi"):
+        raise RasterNotFoundError(f"raster not found: {path}")
+    try:
+        return rasterio.open(path, "r")
+    except RasterioIOError as exc:
+        kind = "a directory" if path.is_dir() else "not a raster GDAL can read"
+        raise NotARasterError(f"{path} is {kind} (expected e.g. a GeoTIFF, VRT or JP2): {exc}") from exc
+
+
+def resolve_bands(dataset: rasterio.DatasetReader, bands: Optional[Sequence[int]], n_inputs: int) -> tuple[int, ...]:
+    """Map source bands (1-based) to the model's `n_inputs` channels.
+
+    Explicit bands are checked against the band count; one band is replicated (a panchromatic
+    image as RGB). Without a mapping, red/green/blue colour interpretation wins, then the first
+    bands in order.
+    """
+    count = dataset.count
+    name = dataset.name
+    if bands:
+        for band in bands:
+            if not 1 <= int(band) <= count:
+                raise BandError(f"band {band} requested but {name} has {count} band(s) (expected 1..{count})")
+        bands = tuple(int(b) for b in bands)
+        if len(bands) == 1:
+            return bands * n_inputs
+        if len(bands) != n_inputs:
+            raise BandError(
+                f"the model takes {n_inputs} band(s) but {len(bands)} were given ({','.join(map(str, bands))}) "
+                f"for {name}: give {n_inputs} band indices, or one to replicate"
+            )
+        return bands
+    if count == 1:
+        return (1,) * n_inputs
+    if n_inputs == 3:
+        interp = list(dataset.colorinterp)
+        wanted = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
+        if all(c in interp for c in wanted):
+            return tuple(interp.index(c) + 1 for c in wanted)
+    if count >= n_inputs:
+        return tuple(range(1, n_inputs + 1))
+    raise BandError(
+        f"{name} has {count} bands but the model takes {n_inputs}: choose the bands with --bands (e.g. 1 to replicate one band)"
+    )
+
+
+class RasterSource:
+    """A raster opened read-only with a fixed band mapping.
+
+    Validity rule (documented in docs/raster-engine.md): a pixel is invalid if the raster's own
+    per-dataset mask or alpha band says so; or if *all* mapped bands equal their declared nodata
+    (so a declared nodata of 255 on 8-bit RGB does not blank a bright pixel whose other bands
+    differ); or if any mapped band is NaN.
+    """
+
+    def __init__(self, path: str | os.PathLike, bands: Optional[Sequence[int]] = None, n_inputs: int = 3):
+        self.dataset = open_raster(path)
+        try:
+            self.bands = resolve_bands(self.dataset, bands, n_inputs)
+        except Exception:
+            self.dataset.close()
+            raise
+        self.path = str(path)
+        self._unique = tuple(dict.fromkeys(self.bands))
+        self._take = [self._unique.index(b) for b in self.bands]
+        flags = self.dataset.mask_flag_enums
+        self._dataset_mask = any(
+            MaskFlags.per_dataset in flags[b - 1] or MaskFlags.alpha in flags[b - 1] for b in self._unique
+        )
+        self._nodata = [self.dataset.nodatavals[b - 1] for b in self._unique]
+
+    @property
+    def width(self) -> int:
+        return self.dataset.width
+
+    @property
+    def height(self) -> int:
+        return self.dataset.height
+
+    @property
+    def crs(self):
+        return self.dataset.crs
+
+    @property
+    def transform(self):
+        return self.dataset.transform
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Return (data float32 [n_inputs, h, w], valid bool [h, w]) for a window inside the raster."""
+        raw = self.dataset.read(self._unique, window=window).astype(np.float32, copy=False)
+        valid = ~np.isnan(raw).any(axis=0)
+        declared = [(i, nd) for i, nd in enumerate(self._nodata) if nd is not None]
+        if declared and len(declared) == len(self._unique):
+            all_nodata = np.ones(valid.shape, dtype=bool)
+            for i, nd in declared:
+                all_nodata &= np.isnan(raw[i]) if np.isnan(nd) else raw[i] == np.float32(nd)
+            valid &= ~all_nodata
+        if self._dataset_mask:
+            valid &= self.dataset.read_masks(self._unique[0], window=window) > 0
+        return raw[self._take], valid
+
+    def close(self) -> None:
+        self.dataset.close()
+
+    def __enter__(self) -> "RasterSource":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

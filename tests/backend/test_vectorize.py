@@ -1,0 +1,234 @@
+"""Tests for rsseg.raster.vectorize on real GeoTIFFs written with rasterio, and on SpaceNet data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import fiona
+import numpy as np
+import pyproj
+import pytest
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.features import rasterize
+from scipy import ndimage
+from shapely.geometry import box, shape
+
+from rsseg.errors import Cancelled
+from rsseg.progress import CancelToken
+from rsseg.raster.vectorize import (
+    VectorizeOptions,
+    geometry_area_m2,
+    pixel_area_m2,
+    vectorize_classes,
+)
+
+
+def from_origin(west, north, xsize, ysize):
+    """North-up transform (rasterio's helper warns under affine 3)."""
+    return Affine(xsize, 0.0, west, 0.0, -ysize, north)
+
+
+UTM = CRS.from_epsg(32616)
+UTM_T = from_origin(733600.0, 3725200.0, 1.0, 1.0)
+FT_US = 1200.0 / 3937.0  # metres per US survey foot
+SHARED = Path("/work/shared/data")
+DATA = next((d for d in (Path(__file__).parents[1] / "data", SHARED)
+             if (d / "spacenet_atlanta_pan.tif").exists()), SHARED)
+
+
+def write_rasters(tmp_path, cls, score=None, crs=UTM, transform=UTM_T, nodata=255):
+    """Write a tiled uint8 class GeoTIFF and a float32 score GeoTIFF on the same grid."""
+    if score is None:
+        score = np.full(cls.shape, 0.5, np.float32)
+    prof = dict(driver="GTiff", width=cls.shape[1], height=cls.shape[0], count=1, crs=crs,
+                transform=transform, tiled=True, blockxsize=64, blockysize=64, compress="deflate")
+    cpath, spath = tmp_path / "classes.tif", tmp_path / "scores.tif"
+    with rasterio.open(cpath, "w", dtype="uint8", nodata=nodata, **prof) as dst:
+        dst.write(cls.astype(np.uint8), 1)
+    with rasterio.open(spath, "w", dtype="float32", **prof) as dst:
+        dst.write(np.where((cls == 0) | (cls == 255), np.nan, score).astype(np.float32), 1)
+    return cpath, spath
+
+
+def run(tmp_path, cpath, spath, name="out.gpkg", **opts):
+    out = tmp_path / name
+    stats = vectorize_classes(cpath, spath, out, {1: "building", 2: "tree", 3: "water"}, "roofs",
+                              VectorizeOptions(**opts))
+    with fiona.open(out, layer="polygons") as src:
+        feats = [(shape(f.geometry), dict(f.properties)) for f in src]
+        crs_wkt = src.crs_wkt
+    return stats, feats, crs_wkt
+
+
+def annulus(size=200, cy=97, cx=103, r_out=70, r_in=25):
+    yy, xx = np.mgrid[:size, :size]
+    d2 = (yy - cy) ** 2 + (xx - cx) ** 2
+    return (d2 <= r_out**2) & (d2 >= r_in**2)
+
+
+def noise_classes(size=230, seed=3):
+    field = ndimage.gaussian_filter(np.random.default_rng(seed).normal(size=(size, size)), 3)
+    return np.digitize(field, [-0.04, 0.0, 0.04]).astype(np.uint8)  # values 0..3
+
+
+def test_blob_across_seams_is_one_exact_polygon(tmp_path):
+    mask = annulus()
+    score = np.random.default_rng(0).random(mask.shape).astype(np.float32)
+    cpath, spath = write_rasters(tmp_path, mask.astype(np.uint8), score)
+    stats, small, crs_wkt = run(tmp_path, cpath, spath, "small.gpkg", chunk_size=64)
+    _, big, _ = run(tmp_path, cpath, spath, "big.gpkg", chunk_size=4096)
+    assert len(small) == 1 and len(big) == 1
+    geom, props = small[0]
+    assert geom.is_valid and geom.geom_type == "Polygon" and len(geom.interiors) == 1
+    assert props["area_m2"] == pytest.approx(mask.sum() * 1.0, rel=1e-12)
+    assert geom.area == pytest.approx(mask.sum(), rel=1e-12)
+    assert geom.equals(big[0][0])
+    expected = score[mask].astype(np.float64).mean()
+    assert props["score"] == pytest.approx(expected, rel=1e-9)
+    assert (props["class"], props["class_id"], props["prompt"]) == ("building", 1, "roofs")
+    assert CRS.from_wkt(crs_wkt).to_epsg() == 32616
+    assert [(s.class_id, s.polygons) for s in stats] == [(1, 1), (2, 0), (3, 0)]
+    assert stats[0].area_m2 == pytest.approx(mask.sum())
+
+
+def test_small_chunks_match_one_chunk_on_noise_map(tmp_path):
+    cls = noise_classes()
+    score = np.random.default_rng(1).random(cls.shape).astype(np.float32)
+    cpath, spath = write_rasters(tmp_path, cls, score)
+    _, small, _ = run(tmp_path, cpath, spath, "small.gpkg", chunk_size=64)
+    _, big, _ = run(tmp_path, cpath, spath, "big.gpkg", chunk_size=1000)
+    components = sum(ndimage.label(cls == c)[1] for c in (1, 2, 3))
+    assert len(small) == len(big) == components > 50
+    key = lambda f: (f[1]["class_id"], f[0].bounds, f[1]["area_m2"])  # noqa: E731
+    for (g_small, p_small), (g_big, p_big) in zip(sorted(small, key=key), sorted(big, key=key)):
+        assert g_small.is_valid and g_small.equals(g_big)
+        assert p_small["class_id"] == p_big["class_id"]
+        assert p_small["score"] == pytest.approx(p_big["score"], rel=1e-9)
+    for c in (1, 2, 3):
+        area = sum(p["area_m2"] for _, p in small if p["class_id"] == c)
+        assert area == pytest.approx((cls == c).sum())
+
+
+def test_background_and_nodata_are_not_vectorised(tmp_path):
+    cls = np.zeros((100, 100), np.uint8)
+    cls[10:40, 10:40] = 255
+    cpath, spath = write_rasters(tmp_path, cls)
+    stats, feats, crs_wkt = run(tmp_path, cpath, spath, chunk_size=32)
+    assert feats == [] and all(s.polygons == 0 for s in stats)
+    assert CRS.from_wkt(crs_wkt).to_epsg() == 32616  # a valid, empty layer
+    cls[60:70, 60:70] = 2
+    for nodata in (255, None):  # 255 is never a class, even when the file declares no nodata
+        cpath, spath = write_rasters(tmp_path, cls, nodata=nodata)
+        _, feats, _ = run(tmp_path, cpath, spath, chunk_size=32)
+        assert [p["class_id"] for _, p in feats] == [2]
+
+
+def test_min_area_drops_small_polygons(tmp_path):
+    cls = np.zeros((120, 120), np.uint8)
+    cls[5:8, 5:8] = 1  # 9 m2
+    cls[50:90, 50:90] = 1  # 1600 m2, across seams
+    cpath, spath = write_rasters(tmp_path, cls)
+    _, feats, _ = run(tmp_path, cpath, spath, chunk_size=64)
+    assert sorted(p["area_m2"] for _, p in feats) == [9.0, 1600.0]
+    stats, feats, _ = run(tmp_path, cpath, spath, chunk_size=64, min_area_m2=50.0)
+    assert [p["area_m2"] for _, p in feats] == [1600.0]
+    assert stats[0].polygons == 1 and stats[0].area_m2 == 1600.0
+
+
+def test_simplification_reduces_vertices_and_stays_valid(tmp_path):
+    mask = annulus()
+    cpath, spath = write_rasters(tmp_path, mask.astype(np.uint8))
+    _, raw, _ = run(tmp_path, cpath, spath, "raw.gpkg", chunk_size=64)
+    _, simple, _ = run(tmp_path, cpath, spath, "simple.gpkg", chunk_size=64, simplify_tolerance=1.5)
+    (g_raw, p_raw), (g_simple, p_simple) = raw[0], simple[0]
+    count = lambda g: len(g.exterior.coords) + sum(len(r.coords) for r in g.interiors)  # noqa: E731
+    assert count(g_simple) < count(g_raw) / 2
+    assert g_simple.is_valid and g_simple.geom_type == "Polygon" and len(g_simple.interiors) == 1
+    assert g_simple.area == pytest.approx(g_raw.area, rel=0.02)
+    assert p_simple["area_m2"] == p_raw["area_m2"] == mask.sum()  # area reflects the pixels
+
+
+def test_geographic_area_is_ellipsoidal(tmp_path):
+    transform = from_origin(-84.40, 33.80, 1e-4, 1e-4)
+    cls = np.zeros((150, 150), np.uint8)
+    cls[20:120, 30:130] = 3  # 0.01 x 0.01 degree square across seams
+    cpath, spath = write_rasters(tmp_path, cls, crs=CRS.from_epsg(4326), transform=transform)
+    _, feats, crs_wkt = run(tmp_path, cpath, spath, chunk_size=64)
+    assert len(feats) == 1 and CRS.from_wkt(crs_wkt).to_epsg() == 4326
+    square = box(-84.397, 33.786, -84.387, 33.796)
+    expected = abs(pyproj.Geod(ellps="WGS84").geometry_area_perimeter(square)[0])
+    assert feats[0][1]["area_m2"] == pytest.approx(expected, rel=0.005)
+    # Independent check: spherical zone formula with the mean Earth radius (~1e6 m2 here).
+    r = 6371008.8
+    sphere = r**2 * np.radians(0.01) * (np.sin(np.radians(33.796)) - np.sin(np.radians(33.786)))
+    assert feats[0][1]["area_m2"] == pytest.approx(sphere, rel=0.01)
+    assert pixel_area_m2(CRS.from_epsg(4326), transform) is None
+
+
+def test_us_feet_crs_reports_square_metres(tmp_path):
+    transform = from_origin(700000.0, 2900000.0, 1.0, 1.0)  # 1 US survey foot pixels
+    crs = CRS.from_epsg(2249)
+    cls = np.zeros((100, 100), np.uint8)
+    cls[10:40, 40:70] = 1
+    cpath, spath = write_rasters(tmp_path, cls, crs=crs, transform=transform)
+    _, feats, crs_wkt = run(tmp_path, cpath, spath, chunk_size=32)
+    assert feats[0][1]["area_m2"] == pytest.approx(900 * FT_US**2, rel=1e-9)
+    assert pixel_area_m2(crs, transform) == pytest.approx(FT_US**2, rel=1e-9)
+    assert geometry_area_m2(box(0, 0, 10, 10), crs) == pytest.approx(100 * FT_US**2, rel=1e-9)
+    assert CRS.from_wkt(crs_wkt).to_epsg() == 2249
+
+
+def test_cancel_raises_and_leaves_no_file(tmp_path):
+    cpath, spath = write_rasters(tmp_path, noise_classes(150))
+    out = tmp_path / "out.gpkg"
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        vectorize_classes(cpath, spath, out, {1: "a"}, "p", VectorizeOptions(chunk_size=64),
+                          cancel=token)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["classes.tif", "scores.tif"]
+
+    # Cancelled mid-run: an existing output stays untouched and no temporary file is left.
+    out.write_bytes(b"previous result")
+    token, seen = CancelToken(), []
+
+    def progress(p):
+        seen.append((p.stage, p.done, p.total))
+        token.cancel()
+
+    with pytest.raises(Cancelled):
+        vectorize_classes(cpath, spath, out, {1: "a"}, "p", VectorizeOptions(chunk_size=64),
+                          progress=progress, cancel=token)
+    assert seen == [("vectorise", 1, 9)]
+    assert out.read_bytes() == b"previous result"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["classes.tif", "out.gpkg", "scores.tif"]
+
+
+def test_progress_reports_every_chunk(tmp_path):
+    cpath, spath = write_rasters(tmp_path, noise_classes(200))
+    seen = []
+    vectorize_classes(cpath, spath, tmp_path / "o.gpkg", {}, "p", VectorizeOptions(chunk_size=64),
+                      progress=lambda p: seen.append((p.stage, p.done, p.total)))
+    assert seen == [("vectorise", i, 16) for i in range(1, 17)]
+
+
+def test_spacenet_buildings_real_imagery(tmp_path):
+    with rasterio.open(DATA / "spacenet_atlanta_pan.tif") as img:
+        profile, transform, crs = img.profile, img.transform, img.crs
+    footprints = json.loads((DATA / "spacenet_atlanta_buildings.geojson").read_text())["features"]
+    mask = rasterize([(f["geometry"], 1) for f in footprints],
+                     out_shape=(profile["height"], profile["width"]), transform=transform,
+                     dtype="uint8")
+    assert transform.a == 0.5 and mask.sum() > 10000
+    cpath, spath = write_rasters(tmp_path, mask, np.full(mask.shape, 0.8, np.float32), crs=crs,
+                                 transform=transform)
+    stats, feats, crs_wkt = run(tmp_path, cpath, spath, chunk_size=256)
+    assert len(feats) == ndimage.label(mask)[1]
+    assert sum(p["area_m2"] for _, p in feats) == pytest.approx(mask.sum() * 0.25, rel=1e-9)
+    assert stats[0].area_m2 == pytest.approx(mask.sum() * 0.25, rel=1e-9)
+    assert all(g.is_valid and g.geom_type == "Polygon" for g, _ in feats)
+    assert all(p["score"] == pytest.approx(0.8) and p["class"] == "building" for _, p in feats)
+    assert CRS.from_wkt(crs_wkt) == crs or CRS.from_wkt(crs_wkt).to_epsg() == crs.to_epsg()
