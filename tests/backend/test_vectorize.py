@@ -34,9 +34,7 @@ def from_origin(west, north, xsize, ysize):
 UTM = CRS.from_epsg(32616)
 UTM_T = from_origin(733600.0, 3725200.0, 1.0, 1.0)
 FT_US = 1200.0 / 3937.0  # metres per US survey foot
-SHARED = Path("/work/shared/data")
-DATA = next((d for d in (Path(__file__).parents[1] / "data", SHARED)
-             if (d / "spacenet_atlanta_pan.tif").exists()), SHARED)
+DATA = Path(__file__).parents[1] / "data"
 
 
 def write_rasters(tmp_path, cls, score=None, crs=UTM, transform=UTM_T, nodata=255):

@@ -39,6 +39,10 @@ class ModelError(RssegError):
     """Unknown model id, missing weights, or a prompt the model cannot take."""
 
 
+class ParameterError(RssegError):
+    """A job parameter is out of range (tile size, overlap, batch size...)."""
+
+
 class DeviceError(RssegError):
     """The requested compute device is not available."""
 

@@ -17,7 +17,7 @@ import numpy as np
 from rasterio.windows import Window, transform as window_transform
 
 from ..contracts import NODATA, UNLABELLED, ClassSummary, SegmentRequest, SegmentResult
-from ..errors import BandError, ModelError
+from ..errors import ModelError, ParameterError
 from ..models.base import SIGMOID, TileModel
 from ..progress import CancelToken, ProgressCallback, report
 from .areas import row_pixel_areas_m2
@@ -31,6 +31,7 @@ from .vectorize import VectorizeOptions, vectorize_classes
 from .writer import BLOCK, ClassRasterWriter, StagedFile, prepare_out_dir
 
 SIGMOID_THRESHOLD = 0.5
+OUTPUTS = {"mask": "mask.tif", "scores": "scores.tif", "polygons": "polygons.gpkg", "result": "result.json"}
 
 
 class _Tally:
@@ -100,17 +101,16 @@ def segment(request: SegmentRequest, model: TileModel, progress: Optional[Progre
     if not 1 <= len(names) <= 254:
         raise ModelError(f"between 1 and 254 classes are supported, got {len(names)}")
     if request.batch_size < 1:
-        raise ValueError(f"batch size must be at least 1, got {request.batch_size}")
-    out_dir = prepare_out_dir(request.out_dir)
-    staged = {key: StagedFile(out_dir / name) for key, name in
-              (("mask", "mask.tif"), ("scores", "scores.tif"), ("polygons", "polygons.gpkg"),
-               ("result", "result.json"))}
+        raise ParameterError(f"batch size must be at least 1, got {request.batch_size}")
+    staged: dict[str, StagedFile] = {}
     try:
         with RasterSource(request.raster, request.bands, model.n_inputs) as source:
             region = resolve_region(request.region, source.dataset)
             grid = TileGrid(region.height, region.width, request.tile, request.overlap)
             stretch = estimate_stretch(source, region, request.percentiles, request.value_range)
             timings["stats"] = time.perf_counter() - t_start
+            out_dir = prepare_out_dir(request.out_dir)  # after the input checks: bad input creates nothing
+            staged.update((key, StagedFile(out_dir / name)) for key, name in OUTPUTS.items())
             transform = window_transform(region.window, source.transform)
             tally = _Tally(source.crs, transform)
             writer = ClassRasterWriter(staged["mask"], staged["scores"], source.crs, transform, grid.width,

@@ -17,6 +17,8 @@ from typing import Iterator
 
 import numpy as np
 
+from ..errors import ParameterError
+
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     """Evenly spread starts covering [0, length) with tiles of min(tile, length)."""
@@ -62,9 +64,9 @@ class TileGrid:
 
     def __post_init__(self) -> None:
         if self.tile < 16:
-            raise ValueError(f"tile size must be at least 16 pixels, got {self.tile}")
+            raise ParameterError(f"tile size must be at least 16 pixels, got {self.tile}")
         if not 0 <= self.overlap <= self.tile // 2:
-            raise ValueError(f"overlap must be between 0 and half the tile size ({self.tile // 2}), got {self.overlap}")
+            raise ParameterError(f"overlap must be between 0 and half the tile size ({self.tile // 2}), got {self.overlap}")
 
     @cached_property
     def ys(self) -> list[int]:
