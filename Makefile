@@ -24,11 +24,10 @@ help:
 
 $(STAMPS)/apt:
 	@mkdir -p $(STAMPS)
-	@if dpkg-query -W -f='$${Status}' python3-qgis python3-venv 2>/dev/null | grep -qv 'not-installed\|deinstall' \
-	    && [ "$$(dpkg-query -W -f='$${Status}\n' python3-qgis python3-venv 2>/dev/null | grep -c 'install ok installed')" = 2 ]; then \
-	  echo "QGIS (python3-qgis) already installed"; \
+	@if [ "$$(dpkg-query -W -f='$${Status}\n' python3-qgis python3-venv 2>/dev/null | grep -c 'install ok installed')" = 2 ]; then \
+	  echo "QGIS (python3-qgis) is installed"; \
 	else \
-	  echo "Installing QGIS from Debian (python3-qgis, about a minute)..."; \
+	  echo "Installing QGIS from Debian (python3-qgis, python3-venv; about a minute)..."; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends python3-qgis python3-venv >/dev/null; \
 	fi
@@ -43,13 +42,13 @@ $(STAMPS)/venv: $(STAMPS)/apt backend/pyproject.toml constraints.txt
 setup: $(STAMPS)/venv
 
 demo: setup
-	@$(PY) scripts/demo.py --out $(DEMO_OUT)
+	@$(RSSEG) demo --sample resources/sample/neon_osbs_rgb.tif --out $(DEMO_OUT)
 
 test: setup
 	@$(PY) -m pytest -q $(PYTEST_ARGS) tests
 
 bench: setup
-	@$(RSSEG) bench
+	@$(RSSEG) bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(STAMPS) $(DEMO_OUT) out

@@ -1,22 +1,28 @@
 """Streaming blend of overlapping tile logits into finished output rows.
 
-Why strips: a row-major pass must keep the pending overlap rows of the whole raster width, so
-memory would grow with the raster. The region is therefore cut into vertical strips of at most
-`strip_width` output columns (aligned to the GeoTIFF block size). Each strip runs every tile that
-touches its columns, so the tile column on a strip boundary runs twice (a few percent more model
-calls on rasters wider than a strip) and blending stays exact. Within a strip, rows are finished
-and handed out as soon as the last tile touching them has been added.
+Why strips: a row-major pass over the whole region would keep pending rows as wide as the
+raster, so memory would grow with it. The region is cut into vertical strips of `strip_width`
+output columns (aligned to the GeoTIFF blocks) and memory is bounded by one strip. A tile that
+crosses a strip's right edge runs once: the part of its logits right of the edge is spilled to a
+temporary file and added again when the next strip reaches it, so blending stays exact and no
+tile runs twice. Within a strip, rows are handed out as soon as the last tile touching them has
+been added, in chunks of at most POP_ROWS rows to keep temporaries small.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from .tiling import Tile, TileGrid
 
-DEFAULT_STRIP_WIDTH = 4096
+DEFAULT_STRIP_WIDTH = 2048
+POP_ROWS = 128
 
 
 @dataclass(frozen=True)
@@ -27,8 +33,8 @@ class Strip:
 
 
 def plan_strips(grid: TileGrid, strip_width: int = DEFAULT_STRIP_WIDTH, align: int = 256) -> list[Strip]:
-    """Cut the region into strips; a last strip narrower than half a strip joins its neighbour."""
-    step = max(align, strip_width // align * align)
+    """Cut the region into strips at least a tile wide; a narrow last strip joins its neighbour."""
+    step = max(align, -(-max(strip_width, grid.tile_width) // align) * align)
     edges = list(range(0, grid.width, step))
     if len(edges) > 1 and grid.width - edges[-1] < step // 2:
         edges.pop()
@@ -41,43 +47,84 @@ def plan_strips(grid: TileGrid, strip_width: int = DEFAULT_STRIP_WIDTH, align: i
 
 
 class StripAccumulator:
-    """Weighted logit sums and validity for the unfinished rows of one strip."""
+    """Weighted logit sums and validity for the unfinished rows of one strip.
+
+    Tiles must be added in row-major order with `pop` called when a tile row is complete; then
+    the unfinished rows never exceed one tile height, so the buffers are allocated once.
+    """
 
     def __init__(self, grid: TileGrid, strip: Strip, n_classes: int):
         self.grid, self.strip = grid, strip
-        self.row0 = 0  # region row of self.logits[:, 0]
-        self.logits = np.zeros((n_classes, 0, strip.x1 - strip.x0), np.float32)
-        self.valid = np.zeros((0, strip.x1 - strip.x0), bool)
+        self.row0 = 0  # region row of buffer row 0
+        width = strip.x1 - strip.x0
+        self.logits = np.zeros((n_classes, grid.tile_height, width), np.float32)
+        self.valid = np.zeros((grid.tile_height, width), bool)
 
-    def add(self, tile: Tile, logits: np.ndarray, valid: np.ndarray) -> None:
-        """Add one tile's logits [K, h, w] (weighted) and validity [h, w]."""
-        end = tile.y + tile.height
-        have = self.row0 + self.valid.shape[0]
-        if end > have:
-            grow = end - have
-            self.logits = np.concatenate(
-                [self.logits, np.zeros((self.logits.shape[0], grow, self.logits.shape[2]), np.float32)], axis=1)
-            self.valid = np.concatenate([self.valid, np.zeros((grow, self.valid.shape[1]), bool)])
-        a = max(tile.x, self.strip.x0)
+    def add(self, tile: Tile, logits: np.ndarray, valid: np.ndarray, x_from: int | None = None) -> None:
+        """Add a tile's logits [K, h, w'] and validity [h, w'] covering columns [x_from, tile end)
+        (x_from defaults to the tile's own left edge); weights are applied here."""
+        x_from = tile.x if x_from is None else x_from
+        a = max(x_from, self.strip.x0)
         b = min(tile.x + tile.width, self.strip.x1)
-        src = slice(a - tile.x, b - tile.x)
-        dst_rows = slice(tile.y - self.row0, end - self.row0)
-        dst_cols = slice(a - self.strip.x0, b - self.strip.x0)
-        weight = np.outer(self.grid.row_weights[tile.row], self.grid.col_weights[tile.col][src])
-        self.logits[:, dst_rows, dst_cols] += logits[:, :, src] * weight
-        self.valid[dst_rows, dst_cols] |= valid[:, src]
+        if b <= a:
+            return
+        rows = slice(tile.y - self.row0, tile.y + tile.height - self.row0)
+        if rows.start < 0 or rows.stop > self.valid.shape[0]:
+            raise RuntimeError("tiles must be added in row-major order with finished rows popped")
+        cols = slice(a - self.strip.x0, b - self.strip.x0)
+        weight = np.outer(self.grid.row_weights[tile.row], self.grid.col_weights[tile.col][a - tile.x:b - tile.x])
+        self.logits[:, rows, cols] += logits[:, :, a - x_from:b - x_from] * weight
+        self.valid[rows, cols] |= valid[:, a - x_from:b - x_from]
 
-    def pop(self, end: int) -> tuple[int, np.ndarray, np.ndarray]:
-        """Hand out finished rows [row0, end): (row0, blended logits [K, n, w], valid [n, w])."""
+    def pop(self, end: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """Hand out finished rows [row0, end) in chunks: (first row, blended logits [K, n, w], valid)."""
         n = end - self.row0
-        row0 = self.row0
-        norm = np.outer(self.grid.row_weight_sum[row0:end], self.grid.col_weight_sum[self.strip.x0:self.strip.x1])
-        logits = self.logits[:, :n] / np.maximum(norm, 1e-12)
-        valid = self.valid[:n].copy()
-        self.logits = self.logits[:, n:].copy()
-        self.valid = self.valid[n:].copy()
+        col_sum = self.grid.col_weight_sum[self.strip.x0:self.strip.x1]
+        for i in range(0, n, POP_ROWS):
+            j = min(n, i + POP_ROWS)
+            norm = np.outer(self.grid.row_weight_sum[self.row0 + i:self.row0 + j], col_sum)
+            yield self.row0 + i, self.logits[:, i:j] / np.maximum(norm, 1e-12), self.valid[i:j].copy()
+        keep = self.valid.shape[0] - n
+        self.logits[:, :keep] = self.logits[:, n:]
+        self.logits[:, keep:] = 0.0
+        self.valid[:keep] = self.valid[n:]
+        self.valid[keep:] = False
         self.row0 = end
-        return row0, logits, valid
+
+
+class Spill:
+    """Logits of tiles crossing a strip's right edge, kept on disk for the next strip."""
+
+    def __init__(self, folder: Path):
+        self.dir = Path(tempfile.mkdtemp(prefix=".rsseg-spill-", dir=folder))
+        self._empty: set[int] = set()  # all-nodata tiles: nothing to add, but already read
+
+    def _path(self, tile: Tile) -> Path:
+        return self.dir / f"{tile.index}.npz"
+
+    def save(self, tile: Tile, x_from: int, logits: np.ndarray | None, valid: np.ndarray) -> None:
+        if logits is None:
+            self._empty.add(tile.index)
+            return
+        cut = x_from - tile.x
+        np.savez(self._path(tile), logits=logits[:, :, cut:], valid=valid[:, cut:], x_from=x_from)
+
+    def has(self, tile: Tile) -> bool:
+        return tile.index in self._empty or self._path(tile).exists()
+
+    def load(self, tile: Tile) -> tuple[np.ndarray, np.ndarray, int] | None:
+        """The spilled part of a tile, or None for an all-nodata tile."""
+        if tile.index in self._empty:
+            self._empty.discard(tile.index)
+            return None
+        path = self._path(tile)
+        with np.load(path) as data:
+            out = data["logits"], data["valid"], int(data["x_from"])
+        path.unlink()
+        return out
+
+    def close(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def strip_tiles(grid: TileGrid, strip: Strip) -> list[Tile]:

@@ -14,14 +14,17 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import rasterio
 from rasterio.windows import Window, transform as window_transform
+from scipy.special import expit
 
 from ..contracts import NODATA, UNLABELLED, ClassSummary, SegmentRequest, SegmentResult
 from ..errors import ModelError, ParameterError
 from ..models.base import SIGMOID, TileModel
 from ..progress import CancelToken, ProgressCallback, report
 from .areas import row_pixel_areas_m2
-from .blend import DEFAULT_STRIP_WIDTH, StripAccumulator, finished_rows, plan_strips, strip_tiles
+from .blend import DEFAULT_STRIP_WIDTH, Spill, StripAccumulator, finished_rows, plan_strips, strip_tiles
+from .memory import bound_heap_growth
 from .normalize import Stretch, estimate_stretch
 from .palette import class_colour
 from .region import Region, resolve_region
@@ -31,6 +34,7 @@ from .vectorize import VectorizeOptions, vectorize_classes
 from .writer import BLOCK, ClassRasterWriter, StagedFile, prepare_out_dir
 
 SIGMOID_THRESHOLD = 0.5
+GDAL_CACHE_MB = 8
 OUTPUTS = {"mask": "mask.tif", "scores": "scores.tif", "polygons": "polygons.gpkg", "result": "result.json"}
 
 
@@ -57,7 +61,7 @@ def decide(logits: np.ndarray, valid: np.ndarray, activation: str,
     best = logits.argmax(axis=0)
     top = np.take_along_axis(logits, best[None], axis=0)[0]
     if activation == SIGMOID:
-        scores = 1.0 / (1.0 + np.exp(-top))
+        scores = expit(top)
         threshold = SIGMOID_THRESHOLD if threshold is None else threshold
     else:  # softmax probability of the arg-max class
         scores = 1.0 / np.exp(logits - top[None]).sum(axis=0)
@@ -86,14 +90,18 @@ class _TileReader:
         return self.stretch.apply(data, valid), valid
 
 
-def _batches(items: list, size: int):
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
 def segment(request: SegmentRequest, model: TileModel, progress: Optional[ProgressCallback] = None,
             cancel: Optional[CancelToken] = None, strip_width: int = DEFAULT_STRIP_WIDTH) -> SegmentResult:
     """Run one job through the engine and return its result record (also written as result.json)."""
+    # GDAL's block cache defaults to 5% of RAM and would keep every block the job reads; the
+    # engine reads each block about once, so a small cache bounds memory at no cost.
+    bound_heap_growth()
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+        return _segment(request, model, progress, cancel, strip_width)
+
+
+def _segment(request: SegmentRequest, model: TileModel, progress: Optional[ProgressCallback],
+             cancel: Optional[CancelToken], strip_width: int) -> SegmentResult:
     cancel = cancel or CancelToken()
     t_start = time.perf_counter()
     timings: dict[str, float] = defaultdict(float)
@@ -115,11 +123,13 @@ def segment(request: SegmentRequest, model: TileModel, progress: Optional[Progre
             tally = _Tally(source.crs, transform)
             writer = ClassRasterWriter(staged["mask"], staged["scores"], source.crs, transform, grid.width,
                                        grid.height, names, request.prompt, request.sentence is not None)
+            spill = Spill(out_dir)
             try:
                 tiles_run = _stream(grid, _TileReader(source, region, stretch), model, writer, tally, request,
-                                    strip_width, timings, progress, cancel)
+                                    strip_width, timings, progress, cancel, spill)
             finally:
                 writer.close()
+                spill.close()
             crs_string = source.crs.to_string() if source.crs else ""
             bands = list(source.bands)
         polygons_path, polygon_counts = None, {}
@@ -159,23 +169,36 @@ def segment(request: SegmentRequest, model: TileModel, progress: Optional[Progre
             item.discard()
 
 
+def _chunks(tiles: list[Tile], spill: Spill, batch_size: int):
+    """Row-major runs of tiles holding at most `batch_size` tiles that need the model."""
+    chunk, compute = [], 0
+    for tile in tiles:
+        chunk.append(tile)
+        if not spill.has(tile):
+            compute += 1
+            if compute == batch_size:
+                yield chunk
+                chunk, compute = [], 0
+    if chunk:
+        yield chunk
+
+
 def _stream(grid: TileGrid, reader: _TileReader, model: TileModel, writer: ClassRasterWriter, tally: _Tally,
-            request: SegmentRequest, strip_width: int, timings: dict, progress, cancel: CancelToken) -> int:
-    """Tiles -> model -> blend -> finished rows written; returns the number of model tile calls."""
+            request: SegmentRequest, strip_width: int, timings: dict, progress, cancel: CancelToken,
+            spill: Spill) -> int:
+    """Tiles -> model -> blend -> finished rows written; returns the number of tiles the model ran on."""
     strips = plan_strips(grid, strip_width, BLOCK)
-    total = sum(len(s.cols) * len(grid.ys) for s in strips)
-    done = run = 0
+    total, done, run = len(grid), 0, 0
     report(progress, "segment", 0, total)
     for strip in strips:
         acc = StripAccumulator(grid, strip, len(model.class_names))
         remaining = [len(strip.cols)] * len(grid.ys)  # tiles still to add, per tile row
-        next_row = 0  # first tile row whose rows are not written yet
-        for batch in _batches(strip_tiles(grid, strip), request.batch_size):
+        for chunk in _chunks(strip_tiles(grid, strip), spill, request.batch_size):
             cancel.check()
             t0 = time.perf_counter()
-            reads = [reader.read(tile) for tile in batch]
+            reads = {t.index: reader.read(t) for t in chunk if not spill.has(t)}
             timings["read"] += time.perf_counter() - t0
-            todo = [i for i, (_, valid) in enumerate(reads) if valid.any()]  # all-nodata tiles skip the model
+            todo = [i for i, (_, valid) in reads.items() if valid.any()]  # all-nodata tiles skip the model
             logits = {}
             if todo:
                 t0 = time.perf_counter()
@@ -187,20 +210,24 @@ def _stream(grid: TileGrid, reader: _TileReader, model: TileModel, writer: Class
                 logits = dict(zip(todo, out))
                 run += len(todo)
             t0 = time.perf_counter()
-            for i, tile in enumerate(batch):
-                if i in logits:
-                    acc.add(tile, logits[i], reads[i][1])
+            for tile in chunk:
+                if tile.index in reads:
+                    done += 1
+                    tile_logits = logits.get(tile.index)
+                    if tile_logits is not None:
+                        acc.add(tile, tile_logits, reads[tile.index][1])
+                    if tile.x + tile.width > strip.x1:
+                        spill.save(tile, strip.x1, tile_logits, reads[tile.index][1])
+                else:
+                    spilled = spill.load(tile)
+                    if spilled is not None:
+                        acc.add(tile, spilled[0], spilled[1], spilled[2])
                 remaining[tile.row] -= 1
-            while next_row < len(grid.ys) and remaining[next_row] == 0:
-                end = finished_rows(grid, next_row)
-                if end > acc.row0:
-                    row0, blended, valid = acc.pop(end)
-                    classes, scores = decide(blended, valid, model.activation, request.threshold)
-                    window = Window(strip.x0, row0, strip.x1 - strip.x0, end - row0)
-                    writer.write(window, classes, scores)
-                    tally.add(row0, classes, scores)
-                next_row += 1
+                if remaining[tile.row] == 0:
+                    for row0, blended, valid in acc.pop(finished_rows(grid, tile.row)):
+                        classes, scores = decide(blended, valid, model.activation, request.threshold)
+                        writer.write(Window(strip.x0, row0, strip.x1 - strip.x0, len(valid)), classes, scores)
+                        tally.add(row0, classes, scores)
             timings["blend_write"] += time.perf_counter() - t0
-            done += len(batch)
             report(progress, "segment", done, total)
     return run

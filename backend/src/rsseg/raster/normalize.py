@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 from rasterio.windows import Window
 
-from ..errors import AllNodataError
+from ..errors import AllNodataError, ParameterError
 from .region import Region
 from .source import RasterSource
 
@@ -41,17 +41,32 @@ class Stretch:
 
 
 def sample_windows(region: Region) -> list[Window]:
-    """A grid of windows spread over the region, about SAMPLE_PIXELS pixels in all."""
+    """A grid of windows spread over the region, about SAMPLE_PIXELS pixels in all.
+
+    The grid follows the region's aspect ratio, so thin regions are sampled as fully as square ones."""
     win = region.window
     w, h = int(win.width), int(win.height)
     if w * h <= SAMPLE_PIXELS:
         return [win]
-    side = max(1, int(math.sqrt(SAMPLE_PIXELS / SAMPLE_GRID**2)))
-    sw, sh = min(side, w), min(side, h)
-    nx, ny = min(SAMPLE_GRID, w // sw), min(SAMPLE_GRID, h // sh)
+    ratio, g2 = w / h, SAMPLE_GRID**2
+    nx = int(np.clip(round(SAMPLE_GRID * math.sqrt(ratio)), min(2, w), g2 // min(2, h)))
+    ny = int(np.clip(g2 // nx, min(2, h), h))
+    per_window = SAMPLE_PIXELS / (nx * ny)
+    sh = min(h // ny, max(1, math.ceil(math.sqrt(per_window / ratio))))
+    sw = min(w // nx, max(1, math.ceil(per_window / sh)))
+    sh = min(h // ny, max(1, math.ceil(per_window / sw)))  # rebalance when the width was capped
     cols = np.linspace(0, w - sw, nx).round().astype(int)
     rows = np.linspace(0, h - sh, ny).round().astype(int)
     return [Window(int(win.col_off) + c, int(win.row_off) + r, sw, sh) for r in rows for c in cols]
+
+
+def check_stretch_parameters(percentiles: tuple[float, float], value_range: Optional[tuple[float, float]]) -> None:
+    low, high = percentiles
+    if not 0.0 <= low < high <= 100.0:
+        raise ParameterError(f"stretch percentiles must satisfy 0 <= low < high <= 100, got {low}, {high}")
+    if value_range is not None and not (math.isfinite(value_range[0]) and math.isfinite(value_range[1])
+                                        and value_range[0] < value_range[1]):
+        raise ParameterError(f"value range must be two finite numbers low < high, got {value_range[0]}, {value_range[1]}")
 
 
 def estimate_stretch(
@@ -61,6 +76,7 @@ def estimate_stretch(
     value_range: Optional[tuple[float, float]] = None,
 ) -> Stretch:
     """Percentile stretch over valid pixels of the sample; raises AllNodataError if there are none."""
+    check_stretch_parameters(percentiles, value_range)
     pieces: list[np.ndarray] = []
     for window in sample_windows(region):
         data, valid = source.read(window)

@@ -2,8 +2,7 @@
 
 Rasters are written window by window into hidden temporary files in the output folder and only
 renamed to their final names by `commit()`, so a failed or cancelled job never leaves a file
-that looks finished. Tiled and DEFLATE-compressed with the GDAL block cache bounded, so memory
-does not grow with the raster size.
+that looks finished. Tiled and DEFLATE-compressed.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ from ..errors import OutputError
 from .palette import colour_table
 
 BLOCK = 256  # GeoTIFF tile size; strip boundaries are aligned to it
-GDAL_CACHE_MB = 64
 
 
 def prepare_out_dir(out_dir: str | os.PathLike) -> Path:
@@ -66,8 +64,6 @@ class ClassRasterWriter:
         profile = dict(driver="GTiff", width=width, height=height, count=1, crs=crs, transform=transform,
                        tiled=True, blockxsize=BLOCK, blockysize=BLOCK, compress="deflate",
                        BIGTIFF="IF_SAFER")
-        self._env = rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
-        self._env.__enter__()
         try:
             self.mask = rasterio.open(mask.temp, "w", dtype="uint8", nodata=NODATA, **profile)
             self.scores = rasterio.open(scores.temp, "w", dtype="float32", nodata=float("nan"),
@@ -91,7 +87,4 @@ class ClassRasterWriter:
             dataset = getattr(self, name, None)
             if dataset is not None and not dataset.closed:
                 dataset.close()
-        if self._env is not None:
-            self._env.__exit__(None, None, None)
-            self._env = None
 

@@ -1,0 +1,69 @@
+"""`rsseg bench`: engine throughput and memory on synthetic rasters, printed as a table.
+
+Each run happens in its own process (peak RSS is per process); model time is measured inside
+the engine, so the "outside model" share is I/O, normalisation, blending, writing and
+vectorising. Peak RSS is reported for the raster pass (read, model, blend, write) and for the
+whole job: vectorising keeps each polygon whole until it is complete, so a class that forms one
+network across the raster (roads, say) holds that polygon in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess  # nosec B404 - runs this same interpreter on our own module, no shell
+import sys
+import tempfile
+from pathlib import Path
+
+from .synthetic import write_synthetic
+
+
+def _run_one(raster: Path, out: Path, model: str, tile: int, overlap: int) -> dict:
+    cmd = [sys.executable, "-m", "rsseg.bench", str(raster), str(out), model, str(tile), str(overlap)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)  # nosec B603
+    shutil.rmtree(out, ignore_errors=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark run failed ({' '.join(cmd)}):\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _row(model: str, size: int, run: dict) -> dict:
+    wall, t = run["wall_s"], run["timings"]
+    return {"model": model, "raster": f"{size}x{size}", "tiles": run["tiles"], "wall_s": round(wall, 2),
+            "tiles_per_s": round(run["tiles"] / wall, 2), "mpx_per_s": round(run["pixels"] / wall / 1e6, 2),
+            "raster_pass_rss_mb": round(run["raster_pass_rss_mb"]), "peak_rss_mb": round(run["peak_rss_mb"]),
+            "polygons": run["polygons"], "outside_model_pct": round(100 * (wall - t["model"]) / wall, 1),
+            "read_s": round(t.get("read", 0), 2), "blend_write_s": round(t.get("blend_write", 0), 2),
+            "vectorise_s": round(t.get("vectorise", 0), 2)}
+
+
+COLUMNS = ["model", "raster", "tiles", "wall_s", "tiles_per_s", "mpx_per_s", "raster_pass_rss_mb", "peak_rss_mb",
+           "polygons", "outside_model_pct", "read_s", "blend_write_s", "vectorise_s"]
+
+
+def format_table(rows: list[dict], markdown: bool) -> str:
+    cells = [COLUMNS] + [[str(r[c]) for c in COLUMNS] for r in rows]
+    if markdown:
+        lines = ["| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(COLUMNS)]
+        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in cells[1:]])
+    widths = [max(len(r[i]) for r in cells) for i in range(len(COLUMNS))]
+    return "\n".join("  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in cells)
+
+
+def run_bench(args) -> int:
+    sizes = [int(s) for s in str(args.sizes).split(",") if s.strip()]
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="rsseg-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    plan = [("test", s) for s in sizes] + ([("vit-b-random", args.vit_size)] if args.vit_size else [])
+    rows = []
+    try:
+        for model, size in plan:
+            print(f"bench: {model} on {size}x{size}...", file=sys.stderr, flush=True)
+            raster = write_synthetic(work / f"synthetic_{size}.tif", size)
+            rows.append(_row(model, size, _run_one(raster, work / "out", model, args.tile, args.overlap)))
+    finally:
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(rows, indent=2) if args.json else format_table(rows, args.markdown))
+    return 0

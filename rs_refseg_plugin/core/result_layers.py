@@ -1,0 +1,91 @@
+"""Turn a backend result record (result.json) into styled layers in the project.
+
+The raster gets a paletted renderer with the class names and colours, the polygons a categorized
+renderer with the same colours, both in a group named after the prompt. Layers are built and
+checked first and added only when all are valid, so a failure adds nothing to the project.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from qgis.core import (
+    QgsCategorizedSymbolRenderer,
+    QgsLayerTreeGroup,
+    QgsPalettedRasterRenderer,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRendererCategory,
+    QgsSymbol,
+    QgsVectorLayer,
+)
+from qgis.PyQt.QtGui import QColor
+
+
+class ResultError(Exception):
+    """The result record or one of its files cannot be loaded (message names the file)."""
+
+
+@dataclass
+class AddedResult:
+    group: QgsLayerTreeGroup
+    raster: QgsRasterLayer
+    vector: QgsVectorLayer | None
+
+
+def read_result(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ResultError(f"result record not found: {path}") from None
+    except (OSError, ValueError) as exc:
+        raise ResultError(f"{path} is not a readable result record (expected rsseg's result.json): {exc}") from None
+    if not isinstance(record, dict) or "mask" not in record or "classes" not in record:
+        raise ResultError(f"{path} is not an rsseg result record (no 'mask' or 'classes')")
+    return record
+
+
+def _prompt(record: dict) -> str:
+    request = record.get("request") or {}
+    return request.get("sentence") or ", ".join(request.get("classes") or []) or "segmentation"
+
+
+def style_raster(layer: QgsRasterLayer, classes: list[dict]) -> None:
+    entries = [QgsPalettedRasterRenderer.Class(c["id"], QColor(c["colour"]), c["name"]) for c in classes]
+    layer.setRenderer(QgsPalettedRasterRenderer(layer.dataProvider(), 1, entries))
+
+
+def style_vector(layer: QgsVectorLayer, classes: list[dict]) -> None:
+    categories = []
+    for c in classes:
+        symbol = QgsSymbol.defaultSymbol(layer.geometryType())
+        symbol.setColor(QColor(c["colour"]))
+        symbol.setOpacity(0.6)
+        categories.append(QgsRendererCategory(c["id"], symbol, c["name"]))
+    layer.setRenderer(QgsCategorizedSymbolRenderer("class_id", categories))
+
+
+def add_result_layers(result_path: str | Path, project: QgsProject | None = None) -> AddedResult:
+    """Load the outputs of one job as styled layers; raises ResultError and adds nothing on failure."""
+    record = read_result(result_path)
+    project = project or QgsProject.instance()
+    prompt = _prompt(record)
+    raster = QgsRasterLayer(record["mask"], f"{prompt} (mask)", "gdal")
+    if not raster.isValid():
+        raise ResultError(f"cannot load the mask raster {record['mask']} (missing or not a GeoTIFF)")
+    vector = None
+    if record.get("polygons"):
+        vector = QgsVectorLayer(f"{record['polygons']}|layername=polygons", f"{prompt} (polygons)", "ogr")
+        if not vector.isValid():
+            raise ResultError(f"cannot load the polygons {record['polygons']} (missing or not a GeoPackage)")
+        style_vector(vector, record["classes"])
+    style_raster(raster, record["classes"])
+    group = project.layerTreeRoot().insertGroup(0, prompt)
+    for layer in (vector, raster):
+        if layer is not None:
+            project.addMapLayer(layer, False)
+            group.addLayer(layer)
+    return AddedResult(group, raster, vector)
