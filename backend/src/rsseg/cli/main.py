@@ -38,11 +38,18 @@ def _classes(text: str) -> list[str]:
     return [c.strip() for c in text.replace("\n", ",").split(",") if c.strip()]
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line, like every other rsseg error."""
+
+    def error(self, message: str):
+        self.exit(EXIT_INPUT, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rsseg", description="Text-prompted segmentation of georeferenced rasters.")
+    parser = _Parser(prog="rsseg", description="Text-prompted segmentation of georeferenced rasters.")
     parser.add_argument("--version", action="version", version=f"rsseg {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     seg = sub.add_parser("segment", help="segment a raster from a class list or a referring sentence")
     seg.add_argument("raster")

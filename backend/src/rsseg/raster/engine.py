@@ -55,6 +55,17 @@ class _Tally:
         self.score += np.bincount(flat, weights=np.nan_to_num(scores.ravel()), minlength=256)
 
 
+def check_parameters(request: SegmentRequest) -> None:
+    """Job parameters the tile grid and the stretch do not check themselves."""
+    if request.batch_size < 1:
+        raise ParameterError(f"batch size must be at least 1, got {request.batch_size}")
+    if request.threshold is not None and not 0.0 <= request.threshold <= 1.0:
+        raise ParameterError(f"threshold must be a score between 0 and 1, got {request.threshold}")
+    if request.simplify_tolerance < 0 or request.min_area_m2 < 0:
+        raise ParameterError(f"simplify tolerance and minimum area must not be negative, got "
+                             f"{request.simplify_tolerance} and {request.min_area_m2}")
+
+
 def decide(logits: np.ndarray, valid: np.ndarray, activation: str,
            threshold: Optional[float]) -> tuple[np.ndarray, np.ndarray]:
     """Blended logits [K, h, w] -> (class ids uint8 [h, w], score of the chosen class float32)."""
@@ -108,8 +119,7 @@ def _segment(request: SegmentRequest, model: TileModel, progress: Optional[Progr
     names = list(model.class_names)
     if not 1 <= len(names) <= 254:
         raise ModelError(f"between 1 and 254 classes are supported, got {len(names)}")
-    if request.batch_size < 1:
-        raise ParameterError(f"batch size must be at least 1, got {request.batch_size}")
+    check_parameters(request)
     staged: dict[str, StagedFile] = {}
     try:
         with RasterSource(request.raster, request.bands, model.n_inputs) as source:
@@ -160,9 +170,13 @@ def _segment(request: SegmentRequest, model: TileModel, progress: Optional[Progr
             bands=bands, stretch=stretch.to_dict(), nodata_pixels=int(tally.pixels[NODATA]),
         )
         staged["result"].temp.write_text(json.dumps(result.to_dict(), indent=2))
-        for key in ("mask", "polygons", "result") + (("scores",) if request.write_scores else ()):
-            if key != "polygons" or request.vectorise:
-                staged[key].commit()
+        produced = {"mask", "result"} | ({"scores"} if request.write_scores else set()) \
+            | ({"polygons"} if request.vectorise else set())
+        for key, item in staged.items():
+            if key in produced:
+                item.commit()
+            else:  # an earlier job's file would no longer match this mask
+                item.final.unlink(missing_ok=True)
         return result
     finally:
         for item in staged.values():
