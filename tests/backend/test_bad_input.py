@@ -224,6 +224,26 @@ def test_value_range_without_span(tmp_path, value_range):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("params, fragment", [
+    ({"threshold": 1.5}, "threshold"), ({"threshold": -0.1}, "threshold"),
+    ({"simplify_tolerance": -1.0}, "must not be negative"), ({"min_area_m2": -5.0}, "must not be negative"),
+])
+def test_job_parameters_out_of_range(tmp_path, params, fragment):
+    out = tmp_path / "out"
+    with pytest.raises(ParameterError, match=fragment):
+        run_segment(make_request(out, **params))
+    assert not out.exists()
+
+
+def test_cli_usage_error_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["segment", str(PAN), "--classes", "a", "--sentence", "b", "--out", str(tmp_path / "o")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("rsseg segment: error:") and "--sentence" in err[0]
+    assert not (tmp_path / "o").exists()
+
+
 # ----------------------------------------------------------------------------------------------
 # the CLI: exit 2, one line on stderr, no traceback, nothing written
 

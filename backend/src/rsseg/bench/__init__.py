@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess  # nosec B404 - runs this same interpreter on our own module, no shell
+# Runs this same interpreter on our own module, without a shell.
+import subprocess  # nosec B404
 import sys
 import tempfile
 from pathlib import Path
