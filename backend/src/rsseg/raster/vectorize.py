@@ -27,7 +27,6 @@ from typing import Iterator, Mapping
 
 import fiona
 import numpy as np
-import rasterio
 import shapely
 from affine import Affine
 from rasterio.features import shapes
@@ -37,8 +36,9 @@ from shapely.affinity import affine_transform
 from shapely.geometry import Polygon, mapping, shape
 
 from ..contracts import NODATA as NODATA_CLASS
-from ..errors import NotARasterError, OutputError, RasterNotFoundError, RssegError
+from ..errors import OutputError, RssegError
 from ..progress import CancelToken, ProgressCallback, report
+from .source import open_raster
 from .areas import _wkt, geometry_area_m2, pixel_area_m2  # noqa: F401 (re-exported)
 
 LAYER = "polygons"
@@ -69,15 +69,6 @@ class ClassPolygonStats:
     name: str
     polygons: int
     area_m2: float
-
-
-def _open(path: Path) -> rasterio.DatasetReader:
-    if not path.exists():
-        raise RasterNotFoundError(f"{path}: raster not found")
-    try:
-        return rasterio.open(path)
-    except rasterio.errors.RasterioIOError as exc:
-        raise NotARasterError(f"{path}: cannot be opened as a raster ({exc})") from exc
 
 
 def _chunk_pieces(cls_src, score_src, win: Window) -> Iterator[tuple[int, Piece, bool]]:
@@ -153,7 +144,7 @@ def vectorize_classes(
         raise OutputError(f"{out_path}: the output folder does not exist")
     tmp = out_path.with_name(f".{out_path.stem}.{uuid.uuid4().hex[:8]}.tmp.gpkg")
     try:
-        with _open(class_path) as cls_src, _open(score_path) as score_src:
+        with open_raster(class_path) as cls_src, open_raster(score_path) as score_src:
             if (score_src.shape, score_src.transform) != (cls_src.shape, cls_src.transform):
                 raise RssegError(f"{score_path}: score raster is not on the grid of {class_path}")
             stats = _vectorize(cls_src, score_src, tmp, class_names, prompt, options, progress,
