@@ -1,0 +1,39 @@
+"""CLI verbs not covered elsewhere: doctor, demo, bench (tiny sizes), models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import rasterio
+
+from rsseg.cli.main import main
+
+ROOT = Path(__file__).parents[2]
+SAMPLE = ROOT / "resources" / "sample" / "neon_osbs_rgb.tif"
+
+
+def test_doctor_markdown(capsys):
+    assert main(["doctor", "--markdown"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("## rsseg environment") and "| torchvision |" in out and "| test | both |" in out
+
+
+def test_demo_runs_the_sample_with_the_test_model(tmp_path, capsys):
+    assert main(["demo", "--sample", str(SAMPLE), "--out", str(tmp_path / "demo")]) == 0
+    captured = capsys.readouterr()
+    assert "No real model weights" in captured.err and "`test`" in captured.err
+    assert f"Outputs are in {tmp_path / 'demo'}" in captured.out
+    record = json.loads((tmp_path / "demo" / "result.json").read_text())
+    with rasterio.open(SAMPLE) as src, rasterio.open(record["mask"]) as mask:
+        assert (mask.crs, mask.transform, mask.shape) == (src.crs, src.transform, src.shape)
+    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == ["mask.tif", "polygons.gpkg", "result.json"]
+
+
+def test_bench_prints_a_table(tmp_path, capsys):
+    assert main(["bench", "--sizes", "256", "--vit-size", "0", "--tile", "128", "--overlap", "16", "--json",
+                 "--workdir", str(tmp_path)]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 1 and rows[0]["raster"] == "256x256" and rows[0]["tiles"] == 9
+    assert rows[0]["peak_rss_mb"] >= rows[0]["raster_pass_rss_mb"] > 0
+    assert 0 < rows[0]["outside_model_pct"] < 100
