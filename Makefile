@@ -11,6 +11,9 @@ STAMPS := .setup-stamps
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_OUT ?= demo-output
 PYTEST_ARGS ?=
+# Extra pip arguments, e.g. PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu" for a
+# CPU-only torch on machines whose pip does not already provide one (see docs/install.md).
+PIP_ARGS ?=
 
 export QT_QPA_PLATFORM := offscreen
 export HF_HUB_OFFLINE := 1
@@ -36,7 +39,7 @@ $(STAMPS)/apt:
 $(STAMPS)/venv: $(STAMPS)/apt backend/pyproject.toml constraints.txt
 	@[ -x $(PY) ] || /usr/bin/python3 -m venv --system-site-packages $(VENV)
 	@echo "Installing the backend into $(VENV) (CPU torch unless a CUDA one is already there)..."
-	@$(PY) -m pip install -q -c constraints.txt -e "backend[models,test]"
+	@$(PY) -m pip install -q $(PIP_ARGS) -c constraints.txt -e "backend[models,test]"
 	@touch $@
 
 setup: $(STAMPS)/venv

@@ -104,9 +104,9 @@ class _TileReader:
 def segment(request: SegmentRequest, model: TileModel, progress: Optional[ProgressCallback] = None,
             cancel: Optional[CancelToken] = None, strip_width: int = DEFAULT_STRIP_WIDTH) -> SegmentResult:
     """Run one job through the engine and return its result record (also written as result.json)."""
+    bound_heap_growth()
     # GDAL's block cache defaults to 5% of RAM and would keep every block the job reads; the
     # engine reads each block about once, so a small cache bounds memory at no cost.
-    bound_heap_growth()
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
         return _segment(request, model, progress, cancel, strip_width)
 
