@@ -94,10 +94,7 @@ class _TileReader:
     def read(self, tile: Tile) -> tuple[np.ndarray, np.ndarray]:
         win = self.region.window
         window = Window(int(win.col_off) + tile.x, int(win.row_off) + tile.y, tile.width, tile.height)
-        data, valid = self.source.read(window)
-        inside = self.region.mask(window, self.source.transform)
-        if inside is not None:
-            valid &= inside
+        data, valid = self.region.read(self.source, window)
         return self.stretch.apply(data, valid), valid
 
 

@@ -79,10 +79,7 @@ def estimate_stretch(
     check_stretch_parameters(percentiles, value_range)
     pieces: list[np.ndarray] = []
     for window in sample_windows(region):
-        data, valid = source.read(window)
-        inside = region.mask(window, source.transform)
-        if inside is not None:
-            valid &= inside
+        data, valid = region.read(source, window)
         if valid.any():
             pieces.append(data[:, valid])
     if not pieces:

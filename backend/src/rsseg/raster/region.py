@@ -40,6 +40,14 @@ class Region:
         shape_ = (int(window.height), int(window.width))
         return geometry_mask(self.geometries, shape_, window_transform(window, transform), invert=True)
 
+    def read(self, source, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """`source.read(window)` with pixels outside the region's polygons marked invalid."""
+        data, valid = source.read(window)
+        inside = self.mask(window, source.transform)
+        if inside is not None:
+            valid &= inside
+        return data, valid
+
 
 def _crs(value: Optional[str], default: CRS, what: str) -> CRS:
     if not value:
