@@ -11,6 +11,7 @@ STAMPS := .setup-stamps
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_OUT ?= demo-output
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 # Extra pip arguments, e.g. PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu" for a
 # CPU-only torch on machines whose pip does not already provide one (see docs/install.md).
 PIP_ARGS ?=

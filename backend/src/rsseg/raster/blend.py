@@ -93,10 +93,13 @@ class StripAccumulator:
 
 
 class Spill:
-    """Logits of tiles crossing a strip's right edge, kept on disk for the next strip."""
+    """Logits of tiles crossing a strip's right edge, kept on disk for the next strip.
+
+    Which tiles are spilled is kept in memory, so asking costs no file-system call."""
 
     def __init__(self, folder: Path):
         self.dir = Path(tempfile.mkdtemp(prefix=".rsseg-spill-", dir=folder))
+        self._saved: set[int] = set()
         self._empty: set[int] = set()  # all-nodata tiles: nothing to add, but already read
 
     def _path(self, tile: Tile) -> Path:
@@ -107,21 +110,23 @@ class Spill:
             self._empty.add(tile.index)
             return
         cut = x_from - tile.x
-        np.savez(self._path(tile), logits=logits[:, :, cut:], valid=valid[:, cut:], x_from=x_from)
+        np.savez(self._path(tile), logits=logits[:, :, cut:], valid=valid[:, cut:])
+        self._saved.add(tile.index)
 
     def has(self, tile: Tile) -> bool:
-        return tile.index in self._empty or self._path(tile).exists()
+        return tile.index in self._saved or tile.index in self._empty
 
     def load(self, tile: Tile) -> tuple[np.ndarray, np.ndarray, int] | None:
-        """The spilled part of a tile, or None for an all-nodata tile."""
+        """(logits, valid, first column) of the spilled part of a tile, or None for an all-nodata tile."""
         if tile.index in self._empty:
             self._empty.discard(tile.index)
             return None
+        self._saved.discard(tile.index)
         path = self._path(tile)
         with np.load(path) as data:
-            out = data["logits"], data["valid"], int(data["x_from"])
+            logits, valid = data["logits"], data["valid"]
         path.unlink()
-        return out
+        return logits, valid, tile.x + tile.width - valid.shape[1]
 
     def close(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
