@@ -39,12 +39,20 @@ class ModelError(RssegError):
     """Unknown model id, missing weights, or a prompt the model cannot take."""
 
 
+class WeightsError(ModelError):
+    """A weight file is missing, failed its checksum, or could not be downloaded or imported."""
+
+
 class ParameterError(RssegError):
     """A job parameter is out of range (tile size, overlap, batch size...)."""
 
 
 class DeviceError(RssegError):
     """The requested compute device is not available."""
+
+
+class ProtocolError(RssegError):
+    """A worker message is not valid JSON or not a record of the protocol."""
 
 
 class Cancelled(RssegError):

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
-TASKS = ("classes", "sentence", "both")
+# "component": weights other models build on (e.g. SAM for refinement); not run by `segment` itself.
+TASKS = ("classes", "sentence", "both", "component")
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,10 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"model {self.id!r}: task must be one of {TASKS}, got {self.task!r}")
+
+    @property
+    def runnable(self) -> bool:
+        return self.task != "component"
 
     def accepts(self, mode: str) -> bool:
         return self.task in (mode, "both")
