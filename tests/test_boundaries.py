@@ -28,6 +28,21 @@ def test_plugin_never_imports_torch_side_packages():
     assert not {"torch", "torchvision", "open_clip", "segment_anything", "peft", "timm", "rsseg"} & set(roots), roots
 
 
+def test_protocol_package_is_standard_library_only():
+    """The plugin imports rsseg.protocol through a link: it must not pull in torch, numpy or rasterio."""
+    roots = imported_roots(BACKEND / "protocol")
+    assert set(roots) <= set(sys.stdlib_module_names) | {"__future__"}, roots
+    for path in (BACKEND / "protocol").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level > 1:
+                raise AssertionError(f"{path} imports from outside the protocol package")
+
+
+def test_plugin_links_the_protocol_package():
+    link = PLUGIN / "protocol"
+    assert link.is_symlink() and link.resolve() == (BACKEND / "protocol").resolve()
+
+
 def test_backend_never_imports_qgis():
     roots = imported_roots(BACKEND)
     assert "qgis" not in roots and "PyQt5" not in roots, roots

@@ -48,11 +48,6 @@ def read_result(path: str | Path) -> dict:
     return record
 
 
-def _prompt(record: dict) -> str:
-    request = record.get("request") or {}
-    return request.get("sentence") or ", ".join(request.get("classes") or []) or "segmentation"
-
-
 def style_raster(layer: QgsRasterLayer, classes: list[dict]) -> None:
     entries = [QgsPalettedRasterRenderer.Class(c["id"], QColor(c["colour"]), c["name"]) for c in classes]
     layer.setRenderer(QgsPalettedRasterRenderer(layer.dataProvider(), 1, entries))
@@ -72,7 +67,7 @@ def add_result_layers(result_path: str | Path, project: QgsProject | None = None
     """Load the outputs of one job as styled layers; raises ResultError and adds nothing on failure."""
     record = read_result(result_path)
     project = project or QgsProject.instance()
-    prompt = _prompt(record)
+    prompt = record.get("prompt") or "segmentation"
     raster = QgsRasterLayer(record["mask"], f"{prompt} (mask)", "gdal")
     if not raster.isValid():
         raise ResultError(f"cannot load the mask raster {record['mask']} (missing or not a GeoTIFF)")

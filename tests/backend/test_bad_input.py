@@ -16,7 +16,7 @@ import rasterio
 from affine import Affine
 
 from rsseg.cli.main import main
-from rsseg.contracts import RegionSpec, SegmentRequest
+from rsseg.protocol.contracts import RegionSpec, SegmentRequest
 from rsseg.errors import (
     AllNodataError,
     BandError,
@@ -139,7 +139,7 @@ def _cases(d: Path):
         "tile-too-small": (dict(tile=8, overlap=0), ParameterError, ["tile size", "16", "got 8"]),
         "overlap-too-large": (dict(tile=128, overlap=65), ParameterError, ["overlap", "64", "got 65"]),
         "overlap-negative": (dict(overlap=-1), ParameterError, ["overlap", "got -1"]),
-        "batch-size-zero": (dict(batch_size=0), ParameterError, ["batch size", "got 0"]),
+        "batch-size-negative": (dict(batch_size=-1), ParameterError, ["batch size", "got -1"]),
         "unknown-model": (dict(model="no-such-model"), ModelError, ["'no-such-model'", "test", "rsseg models"]),
         "empty-class-list": (dict(classes=[]), ModelError, ["prompt is empty", "class list"]),
         "blank-class-names": (dict(classes=["", "  "]), ModelError, ["prompt is empty"]),

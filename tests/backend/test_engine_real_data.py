@@ -22,7 +22,7 @@ import rasterio
 import shapely
 from shapely.geometry import Polygon, box, mapping, shape
 
-from rsseg.contracts import NODATA, UNLABELLED, RegionSpec, SegmentRequest
+from rsseg.protocol.contracts import NODATA, UNLABELLED, RegionSpec, SegmentRequest
 from rsseg.errors import Cancelled
 from rsseg.models import build_model
 from rsseg.progress import CancelToken

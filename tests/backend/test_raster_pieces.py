@@ -22,7 +22,7 @@ from rasterio.windows import Window
 from scipy import special
 from shapely.geometry import Polygon, mapping
 
-from rsseg.contracts import NODATA, UNLABELLED, RegionSpec, SegmentRequest
+from rsseg.protocol.contracts import NODATA, UNLABELLED, RegionSpec, SegmentRequest
 from rsseg.errors import (
     AllNodataError,
     BandError,

@@ -17,7 +17,7 @@ from scipy import ndimage, special
 from shapely import contains_xy
 from shapely.geometry import shape
 
-from rsseg.contracts import NODATA, UNLABELLED, RegionSpec, SegmentRequest
+from rsseg.protocol.contracts import NODATA, UNLABELLED, RegionSpec, SegmentRequest
 from rsseg.errors import Cancelled, ModelError, ParameterError
 from rsseg.models import SOFTMAX, build_model
 from rsseg.progress import CancelToken

@@ -10,7 +10,7 @@ from qgis.core import QgsProject, QgsRasterLayer
 
 from rs_refseg_plugin import classFactory
 from rs_refseg_plugin.core.result_layers import ResultError, add_result_layers
-from rsseg.contracts import SegmentRequest
+from rsseg.protocol.contracts import SegmentRequest
 from rsseg.service import run_segment
 
 DATA = Path(__file__).parents[1] / "data"

@@ -60,3 +60,53 @@ def resolve_device(name: str = "auto") -> str:
                               f"(Apple silicon with macOS 12.3+ only); available: {available}")
         return "mps"
     raise DeviceError(f"unknown device {name!r}; valid choices: {CHOICES} (available here: {available})")
+
+
+# --- precision and memory --------------------------------------------------------------------------
+AUTO_BATCH_CPU = 4  # on CPU a larger batch gains nothing and only costs memory
+MAX_AUTO_BATCH = 32
+MEMORY_HEADROOM = 0.7  # share of free GPU memory a batch may use; the rest absorbs fragmentation
+
+
+def autocast_dtype(device: str):
+    """The autocast dtype for `device`: bf16 (or fp16) on CUDA, fp16 on MPS, None (fp32) on CPU."""
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device == "mps":
+        import torch
+
+        return torch.float16
+    return None
+
+
+def precision_name(device: str) -> str:
+    dtype = autocast_dtype(device)
+    return "fp32" if dtype is None else str(dtype).replace("torch.", "").replace("bfloat16", "bf16") \
+        .replace("float16", "fp16")
+
+
+def free_memory_bytes(device: str) -> int | None:
+    """Free memory on a CUDA device (None elsewhere: CPU and MPS share system memory)."""
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    return int(free)
+
+
+def batch_from_memory(free_bytes: int, per_tile_bytes: int, limit: int = MAX_AUTO_BATCH) -> int:
+    """Tiles per batch that fit in `MEMORY_HEADROOM` of the free memory, at least 1."""
+    if per_tile_bytes <= 0:
+        return limit
+    return max(1, min(limit, int(free_bytes * MEMORY_HEADROOM // per_tile_bytes)))
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or the RuntimeError MPS and the CPU allocator raise."""
+    if type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)

@@ -51,6 +51,32 @@ def _gdal_version() -> str | None:
     return rasterio.__gdal_version__
 
 
+def worker_roundtrip(pings: int = 5) -> dict:
+    """Start a worker from this interpreter as the plugin would, handshake, ping, shut it down."""
+    import time
+
+    from rsseg.protocol.client import BackendError, WorkerClient, WorkerConfig
+
+    t0 = time.perf_counter()
+    try:
+        with WorkerClient(WorkerConfig(sys.executable, start_timeout=60, idle_timeout=30)) as client:
+            info = client.start()
+            started = time.perf_counter() - t0
+            rtts = sorted(client.ping()["rtt_s"] for _ in range(pings))
+    except BackendError as exc:
+        return {"ok": False, "error": str(exc).splitlines()[0]}
+    return {"ok": True, "protocol": info["protocol"], "start_s": round(started, 3),
+            "ping_ms": round(rtts[len(rtts) // 2] * 1000, 2)}
+
+
+def weights_summary(row: dict) -> str:
+    """One cell per model for the report: each weight file and whether it is present and verified."""
+    if not row.get("weights"):
+        return "none needed"
+    return ", ".join(f"{w['name']} ({'verified' if w['verified'] else 'present, not verified' if w['present'] else 'missing'})"
+                     for w in row["weights"])
+
+
 def environment_report(models: list[dict] | None = None) -> dict:
     """Collect the environment as JSON-serialisable data. `models` (dicts with at least "id",
     "task" and "weights") is included as given; values JSON cannot hold become strings."""
@@ -92,6 +118,10 @@ def _rows(report: dict) -> list[tuple[str, str]]:
     ]
     rows += [(name, version or "missing") for name, version in report["packages"].items()]
     rows.append(("GDAL (rasterio)", report["gdal"]["rasterio"] or "missing"))
+    worker = report.get("worker")
+    if worker is not None:
+        rows.append(("worker round trip", f"ok: started in {worker['start_s']} s, ping {worker['ping_ms']} ms "
+                     f"(protocol {worker['protocol']})" if worker["ok"] else f"FAILED: {worker['error']}"))
     return rows
 
 

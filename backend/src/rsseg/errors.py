@@ -51,9 +51,5 @@ class DeviceError(RssegError):
     """The requested compute device is not available."""
 
 
-class ProtocolError(RssegError):
-    """A worker message is not valid JSON or not a record of the protocol."""
-
-
 class Cancelled(RssegError):
     """The job was cancelled by the user; partial outputs were removed."""

@@ -8,7 +8,7 @@ import resource
 import sys
 import time
 
-from ..contracts import SegmentRequest
+from ..protocol.contracts import SegmentRequest
 from ..models import build_model
 from ..raster.engine import segment
 from .vit_model import RandomViTTileModel

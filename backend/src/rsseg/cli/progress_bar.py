@@ -8,7 +8,7 @@ from tqdm import tqdm
 
 from ..progress import Progress
 
-LABELS = {"segment": "segmenting tiles", "vectorise": "vectorising"}
+LABELS = {"load model": "loading model", "segment": "segmenting tiles", "vectorise": "vectorising"}
 
 
 class StageBars:

@@ -6,7 +6,7 @@ Everything model-specific (weights, text encoding, mean/std, devices) happens be
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -22,4 +22,24 @@ class TileModel(Protocol):
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """[B, n_inputs, h, w] float32 in [0, 1] (invalid pixels 0) -> [B, K, h, w] float32 logits."""
+        ...
+
+
+@runtime_checkable
+class EncodedTileModel(TileModel, Protocol):
+    """A TileModel split at its image encoder, so features can be cached and reused across prompts.
+
+    `__call__(batch)` must equal `decode(encode(batch))`. `encoder_id` names the image features
+    exactly (model id, architecture config, weights hash): two models with the same id share cached
+    features, so the prompt (classes, sentence) must not affect `encode`.
+    """
+
+    encoder_id: str
+
+    def encode(self, batch: np.ndarray) -> Any:
+        """[B, n_inputs, h, w] -> per-tile features, indexable along the first axis (numpy or torch)."""
+        ...
+
+    def decode(self, features: Any) -> np.ndarray:
+        """Stacked features of B tiles (on the CPU) -> [B, K, h, w] float32 logits."""
         ...

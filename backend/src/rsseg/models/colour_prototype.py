@@ -41,7 +41,7 @@ def prototype(text: str, bands: int) -> np.ndarray:
 
 
 class ColourPrototypeModel:
-    """TileModel: [B, C, h, w] float32 in [0, 1] -> [B, K, h, w] logits."""
+    """EncodedTileModel: the box filter is its "image encoder", the prototype distances its decoder."""
 
     def __init__(self, prompts: list[str], activation: str, bands: int = 3, radius: int = 2,
                  sharpness: float = 20.0):
@@ -51,10 +51,16 @@ class ColourPrototypeModel:
         self.radius = radius
         self.sharpness = sharpness
         self._protos = np.stack([prototype(p, bands) for p in prompts])  # [K, C]
+        self.encoder_id = f"test:bands={bands}:radius={radius}"
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.decode(self.encode(batch))
+
+    def encode(self, batch: np.ndarray) -> np.ndarray:
         size = (1, 1, 2 * self.radius + 1, 2 * self.radius + 1)
-        smooth = ndimage.uniform_filter(batch, size=size, mode="constant")
+        return ndimage.uniform_filter(batch, size=size, mode="constant")
+
+    def decode(self, smooth: np.ndarray) -> np.ndarray:
         dist = ((smooth[:, None] - self._protos[None, :, :, None, None]) ** 2).sum(axis=2)
         logits = -self.sharpness * dist
         if self.activation == "sigmoid":  # a referring mask: inside when closer than 0.25 RGB units

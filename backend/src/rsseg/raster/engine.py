@@ -8,6 +8,7 @@ outputs are staged under hidden names and renamed only when everything succeeded
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -18,9 +19,10 @@ import rasterio
 from rasterio.windows import Window, transform as window_transform
 from scipy.special import expit
 
-from ..contracts import NODATA, UNLABELLED, ClassSummary, SegmentRequest, SegmentResult
+from ..protocol.contracts import NODATA, UNLABELLED, ClassSummary, SegmentRequest, SegmentResult
 from ..errors import ModelError, ParameterError
 from ..models.base import SIGMOID, TileModel
+from ..models.runner import TileRunner
 from ..progress import CancelToken, ProgressCallback, report
 from .areas import row_pixel_areas_m2
 from .blend import DEFAULT_STRIP_WIDTH, Spill, StripAccumulator, finished_rows, plan_strips, strip_tiles
@@ -57,8 +59,8 @@ class _Tally:
 
 def check_parameters(request: SegmentRequest) -> None:
     """Job parameters the tile grid and the stretch do not check themselves."""
-    if request.batch_size < 1:
-        raise ParameterError(f"batch size must be at least 1, got {request.batch_size}")
+    if request.batch_size < 0:
+        raise ParameterError(f"batch size must be at least 1 (or 0 for automatic), got {request.batch_size}")
     if request.threshold is not None and not 0.0 <= request.threshold <= 1.0:
         raise ParameterError(f"threshold must be a score between 0 and 1, got {request.threshold}")
     if request.simplify_tolerance < 0 or request.min_area_m2 < 0:
@@ -98,18 +100,31 @@ class _TileReader:
         return self.stretch.apply(data, valid), valid
 
 
+def feature_identity(request: SegmentRequest, source: RasterSource, stretch: Stretch) -> str:
+    """What makes a tile's model input unique besides its window: the cache key's job part."""
+    stat = os.stat(request.raster)
+    return json.dumps({"raster": os.path.realpath(request.raster), "size": stat.st_size,
+                       "mtime_ns": stat.st_mtime_ns, "bands": list(source.bands), "stretch": stretch.to_dict(),
+                       "region": request.to_dict()["region"]}, sort_keys=True)
+
+
 def segment(request: SegmentRequest, model: TileModel, progress: Optional[ProgressCallback] = None,
-            cancel: Optional[CancelToken] = None, strip_width: int = DEFAULT_STRIP_WIDTH) -> SegmentResult:
-    """Run one job through the engine and return its result record (also written as result.json)."""
+            cancel: Optional[CancelToken] = None, strip_width: int = DEFAULT_STRIP_WIDTH,
+            runner: Optional[TileRunner] = None) -> SegmentResult:
+    """Run one job through the engine and return its result record (also written as result.json).
+
+    `runner` runs the model (device, precision, batch size, feature cache); by default a plain one.
+    """
     bound_heap_growth()
     # GDAL's block cache defaults to 5% of RAM and would keep every block the job reads; the
     # engine reads each block about once, so a small cache bounds memory at no cost.
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
-        return _segment(request, model, progress, cancel, strip_width)
+        return _segment(request, model, progress, cancel, strip_width,
+                        runner or TileRunner(model, request.device, request.batch_size))
 
 
 def _segment(request: SegmentRequest, model: TileModel, progress: Optional[ProgressCallback],
-             cancel: Optional[CancelToken], strip_width: int) -> SegmentResult:
+             cancel: Optional[CancelToken], strip_width: int, runner: TileRunner) -> SegmentResult:
     cancel = cancel or CancelToken()
     t_start = time.perf_counter()
     timings: dict[str, float] = defaultdict(float)
@@ -132,7 +147,8 @@ def _segment(request: SegmentRequest, model: TileModel, progress: Optional[Progr
                                        grid.height, names, request.prompt, request.sentence is not None)
             spill = Spill(out_dir)
             try:
-                tiles_run = _stream(grid, _TileReader(source, region, stretch), model, writer, tally, request,
+                tiles_run = _stream(grid, _TileReader(source, region, stretch), model, runner,
+                                    feature_identity(request, source, stretch), writer, tally, request,
                                     strip_width, timings, progress, cancel, spill)
             finally:
                 writer.close()
@@ -159,12 +175,13 @@ def _segment(request: SegmentRequest, model: TileModel, progress: Optional[Progr
                    for i, n in enumerate(names)]
         notes = [f"{int(tally.pixels[UNLABELLED])} pixels unlabelled (score under the threshold)"] \
             if tally.pixels[UNLABELLED] else []
+        notes += runner.notes()
         result = SegmentResult(
-            request=request.to_dict(), mask=str(staged["mask"].final),
+            request=request.to_dict(), prompt=request.prompt, mask=str(staged["mask"].final),
             scores=str(staged["scores"].final) if request.write_scores else None, polygons=polygons_path,
             crs=crs_string, transform=tuple(transform)[:6], width=grid.width, height=grid.height,
             classes=classes, tiles=tiles_run, device=request.device, timings=dict(timings), notes=notes,
-            bands=bands, stretch=stretch.to_dict(), nodata_pixels=int(tally.pixels[NODATA]),
+            bands=bands, stretch=stretch.to_dict(), nodata_pixels=int(tally.pixels[NODATA]), run=runner.stats(),
         )
         staged["result"].temp.write_text(json.dumps(result.to_dict(), indent=2))
         produced = {"mask", "result"} | ({"scores"} if request.write_scores else set()) \
@@ -180,23 +197,23 @@ def _segment(request: SegmentRequest, model: TileModel, progress: Optional[Progr
             item.discard()
 
 
-def _chunks(tiles: list[Tile], spill: Spill, batch_size: int):
-    """Row-major runs of tiles holding at most `batch_size` tiles that need the model."""
+def _chunks(tiles: list[Tile], spill: Spill, runner: TileRunner):
+    """Row-major runs of tiles holding at most one batch of tiles that need the model."""
     chunk, compute = [], 0
     for tile in tiles:
         chunk.append(tile)
         if not spill.has(tile):
             compute += 1
-            if compute == batch_size:
+            if compute >= runner.batch_size:  # the runner may shrink its batch after out-of-memory
                 yield chunk
                 chunk, compute = [], 0
     if chunk:
         yield chunk
 
 
-def _stream(grid: TileGrid, reader: _TileReader, model: TileModel, writer: ClassRasterWriter, tally: _Tally,
-            request: SegmentRequest, strip_width: int, timings: dict, progress, cancel: CancelToken,
-            spill: Spill) -> int:
+def _stream(grid: TileGrid, reader: _TileReader, model: TileModel, runner: TileRunner, identity: str,
+            writer: ClassRasterWriter, tally: _Tally, request: SegmentRequest, strip_width: int, timings: dict,
+            progress, cancel: CancelToken, spill: Spill) -> int:
     """Tiles -> model -> blend -> finished rows written; returns the number of tiles the model ran on."""
     strips = plan_strips(grid, strip_width, BLOCK)
     total, done, run = len(grid), 0, 0
@@ -204,7 +221,7 @@ def _stream(grid: TileGrid, reader: _TileReader, model: TileModel, writer: Class
     for strip in strips:
         acc = StripAccumulator(grid, strip, len(model.class_names))
         remaining = [len(strip.cols)] * len(grid.ys)  # tiles still to add, per tile row
-        for chunk in _chunks(strip_tiles(grid, strip), spill, request.batch_size):
+        for chunk in _chunks(strip_tiles(grid, strip), spill, runner):
             cancel.check()
             t0 = time.perf_counter()
             reads = {t.index: reader.read(t) for t in chunk if not spill.has(t)}
@@ -213,7 +230,8 @@ def _stream(grid: TileGrid, reader: _TileReader, model: TileModel, writer: Class
             logits = {}
             if todo:
                 t0 = time.perf_counter()
-                out = np.asarray(model(np.stack([reads[i][0] for i in todo])), np.float32)
+                keys = [f"{identity}|{t.x},{t.y},{t.width},{t.height}" for t in chunk if t.index in todo]
+                out = runner(np.stack([reads[i][0] for i in todo]), keys)
                 timings["model"] += time.perf_counter() - t0
                 expected = (len(todo), len(model.class_names), grid.tile_height, grid.tile_width)
                 if out.shape != expected:

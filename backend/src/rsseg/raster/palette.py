@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..contracts import NODATA, UNLABELLED
+from ..protocol.contracts import NODATA, UNLABELLED
 
 # A qualitative palette (Tableau 20 order): neighbouring ids differ strongly.
 _COLOURS = (

@@ -14,7 +14,7 @@ from rasterio.warp import transform_bounds, transform_geom
 from rasterio.windows import Window, from_bounds, transform as window_transform
 from shapely.geometry import shape
 
-from ..contracts import RegionSpec
+from ..protocol.contracts import RegionSpec
 from ..errors import RegionError
 
 

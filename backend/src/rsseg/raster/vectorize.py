@@ -35,7 +35,7 @@ from scipy import ndimage
 from shapely.affinity import affine_transform
 from shapely.geometry import Polygon, mapping, shape
 
-from ..contracts import NODATA as NODATA_CLASS
+from ..protocol.contracts import NODATA as NODATA_CLASS
 from ..errors import OutputError, RssegError
 from ..progress import CancelToken, ProgressCallback, report
 from .source import open_raster

@@ -16,7 +16,7 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from ..contracts import NODATA
+from ..protocol.contracts import NODATA
 from ..errors import OutputError
 from .palette import colour_table
 

@@ -1,4 +1,4 @@
-"""The one entry point shared by the CLI, the worker and (through the worker) the QGIS plugin."""
+"""The service: one path from a SegmentRequest to a result, shared by the CLI, the worker and the plugin."""
 
 from .segment import run_segment
 

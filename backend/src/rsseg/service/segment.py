@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Optional
 
-from ..contracts import SegmentRequest, SegmentResult
 from ..devices import resolve_device
 from ..errors import ModelError
 from ..models import build_model
-from ..progress import CancelToken, ProgressCallback
+from ..models.feature_cache import FeatureCache
+from ..models.runner import TileRunner
+from ..progress import CancelToken, ProgressCallback, report
+from ..protocol.contracts import SegmentRequest, SegmentResult
 from ..raster.engine import segment
 
 
@@ -19,8 +21,12 @@ def validate_prompt(request: SegmentRequest) -> None:
 
 
 def run_segment(request: SegmentRequest, progress: Optional[ProgressCallback] = None,
-                cancel: Optional[CancelToken] = None) -> SegmentResult:
+                cancel: Optional[CancelToken] = None, cache: Optional[FeatureCache] = None) -> SegmentResult:
+    """The one path every caller takes; `cache` (the worker's) lets later prompts reuse image features."""
     validate_prompt(request)
     device = resolve_device(request.device)
+    report(progress, "load model", 0, 1)
     model = build_model(request.model, request.classes, request.sentence, device)
-    return segment(replace(request, device=device), model, progress, cancel)
+    report(progress, "load model", 1, 1)
+    request = replace(request, device=device)
+    return segment(request, model, progress, cancel, runner=TileRunner(model, device, request.batch_size, cache))

@@ -42,7 +42,7 @@ class SegmentRequest:
     region: RegionSpec = field(default_factory=RegionSpec)
     tile: int = 512
     overlap: int = 64
-    batch_size: int = 4
+    batch_size: int = 0  # tiles per model call; 0: chosen from free GPU memory (4 on CPU)
     device: str = "auto"
     percentiles: tuple[float, float] = (2.0, 98.0)
     value_range: Optional[tuple[float, float]] = None  # fixed stretch instead of percentiles
@@ -85,6 +85,7 @@ class SegmentResult:
     """What a finished job produced; written as result.json beside the outputs."""
 
     request: dict[str, Any]
+    prompt: str  # the class list joined by ", " or the sentence: layer group name, polygon attribute
     mask: str
     scores: Optional[str]
     polygons: Optional[str]
@@ -100,6 +101,7 @@ class SegmentResult:
     bands: list[int] = field(default_factory=list)  # source bands fed to the model, in order
     stretch: dict[str, Any] = field(default_factory=dict)  # per-band low/high of the stretch
     nodata_pixels: int = 0
+    run: dict[str, Any] = field(default_factory=dict)  # how it ran: precision, batch size, OOM halvings, cache
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,0 +1,127 @@
+"""The service behind both the worker and the in-process runner: protocol records in, records out.
+
+One job runs at a time on its own thread, so `cancel` and `ping` are answered while it runs. Built
+models and the image-feature cache live as long as the service, which keeps a worker warm between
+requests.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import traceback
+from typing import Callable, Optional
+
+from .. import __version__
+from ..errors import RssegError
+from ..models.feature_cache import FeatureCache
+from ..progress import CancelToken, Progress
+from ..protocol.contracts import SegmentRequest
+from ..protocol.messages import (
+    PROTOCOL_VERSION,
+    Cancel,
+    ErrorRecord,
+    ListModels,
+    Message,
+    Ping,
+    Pong,
+    ProgressRecord,
+    ResultRecord,
+    Segment,
+    Shutdown,
+)
+
+Emit = Callable[[Message], None]
+
+
+def error_record(msg_id: str, exc: BaseException) -> ErrorRecord:
+    """User errors keep their class name as the code; anything else is an InternalError with a traceback."""
+    if isinstance(exc, RssegError):
+        return ErrorRecord(msg_id, type(exc).__name__, str(exc))
+    detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return ErrorRecord(msg_id, "InternalError", f"internal error: {type(exc).__name__}: {exc}", detail)
+
+
+class Service:
+    def __init__(self, emit: Emit, cache: Optional[FeatureCache] = None):
+        self.emit = emit
+        self.cache = cache if cache is not None else FeatureCache.from_env()
+        self._job: Optional[threading.Thread] = None
+        self._job_id: Optional[str] = None
+        self._cancel = CancelToken()
+        self._lock = threading.Lock()
+
+    @property
+    def busy(self) -> bool:
+        return self._job is not None
+
+    def handle(self, message: Message) -> bool:
+        """Answer one record; False once the service was asked to shut down."""
+        if isinstance(message, Ping):
+            self.emit(Pong(message.id, PROTOCOL_VERSION, __version__, os.getpid()))
+        elif isinstance(message, Segment):
+            self._start(message)
+        elif isinstance(message, Cancel):
+            self._cancel_job(message)
+        elif isinstance(message, ListModels):
+            self._list_models(message)
+        elif isinstance(message, Shutdown):
+            self.stop()
+            return False
+        else:
+            self.emit(ErrorRecord(message.id, "ProtocolError",
+                                  f"a {message.type!r} record is sent by the worker, not to it"))
+        return True
+
+    def stop(self, timeout: Optional[float] = None) -> None:
+        """Cancel the running job and wait for it to clean up its outputs."""
+        job = self._job
+        if job is not None:
+            self._cancel.cancel()
+            job.join(timeout)
+
+    # -- handlers ----------------------------------------------------------------------------------
+    def _start(self, message: Segment) -> None:
+        with self._lock:
+            if self.busy:
+                self.emit(ErrorRecord(message.id, "Busy", f"job {self._job_id} is still running; one job at a "
+                                                          "time (cancel it or wait for its result)"))
+                return
+            try:
+                request = SegmentRequest.from_dict(message.request)
+            except (TypeError, ValueError) as exc:
+                self.emit(ErrorRecord(message.id, "ProtocolError", f"invalid segment request: {exc}"))
+                return
+            self._cancel = CancelToken()
+            self._job_id = message.id
+            self._job = threading.Thread(target=self._run, args=(message.id, request, self._cancel),
+                                         name=f"rsseg-job-{message.id}", daemon=True)
+            self._job.start()
+
+    def _run(self, msg_id: str, request: SegmentRequest, cancel: CancelToken) -> None:
+        from .segment import run_segment
+
+        def progress(event: Progress) -> None:
+            self.emit(ProgressRecord(msg_id, event.stage, event.done, event.total))
+
+        try:
+            record = ResultRecord(msg_id, run_segment(request, progress, cancel, self.cache).to_dict())
+        except BaseException as exc:  # noqa: BLE001 - every failure becomes an error record
+            record = error_record(msg_id, exc)
+        with self._lock:  # free before answering: the caller may send its next request at once
+            self._job = self._job_id = None
+        self.emit(record)
+
+    def _cancel_job(self, message: Cancel) -> None:
+        if self.busy and message.target in ("", self._job_id):
+            self._cancel.cancel()
+        else:
+            self.emit(ErrorRecord(message.id, "NoSuchJob", f"no running job {message.target!r} to cancel"))
+
+    def _list_models(self, message: ListModels) -> None:
+        try:
+            from ..cli.main import model_rows
+
+            self.emit(ResultRecord(message.id, {"models": model_rows()}))
+        except Exception as exc:  # noqa: BLE001
+            self.emit(error_record(message.id, exc))
