@@ -6,7 +6,7 @@ backend's heavy dependencies and the worker can send them over a pipe as JSON.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Optional
 
 # Class-id raster conventions, shared by the writer, the vectoriser and the plugin's styles.
@@ -61,8 +61,20 @@ class SegmentRequest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SegmentRequest":
+        """Inverse of to_dict; unknown or missing fields raise ValueError naming them."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown field(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(names))}")
+        missing = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
+                   and f.name not in data]
+        if missing:
+            raise ValueError(f"missing required field(s) {', '.join(missing)}")
         data = dict(data)
-        data["region"] = RegionSpec(**(data.get("region") or {}))
+        region = dict(data.get("region") or {})
+        if region.get("bbox") is not None:
+            region["bbox"] = tuple(region["bbox"])
+        data["region"] = RegionSpec(**region)
         for key in ("bands", "percentiles", "value_range"):
             if data.get(key) is not None:
                 data[key] = tuple(data[key])

@@ -1,0 +1,90 @@
+"""Protocol records: JSON round trip, and a specific error for every kind of malformed line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rsseg.protocol.contracts import RegionSpec, SegmentRequest
+from rsseg.protocol.messages import (
+    MAX_LINE_BYTES,
+    MESSAGE_TYPES,
+    Bye,
+    Cancel,
+    ErrorRecord,
+    ListModels,
+    Ping,
+    Pong,
+    ProgressRecord,
+    ProtocolError,
+    ResultRecord,
+    Segment,
+    Shutdown,
+    decode,
+)
+
+REQUEST = SegmentRequest(raster="/data/a.tif", out_dir="/tmp/out", classes=["building", "road"], bands=(3, 2, 1),
+                         region=RegionSpec(bbox=(0.0, 0.0, 10.0, 10.0), bbox_crs="EPSG:4326"), value_range=(0, 255))
+
+RECORDS = [
+    Ping("p1"), Pong("p1", 1, "0.1.0", 123), Segment("j1", json.loads(json.dumps(REQUEST.to_dict()))), Cancel("c1", "j1"), ListModels("m1"),
+    Shutdown("s1"), Bye("s1"), ProgressRecord("j1", "segment", 3, 10),
+    ResultRecord("j1", {"mask": "/tmp/out/mask.tif", "classes": [{"id": 1, "name": "building"}]}),
+    ErrorRecord("j1", "BandError", "band 4 is out of range", ""),
+]
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=lambda r: r.type)
+def test_records_round_trip_through_one_json_line(record):
+    line = record.encode()
+    assert line.endswith("\n") and line.count("\n") == 1
+    data = json.loads(line)
+    assert data["id"] == record.id and data["type"] == record.type
+    assert decode(line) == record
+
+
+def test_every_type_is_covered():
+    assert {r.type for r in RECORDS} == set(MESSAGE_TYPES)
+
+
+def test_segment_request_survives_the_protocol():
+    back = decode(Segment("j", REQUEST.to_dict()).encode())
+    assert SegmentRequest.from_dict(back.request) == REQUEST
+    assert SegmentRequest.from_dict(back.request).prompt == "building, road"
+
+
+def test_segment_request_rejects_unknown_and_missing_fields():
+    with pytest.raises(ValueError, match="unknown field.*'tiles'"):
+        SegmentRequest.from_dict({**REQUEST.to_dict(), "tiles": 3})
+    with pytest.raises(ValueError, match="missing.*out_dir"):
+        SegmentRequest.from_dict({"raster": "/a.tif"})
+
+
+@pytest.mark.parametrize("line, fragments", [
+    ("not json", ["not valid JSON"]),
+    ("[1, 2]", ["expected a JSON object", "list"]),
+    ('{"type": "ping"}', ["non-empty string `id`"]),
+    ('{"id": 7, "type": "ping"}', ["`id`"]),
+    ('{"id": "a", "type": "frobnicate"}', ["unknown record type 'frobnicate'", "ping"]),
+    ('{"id": "a"}', ["unknown record type None"]),
+    ('{"id": "a", "type": "segment", "request": "x.tif"}', ["'request'", "must be dict", "got str"]),
+    ('{"id": "a", "type": "progress", "done": true}', ["'done'", "must be int", "bool"]),
+    ('{"id": "a", "type": "ping", "extra": 1}', ["unknown field(s) extra"]),
+])
+def test_malformed_lines_raise_specific_errors(line, fragments):
+    with pytest.raises(ProtocolError) as info:
+        decode(line)
+    for fragment in fragments:
+        assert fragment in str(info.value)
+
+
+def test_protocol_error_keeps_the_id_when_it_could_be_read():
+    with pytest.raises(ProtocolError) as info:
+        decode('{"id": "abc", "type": "nope"}')
+    assert info.value.msg_id == "abc"
+
+
+def test_over_long_line_is_refused():
+    with pytest.raises(ProtocolError, match="longer than the limit"):
+        decode("x" * (MAX_LINE_BYTES + 1))
