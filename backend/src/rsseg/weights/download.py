@@ -1,0 +1,265 @@
+"""Downloading weight files: resumable, hashed while streaming, moved into place only when verified.
+
+The transfer goes to `<name>.part` in the weights dir; an interrupted or cancelled download keeps
+it and the next run asks the server for the rest (`Range: bytes=N-`). A server that ignores the
+range (200 instead of 206) restarts the file from zero. Nothing lands under the final name until
+its size and sha256 match the registry, so a half-written checkpoint is never loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+from urllib.parse import urlsplit
+
+from .. import __version__
+from ..errors import Cancelled, WeightsError
+from ..models.spec import ModelSpec, WeightFile
+from ..progress import CancelToken, ProgressCallback, report
+from .store import weight_path, weights_dir
+from .verify import CHUNK, forget_verified, record_verified, update_hash, verify_file, weight_state
+
+ENV_MIRROR = "RSSEG_WEIGHTS_MIRROR"  # institutional mirror / offline cache: tried before the registry URLs
+SCHEMES = ("https", "http")
+TIMEOUT_S = 30.0
+
+
+@dataclass
+class _Attempt:
+    """One URL tried; `offline` marks failures that mean "no network" rather than a bad server."""
+
+    url: str
+    message: str
+    offline: bool = False
+    reason: str = ""
+    restart: bool = False  # the kept .part was at fault (removed): worth one fresh try on the same URL
+
+
+class _SourceError(Exception):
+    def __init__(self, attempt: _Attempt):
+        super().__init__(attempt.message)
+        self.attempt = attempt
+
+
+def candidate_urls(weight: WeightFile, urls: Optional[Sequence[str]] = None) -> list[str]:
+    """The mirror (if $RSSEG_WEIGHTS_MIRROR is set) first, then `urls` or the registry's URLs."""
+    found = []
+    mirror = os.environ.get(ENV_MIRROR, "").strip()
+    if mirror:
+        found.append(f"{mirror.rstrip('/')}/{weight.name}")
+    found.extend(weight.urls if urls is None else urls)
+    return list(dict.fromkeys(found))
+
+
+def host_of(url: str) -> str:
+    return urlsplit(url).hostname or url
+
+
+def _unreachable(url: str, reason: str) -> _SourceError:
+    return _SourceError(_Attempt(url, f"cannot reach {host_of(url)} ({reason})", offline=True, reason=reason))
+
+
+def part_path(weight: WeightFile) -> Path:
+    return weights_dir() / f"{weight.name}.part"
+
+
+def download_weight(weight: WeightFile, progress: Optional[ProgressCallback] = None,
+                    cancel: Optional[CancelToken] = None, urls: Optional[Sequence[str]] = None,
+                    model_id: str = "ID") -> Path:
+    """Fetch `weight` into the weights dir (resuming a previous .part) and return its verified path.
+
+    A file already there is hashed once (or trusted from the verified record) instead of downloaded again.
+    """
+    target = weight_path(weight)
+    if _already_good(weight, target, progress):
+        return target
+    import_hint = f"download {weight.name} elsewhere and run `rsseg models import {model_id} FILE`"
+    candidates = candidate_urls(weight, urls)
+    if not candidates:
+        raise WeightsError(f"{weight.name} (model {model_id!r}) has no download URL: {import_hint}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    attempts: list[_Attempt] = []
+    for url in candidates:
+        try:
+            _fetch(url, weight, progress, cancel)
+        except _SourceError as exc:
+            attempts.append(exc.attempt)
+            continue
+        record_verified(weight)
+        return target
+    raise WeightsError(_failure_message(weight, attempts, import_hint))
+
+
+def download_model(spec: ModelSpec, progress: Optional[ProgressCallback] = None,
+                   cancel: Optional[CancelToken] = None) -> list[Path]:
+    return [download_weight(w, progress, cancel, model_id=spec.id) for w in spec.weights]
+
+
+def _already_good(weight: WeightFile, target: Path, progress: Optional[ProgressCallback]) -> bool:
+    state = weight_state(weight)
+    if state.verified is True:
+        return True
+    if state.present and state.size == weight.size:  # e.g. copied in by hand: one hash instead of a download
+        try:
+            verify_file(target, weight, progress)
+        except WeightsError:
+            forget_verified(weight)
+            return False  # replaced by the download once that one verifies
+        record_verified(weight)
+        return True
+    return False
+
+
+def _failure_message(weight: WeightFile, attempts: list[_Attempt], import_hint: str) -> str:
+    if all(a.offline for a in attempts):
+        hosts = ", ".join(dict.fromkeys(host_of(a.url) for a in attempts))
+        reasons = "; ".join(dict.fromkeys(a.reason for a in attempts))
+        return (f"could not reach {hosts} to download {weight.name} ({reasons}): no network was reachable; "
+                f"{import_hint} (from {', '.join(a.url for a in attempts)})")
+    if len(attempts) == 1:
+        return attempts[0].message
+    return f"could not download {weight.name} from any source: " + " | ".join(a.message for a in attempts)
+
+
+def _open(url: str, offset: int):
+    scheme = urlsplit(url).scheme.lower()
+    if scheme not in SCHEMES:
+        raise _SourceError(_Attempt(url, f"refusing to download from {url}: only http and https URLs are allowed"))
+    headers = {"User-Agent": f"rsseg/{__version__}"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    # The scheme was checked just above (http/https only, never file: or ftp:) and redirects are held to
+    # the same rule by _HttpOnlyRedirects.
+    request = urllib.request.Request(url, headers=headers)
+    return urllib.request.build_opener(_HttpOnlyRedirects).open(request, timeout=TIMEOUT_S)
+
+
+class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects (release hosts redirect to CDNs) but only to http(s) URLs."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if urlsplit(newurl).scheme.lower() not in SCHEMES:
+            raise urllib.error.HTTPError(newurl, code, f"redirect to non-http(s) URL {newurl} refused", headers, fp)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _fetch(url: str, weight: WeightFile, progress: Optional[ProgressCallback],
+           cancel: Optional[CancelToken]) -> None:
+    """One source; a stale .part (e.g. left by an older version of the file) costs one fresh retry, not an error."""
+    try:
+        _fetch_once(url, weight, progress, cancel)
+    except _SourceError as exc:
+        if not exc.attempt.restart:
+            raise
+        _fetch_once(url, weight, progress, cancel)  # the part is gone: this try starts at byte 0
+
+
+def _fetch_once(url: str, weight: WeightFile, progress: Optional[ProgressCallback],
+                cancel: Optional[CancelToken]) -> None:
+    """Resume or start the .part, stream it, verify it, move it into place."""
+    part = part_path(weight)
+    offset = part.stat().st_size if part.is_file() else 0
+    if offset > weight.size:  # not a prefix of this file: start over
+        part.unlink()
+        offset = 0
+    hasher = hashlib.sha256()
+    if offset:
+        update_hash(hasher, part, progress, "download", weight.size)
+    if offset == weight.size:  # a complete .part from an earlier run that stopped before the rename
+        _finish(part, weight, hasher.hexdigest(), url, resumed=True)
+        return
+    try:
+        response = _open(url, offset)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and offset:  # the server cannot resume this part: start over from this source
+            part.unlink(missing_ok=True)
+            raise _SourceError(_Attempt(url, f"{url} cannot resume {weight.name} (HTTP 416)", restart=True)) from None
+        raise _SourceError(_Attempt(url, f"downloading {weight.name} from {url} failed: HTTP {exc.code} "
+                                         f"{exc.reason}")) from None
+    except urllib.error.URLError as exc:
+        raise _unreachable(url, str(exc.reason)) from None
+    except (OSError, http.client.HTTPException) as exc:  # timeouts, resets while connecting
+        raise _unreachable(url, f"{type(exc).__name__}: {exc}") from None
+    with response:
+        offset = _check_reply(response, url, weight, part, offset)
+        if not offset:
+            hasher = hashlib.sha256()
+        _stream(response, url, weight, part, offset, hasher, progress, cancel)
+    _finish(part, weight, hasher.hexdigest(), url, resumed=offset > 0)
+
+
+def _check_reply(response, url: str, weight: WeightFile, part: Path, offset: int) -> int:
+    """The offset the body starts at (0 when the server ignored the range); refuses a disagreeing length."""
+    status = response.status
+    if offset and status == 206:
+        start = _content_range_start(response.headers.get("Content-Range"))
+        if start != offset:
+            part.unlink(missing_ok=True)
+            raise _SourceError(_Attempt(url, f"downloading {weight.name} from {url}: the server resumed at byte "
+                                             f"{start}, not {offset}; the partial file was removed", restart=True))
+    elif status == 200:
+        offset = 0
+    else:
+        raise _SourceError(_Attempt(url, f"downloading {weight.name} from {url} failed: unexpected HTTP {status}"))
+    length = response.headers.get("Content-Length")
+    if length is not None and length.strip().isdigit() and int(length) != weight.size - offset:
+        if not offset:
+            part.unlink(missing_ok=True)
+        raise _SourceError(_Attempt(url, f"{url} offers {int(length) + offset} bytes but {weight.name} should be "
+                                         f"{weight.size} bytes (wrong file on the server?)"))
+    return offset
+
+
+def _content_range_start(value: Optional[str]) -> Optional[int]:
+    # "bytes 100-199/200"
+    try:
+        return int(value.split()[1].split("-")[0]) if value else None
+    except (IndexError, ValueError):
+        return None
+
+
+def _stream(response, url: str, weight: WeightFile, part: Path, offset: int, hasher,
+            progress: Optional[ProgressCallback], cancel: Optional[CancelToken]) -> None:
+    done = offset
+    report(progress, "download", done, weight.size)
+    with open(part, "ab" if offset else "wb") as out:
+        while True:
+            if cancel is not None and cancel.cancelled:
+                raise Cancelled(f"download of {weight.name} cancelled; {part} is kept and the next download "
+                                "resumes it")
+            try:
+                chunk = response.read(CHUNK)
+            except (OSError, http.client.HTTPException):  # reset / timeout / IncompleteRead mid-body
+                chunk = b""
+            if not chunk:
+                break
+            if done + len(chunk) > weight.size:
+                out.close()
+                part.unlink(missing_ok=True)
+                raise _SourceError(_Attempt(url, f"{url} sent more than the {weight.size} bytes expected for "
+                                                 f"{weight.name} (wrong file on the server?); the download was removed"))
+            out.write(chunk)
+            hasher.update(chunk)
+            done += len(chunk)
+            report(progress, "download", done, weight.size)
+        out.flush()
+        os.fsync(out.fileno())
+    if done < weight.size:
+        raise _SourceError(_Attempt(url, f"download of {weight.name} from {host_of(url)} stopped at {done} of "
+                                         f"{weight.size} bytes (connection closed early); {part} is kept and the "
+                                         "next `rsseg models download` resumes it"))
+
+
+def _finish(part: Path, weight: WeightFile, actual: str, url: str, resumed: bool) -> None:
+    if actual != weight.sha256:
+        part.unlink(missing_ok=True)
+        raise _SourceError(_Attempt(url, f"{weight.name} downloaded from {url} failed its checksum: expected "
+                                         f"sha256 {weight.sha256}, got {actual}; the download was removed",
+                                    restart=resumed))
+    os.replace(part, weight_path(weight))  # atomic: the final name only ever holds a verified file

@@ -1,0 +1,165 @@
+"""Checking weight files against the registry's size and sha256, without re-hashing on every look.
+
+Hashing a 2.5 GB checkpoint takes seconds, so `weight_status` (called for `rsseg models`, the
+doctor report and the plugin's model list) trusts a small record, `.verified.json` in the weights
+dir, written after a successful verify, download or import: a file whose size and mtime still
+match its record counts as verified. `verify_model` always re-hashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from ..errors import WeightsError
+from ..models.spec import ModelSpec, WeightFile
+from ..progress import ProgressCallback, report
+from .store import weight_path, weights_dir
+
+CHUNK = 1 << 20  # 1 MiB: bounded memory whatever the file size
+RECORD = ".verified.json"
+
+
+@dataclass(frozen=True)
+class WeightState:
+    """One weight file on disk. `verified`: True (hash known good), False (known bad), None (not checked)."""
+
+    name: str
+    path: Path
+    present: bool
+    verified: Optional[bool]
+    size: Optional[int]  # bytes on disk, None when absent
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "path": str(self.path)}
+
+
+def update_hash(hasher: Any, path: Path, progress: Optional[ProgressCallback] = None, stage: str = "verify",
+                total: Optional[int] = None) -> int:
+    """Feed a file to `hasher` in 1 MiB chunks; returns the byte count (used to resume downloads)."""
+    total = path.stat().st_size if total is None else total
+    done = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            hasher.update(chunk)
+            done += len(chunk)
+            report(progress, stage, done, total)
+    return done
+
+
+def sha256_file(path: str | Path, progress: Optional[ProgressCallback] = None) -> str:
+    """Streaming sha256 of a file (hex), reporting ("verify", bytes done, bytes total)."""
+    hasher = hashlib.sha256()
+    update_hash(hasher, Path(path), progress)
+    return hasher.hexdigest()
+
+
+def verify_file(path: str | Path, weight: WeightFile, progress: Optional[ProgressCallback] = None) -> None:
+    """Raise WeightsError unless `path` has the registry's size and sha256 for `weight`."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weight file {path} does not exist (expected {weight.name}, {weight.size} bytes)")
+    size = path.stat().st_size
+    if size != weight.size:
+        raise WeightsError(f"weight file {path} is {size} bytes, expected {weight.size} bytes for {weight.name} "
+                           f"(sha256 {weight.sha256})")
+    actual = sha256_file(path, progress)
+    if actual != weight.sha256:
+        raise WeightsError(f"weight file {path} failed its checksum for {weight.name}: expected sha256 "
+                           f"{weight.sha256}, got {actual}")
+
+
+def _record_path() -> Path:
+    return weights_dir() / RECORD
+
+
+def _read_record() -> dict[str, Any]:
+    try:
+        data = json.loads(_record_path().read_text())
+    except (OSError, ValueError):  # absent or damaged: nothing is trusted, files get re-hashed
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_record(data: dict[str, Any]) -> None:
+    folder = weights_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".verified.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+        os.replace(tmp, _record_path())  # atomic: a reader never sees half a record
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def record_verified(weight: WeightFile) -> None:
+    """Remember that the file now at weight_path(weight) hashed to weight.sha256 (size and mtime as keys)."""
+    st = weight_path(weight).stat()
+    data = _read_record()
+    data[weight.name] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": weight.sha256}
+    _write_record(data)
+
+
+def forget_verified(weight: WeightFile) -> None:
+    data = _read_record()
+    if data.pop(weight.name, None) is not None:
+        _write_record(data)
+
+
+def _state(weight: WeightFile, record: dict[str, Any]) -> WeightState:
+    path = weight_path(weight)
+    try:
+        st = path.stat()
+    except OSError:
+        return WeightState(weight.name, path, False, None, None)
+    if st.st_size != weight.size:
+        verified: Optional[bool] = False  # wrong size: known bad without hashing
+    else:
+        entry = record.get(weight.name)
+        ok = isinstance(entry, dict) and entry.get("size") == st.st_size and \
+            entry.get("mtime_ns") == st.st_mtime_ns and entry.get("sha256") == weight.sha256
+        verified = True if ok else None
+    return WeightState(weight.name, path, True, verified, st.st_size)
+
+
+def weight_state(weight: WeightFile) -> WeightState:
+    return _state(weight, _read_record())
+
+
+def weight_status(spec: ModelSpec) -> list[WeightState]:
+    """Cheap per-file status of a model's weights: stat calls and one small JSON read, no hashing."""
+    record = _read_record() if spec.weights else {}
+    return [_state(w, record) for w in spec.weights]
+
+
+def weights_present(spec: ModelSpec) -> bool:
+    """True when every weight file exists with the expected size (always True for weight-free models)."""
+    return all(s.present and s.size == w.size for s, w in zip(weight_status(spec), spec.weights))
+
+
+def verify_model(spec: ModelSpec, progress: Optional[ProgressCallback] = None) -> list[WeightState]:
+    """Re-hash every weight file of `spec`; records the good ones and raises one WeightsError for the bad."""
+    problems = []
+    for weight in spec.weights:
+        path = weight_path(weight)
+        if not path.is_file():
+            problems.append(f"{weight.name} is missing from {path.parent} (run `rsseg models download {spec.id}` "
+                            f"or `rsseg models import {spec.id} FILE`)")
+            continue
+        try:
+            verify_file(path, weight, progress)
+        except WeightsError as exc:
+            forget_verified(weight)
+            problems.append(str(exc))
+        else:
+            record_verified(weight)
+    if problems:
+        raise WeightsError(f"model {spec.id!r}: " + "; ".join(problems))
+    return weight_status(spec)
