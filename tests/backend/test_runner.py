@@ -1,0 +1,205 @@
+"""The tile runner (batches, out-of-memory recovery, precision) and the image-feature cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from rsseg.devices import autocast_dtype, batch_from_memory, is_out_of_memory, precision_name
+from rsseg.errors import DeviceError
+from rsseg.models import build_model
+from rsseg.models.colour_prototype import ColourPrototypeModel
+from rsseg.models.feature_cache import FeatureCache
+from rsseg.models.runner import TileRunner
+from rsseg.protocol.contracts import SegmentRequest
+from rsseg.raster.engine import segment
+from rsseg.service import run_segment
+
+DATA = Path(__file__).parents[1] / "data"
+NEON = DATA / "neon_osbs_rgb.tif"
+
+
+class MemoryLimitedModel(ColourPrototypeModel):
+    """The test model behind a simulated GPU memory limit: more than `limit` tiles per call raise the
+    same OutOfMemoryError CUDA raises (there is no GPU here to run out of)."""
+
+    def __init__(self, *args, limit: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.limit, self.calls = limit, []
+
+    def __call__(self, batch):
+        self.calls.append(len(batch))
+        if len(batch) > self.limit:
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {len(batch)} tiles")
+        return super().__call__(batch)
+
+
+def request(tmp_path: Path, name: str, **kw) -> SegmentRequest:
+    args = dict(raster=str(NEON), out_dir=str(tmp_path / name), classes=["tree", "grass", "soil"], tile=96,
+                overlap=16, vectorise=False)
+    return SegmentRequest(**{**args, **kw})
+
+
+def read_mask(result) -> np.ndarray:
+    with rasterio.open(result.mask) as ds:
+        return ds.read(1)
+
+
+def test_out_of_memory_halves_the_batch_and_the_job_goes_on(tmp_path):
+    plain = segment(request(tmp_path, "plain"), build_model("test", ["tree", "grass", "soil"], None))
+    model = MemoryLimitedModel(["tree", "grass", "soil"], "softmax", limit=1)
+    result = segment(request(tmp_path, "oom"), model, runner=TileRunner(model, "cpu", batch_size=4))
+    assert result.run["oom_halvings"] == 2 and result.run["batch_size"] == 1
+    assert result.run["batch_size_requested"] == 4
+    assert any("halved 2 time(s), to 1 tile(s)" in note for note in result.notes)
+    assert model.calls[:3] == [4, 2, 1] and set(model.calls[3:]) == {1}  # no retry at the larger size
+    assert np.array_equal(read_mask(result), read_mask(plain))
+
+
+def test_out_of_memory_with_one_tile_is_a_clear_device_error(tmp_path):
+    model = MemoryLimitedModel(["tree"], "softmax", limit=0)
+    out = tmp_path / "out"
+    with pytest.raises(DeviceError, match="out of memory on cpu with a single 96 px tile"):
+        segment(request(tmp_path, "out", classes=["tree"]), model, runner=TileRunner(model, "cpu", 2))
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_other_model_errors_are_not_mistaken_for_out_of_memory():
+    class Broken(ColourPrototypeModel):
+        def __call__(self, batch):
+            raise RuntimeError("shape mismatch")
+
+    runner = TileRunner(Broken(["a"], "softmax"), "cpu", 4)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        runner(np.zeros((3, 3, 16, 16), np.float32), ["a", "b", "c"])
+    assert runner.oom_halvings == 0
+
+
+def test_out_of_memory_detection_and_batch_arithmetic():
+    assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory"))
+    assert is_out_of_memory(RuntimeError("MPS backend out of memory (MPS allocated: 1 GB)"))
+    assert is_out_of_memory(RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory"))
+    assert not is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    assert not is_out_of_memory(ValueError("out of memory"))  # only the allocators' error types
+    gib = 1 << 30
+    assert batch_from_memory(10 * gib, gib) == 7  # 70% of the free memory
+    assert batch_from_memory(10 * gib, 20 * gib) == 1  # always at least one tile
+    assert batch_from_memory(100 * gib, 1 << 20) == 32  # capped
+    assert batch_from_memory(gib, 0) == 32
+
+
+def test_cpu_runs_in_fp32_with_the_cpu_default_batch():
+    assert autocast_dtype("cpu") is None and precision_name("cpu") == "fp32"
+    runner = TileRunner(build_model("test", ["a"], None), "cpu", 0)
+    assert runner.batch_size == 4 and runner.stats()["batch_size_requested"] == "auto"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_precision_and_measured_batch():  # pragma: no cover - runs on GPU machines
+    assert precision_name("cuda") in ("bf16", "fp16")
+    runner = TileRunner(build_model("test", ["a"], None), "cuda", 0)
+    runner(np.zeros((2, 3, 64, 64), np.float32), ["a", "b"])
+    assert runner.batch_size >= 1
+
+
+# --- feature cache ------------------------------------------------------------------------------------
+
+class CountingModel(ColourPrototypeModel):
+    encode_calls = 0
+
+    def encode(self, batch):
+        type(self).encode_calls += len(batch)
+        return super().encode(batch)
+
+
+def run_counting(tmp_path, name, cache, classes, **kw):
+    model = CountingModel(classes, "softmax")
+    before = CountingModel.encode_calls
+    req = request(tmp_path, name, classes=classes, **kw)
+    result = segment(req, model, runner=TileRunner(model, "cpu", 4, cache))
+    return result, CountingModel.encode_calls - before
+
+
+def test_second_prompt_on_the_same_extent_runs_no_image_encoder(tmp_path):
+    cache = FeatureCache()
+    first, encoded_first = run_counting(tmp_path, "a", cache, ["tree", "soil"])
+    second, encoded_second = run_counting(tmp_path, "b", cache, ["grass", "road", "shadow"])
+    assert encoded_first == first.tiles > 0 and encoded_second == 0
+    assert second.run["features"] == {"encoded": 0, "reused": second.tiles}
+    uncached = segment(request(tmp_path, "c", classes=["grass", "road", "shadow"]),
+                       build_model("test", ["grass", "road", "shadow"], None))
+    assert np.array_equal(read_mask(second), read_mask(uncached))
+
+
+@pytest.mark.parametrize("change", ["percentiles", "bands", "region", "raster touched"])
+def test_anything_that_changes_the_model_input_misses_the_cache(tmp_path, change):
+    raster = tmp_path / "copy.tif"
+    raster.write_bytes(NEON.read_bytes())
+    cache = FeatureCache()
+    base = dict(raster=str(raster))
+    first, _ = run_counting(tmp_path, "a", cache, ["tree"], **base)
+    kw = dict(base)
+    if change == "percentiles":
+        kw["percentiles"] = (1.0, 99.0)
+    elif change == "bands":
+        kw["bands"] = (3, 2, 1)
+    elif change == "region":
+        with rasterio.open(raster) as ds:
+            b = ds.bounds
+        kw["region"] = {"bbox": (b.left, b.bottom, b.right - 1, b.top)}
+    else:
+        stat = raster.stat()
+        os.utime(raster, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    if "region" in kw:
+        from rsseg.protocol.contracts import RegionSpec
+
+        kw["region"] = RegionSpec(**kw["region"])
+    second, encoded = run_counting(tmp_path, "b", cache, ["tree"], **kw)
+    assert encoded == second.tiles > 0
+
+
+def test_memory_cache_is_bounded_in_bytes_and_least_recently_used():
+    item = np.zeros(1000, np.float32)  # 4000 bytes
+    cache = FeatureCache(max_bytes=10_000)
+    cache.put("a", item)
+    cache.put("b", item + 1)
+    assert cache.get("a") is not None  # "a" is now the most recent
+    cache.put("c", item + 2)
+    assert cache.size_bytes == 8000 and len(cache) == 2
+    assert cache.get("b") is None and cache.get("a") is not None and cache.get("c") is not None
+    cache.put("huge", np.zeros(5000, np.float32))  # larger than the whole cache: not kept
+    assert cache.get("huge") is None and cache.hits == 3 and cache.misses == 2
+
+
+def test_disk_cache_round_trips_numpy_and_torch_and_respects_its_cap(tmp_path):
+    disk = tmp_path / "features"
+    cache = FeatureCache(max_bytes=1 << 20, disk_dir=disk, disk_max_bytes=10_000)
+    array, tensor = np.arange(600, dtype=np.float32), torch.arange(600, dtype=torch.float16)
+    cache.put("np", array)
+    cache.put("pt", tensor)
+    fresh = FeatureCache(disk_dir=disk, disk_max_bytes=10_000)  # a new worker, same folder
+    assert np.array_equal(fresh.get("np"), array) and torch.equal(fresh.get("pt"), tensor)
+    for i in range(6):
+        cache.put(f"more{i}", np.zeros(500, np.float32))
+    files = list(disk.glob("*.npy")) + list(disk.glob("*.pt"))
+    assert sum(f.stat().st_size for f in files) <= 10_000 and len(files) < 8
+
+
+def test_damaged_disk_entry_is_dropped_and_recomputed(tmp_path):
+    disk = tmp_path / "features"
+    FeatureCache(disk_dir=disk).put("k", np.ones(10, np.float32))
+    (entry,) = disk.glob("*.npy")
+    entry.write_bytes(b"not an npy file")
+    assert FeatureCache(disk_dir=disk).get("k") is None and not entry.exists()
+
+
+def test_run_segment_uses_the_given_cache(tmp_path):
+    cache = FeatureCache()
+    a = run_segment(request(tmp_path, "a", classes=["tree"]), cache=cache)
+    b = run_segment(request(tmp_path, "b", sentence="the white roof", classes=None), cache=cache)
+    assert a.run["features"]["encoded"] == a.tiles and b.run["features"] == {"encoded": 0, "reused": b.tiles}
