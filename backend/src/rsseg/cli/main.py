@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     seg.add_argument("--tile", type=int, default=512, help="tile size in pixels")
     seg.add_argument("--overlap", type=int, default=64, help="tile overlap in pixels (at most tile/2)")
-    seg.add_argument("--batch-size", type=int, default=4)
+    seg.add_argument("--batch-size", type=int, default=0,
+                     help="tiles per model call (default 0: from free GPU memory, 4 on CPU)")
     seg.add_argument("--bands", type=_bands, help="1-based source bands for the model inputs, e.g. 3,2,1 or 1")
     seg.add_argument("--bbox", type=lambda t: _floats(t, 4, "--bbox"), help="minx,miny,maxx,maxy")
     seg.add_argument("--bbox-crs", help="CRS of --bbox (default: the raster's), e.g. EPSG:4326")
@@ -82,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="print an environment report")
     doctor.add_argument("--markdown", action="store_true")
     doctor.add_argument("--json", action="store_true")
+    doctor.add_argument("--no-worker", action="store_true", help="skip the worker round-trip check")
+
+    sub.add_parser("serve", help="run the backend worker: newline-delimited JSON records on stdin/stdout "
+                                 "(see docs/protocol.md)")
 
     bench = sub.add_parser("bench", help="benchmark the engine on synthetic rasters and print a table")
     bench.add_argument("--sizes", default="2048,8192,16384", help="square raster sizes in pixels")
@@ -100,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _request(args):
-    from ..contracts import RegionSpec, SegmentRequest
+    from ..protocol.contracts import RegionSpec, SegmentRequest
 
     region = RegionSpec(bbox=args.bbox, bbox_crs=args.bbox_crs) if args.bbox else RegionSpec()
     return SegmentRequest(
@@ -293,10 +298,20 @@ def cmd_models(args) -> int:
 def cmd_doctor(args) -> int:
     from ..diagnostics import environment_report, format_report
 
-    report = environment_report([{"id": r["id"], "task": r["task"], "weights": ", ".join(r["weights"]) or "none needed"}
+    from ..diagnostics import weights_summary, worker_roundtrip
+
+    report = environment_report([{"id": r["id"], "task": r["task"], "weights": weights_summary(r)}
                                  for r in model_rows()])
+    if not args.no_worker:
+        report["worker"] = worker_roundtrip()
     print(json.dumps(report, indent=2) if args.json else format_report(report, markdown=args.markdown), end="\n" if args.json else "")
     return 0
+
+
+def cmd_serve(args) -> int:
+    from ..service.worker import serve
+
+    return serve()
 
 
 def cmd_bench(args) -> int:
@@ -306,7 +321,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from ..contracts import SegmentRequest
+    from ..protocol.contracts import SegmentRequest
     from ..models import MODELS
     from ..service import run_segment
     from .progress_bar import StageBars
@@ -327,7 +342,7 @@ def cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"segment": cmd_segment, "models": cmd_models, "doctor": cmd_doctor, "bench": cmd_bench, "demo": cmd_demo}
+COMMANDS = {"segment": cmd_segment, "models": cmd_models, "doctor": cmd_doctor, "serve": cmd_serve, "bench": cmd_bench, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:
