@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import asdict
 
@@ -78,7 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--json", action="store_true", help="print the result record as JSON")
     seg.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    _add_models_parser(sub)
+    from .models_verbs import add_models_parser
+
+    add_models_parser(sub)
 
     doctor = sub.add_parser("doctor", help="print an environment report")
     doctor.add_argument("--markdown", action="store_true")
@@ -142,160 +145,14 @@ def cmd_segment(args) -> int:
     return 0
 
 
-def _add_models_parser(sub) -> None:
-    models = sub.add_parser("models", help="list models; download, import or verify their weight files")
-    models.add_argument("--json", action="store_true", help="print the model list as JSON")
-    verbs = models.add_subparsers(dest="models_command", metavar="{list,download,import,verify}")
-    listing = verbs.add_parser("list", help="list registered models and their weight status (the default)")
-    listing.add_argument("--json", action="store_true", dest="verb_json", help="print the model list as JSON")
-    download = verbs.add_parser("download", help="download a model's weight files (resumes, checks sha256)")
-    download.add_argument("id", help="model id (see `rsseg models`)")
-    download.add_argument("--json", action="store_true", dest="verb_json", help="print the model's row as JSON")
-    download.add_argument("--quiet", action="store_true", help="no progress bar")
-    imported = verbs.add_parser("import", help="import a weight file downloaded elsewhere (checks sha256)")
-    imported.add_argument("id", help="model id (see `rsseg models`)")
-    imported.add_argument("file", help="the weight file; it is copied, never moved or changed")
-    verify = verbs.add_parser("verify", help="re-hash a model's weight files against the registry")
-    verify.add_argument("id", help="model id (see `rsseg models`)")
-    verify.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-class _ByteBar:
-    """A tqdm bar in bytes on stderr, restarted when the stage or the file (total) changes."""
-
-    LABELS = {"download": "downloading", "verify": "verifying", "import": "importing"}
-
-    def __init__(self, name: str, enabled: bool = True):
-        self.name, self.enabled = name, enabled
-        self.bar = None
-        self.key: tuple | None = None
-
-    def __call__(self, event) -> None:
-        if not self.enabled:
-            return
-        if self.key != (event.stage, event.total) or (self.bar is not None and event.done < self.bar.n):
-            from tqdm import tqdm
-
-            self.close()
-            self.key = (event.stage, event.total)
-            self.bar = tqdm(total=event.total, desc=f"{self.LABELS.get(event.stage, event.stage)} {self.name}",
-                            unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, leave=True)
-        self.bar.update(event.done - self.bar.n)  # update(), not refresh(): tqdm throttles redraws
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-        self.bar, self.key = None, None
-
-
-def _model_row(spec) -> dict:
-    from ..weights import weight_status
-
-    states = weight_status(spec)
-    weights = [{"name": w.name, "size": w.size, "sha256": w.sha256, "urls": list(w.urls), "path": str(st.path),
-                "present": st.present, "verified": st.verified} for w, st in zip(spec.weights, states)]
-    return {"id": spec.id, "task": spec.task, "description": spec.description, "real": spec.real,
-            "licence": spec.licence, "weights": weights,
-            "weights_present": all(st.present and st.size == w.size for w, st in zip(spec.weights, states))}
-
-
-def model_rows() -> list[dict]:
-    """One row per registered model with its weight files' status (no hashing: see weights/verify.py)."""
-    from ..models import MODELS
-
-    return [_model_row(s) for s in MODELS.values()]
-
-
-def _row_state(row: dict) -> str:
-    if not row["weights_present"]:
-        return "weights missing"
-    return "ready" if all(w["verified"] for w in row["weights"]) else "not verified"
-
-
-def _models_list(args) -> int:
-    rows = model_rows()
-    if args.json or getattr(args, "verb_json", False):
-        print(json.dumps(rows, indent=2))
-        return 0
-    for row in rows:
-        print(f"{row['id']:24s} {row['task']:9s} {_row_state(row):16s} {row['description']}")
-    return 0
-
-
-def _needs_none(spec) -> bool:
-    if spec.weights:
-        return False
-    print(f"model {spec.id!r} needs no weight files")
-    return True
-
-
-def _models_download(args) -> int:
-    from ..models import get_spec
-    from ..weights import download_weight, weight_status
-
-    spec = get_spec(args.id)
-    if not spec.weights and args.verb_json:
-        print(json.dumps(_model_row(spec), indent=2))
-        return 0
-    if _needs_none(spec):
-        return 0
-    for weight, before in zip(spec.weights, weight_status(spec)):
-        mtime = before.path.stat().st_mtime_ns if before.present else None
-        bar = _ByteBar(weight.name, enabled=not args.quiet)
-        try:
-            path = download_weight(weight, progress=bar, model_id=spec.id)
-        finally:
-            bar.close()
-        if not args.verb_json:
-            kept = mtime is not None and path.stat().st_mtime_ns == mtime
-            print(f"{weight.name}: {'already present' if kept else 'downloaded'}, sha256 verified: {path}")
-    if args.verb_json:
-        print(json.dumps(_model_row(spec), indent=2))
-    return 0
-
-
-def _models_import(args) -> int:
-    from ..models import get_spec
-    from ..weights import import_weight
-
-    spec = get_spec(args.id)
-    if _needs_none(spec):
-        return 0
-    bar = _ByteBar(spec.id)
-    try:
-        path = import_weight(spec, args.file, progress=bar)
-    finally:
-        bar.close()
-    print(f"imported {args.file} as {path.name} for model {spec.id!r} (size and sha256 verified): {path}")
-    return 0
-
-
-def _models_verify(args) -> int:
-    from ..models import get_spec
-    from ..weights import verify_model
-
-    spec = get_spec(args.id)
-    if _needs_none(spec):
-        return 0
-    bar = _ByteBar(spec.id, enabled=not args.quiet)
-    try:
-        states = verify_model(spec, progress=bar)
-    finally:
-        bar.close()
-    for state in states:
-        print(f"{state.name}: ok, size and sha256 match the registry: {state.path}")
-    return 0
-
-
-MODEL_VERBS = {"list": _models_list, "download": _models_download, "import": _models_import,
-               "verify": _models_verify}
-
-
 def cmd_models(args) -> int:
-    return MODEL_VERBS[args.models_command or "list"](args)
+    from .models_verbs import cmd_models as run
+
+    return run(args)
 
 
 def cmd_doctor(args) -> int:
+    from ..models.catalog import model_rows
     from ..diagnostics import environment_report, format_report
 
     from ..diagnostics import weights_summary, worker_roundtrip
@@ -353,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rsseg: cancelled", file=sys.stderr)
         return EXIT_CANCELLED
+    except BrokenPipeError:  # e.g. `rsseg models --json | head`: the reader left, nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except RssegError as exc:
         if args.debug:
             raise

@@ -1,4 +1,4 @@
-"""tqdm progress bars on stderr, one per stage, driven by the engine's progress callback."""
+"""tqdm progress bars on stderr driven by progress callbacks: per stage (jobs) and in bytes (weights)."""
 
 from __future__ import annotations
 
@@ -34,3 +34,29 @@ class StageBars:
             self.bar.close()
             self.bar = None
             self.stage = None
+
+
+class ByteBar:
+    """A tqdm bar in bytes on stderr, restarted when the stage or the file (total) changes."""
+
+    LABELS = {"download": "downloading", "verify": "verifying", "import": "importing"}
+
+    def __init__(self, name: str, enabled: bool = True):
+        self.name, self.enabled = name, enabled
+        self.bar = None
+        self.key: tuple | None = None
+
+    def __call__(self, event) -> None:
+        if not self.enabled:
+            return
+        if self.key != (event.stage, event.total) or (self.bar is not None and event.done < self.bar.n):
+            self.close()
+            self.key = (event.stage, event.total)
+            self.bar = tqdm(total=event.total, desc=f"{self.LABELS.get(event.stage, event.stage)} {self.name}",
+                            unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, leave=True)
+        self.bar.update(event.done - self.bar.n)  # update(), not refresh(): tqdm throttles redraws
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.bar, self.key = None, None

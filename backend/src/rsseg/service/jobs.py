@@ -120,7 +120,7 @@ class Service:
 
     def _list_models(self, message: ListModels) -> None:
         try:
-            from ..cli.main import model_rows
+            from ..models.catalog import model_rows
 
             self.emit(ResultRecord(message.id, {"models": model_rows()}))
         except Exception as exc:  # noqa: BLE001
