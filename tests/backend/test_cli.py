@@ -16,7 +16,20 @@ SAMPLE = ROOT / "resources" / "sample" / "neon_osbs_rgb.tif"
 def test_doctor_markdown(capsys):
     assert main(["doctor", "--markdown"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("## rsseg environment") and "| torchvision |" in out and "| test | both |" in out
+    assert out.startswith("## rsseg environment") and "| torchvision |" in out and "| test | both | none needed |" in out
+    assert "| worker round trip | ok: started in " in out and "(protocol 1)" in out
+
+
+def test_doctor_reports_weight_state_and_a_broken_worker(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RSSEG_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "shadow"))  # the worker imports a broken rsseg
+    (tmp_path / "shadow" / "rsseg").mkdir(parents=True)
+    (tmp_path / "shadow" / "rsseg" / "__init__.py").write_text("raise ImportError('broken backend install')\n")
+    assert main(["doctor", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["worker"]["ok"] is False and "did not start" in report["worker"]["error"]
+    sam = next(m for m in report["models"] if m["id"] == "sam-vit-b")
+    assert sam["weights"] == "sam_vit_b_01ec64.pth (missing)"
 
 
 def test_demo_runs_the_sample_with_the_test_model(tmp_path, capsys):
