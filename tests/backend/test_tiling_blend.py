@@ -598,7 +598,7 @@ class WrongShape(BoxLinearModel):
 
 @pytest.mark.parametrize("model,kwargs,error", [
     (WrongShape(), {}, ModelError),
-    (BoxLinearModel(), {"batch_size": 0}, ParameterError),
+    (BoxLinearModel(), {"batch_size": -1}, ParameterError),
     (BoxLinearModel(), {"tile": 8}, ParameterError),
     (BoxLinearModel(), {"overlap": 100}, ParameterError),
 ])
