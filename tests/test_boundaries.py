@@ -52,3 +52,17 @@ def test_sources_are_clean_under_bandit():
     proc = subprocess.run([sys.executable, "-m", "bandit", "-q", "-r", str(BACKEND), str(PLUGIN)],  # nosec B603
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_every_torch_load_is_weights_only():
+    """Checkpoints and cached features are never unpickled as arbitrary objects."""
+    calls = []
+    for path in BACKEND.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "load" \
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "torch":
+                safe = any(k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
+                           for k in node.keywords)
+                calls.append((f"{path.relative_to(ROOT)}:{node.lineno}", safe))
+    assert calls and all(safe for _, safe in calls), calls
+
