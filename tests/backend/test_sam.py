@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -157,12 +156,15 @@ def test_tiny_vit_keys_equal_the_litemedsam_checkpoint():
 
 @pytest.fixture(scope="module")
 def litemedsam(tmp_path_factory):
-    """LiteMedSAM installed into a fresh weights dir under its registry name, loaded by id."""
+    """LiteMedSAM installed the way a user does (`rsseg models import`) into a fresh weights dir, loaded by id."""
+    from rsseg.cli.main import main
+
     source = _litemedsam_file()
     weights = tmp_path_factory.mktemp("weights")
-    shutil.copyfile(source, weights / get_spec("litemedsam").weights[0].name)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(ENV_DIR, str(weights))
+        assert main(["models", "import", "litemedsam", str(source)]) == 0
+        assert (weights / get_spec("litemedsam").weights[0].name).stat().st_size == source.stat().st_size
         return load_component("litemedsam")
 
 
