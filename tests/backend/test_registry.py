@@ -35,3 +35,13 @@ def test_ids_ending_in_tiny_are_twins_of_real_models():
     for spec in MODELS.values():
         if spec.id.endswith("-tiny"):
             assert spec.id.removesuffix("-tiny") in MODELS and not spec.real
+
+
+def test_components_stay_warm_between_loads():
+    from rsseg.models.registry import WARM_COMPONENTS, load_component
+
+    first = load_component("litemedsam-tiny")
+    assert load_component("litemedsam-tiny") is first  # a worker's next request skips loading
+    for other in ["sam-vit-b-tiny", "sam-vit-l-tiny"][:WARM_COMPONENTS]:
+        load_component(other)
+    assert load_component("litemedsam-tiny") is not first  # evicted: memory stays bounded

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from typing import Any, Callable
 
 from ..errors import ModelError
@@ -86,12 +88,33 @@ COMPONENT_LOADERS: dict[str, Callable[[ModelSpec, str], Any]] = {
 }
 
 
+WARM_COMPONENTS = 2  # loaded components kept in memory, so a worker's next request skips loading weights
+_warm: "OrderedDict[tuple, Any]" = OrderedDict()
+_warm_lock = threading.Lock()
+
+
 def load_component(model_id: str, device: str = "cpu") -> Any:
-    """A component model (task "component") with its weights, for the models that build on it."""
+    """A component model (task "component") with its weights, for the models that build on it.
+
+    The last WARM_COMPONENTS loads are kept (keyed by id, device and the weight files' mtimes), so
+    callers share one instance and must not modify it (wrap it instead, e.g. with LoRA adapters).
+    """
+    from ..weights import weight_path
+
     spec = get_spec(model_id)
     if spec.runnable:
         raise ModelError(f"{model_id!r} is a segmenter, not a component: build it with build_model()")
-    return COMPONENT_LOADERS[spec.builder](spec, device)
+    stamps = tuple(weight_path(w).stat().st_mtime_ns if weight_path(w).exists() else None for w in spec.weights)
+    key = (model_id, device, stamps)
+    with _warm_lock:
+        if key in _warm:
+            _warm.move_to_end(key)
+            return _warm[key]
+        component = COMPONENT_LOADERS[spec.builder](spec, device)
+        _warm[key] = component
+        while len(_warm) > WARM_COMPONENTS:
+            _warm.popitem(last=False)
+        return component
 
 
 def get_spec(model_id: str) -> ModelSpec:
