@@ -38,10 +38,10 @@ def test_ids_ending_in_tiny_are_twins_of_real_models():
 
 
 def test_components_stay_warm_between_loads():
-    from rsseg.models.registry import WARM_COMPONENTS, load_component
+    from rsseg.models.registry import WARM_MODELS, load_component
 
     first = load_component("litemedsam-tiny")
     assert load_component("litemedsam-tiny") is first  # a worker's next request skips loading
-    for other in ["sam-vit-b-tiny", "sam-vit-l-tiny"][:WARM_COMPONENTS]:
+    for other in ["sam-vit-b-tiny", "sam-vit-l-tiny"][:WARM_MODELS]:
         load_component(other)
     assert load_component("litemedsam-tiny") is not first  # evicted: memory stays bounded

@@ -10,7 +10,6 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import asdict
 
 from .. import __version__
 from ..errors import RssegError

@@ -2,7 +2,7 @@
 
 Keys are digests of (raster identity incl. size and mtime, band mapping, normalisation, region,
 tile window, model encoder id incl. weights hash), built by the engine and the tile runner. Values
-are per-tile features (numpy arrays or CPU torch tensors). An in-memory LRU bounded in bytes sits
+are per-tile features (numpy arrays, CPU torch tensors or tuples of tensors). An in-memory LRU bounded in bytes sits
 in front of an optional on-disk store bounded the same way (oldest files removed first).
 """
 
@@ -29,6 +29,8 @@ def cache_key(*parts: str) -> str:
 
 
 def nbytes(value: Any) -> int:
+    if isinstance(value, tuple):
+        return sum(nbytes(v) for v in value)
     if isinstance(value, np.ndarray):
         return value.nbytes
     return value.element_size() * value.numel()  # a torch tensor

@@ -70,9 +70,21 @@ def _build_colour_prototype(spec: ModelSpec, prompts: list[str], activation: str
     return ColourPrototypeModel(prompts, activation, bands=spec.preprocess.bands, **spec.config)
 
 
+def _build_open_vocab(spec: ModelSpec, prompts: list[str], activation: str, device: str) -> TileModel:
+    from .clip.builder import load_clip
+    from .clip.open_vocab import OpenVocabCLIP, OpenVocabConfig
+
+    clip, tokenizer = warm(spec, device, load_clip)
+    weights = ",".join(w.sha256[:16] for w in spec.weights) or "random"
+    return OpenVocabCLIP(clip, tokenizer, prompts, activation, mean=spec.preprocess.mean, std=spec.preprocess.std,
+                         config=OpenVocabConfig.from_dict(spec.config), device=device,
+                         encoder_id=f"{spec.id}:{weights}")
+
+
 # builder name -> callable(spec, prompts, activation, device) -> TileModel
 BUILDERS: dict[str, Callable[[ModelSpec, list[str], str, str], TileModel]] = {
     "colour-prototype": _build_colour_prototype,
+    "open-vocab-clip": _build_open_vocab,
 }
 
 
@@ -88,33 +100,37 @@ COMPONENT_LOADERS: dict[str, Callable[[ModelSpec, str], Any]] = {
 }
 
 
-WARM_COMPONENTS = 2  # loaded components kept in memory, so a worker's next request skips loading weights
+WARM_MODELS = 2  # loaded backbones kept in memory, so a worker's next request skips loading weights
 _warm: "OrderedDict[tuple, Any]" = OrderedDict()
 _warm_lock = threading.Lock()
 
 
-def load_component(model_id: str, device: str = "cpu") -> Any:
-    """A component model (task "component") with its weights, for the models that build on it.
+def warm(spec: ModelSpec, device: str, load: Callable[[ModelSpec, str], Any]) -> Any:
+    """`load(spec, device)`, remembered for the last WARM_MODELS (id, device, weight mtimes).
 
-    The last WARM_COMPONENTS loads are kept (keyed by id, device and the weight files' mtimes), so
-    callers share one instance and must not modify it (wrap it instead, e.g. with LoRA adapters).
+    Callers share the returned instance and must not modify it (wrap it instead, e.g. with LoRA).
     """
     from ..weights import weight_path
 
-    spec = get_spec(model_id)
-    if spec.runnable:
-        raise ModelError(f"{model_id!r} is a segmenter, not a component: build it with build_model()")
     stamps = tuple(weight_path(w).stat().st_mtime_ns if weight_path(w).exists() else None for w in spec.weights)
-    key = (model_id, device, stamps)
+    key = (spec.id, device, stamps, load)
     with _warm_lock:
         if key in _warm:
             _warm.move_to_end(key)
             return _warm[key]
-        component = COMPONENT_LOADERS[spec.builder](spec, device)
-        _warm[key] = component
-        while len(_warm) > WARM_COMPONENTS:
+        loaded = load(spec, device)
+        _warm[key] = loaded
+        while len(_warm) > WARM_MODELS:
             _warm.popitem(last=False)
-        return component
+        return loaded
+
+
+def load_component(model_id: str, device: str = "cpu") -> Any:
+    """A component model (task "component") with its weights, for the models that build on it."""
+    spec = get_spec(model_id)
+    if spec.runnable:
+        raise ModelError(f"{model_id!r} is a segmenter, not a component: build it with build_model()")
+    return warm(spec, device, COMPONENT_LOADERS[spec.builder])
 
 
 def get_spec(model_id: str) -> ModelSpec:

@@ -23,6 +23,9 @@ from .feature_cache import FeatureCache, cache_key
 
 
 def _stack(items: list[Any]):
+    """Per-tile features -> one batch; a tuple of arrays per tile stacks field by field."""
+    if isinstance(items[0], tuple):
+        return tuple(_stack([item[i] for item in items]) for i in range(len(items[0])))
     if isinstance(items[0], np.ndarray):
         return np.stack(items)
     import torch
@@ -30,8 +33,15 @@ def _stack(items: list[Any]):
     return torch.stack(items)
 
 
+def _split(batch: Any) -> list[Any]:
+    """The inverse of _stack: a batch of features -> one entry per tile."""
+    return list(zip(*batch)) if isinstance(batch, tuple) else list(batch)
+
+
 def _detach(feature: Any) -> Any:
     """Cached features live on the CPU: GPU memory is for the batch being computed."""
+    if isinstance(feature, tuple):
+        return tuple(_detach(f) for f in feature)
     return feature if isinstance(feature, np.ndarray) else feature.detach().to("cpu")
 
 
@@ -101,7 +111,7 @@ class TileRunner:
             features = [self.cache.get(self._key(k)) for k in keys]
             missing = [j for j, f in enumerate(features) if f is None]
             if missing:
-                encoded = self.model.encode(batch[missing])
+                encoded = _split(self.model.encode(batch[missing]))
                 for j, feature in zip(missing, encoded):
                     features[j] = _detach(feature)
                     self.cache.put(self._key(keys[j]), features[j])

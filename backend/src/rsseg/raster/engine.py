@@ -11,7 +11,6 @@ import json
 import os
 import time
 from collections import defaultdict
-from pathlib import Path
 from typing import Optional
 
 import numpy as np

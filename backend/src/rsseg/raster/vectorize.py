@@ -39,7 +39,7 @@ from ..protocol.contracts import NODATA as NODATA_CLASS
 from ..errors import OutputError, RssegError
 from ..progress import CancelToken, ProgressCallback, report
 from .source import open_raster
-from .areas import _wkt, geometry_area_m2, pixel_area_m2  # noqa: F401 (re-exported)
+from .areas import _wkt, geometry_area_m2
 
 LAYER = "polygons"
 SCHEMA = {

@@ -2,10 +2,10 @@
 
 from .download import ENV_MIRROR, download_model, download_weight
 from .importer import import_weight
-from .load import load_checkpoint
+from .load import installed_path, load_checkpoint, load_state_strict
 from .store import ENV_DIR, model_weight_paths, weight_path, weights_dir
 from .verify import WeightState, sha256_file, verify_file, verify_model, weight_status, weights_present
 
 __all__ = ["ENV_DIR", "ENV_MIRROR", "WeightState", "download_model", "download_weight", "import_weight",
-           "load_checkpoint", "model_weight_paths", "sha256_file", "verify_file", "verify_model", "weight_path",
-           "weight_status", "weights_dir", "weights_present"]
+           "installed_path", "load_checkpoint", "load_state_strict", "model_weight_paths", "sha256_file",
+           "verify_file", "verify_model", "weight_path", "weight_status", "weights_dir", "weights_present"]

@@ -6,8 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import WeightsError
+from ..models.spec import ModelSpec
+from .store import weight_path
 
 WRAPPER_KEYS = ("model", "state_dict")  # checkpoints that wrap the state dict one level down
+MAX_LISTED_KEYS = 5
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -32,3 +35,34 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise WeightsError(f"{path} holds a {type(state).__name__}, not a state dict")
     return state
+
+
+def installed_path(spec: ModelSpec) -> Path:
+    """The installed weight file of a real spec; WeightsError with the fix when it is missing."""
+    path = weight_path(spec.weights[0])
+    if not path.is_file():
+        raise WeightsError(f"weights for {spec.id} are not installed: run `rsseg models download {spec.id}` "
+                           f"(or `rsseg models import {spec.id} FILE`)")
+    return path
+
+
+def _listed(keys: set[str]) -> str:
+    shown = sorted(keys)[:MAX_LISTED_KEYS]
+    return ", ".join(shown) + (f" (+{len(keys) - len(shown)} more)" if len(keys) > len(shown) else "")
+
+
+def load_state_strict(model: Any, state: dict[str, Any], source: str) -> None:
+    """load_state_dict(strict=True), with missing / unexpected / mis-shaped keys as one WeightsError."""
+    expected = model.state_dict()
+    missing, unexpected = set(expected) - set(state), set(state) - set(expected)
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_listed(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_listed(unexpected)}")
+    shapes = {k for k in set(state) & set(expected) if tuple(state[k].shape) != tuple(expected[k].shape)}
+    if shapes:
+        problems.append(f"wrong shapes: {_listed(shapes)}")
+    if problems:
+        raise WeightsError(f"{source} does not fit this architecture; " + "; ".join(problems))
+    model.load_state_dict(state, strict=True)

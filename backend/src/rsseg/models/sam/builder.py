@@ -12,7 +12,6 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...errors import WeightsError
 from ..spec import ModelSpec
 from .configs import embedding_size
 
@@ -20,7 +19,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from segment_anything.modeling import Sam
     from torch import nn
 
-MAX_LISTED_KEYS = 5
 
 
 def _segment_anything():
@@ -74,48 +72,15 @@ def build_sam(config: dict[str, Any]) -> "Sam":
     )
 
 
-def checkpoint_path(spec: ModelSpec) -> Path:
-    """The installed weight file of a real spec; WeightsError with the fix when it is missing."""
-    from ...weights import weight_path
-
-    path = weight_path(spec.weights[0])
-    if not path.is_file():
-        raise WeightsError(f"weights for {spec.id} are not installed: run `rsseg models download {spec.id}` "
-                           f"(or `rsseg models import {spec.id} FILE`)")
-    return path
-
-
-def _listed(keys: set[str]) -> str:
-    shown = sorted(keys)[:MAX_LISTED_KEYS]
-    return ", ".join(shown) + (f" (+{len(keys) - len(shown)} more)" if len(keys) > len(shown) else "")
-
-
-def load_state_strict(model: "nn.Module", state: dict[str, Any], source: str) -> None:
-    """load_state_dict(strict=True), with missing / unexpected / mis-shaped keys as one WeightsError."""
-    expected = model.state_dict()
-    missing, unexpected = set(expected) - set(state), set(state) - set(expected)
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {_listed(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {_listed(unexpected)}")
-    shapes = {k for k in set(state) & set(expected) if tuple(state[k].shape) != tuple(expected[k].shape)}
-    if shapes:
-        problems.append(f"wrong shapes: {_listed(shapes)}")
-    if problems:
-        raise WeightsError(f"{source} does not fit this architecture; " + "; ".join(problems))
-    model.load_state_dict(state, strict=True)
-
-
 def load_sam(spec: ModelSpec, device: str = "cpu", checkpoint: str | Path | None = None) -> "Sam":
     """Build `spec`'s Sam and load its weights, in eval mode on `device`.
 
     `checkpoint` overrides the installed file. Specs without weight files (the "-tiny" test
     configs) keep their random init.
     """
-    from ...weights import load_checkpoint
+    from ...weights import installed_path, load_checkpoint, load_state_strict
 
-    path = Path(checkpoint) if checkpoint is not None else checkpoint_path(spec) if spec.weights else None
+    path = Path(checkpoint) if checkpoint is not None else installed_path(spec) if spec.weights else None
     sam = build_sam(spec.config)  # after the path check: a missing file fails before a big build
     if path is not None:
         load_state_strict(sam, load_checkpoint(path), f"{path} (weights for {spec.id})")
