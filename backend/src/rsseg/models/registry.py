@@ -8,8 +8,9 @@ from typing import Any, Callable
 
 from ..errors import ModelError
 from .base import SIGMOID, SOFTMAX, TileModel
+from .clip import configs as clip_configs
 from .sam import configs as sam_configs
-from .spec import ModelSpec, WeightFile
+from .spec import ModelSpec, Preprocess, WeightFile
 
 MODELS: dict[str, ModelSpec] = {}
 
@@ -62,6 +63,50 @@ _register_sam("sam-vit-b-tiny", sam_configs.SAM_VIT_TINY, _TINY_VIT)
 _register_sam("sam-vit-l-tiny", sam_configs.SAM_VIT_TINY, _TINY_VIT)
 _register_sam("litemedsam-tiny", sam_configs.LITEMEDSAM_TINY,
               "Test-size LiteMedSAM (small TinyViT, 256²), random weights.")
+
+
+def _register_clip(model_id: str, open_clip_model: str, description: str, weight: WeightFile, licence: str) -> None:
+    """A real open-vocabulary CLIP and its tiny twin (same classes, random weights, runs anywhere)."""
+    preprocess = Preprocess(3, clip_configs.OPENAI_MEAN, clip_configs.OPENAI_STD, None)
+    register(ModelSpec(id=model_id, task="classes", builder="open-vocab-clip", description=description,
+                       config={"open_clip_model": open_clip_model, **clip_configs.OPEN_VOCAB},
+                       preprocess=preprocess, weights=(weight,), licence=licence, real=True))
+    register(ModelSpec(id=f"{model_id}-tiny", task="classes", builder="open-vocab-clip",
+                       description=f"Test-size twin of {model_id} (2-block 64-wide CLIP), random weights.",
+                       config={"architecture": clip_configs.TINY_CLIP, **clip_configs.OPEN_VOCAB},
+                       preprocess=preprocess, licence="GPL-2.0-or-later"))
+
+
+_HF = "https://huggingface.co"
+_register_clip(
+    "clip-vit-b-16", "ViT-B-16-quickgelu",
+    "Training-free open-vocabulary class maps (SegEarth-OV recipe) with OpenAI CLIP ViT-B/16.",
+    WeightFile("open_clip_model.safetensors", 598516980,
+               "4b8699299b1e8997753c64b052ba32031449d5d853f55a039148560ee02b820f",
+               (f"{_HF}/timm/vit_base_patch16_clip_224.openai/resolve/977e3dd0ec55ab8da155f2fbeb6b5f54948b6e3d/"
+                "open_clip_model.safetensors",)),
+    "MIT code; OpenAI model card: research use (weights via timm, Apache-2.0 repo)")
+_register_clip(
+    "remoteclip-vit-b-32", "ViT-B-32",
+    "Training-free open-vocabulary class maps with RemoteCLIP ViT-B/32 (remote-sensing CLIP).",
+    WeightFile("RemoteCLIP-ViT-B-32.pt", 605208421,
+               "60014e395d930a3f2963d1d89c8522bf4ad56775571e4356e866864789af85c4",
+               (f"{_HF}/chendelong/RemoteCLIP/resolve/bf1d8a3ccf2ddbf7c875705e46373bfe542bce38/RemoteCLIP-ViT-B-32.pt",)),
+    "see github.com/ChenDelong1999/RemoteCLIP (no licence tag on the weights)")
+_register_clip(
+    "remoteclip-vit-l-14", "ViT-L-14",
+    "Training-free open-vocabulary class maps with RemoteCLIP ViT-L/14 (remote-sensing CLIP).",
+    WeightFile("RemoteCLIP-ViT-L-14.pt", 1710613765,
+               "fcc2a7e21e171f4ffcb7a9c0206b8b74ac0c9eb83c67b576958b7a4ed6c8cecb",
+               (f"{_HF}/chendelong/RemoteCLIP/resolve/bf1d8a3ccf2ddbf7c875705e46373bfe542bce38/RemoteCLIP-ViT-L-14.pt",)),
+    "see github.com/ChenDelong1999/RemoteCLIP (no licence tag on the weights)")
+_register_clip(
+    "georsclip-vit-l-14", "ViT-L-14",
+    "Training-free open-vocabulary class maps with GeoRSCLIP ViT-L/14 (CLIP tuned on RS5M).",
+    WeightFile("RS5M_ViT-L-14.pt", 1710635010,
+               "9119b7731c17dd66fae13619203f33900946fe0660095ed54d8e6c7cfe8d03c0",
+               (f"{_HF}/Zilun/GeoRSCLIP/resolve/0b7b13838d11b8ab43ca72706fd03d5177e3ffa9/ckpt/RS5M_ViT-L-14.pt",)),
+    "CC-BY-4.0 (Hugging Face model card)")
 
 
 def _build_colour_prototype(spec: ModelSpec, prompts: list[str], activation: str, device: str) -> TileModel:
