@@ -136,7 +136,7 @@ def test_second_prompt_on_the_same_extent_runs_no_image_encoder(tmp_path):
     assert np.array_equal(read_mask(second), read_mask(uncached))
 
 
-@pytest.mark.parametrize("change", ["percentiles", "bands", "region", "raster touched"])
+@pytest.mark.parametrize("change", ["percentiles", "bands", "region", "raster touched", "resolution"])
 def test_anything_that_changes_the_model_input_misses_the_cache(tmp_path, change):
     raster = tmp_path / "copy.tif"
     raster.write_bytes(NEON.read_bytes())
@@ -146,6 +146,8 @@ def test_anything_that_changes_the_model_input_misses_the_cache(tmp_path, change
     kw = dict(base)
     if change == "percentiles":
         kw["percentiles"] = (1.0, 99.0)
+    elif change == "resolution":
+        kw["resolution"] = 0.1  # the raster's own pixel size: same grid, but read through a resampled view
     elif change == "bands":
         kw["bands"] = (3, 2, 1)
     elif change == "region":

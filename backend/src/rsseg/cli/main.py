@@ -1,4 +1,4 @@
-"""The `rsseg` command line: segment, models, doctor, bench, demo.
+"""The `rsseg` command line: segment, models, doctor, bench, demo, eval.
 
 Bad input ends with one line on stderr and a non-zero exit code (2 for input the user can fix,
 1 for anything unexpected); `--debug` shows the traceback instead.
@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--bands", type=_bands, help="1-based source bands for the model inputs, e.g. 3,2,1 or 1")
     seg.add_argument("--bbox", type=lambda t: _floats(t, 4, "--bbox"), help="minx,miny,maxx,maxy")
     seg.add_argument("--bbox-crs", help="CRS of --bbox (default: the raster's), e.g. EPSG:4326")
+    seg.add_argument("--resolution", type=float,
+                     help="process at this many metres per pixel (resampled on read; outputs on that grid)")
     seg.add_argument("--percentiles", type=lambda t: _floats(t, 2, "--percentiles"), default=(2.0, 98.0),
                      help="per-band stretch percentiles (default 2,98)")
     seg.add_argument("--value-range", type=lambda t: _floats(t, 2, "--value-range"),
@@ -81,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .models_verbs import add_models_parser
 
     add_models_parser(sub)
+
+    from ..eval.cli import add_eval_parser
+
+    add_eval_parser(sub)
 
     doctor = sub.add_parser("doctor", help="print an environment report")
     doctor.add_argument("--markdown", action="store_true")
@@ -112,7 +118,8 @@ def _request(args):
     region = RegionSpec(bbox=args.bbox, bbox_crs=args.bbox_crs) if args.bbox else RegionSpec()
     return SegmentRequest(
         raster=args.raster, out_dir=args.out, model=args.model, classes=args.classes, sentence=args.sentence,
-        bands=args.bands, region=region, tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
+        bands=args.bands, region=region, resolution=args.resolution, tile=args.tile, overlap=args.overlap,
+        batch_size=args.batch_size,
         device=args.device, percentiles=tuple(args.percentiles), value_range=args.value_range,
         threshold=args.threshold, write_scores=args.scores, vectorise=not args.no_polygons,
         simplify_tolerance=args.simplify, min_area_m2=args.min_area)
@@ -142,6 +149,12 @@ def cmd_segment(args) -> int:
         bars.close()
     print(json.dumps(result.to_dict(), indent=2) if args.json else _summary(result))
     return 0
+
+
+def cmd_eval(args) -> int:
+    from ..eval.cli import cmd_eval as run
+
+    return run(args)
 
 
 def cmd_models(args) -> int:
@@ -198,7 +211,8 @@ def cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"segment": cmd_segment, "models": cmd_models, "doctor": cmd_doctor, "serve": cmd_serve, "bench": cmd_bench, "demo": cmd_demo}
+COMMANDS = {"segment": cmd_segment, "models": cmd_models, "doctor": cmd_doctor, "serve": cmd_serve, "bench": cmd_bench, "demo": cmd_demo,
+            "eval": cmd_eval}
 
 
 def main(argv: list[str] | None = None) -> int:

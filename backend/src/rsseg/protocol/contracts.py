@@ -44,6 +44,7 @@ class SegmentRequest:
     overlap: int = 64
     batch_size: int = 0  # tiles per model call; 0: chosen from free GPU memory (4 on CPU)
     device: str = "auto"
+    resolution: Optional[float] = None  # processing grid in metres per pixel; None: the raster's own grid
     percentiles: tuple[float, float] = (2.0, 98.0)
     value_range: Optional[tuple[float, float]] = None  # fixed stretch instead of percentiles
     threshold: Optional[float] = None  # score under which a pixel is "unlabelled"

@@ -104,7 +104,7 @@ def feature_identity(request: SegmentRequest, source: RasterSource, stretch: Str
     stat = os.stat(request.raster)
     return json.dumps({"raster": os.path.realpath(request.raster), "size": stat.st_size,
                        "mtime_ns": stat.st_mtime_ns, "bands": list(source.bands), "stretch": stretch.to_dict(),
-                       "region": request.to_dict()["region"]}, sort_keys=True)
+                       "region": request.to_dict()["region"], "resolution": request.resolution}, sort_keys=True)
 
 
 def segment(request: SegmentRequest, model: TileModel, progress: Optional[ProgressCallback] = None,
@@ -133,7 +133,7 @@ def _segment(request: SegmentRequest, model: TileModel, progress: Optional[Progr
     check_parameters(request)
     staged: dict[str, StagedFile] = {}
     try:
-        with RasterSource(request.raster, request.bands, model.n_inputs) as source:
+        with RasterSource(request.raster, request.bands, model.n_inputs, request.resolution) as source:
             region = resolve_region(request.region, source.dataset)
             grid = TileGrid(region.height, region.width, request.tile, request.overlap)
             stretch = estimate_stretch(source, region, request.percentiles, request.value_range)
@@ -174,6 +174,9 @@ def _segment(request: SegmentRequest, model: TileModel, progress: Optional[Progr
                    for i, n in enumerate(names)]
         notes = [f"{int(tally.pixels[UNLABELLED])} pixels unlabelled (score under the threshold)"] \
             if tally.pixels[UNLABELLED] else []
+        if request.resolution is not None:
+            notes.append(f"processed at {request.resolution:g} m per pixel ({grid.width}x{grid.height} px, "
+                         "resampled on read); the outputs are on that grid")
         notes += runner.notes()
         result = SegmentResult(
             request=request.to_dict(), prompt=request.prompt, mask=str(staged["mask"].final),

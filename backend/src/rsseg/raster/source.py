@@ -76,12 +76,19 @@ class RasterSource:
     differ); or if any mapped band is NaN.
     """
 
-    def __init__(self, path: str | os.PathLike, bands: Optional[Sequence[int]] = None, n_inputs: int = 3):
-        self.dataset = open_raster(path)
+    def __init__(self, path: str | os.PathLike, bands: Optional[Sequence[int]] = None, n_inputs: int = 3,
+                 resolution: Optional[float] = None):
+        """`resolution` (metres per pixel) reads through a resampled view (raster/resample.py)."""
+        self._file = open_raster(path)
+        self.dataset = self._file
         try:
             self.bands = resolve_bands(self.dataset, bands, n_inputs)
+            if resolution is not None:
+                from .resample import resampled_view
+
+                self.dataset = resampled_view(self._file, resolution)
         except Exception:
-            self.dataset.close()
+            self._file.close()
             raise
         self.path = str(path)
         self._unique = tuple(dict.fromkeys(self.bands))
@@ -123,7 +130,9 @@ class RasterSource:
         return raw[self._take], valid
 
     def close(self) -> None:
-        self.dataset.close()
+        if self.dataset is not self._file:
+            self.dataset.close()
+        self._file.close()
 
     def __enter__(self) -> "RasterSource":
         return self
