@@ -46,7 +46,7 @@ $(STAMPS)/venv: $(STAMPS)/apt backend/pyproject.toml constraints.txt
 setup: $(STAMPS)/venv
 
 demo: setup
-	@$(RSSEG) demo --sample resources/sample/neon_osbs_rgb.tif --out $(DEMO_OUT)
+	@$(RSSEG) demo --download --sample resources/sample/neon_osbs_rgb.tif --out $(DEMO_OUT)
 
 test: setup
 	@$(PY) -m pytest -q $(PYTEST_ARGS) tests

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import rasterio
 
 from rsseg.cli.main import main
+from rsseg.models import MODELS
 
 ROOT = Path(__file__).parents[2]
 SAMPLE = ROOT / "resources" / "sample" / "neon_osbs_rgb.tif"
@@ -35,7 +37,7 @@ def test_doctor_reports_weight_state_and_a_broken_worker(tmp_path, monkeypatch, 
 def test_demo_runs_the_sample_with_the_test_model(tmp_path, capsys):
     assert main(["demo", "--sample", str(SAMPLE), "--out", str(tmp_path / "demo")]) == 0
     captured = capsys.readouterr()
-    assert "No real model weights" in captured.err and "`test`" in captured.err
+    assert "clip-vit-b-16 are not installed" in captured.err and "`test`" in captured.err
     assert f"Outputs are in {tmp_path / 'demo'}" in captured.out
     record = json.loads((tmp_path / "demo" / "result.json").read_text())
     with rasterio.open(SAMPLE) as src, rasterio.open(record["mask"]) as mask:
@@ -50,3 +52,19 @@ def test_bench_prints_a_table(tmp_path, capsys):
     assert len(rows) == 1 and rows[0]["raster"] == "256x256" and rows[0]["tiles"] == 9
     assert rows[0]["peak_rss_mb"] >= rows[0]["raster_pass_rss_mb"] > 0
     assert 0 < rows[0]["outside_model_pct"] < 100
+
+
+def test_demo_download_that_fails_falls_back_to_the_test_model(tmp_path, monkeypatch, capsys):
+    import socket
+
+    with socket.socket() as sock:  # a local port nobody listens on: the download fails at once
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("RSSEG_WEIGHTS_DIR", str(tmp_path / "weights"))
+    monkeypatch.setenv("RSSEG_WEIGHTS_MIRROR", f"http://127.0.0.1:{port}")
+    spec = MODELS["clip-vit-b-16"]
+    monkeypatch.setitem(MODELS, "clip-vit-b-16", replace(spec, weights=(replace(spec.weights[0], urls=()),)))
+    assert main(["demo", "--download", "--sample", str(SAMPLE), "--out", str(tmp_path / "demo")]) == 0
+    err = capsys.readouterr().err
+    assert "Could not download the demo model clip-vit-b-16" in err and "127.0.0.1" in err and "`test`" in err
+    assert (tmp_path / "demo" / "mask.tif").exists()

@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="segment the bundled sample with the best installed model")
     demo.add_argument("--sample", required=True, help="the sample raster")
     demo.add_argument("--out", required=True)
+    demo.add_argument("--download", action="store_true",
+                      help=f"download the demo model ({DEMO_MODEL}) first if its weights are missing")
     return parser
 
 
@@ -189,21 +191,46 @@ def cmd_bench(args) -> int:
     return run_bench(args)
 
 
+DEMO_MODEL = "clip-vit-b-16"
+DEMO_CLASSES = ["tree", "grass", "bare soil, sand", "shadow"]
+
+
+def _demo_model(args) -> str:
+    """The demo's real model when its weights are (or, with --download, can be) installed; else `test`."""
+    from ..models import get_spec
+    from ..weights import download_model, weights_present
+    from .progress_bar import ByteBar
+
+    spec = get_spec(DEMO_MODEL)
+    if not weights_present(spec) and args.download:
+        bar = ByteBar(DEMO_MODEL)
+        try:
+            download_model(spec, progress=bar)
+        except RssegError as exc:
+            print(f"Could not download the demo model {DEMO_MODEL}: {exc}", file=sys.stderr)
+        finally:
+            bar.close()
+    if weights_present(spec):
+        return DEMO_MODEL
+    print(f"The weights of {DEMO_MODEL} are not installed (`rsseg models download {DEMO_MODEL}`): running the "
+          "weight-free pipeline test model `test` instead (its classes are colour matches, not a real "
+          "segmentation).", file=sys.stderr)
+    return "test"
+
+
 def cmd_demo(args) -> int:
     from ..protocol.contracts import SegmentRequest
-    from ..models import MODELS
     from ..service import run_segment
     from .progress_bar import StageBars
 
-    real = [s for s in MODELS.values() if s.real and s.accepts("classes")]
-    if not real:
-        print("No real model weights on this machine yet: running the weight-free pipeline test model "
-              "`test` (its classes are colour matches, not a real segmentation).", file=sys.stderr)
+    model = _demo_model(args)
+    real = model != "test"
     bars = StageBars()
     try:
-        result = run_segment(SegmentRequest(raster=args.sample, out_dir=args.out, model="test",
-                                            classes=["tree", "grass", "soil", "shadow"], tile=256, overlap=32,
-                                            simplify_tolerance=0.1), progress=bars)
+        result = run_segment(SegmentRequest(raster=args.sample, out_dir=args.out, model=model, classes=DEMO_CLASSES,
+                                            tile=448 if real else 256, overlap=64 if real else 32,
+                                            resolution=0.3 if real else None, simplify_tolerance=0.1),
+                             progress=bars)
     finally:
         bars.close()
     print(_summary(result))
@@ -211,7 +238,8 @@ def cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"segment": cmd_segment, "models": cmd_models, "doctor": cmd_doctor, "serve": cmd_serve, "bench": cmd_bench, "demo": cmd_demo,
+COMMANDS = {"segment": cmd_segment, "models": cmd_models, "doctor": cmd_doctor, "serve": cmd_serve,
+            "bench": cmd_bench, "demo": cmd_demo,
             "eval": cmd_eval}
 
 
