@@ -99,7 +99,7 @@ def _resized(image: Path, long_side: int, dest: Path) -> Path:
     """The image scaled (bilinear) so its longer side is `long_side`, as a temporary GeoTIFF."""
     with _open_quiet(image) as src:
         scale = long_side / max(src.width, src.height)
-        width, height = max(1, round(src.width * scale)), max(1, round(src.height * scale))
+        width, height = max(1, int(src.width * scale + 0.5)), max(1, int(src.height * scale + 0.5))  # as mmcv
         data = src.read(out_shape=(src.count, height, width), resampling=Resampling.bilinear)
         profile = dict(driver="GTiff", width=width, height=height, count=src.count, dtype=src.dtypes[0],
                        crs=src.crs, transform=src.transform * Affine.scale(src.width / width, src.height / height),
