@@ -46,7 +46,7 @@ def test_demo_runs_the_sample_with_the_test_model(tmp_path, capsys):
 
 
 def test_bench_prints_a_table(tmp_path, capsys):
-    assert main(["bench", "--sizes", "256", "--vit-size", "0", "--tile", "128", "--overlap", "16", "--json",
+    assert main(["bench", "--sizes", "256", "--vit-size", "0", "--clip-size", "0", "--tile", "128", "--overlap", "16", "--json",
                  "--workdir", str(tmp_path)]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 1 and rows[0]["raster"] == "256x256" and rows[0]["tiles"] == 9

@@ -8,18 +8,37 @@ import resource
 import sys
 import time
 
+from dataclasses import replace
+
+from ..models import build_model, get_spec
+from ..models.feature_cache import FeatureCache
+from ..models.registry import BUILDERS
+from ..models.runner import TileRunner
 from ..protocol.contracts import SegmentRequest
-from ..models import build_model
 from ..raster.engine import segment
 from .vit_model import RandomViTTileModel
 
 CLASSES = ["water", "tree", "grass", "building"]
 
 
-def main(argv: list[str]) -> None:
-    raster, out, model_id, tile, overlap = argv[0], argv[1], argv[2], int(argv[3]), int(argv[4])
-    model = RandomViTTileModel(CLASSES) if model_id == "vit-b-random" else build_model(model_id, CLASSES, None)
-    request = SegmentRequest(raster=raster, out_dir=out, model=model_id, classes=CLASSES, tile=tile,
+SECOND_PROMPT = ["road", "bare soil", "shadow"]
+CLIP_RANDOM = "clip-vit-b-16-random"
+
+
+def _model(model_id: str, classes: list[str]):
+    """Benchmark models: registry ids, a timm ViT-B/16, or clip-vit-b-16's real architecture with random weights."""
+    if model_id == "vit-b-random":
+        return RandomViTTileModel(classes)
+    if model_id == CLIP_RANDOM:
+        spec = replace(get_spec("clip-vit-b-16"), id=CLIP_RANDOM, weights=())
+        return BUILDERS[spec.builder](spec, classes, "softmax", "cpu")
+    return build_model(model_id, classes, None)
+
+
+def _run(raster: str, out: str, model_id: str, classes: list[str], tile: int, overlap: int,
+         cache: FeatureCache) -> dict:
+    model = _model(model_id, classes)
+    request = SegmentRequest(raster=raster, out_dir=out, model=model_id, classes=classes, tile=tile,
                              overlap=overlap, batch_size=4, device="cpu")
     raster_pass_peak = {}
 
@@ -28,12 +47,21 @@ def main(argv: list[str]) -> None:
             raster_pass_peak["mb"] = _peak_rss_mb()
 
     t0 = time.perf_counter()
-    result = segment(request, model, progress=on_progress)
+    result = segment(request, model, progress=on_progress, runner=TileRunner(model, "cpu", 4, cache))
     wall = time.perf_counter() - t0
-    print(json.dumps({"pixels": result.width * result.height, "tiles": result.tiles, "wall_s": wall,
-                      "timings": result.timings, "peak_rss_mb": _peak_rss_mb(),
-                      "raster_pass_rss_mb": raster_pass_peak.get("mb"),
-                      "polygons": sum(c.polygons for c in result.classes)}))
+    return {"pixels": result.width * result.height, "tiles": result.tiles, "wall_s": wall,
+            "timings": result.timings, "peak_rss_mb": _peak_rss_mb(),
+            "raster_pass_rss_mb": raster_pass_peak.get("mb"), "polygons": sum(c.polygons for c in result.classes)}
+
+
+def main(argv: list[str]) -> None:
+    """One JSON line: the run, plus for encoder-split models a second prompt on the same raster ("second")."""
+    raster, out, model_id, tile, overlap = argv[0], argv[1], argv[2], int(argv[3]), int(argv[4])
+    cache = FeatureCache()
+    record = _run(raster, out, model_id, CLASSES, tile, overlap, cache)
+    if model_id == CLIP_RANDOM:
+        record["second"] = _run(raster, out, model_id, SECOND_PROMPT, tile, overlap, cache)
+    print(json.dumps(record))
 
 
 def _peak_rss_mb() -> float:

@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--sizes", default="2048,8192,16384", help="square raster sizes in pixels")
     bench.add_argument("--vit-size", type=int, default=1024,
                        help="raster size for the ViT-B-sized random model row (0 to skip)")
+    bench.add_argument("--clip-size", type=int, default=1024,
+                       help="raster size for the class-list path with clip-vit-b-16's architecture and random "
+                            "weights, first and second prompt (0 to skip)")
     bench.add_argument("--tile", type=int, default=512)
     bench.add_argument("--overlap", type=int, default=64)
     bench.add_argument("--markdown", action="store_true")
