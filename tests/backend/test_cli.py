@@ -68,3 +68,10 @@ def test_demo_download_that_fails_falls_back_to_the_test_model(tmp_path, monkeyp
     err = capsys.readouterr().err
     assert "Could not download the demo model clip-vit-b-16" in err and "127.0.0.1" in err and "`test`" in err
     assert (tmp_path / "demo" / "mask.tif").exists()
+
+
+def test_class_list_syntax_with_synonyms():
+    from rsseg.cli.main import _classes
+
+    assert _classes("building, road,tree ,") == ["building", "road", "tree"]
+    assert _classes("road, parking lot; tree;\nwater") == ["road, parking lot", "tree", "water"]

@@ -35,7 +35,9 @@ def _bands(text: str) -> tuple[int, ...]:
 
 
 def _classes(text: str) -> list[str]:
-    return [c.strip() for c in text.replace("\n", ",").split(",") if c.strip()]
+    """"a, b, c": three classes; with semicolons, "road, parking lot; tree": classes with synonyms."""
+    separator = ";" if ";" in text else ","
+    return [c.strip() for c in text.replace("\n", separator).split(separator) if c.strip()]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg = sub.add_parser("segment", help="segment a raster from a class list or a referring sentence")
     seg.add_argument("raster")
     prompt = seg.add_mutually_exclusive_group(required=True)
-    prompt.add_argument("--classes", type=_classes, help='comma-separated class names, e.g. "building, road, tree"')
+    prompt.add_argument("--classes", type=_classes, help='comma-separated class names, e.g. "building, road, tree"; with semicolons '
+                        'between classes, commas give synonyms: "road, parking lot; tree"')
     prompt.add_argument("--sentence", help='a referring sentence, e.g. "the large white building"')
     seg.add_argument("--model", default="test", help="model id (see `rsseg models`)")
     seg.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
