@@ -18,12 +18,8 @@ from shapely.geometry import box, shape
 
 from rsseg.errors import Cancelled
 from rsseg.progress import CancelToken
-from rsseg.raster.vectorize import (
-    VectorizeOptions,
-    geometry_area_m2,
-    pixel_area_m2,
-    vectorize_classes,
-)
+from rsseg.raster.areas import geometry_area_m2, pixel_area_m2
+from rsseg.raster.vectorize import VectorizeOptions, vectorize_classes
 
 
 def from_origin(west, north, xsize, ysize):
