@@ -3,6 +3,7 @@
 Light to import: the runner pulls in the engine and the models only when an evaluation runs.
 """
 
-from .class_files import display_name, load_classnames
+from ..models.prompts import display_name
+from .class_files import load_classnames
 
 __all__ = ["display_name", "load_classnames"]

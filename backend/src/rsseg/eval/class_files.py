@@ -38,11 +38,6 @@ def load_classnames(path: str | os.PathLike) -> list[str]:
     return lines
 
 
-def display_name(line: str) -> str:
-    """The class as shown: its first synonym ("building,roof,house" -> "building")."""
-    return line.split(",")[0].strip()
-
-
 def builtin_classnames(file_name: str) -> Path:
     """Path of a class-name file shipped with the package (installed as package data)."""
     return Path(str(resources.files(__package__).joinpath(PACKAGE_DIR, file_name)))

@@ -24,7 +24,7 @@ from rasterio.errors import NotGeoreferencedWarning
 
 from ..errors import ParameterError
 from ..protocol.contracts import NODATA, UNLABELLED, SegmentRequest
-from .class_files import display_name
+from ..models.prompts import display_name
 from .datasets import DatasetError, DatasetSpec, LabelCoding, Pair, dataset_classes, find_pairs, get_dataset, read_label
 from .metrics import NO_PREDICTION, ConfusionMatrix, SemanticScores
 

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 
 from ...raster.tiling import tile_starts
 from .dense import dense_features
-from .text import class_embeddings, class_logits, display_name
+from ..prompts import display_name
+from .text import class_embeddings, class_logits
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ...compat import ensure_torchvision
+from ..prompts import synonyms
 
 ensure_torchvision()  # open_clip imports torchvision, whose C++ operators a CPU-only torch lacks
 
@@ -18,16 +19,6 @@ try:  # open_clip's own copy of CLIP's 80 ImageNet templates
     from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES as IMAGENET_TEMPLATES
 except ImportError:  # pragma: no cover - very old open_clip
     IMAGENET_TEMPLATES = (lambda c: f"a photo of a {c}.",)
-
-
-def synonyms(line: str) -> list[str]:
-    names = [n.strip() for n in line.split(",") if n.strip()]
-    return names or [line.strip()]
-
-
-def display_name(line: str) -> str:
-    """The first synonym names the class in the outputs ("road, parking lot" -> "road")."""
-    return synonyms(line)[0]
 
 
 @torch.no_grad()
