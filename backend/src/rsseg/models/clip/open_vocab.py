@@ -1,8 +1,8 @@
 """Training-free open-vocabulary segmentation with CLIP (the recipe of DESIGN.md section 2).
 
 Per tile: sliding windows (224, stride 112 by default) -> dense CLIP patch features
-(models/clip/dense.py) -> CLS-bias removal (patch + lambda * cls, lambda = -0.3) -> cosine
-similarity with the class-name embeddings x logit scale 50 -> the best synonym per class ->
+(models/clip/dense.py) -> logits = 50 * (patch . T) + lambda * 50 * (cls . T) with lambda = -0.3
+(CLS-bias removal), for the L2-normalised patch, CLS and class-name embeddings T -> the best synonym per class ->
 coarse logits upsampled to the window (bilinear, or image-guided) and averaged where windows
 overlap. Split at the image encoder (EncodedTileModel), so a second prompt on the same extent
 reuses the cached patch features and runs only the text tower and this decoder.
@@ -26,7 +26,7 @@ from .text import class_embeddings, class_logits
 class OpenVocabConfig:
     window: int = 224  # CLIP's training size: the sliding window in (processing) pixels
     stride: int = 112
-    cls_lambda: float = -0.3  # patch + lambda * cls removes the global bias every patch shares
+    cls_lambda: float = -0.3  # logits + lambda * (cls logits) remove the global bias every patch shares
     logit_scale: float = 50.0
     upsample: str = "bilinear"  # or "guided": the tile image guides the upsampled logits
 
@@ -78,9 +78,11 @@ class OpenVocabCLIP:
         height, width = guide.shape[-2:]
         wh, ys = _windows(height, self.config.window, self.config.stride)
         ww, xs = _windows(width, self.config.window, self.config.stride)
-        feats = patches.float() + self.config.cls_lambda * cls.float()[..., None, None]
-        feats = F.normalize(feats.flatten(0, 1), dim=1)  # [b*n, E, h, w]
-        similarity = torch.einsum("behw,se->bshw", feats, self._text) * self.config.logit_scale
+        feats = F.normalize(patches.float().flatten(0, 1), dim=1)  # [b*n, E, h, w]
+        global_ = F.normalize(cls.float().flatten(0, 1), dim=1)  # [b*n, E]
+        similarity = torch.einsum("behw,se->bshw", feats, self._text) \
+            + self.config.cls_lambda * torch.einsum("be,se->bs", global_, self._text)[..., None, None]
+        similarity = similarity * self.config.logit_scale
         logits = class_logits(similarity, self._owner, len(self.class_names))
         logits = F.interpolate(logits, size=(wh, ww), mode="bilinear", align_corners=False)
         logits = logits.reshape(b, n, -1, wh, ww)
