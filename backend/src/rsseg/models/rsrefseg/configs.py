@@ -1,0 +1,62 @@
+"""RSRefSeg architectures as data (no torch import, so the registry can read them for free).
+
+A config names the vision-language encoder (an open_clip model name, or an explicit architecture
+for test twins), the SAM config (models/sam/configs.py), the AttnPrompter and the LoRA settings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..clip import configs as clip_configs
+from ..sam import configs as sam_configs
+
+SIGLIP_MEAN = (0.5, 0.5, 0.5)  # SigLIP's normalisation, in the engine's 0..1 units
+SIGLIP_STD = (0.5, 0.5, 0.5)
+
+# The authors' hyper-parameters: r=16, alpha=16, dropout 0.1 on SAM's image encoder (qkv, proj,
+# mlp, neck), the CLIP vision attention and the CLIP text attention + projection (see lora.py).
+LORA = {"r": 16, "alpha": 16, "dropout": 0.1}
+
+# Two stride-2 blocks take SigLIP-384's 27x27 grid to 7x7: 49 sparse prompt tokens (the code's choice).
+PROMPTER = {"down_blocks": 2, "norm": "batch"}
+
+# The reference: SigLIP so400m-patch14-384 for both towers and SAM ViT-B at 1024x1024.
+REFERENCE: dict[str, Any] = {
+    "clip": {"open_clip_model": "ViT-SO400M-14-SigLIP-384"},
+    "clip_mean": SIGLIP_MEAN, "clip_std": SIGLIP_STD,
+    "sam": sam_configs.SAM_VIT_B,
+    "prompter": PROMPTER,
+    "lora": LORA,
+    "bias_init": -10.0,  # only used when the CLIP has no logit bias (SigLIP has one)
+    "dense_prompt": True,
+    "bce_weight": 5.0, "dice_weight": 0.0,
+}
+
+# Test twin: the same classes at test size. The CLIP is a CustomTextCLIP (text tower with a Linear
+# projection, like SigLIP's) built from the tiny CLIP; it has no logit bias, so the learnable
+# fallback bias is exercised. 224 px CLIP input (14x14 grid), 256 px tiny SAM (16x16 embeddings).
+TINY_ARCHITECTURE: dict[str, Any] = {
+    **clip_configs.TINY_CLIP,
+    "text_cfg": {**clip_configs.TINY_CLIP["text_cfg"], "proj_bias": True},
+}
+
+TINY: dict[str, Any] = {
+    "clip": {"architecture": TINY_ARCHITECTURE, "custom_text": True, "tokenizer": clip_configs.TINY_TOKENIZER},
+    "clip_mean": clip_configs.OPENAI_MEAN, "clip_std": clip_configs.OPENAI_STD,
+    "sam": sam_configs.SAM_VIT_TINY,
+    "prompter": PROMPTER,
+    "lora": LORA,
+    "bias_init": -10.0,
+    "dense_prompt": True,
+    "bce_weight": 5.0, "dice_weight": 0.0,
+}
+
+TINY_SEED = 0  # the registry's random-weight test model is reproducible
+
+
+def prompt_grid(grid: int, down_blocks: int) -> int:
+    """Side of the prompter's output grid: each stride-2 3x3 conv (padding 1) halves it, rounding up."""
+    for _ in range(down_blocks):
+        grid = (grid - 1) // 2 + 1
+    return grid

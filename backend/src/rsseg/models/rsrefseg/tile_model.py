@@ -1,0 +1,46 @@
+"""RSRefSeg behind the engine's EncodedTileModel contract: one referring sentence, sigmoid logits.
+
+The cached features are the image-only parts (CLIP patch tokens, SAM embeddings) plus each tile's
+size, so a second sentence on the same extent reuses them and runs only the text side and SAM's
+decoder.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..base import SIGMOID
+from .model import ImageFeatures, RSRefSeg
+
+
+class RSRefSegTileModel:
+    """EncodedTileModel over a shared RSRefSeg; one instance per sentence."""
+
+    def __init__(self, model: RSRefSeg, sentence: str, device: str, encoder_id: str):
+        self.model, self.device, self.encoder_id = model, device, encoder_id
+        self.class_names = (sentence,)
+        self.activation = SIGMOID
+        self.n_inputs = 3
+        with torch.no_grad():
+            self._text = model.tokenize([sentence]).to(device)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.decode(self.encode(batch))
+
+    @torch.no_grad()
+    def encode(self, batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Tiles [B, 3, H, W] in 0..1 -> (CLIP tokens [B, E, h, w], SAM embeddings [B, C, g, g], sizes [B, 2])."""
+        images = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, torch.float32)
+        clip_tokens, embeddings = self.model.encode(images)
+        sizes = torch.tensor([images.shape[-2:]] * images.shape[0], dtype=torch.int64)
+        return clip_tokens, embeddings, sizes
+
+    @torch.no_grad()
+    def decode(self, features) -> np.ndarray:
+        clip_tokens, embeddings, sizes = features
+        text = self._text.expand(clip_tokens.shape[0], -1)
+        out_size = tuple(int(s) for s in sizes[0])
+        logits = self.model.decode(ImageFeatures(clip_tokens.to(self.device), embeddings.to(self.device)),
+                                   text, out_size)
+        return logits.float().cpu().numpy().astype(np.float32)
