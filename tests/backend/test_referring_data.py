@@ -268,3 +268,29 @@ def test_text_blind_and_folder_round_trip(tmp_path):
         assert np.array_equal(read.mask, original.mask)
         assert np.array_equal(read.pixels(), original.pixels())
     assert np.array_equal(read_mask(tmp_path / "masks" / f"{data.samples[0].sample_id}.png"), data.samples[0].mask)
+
+
+def test_rrsisd_refer_release_reader(tmp_path):
+    import pickle
+
+    write_png(tmp_path / "images" / "rrsisd" / "JPEGImages" / "02934.png", np.zeros((3, 4, 3), np.uint8))
+    instances = {"images": [{"file_name": "02934.png", "height": 3, "width": 4, "id": 2934}],
+                 "annotations": [{"bbox": [0, 0, 2, 3], "categories_id": 4, "id": 77, "image_id": 2934,
+                                  "segmentation": [encode_rle(HAND)], "area": 7}],
+                 "categories": [{"name": "baseballfield", "id": 4}]}
+    refs = [{"image_id": 2934, "split": "test", "file_name": "02934.png", "category_id": 4, "ann_id": 77,
+             "sent_ids": [9], "ref_id": 9,
+             "sentences": [{"tokens": ["the", "field"], "raw": "The field", "sent_id": 9, "sent": "the field"}]},
+            {"image_id": 2934, "split": "train", "ann_id": 77, "ref_id": 10, "sentences": [{"sent": "x"}]}]
+    (tmp_path / "rrsisd").mkdir()
+    (tmp_path / "rrsisd" / "instances.json").write_text(json.dumps(instances), encoding="utf-8")
+    (tmp_path / "rrsisd" / "refs(unc).p").write_bytes(pickle.dumps(refs))
+    from rsseg.training.data import rrsisd_refer_samples
+
+    samples = list(rrsisd_refer_samples(tmp_path, "test"))
+    assert [(s.sample_id, s.image_id, s.sentence) for s in samples] == [("9", "2934", "the field")]
+    assert np.array_equal(samples[0].mask, HAND) and samples[0].image.name == "02934.png"
+    # a refs file that names any class or function is refused, not executed
+    (tmp_path / "rrsisd" / "refs(unc).p").write_bytes(pickle.dumps([{"a": np.int64(1)}]))
+    with pytest.raises(ReferringDataError, match=r"refs\(unc\)\.p: not a refer refs pickle"):
+        list(rrsisd_refer_samples(tmp_path, "test"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import pickle  # nosec B403
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
@@ -241,3 +242,73 @@ def folder_samples(root: PathLike, sentences: Optional[PathLike] = None, split: 
         count += 1
         if limit is not None and count >= limit:
             return
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Unpickles plain containers only (dict, list, str, int...): any class or function reference
+    is refused, so a crafted refs file cannot run code (Python docs, "Restricting Globals")."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only plain data is expected")
+
+
+def _load_refs(path: Path) -> list[dict[str, Any]]:
+    try:
+        with path.open("rb") as handle:
+            # Safe: _PlainUnpickler.find_class refuses every global, so only plain data loads.
+            refs = _PlainUnpickler(handle, encoding="utf-8").load()  # nosec B301
+    except (pickle.UnpicklingError, EOFError, ValueError, UnicodeDecodeError) as exc:
+        raise ReferringDataError(f"{path}: not a refer refs pickle ({exc})") from None
+    if not isinstance(refs, list) or any(not isinstance(r, dict) for r in refs):
+        raise ReferringDataError(f"{path}: expected a list of ref dicts")
+    return refs
+
+
+def rrsisd_refer_samples(root: PathLike, split: str = "test", refs_name: str = "refs(unc).p",
+                         limit: Optional[int] = None) -> Iterator[RefSample]:
+    """Samples of the RRSIS-D release as RMSIN ships it (refer format), without a jsonl step:
+    root/rrsisd/instances.json (COCO annotations, RLE `segmentation`), root/rrsisd/refs(unc).p
+    (refs: image_id, split, sentences, ann_id, ref_id, sent_ids) and images under
+    root/images/rrsisd/JPEGImages. One sample per sentence of each ref of `split`."""
+    root = Path(root)
+    instances, refs_path = root / "rrsisd" / "instances.json", root / "rrsisd" / refs_name
+    image_dir = root / "images" / "rrsisd" / "JPEGImages"
+    for path in (instances, refs_path):
+        if not path.is_file():
+            raise ReferringDataError(f"file not found: {path} (the RRSIS-D release has "
+                                     "rrsisd/instances.json and rrsisd/refs(unc).p)")
+    if not image_dir.is_dir():
+        raise ReferringDataError(f"image folder not found: {image_dir}")
+    try:
+        coco = json.loads(instances.read_text(encoding="utf-8"))
+        annotations = {a["id"]: a for a in coco["annotations"]}
+        file_names = {i["id"]: i["file_name"] for i in coco.get("images", [])}
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ReferringDataError(f"{instances}: not COCO instances JSON ({exc})") from None
+    count = 0
+    for ref in _load_refs(refs_path):
+        if ref.get("split") != split:
+            continue
+        where = f"{refs_path} ref {ref.get('ref_id')}"
+        annotation = annotations.get(ref.get("ann_id"))
+        if annotation is None:
+            raise ReferringDataError(f"{where}: annotation {ref.get('ann_id')} not in {instances}")
+        try:
+            mask = _segmentation(annotation.get("segmentation"))
+            sentences = _sentences(ref.get("sentences", []))
+        except ValueError as exc:
+            raise ReferringDataError(f"{where}: {exc}") from None
+        file_name = file_names.get(ref.get("image_id"), ref.get("file_name"))
+        if not isinstance(file_name, str):
+            raise ReferringDataError(f"{where}: no file name for image {ref.get('image_id')}")
+        sent_ids = ref.get("sent_ids") if isinstance(ref.get("sent_ids"), list) else None
+        meta = {"split": split, "category_id": ref.get("category_id"), "bbox": annotation.get("bbox"),
+                "source": where}
+        for k, sentence in enumerate(sentences):
+            numbered = sent_ids[k] if sent_ids and len(sent_ids) == len(sentences) else k
+            suffix = "" if len(sentences) == 1 else f"-{numbered}"
+            yield RefSample(image_dir / file_name, sentence.strip(), mask, str(ref.get("image_id")),
+                            f"{ref.get('ref_id')}{suffix}", dict(meta))
+            count += 1
+            if limit is not None and count >= limit:
+                return
