@@ -9,6 +9,7 @@ from typing import Any, Callable
 from ..errors import ModelError
 from .base import SIGMOID, SOFTMAX, TileModel
 from .clip import configs as clip_configs
+from .rsrefseg import configs as rsrefseg_configs
 from .sam import configs as sam_configs
 from .spec import ModelSpec, Preprocess, WeightFile
 
@@ -109,6 +110,20 @@ _register_clip(
     "CC-BY-4.0 (Hugging Face model card)")
 
 
+# RSRefSeg (referring segmentation, DESIGN.md Models 1): no trained checkpoint exists, so only a
+# random-weight test configuration is registered (named "-test", not "-tiny": it has no real twin).
+register(ModelSpec(
+    id="rsrefseg-test",
+    task="sentence",
+    builder="rsrefseg",
+    description="Test configuration of RSRefSeg (tiny CLIP + AttnPrompter + tiny SAM), random seeded weights: "
+                "exercises the referring-segmentation path, not for real use.",
+    config=rsrefseg_configs.TINY,
+    preprocess=Preprocess(3, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), None),  # the model normalises for CLIP and SAM
+    licence="GPL-2.0-or-later",
+))
+
+
 def _build_colour_prototype(spec: ModelSpec, prompts: list[str], activation: str, device: str) -> TileModel:
     from .colour_prototype import ColourPrototypeModel
 
@@ -126,10 +141,25 @@ def _build_open_vocab(spec: ModelSpec, prompts: list[str], activation: str, devi
                          encoder_id=f"{spec.id}:{weights}")
 
 
+def _load_rsrefseg(spec: ModelSpec, device: str) -> Any:
+    from .rsrefseg.configs import TINY_SEED
+    from .rsrefseg.model import build_rsrefseg
+
+    return build_rsrefseg(spec.config, seed=TINY_SEED).to(device).eval()
+
+
+def _build_rsrefseg(spec: ModelSpec, prompts: list[str], activation: str, device: str) -> TileModel:
+    from .rsrefseg.tile_model import RSRefSegTileModel
+
+    weights = ",".join(w.sha256[:16] for w in spec.weights) or "random"
+    return RSRefSegTileModel(warm(spec, device, _load_rsrefseg), prompts[0], device, f"{spec.id}:{weights}")
+
+
 # builder name -> callable(spec, prompts, activation, device) -> TileModel
 BUILDERS: dict[str, Callable[[ModelSpec, list[str], str, str], TileModel]] = {
     "colour-prototype": _build_colour_prototype,
     "open-vocab-clip": _build_open_vocab,
+    "rsrefseg": _build_rsrefseg,
 }
 
 
