@@ -208,3 +208,22 @@ def test_the_registry_entry_segments_real_imagery_from_a_sentence(tmp_path):
                                         vectorise=False))
     with rasterio.open(result.mask) as mask, rasterio.open(NEON) as src:
         assert (mask.crs, mask.transform, mask.shape) == (src.crs, src.transform, src.shape)
+
+
+def test_a_second_sentence_through_the_service_reuses_cached_features(tmp_path):
+    from rsseg.models.feature_cache import FeatureCache
+    from rsseg.protocol.contracts import SegmentRequest
+    from rsseg.service import run_segment
+
+    cache = FeatureCache()
+
+    def request(name: str, sentence: str) -> SegmentRequest:
+        return SegmentRequest(raster=str(NEON), out_dir=str(tmp_path / name), model="rsrefseg-test",
+                              sentence=sentence, tile=224, overlap=32, vectorise=False)
+
+    run_segment(request("first", "the tall tree"), cache=cache)
+    second = run_segment(request("second", "the bare soil"), cache=cache)
+    plain = run_segment(request("plain", "the bare soil"))
+    assert second.run["features"] == {"encoded": 0, "reused": second.tiles}
+    with rasterio.open(second.mask) as a, rasterio.open(plain.mask) as b:
+        assert np.array_equal(a.read(), b.read())
