@@ -1,4 +1,4 @@
-"""The `rsseg` command line: segment, models, doctor, bench, demo, eval.
+"""The `rsseg` command line: segment, models, doctor, bench, demo, eval, train, eval-refer.
 
 Bad input ends with one line on stderr and a non-zero exit code (2 for input the user can fix,
 1 for anything unexpected); `--debug` shows the traceback instead.
@@ -91,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_parser(sub)
 
+    from ..training.cli import add_eval_refer_parser, add_train_parser
+
+    add_train_parser(sub)
+    add_eval_refer_parser(sub)
+
     doctor = sub.add_parser("doctor", help="print an environment report")
     doctor.add_argument("--markdown", action="store_true")
     doctor.add_argument("--json", action="store_true")
@@ -161,6 +166,18 @@ def cmd_segment(args) -> int:
 
 def cmd_eval(args) -> int:
     from ..eval.cli import cmd_eval as run
+
+    return run(args)
+
+
+def cmd_train(args) -> int:
+    from ..training.cli import cmd_train as run
+
+    return run(args)
+
+
+def cmd_eval_refer(args) -> int:
+    from ..training.cli import cmd_eval_refer as run
 
     return run(args)
 
@@ -246,7 +263,7 @@ def cmd_demo(args) -> int:
 
 COMMANDS = {"segment": cmd_segment, "models": cmd_models, "doctor": cmd_doctor, "serve": cmd_serve,
             "bench": cmd_bench, "demo": cmd_demo,
-            "eval": cmd_eval}
+            "eval": cmd_eval, "train": cmd_train, "eval-refer": cmd_eval_refer}
 
 
 def main(argv: list[str] | None = None) -> int:

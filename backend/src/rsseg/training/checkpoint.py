@@ -1,0 +1,107 @@
+"""Training checkpoints: the trainable state only, as safetensors (tensors) + JSON (everything else).
+
+What is written: the model's `trainable_state_dict` (LoRA adapters, prompter, SAM prompt encoder
+and mask decoder; never the frozen base weights), the optimizer's per-parameter tensors, the
+torch RNG state(s); the JSON holds the model config id, step, the optimizer's hyper-parameters,
+the scheduler and grad-scaler state and metrics. Both files are written under temporary names and
+renamed into place, the JSON last, so an interrupted save leaves the previous checkpoint intact
+and a JSON always names a complete tensor file. Loading uses safetensors only (no pickle).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+from safetensors.torch import load_file, save_file
+
+FORMAT = "rsseg-train-checkpoint/1"
+MODEL, OPTIM, RNG = "model.", "optim.", "rng."
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the tensors split by kind, and the JSON record."""
+
+    model: dict[str, torch.Tensor]
+    optimizer: Optional[dict[str, Any]]
+    rng: dict[str, torch.Tensor]
+    record: dict[str, Any]
+
+    @property
+    def step(self) -> int:
+        return int(self.record["step"])
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_checkpoint(stem: Union[str, Path], model_state: dict[str, torch.Tensor], record: dict[str, Any],
+                    optimizer: Optional[torch.optim.Optimizer] = None,
+                    rng: Optional[dict[str, torch.Tensor]] = None) -> Path:
+    """Write `<stem>.safetensors` and `<stem>.json`; returns the JSON path."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {MODEL + k: v.detach().cpu().contiguous().clone() for k, v in model_state.items()}
+    record = {"format": FORMAT, **record, "tensors": f"{stem.name}.safetensors"}
+    if optimizer is not None:
+        state = optimizer.state_dict()
+        for index, values in state["state"].items():
+            for name, value in values.items():
+                if not torch.is_tensor(value):
+                    value = torch.tensor(value)
+                tensors[f"{OPTIM}{index}.{name}"] = value.detach().cpu().contiguous().clone()
+        record["optimizer"] = {"param_groups": state["param_groups"]}
+    for name, value in (rng or {}).items():
+        tensors[RNG + name] = value.cpu().contiguous().clone()
+    _atomic(stem.with_suffix(".safetensors"), lambda p: save_file(tensors, str(p)))
+    json_path = stem.with_suffix(".json")
+    _atomic(json_path, lambda p: p.write_text(json.dumps(record, indent=2, default=_plain), encoding="utf-8"))
+    return json_path
+
+
+def _plain(value: Any) -> Any:
+    if torch.is_tensor(value):
+        return value.tolist()
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def load_checkpoint(path: Union[str, Path]) -> Checkpoint:
+    """Read a checkpoint from its JSON or safetensors path (or the stem)."""
+    path = Path(path)
+    json_path = path if path.suffix == ".json" else path.with_suffix(".json")
+    if not json_path.is_file():
+        from ..errors import RssegError
+
+        raise RssegError(f"checkpoint not found: {json_path}")
+    record = json.loads(json_path.read_text(encoding="utf-8"))
+    if record.get("format") != FORMAT:
+        from ..errors import RssegError
+
+        raise RssegError(f"{json_path}: not an rsseg training checkpoint (format {record.get('format')!r})")
+    tensors = load_file(str(json_path.with_name(record["tensors"])))
+    model = {k[len(MODEL):]: v for k, v in tensors.items() if k.startswith(MODEL)}
+    rng = {k[len(RNG):]: v for k, v in tensors.items() if k.startswith(RNG)}
+    optimizer = None
+    if "optimizer" in record:
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            if key.startswith(OPTIM):
+                index, name = key[len(OPTIM):].split(".", 1)
+                state.setdefault(int(index), {})[name] = value
+        groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in record["optimizer"]["param_groups"]]
+        optimizer = {"state": state, "param_groups": groups}
+    return Checkpoint(model, optimizer, rng, record)

@@ -1,0 +1,191 @@
+"""The `rsseg train` and `rsseg eval-refer` verbs (cli/main.py only registers them).
+
+Data sources: `synthetic` (the seeded generator: train scenes from seed 0, val from seed 1, test
+from seed 2, so the splits never share a scene), `folder` (the plain layout), `rrsisd` (the
+RMSIN refer-format release) and `refsegrs`. See docs/training.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+DATA_CHOICES = ("synthetic", "folder", "rrsisd", "refsegrs")
+SYNTHETIC_SEEDS = {"train": 0, "val": 1, "test": 2}
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="rsrefseg-test", help="referring model id (see `rsseg models`)")
+    p.add_argument("--data", required=True, choices=DATA_CHOICES, help="dataset layout")
+    p.add_argument("root", nargs="?", help="dataset root (not for synthetic)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--size", type=int, default=0, help="image size fed to the model (0: the model's SAM size)")
+    p.add_argument("--limit", type=int, help="use only the first N samples of each split")
+    p.add_argument("--text-blind", action="store_true",
+                   help="replace every sentence by one constant (the no-language baseline)")
+    p.add_argument("--scenes", type=int, default=64, help="synthetic: training scenes (about 4 sentences each)")
+    p.add_argument("--val-scenes", type=int, default=32, help="synthetic: validation/test scenes")
+    p.add_argument("--scene-size", type=int, default=128, help="synthetic: scene side in pixels")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_train_parser(sub) -> argparse.ArgumentParser:
+    tr = sub.add_parser("train", help="train a referring model's adapters (RSRefSeg) on a dataset",
+                        description="Train the LoRA adapters and small modules of a referring model; checkpoints "
+                                    "hold only the trainable state (see docs/training.md).")
+    _common(tr)
+    tr.add_argument("--split", default="train")
+    tr.add_argument("--val-split", default="val", help="validation split ('none' to skip)")
+    length = tr.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, help="optimizer updates (default 100)")
+    length.add_argument("--epochs", type=float, help="passes over the training split")
+    tr.add_argument("--batch-size", type=int, default=8)
+    tr.add_argument("--accum", type=int, default=1, help="gradient accumulation micro-batches per update")
+    tr.add_argument("--lr", type=float, default=1e-4)
+    tr.add_argument("--weight-decay", type=float, default=0.01)
+    tr.add_argument("--warmup-steps", type=int, default=0)
+    tr.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (0: off)")
+    tr.add_argument("--dice-weight", type=float, help="add a Dice term (default: the model's loss, BCE only)")
+    tr.add_argument("--amp", default="auto", choices=("auto", "off", "bf16", "fp16"))
+    tr.add_argument("--checkpoint-every", type=int, default=0, help="also save every N updates")
+    tr.add_argument("--eval-every", type=int, default=0, help="validate every N updates (default: at the end)")
+    tr.add_argument("--out", required=True, help="output folder (checkpoints/, metrics.json)")
+    tr.add_argument("--resume", help="checkpoint (.json) to continue from")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--json", action="store_true", help="print the result as JSON")
+    return tr
+
+
+def add_eval_refer_parser(sub) -> argparse.ArgumentParser:
+    ev = sub.add_parser("eval-refer", help="score a referring model (mIoU, oIoU, Pr@X) on a dataset split",
+                        description="Predict one mask per (image, sentence), threshold the logits at 0 and score "
+                                    "them (see docs/training.md).")
+    _common(ev)
+    ev.add_argument("--checkpoint", help="training checkpoint (.json); default: the model's own weights")
+    ev.add_argument("--split", default="test")
+    ev.add_argument("--batch-size", type=int, default=8)
+    ev.add_argument("--out", help="write the scores to this JSON file")
+    ev.add_argument("--json", action="store_true", help="print the scores as JSON")
+    return ev
+
+
+def load_split(args, split: str) -> list:
+    """The RefSamples of one split of the --data source."""
+    from ..errors import RssegError
+    from .data import folder_samples, refsegrs_samples, rrsisd_refer_samples
+    from .synthetic import synthetic_dataset, text_blind
+
+    if args.data == "synthetic":
+        if split not in SYNTHETIC_SEEDS:
+            raise RssegError(f"synthetic splits are {', '.join(SYNTHETIC_SEEDS)}, not {split!r}")
+        scenes = args.scenes if split == "train" else args.val_scenes
+        samples = synthetic_dataset(scenes, seed=SYNTHETIC_SEEDS[split], size=args.scene_size).samples
+    else:
+        if not args.root:
+            raise RssegError(f"--data {args.data} needs the dataset root folder")
+        if args.data == "folder":
+            samples = list(folder_samples(args.root, split=split))
+        elif args.data == "rrsisd":
+            samples = list(rrsisd_refer_samples(args.root, split=split))
+        else:
+            samples = list(refsegrs_samples(args.root, split=split))
+    if args.limit:
+        samples = samples[:args.limit]
+    if not samples:
+        raise RssegError(f"split {split!r} of {args.data} has no samples")
+    return text_blind(samples) if args.text_blind else samples
+
+
+def _model(args, seed: int):
+    from ..errors import RssegError
+    from ..models import get_spec
+    from .trainer import build_trainable
+
+    spec = get_spec(args.model)
+    if spec.builder != "rsrefseg":
+        raise RssegError(f"{args.model} is not a trainable referring model (builder {spec.builder!r})")
+    if spec.weights:
+        raise RssegError(f"{args.model}: training from downloaded base weights is not wired yet; "
+                         "only random-weight test configurations train")
+    return build_trainable(spec.config, seed)
+
+
+def _device(name: str) -> str:
+    from ..devices import resolve_device
+
+    return resolve_device(name)
+
+
+def cmd_train(args) -> int:
+    import torch
+
+    from .trainer import TrainConfig, Trainer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    train = load_split(args, args.split)
+    val = None if args.val_split == "none" else load_split(args, args.val_split)
+    if args.epochs is not None:
+        steps = max(1, math.ceil(args.epochs * (len(train) // args.batch_size) / args.accum))
+    else:
+        steps = args.steps or 100
+    device = _device(args.device)
+    config = TrainConfig(steps=steps, batch_size=args.batch_size, accum=args.accum, lr=args.lr,
+                         weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, grad_clip=args.grad_clip,
+                         dice_weight=args.dice_weight, seed=args.seed, size=args.size, device=device, amp=args.amp,
+                         checkpoint_every=args.checkpoint_every, eval_every=args.eval_every,
+                         progress=not args.quiet and not args.json, out_dir=args.out)
+    torch.manual_seed(args.seed)
+    extra = {"data": args.data, "split": args.split, "val_split": args.val_split, "text_blind": args.text_blind}
+    trainer = Trainer(_model(args, args.seed), args.model, train, config, val, extra)
+    if args.resume:
+        trainer.resume(args.resume)
+    result = trainer.train()
+    report = {"step": result.step, "seconds": round(result.seconds, 2), "checkpoint": result.checkpoint,
+              "final_loss": result.losses[-1] if result.losses else None, "metrics": result.metrics,
+              "metrics_file": str(Path(args.out) / "metrics.json")}
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"trained {result.step} steps in {result.seconds:.1f} s; checkpoint {result.checkpoint}")
+        if result.metrics:
+            print(f"validation mIoU {result.metrics['miou']:.4f} oIoU {result.metrics['oiou']:.4f} "
+                  f"({result.metrics['samples']} samples)")
+    return 0
+
+
+def cmd_eval_refer(args) -> int:
+    import torch
+
+    from ..errors import RssegError
+    from ..models.rsrefseg.lora import load_trainable_state_dict
+    from .checkpoint import load_checkpoint
+    from .evaluate import evaluate_referring
+    from .trainer import autocast_dtype
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    samples = load_split(args, args.split)
+    device = _device(args.device)
+    model = _model(args, 0)
+    if args.checkpoint:
+        ckpt = load_checkpoint(args.checkpoint)
+        if ckpt.record.get("model") != args.model:
+            raise RssegError(f"checkpoint is for model {ckpt.record.get('model')!r}, not {args.model!r}")
+        load_trainable_state_dict(model, ckpt.model)
+    model.to(device)
+    size = args.size or int(model.sam.image_encoder.img_size)
+    scores = evaluate_referring(model, samples, size, device, args.batch_size, autocast_dtype(device, "auto"),
+                                progress=not args.quiet and not args.json)
+    report: dict[str, Any] = {"model": args.model, "checkpoint": args.checkpoint, "data": args.data,
+                              "split": args.split, "text_blind": args.text_blind, **scores.to_dict()}
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=2), encoding="utf-8")
+    print(json.dumps(report, indent=2) if args.json else scores.format_table())
+    return 0

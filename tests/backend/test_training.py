@@ -1,0 +1,173 @@
+"""Training (issue 5): schedule, data, checkpoints with only the trainable state, exact resume,
+gradient accumulation, the CLI, and the learning test (the model uses the sentence)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+import pytest
+import torch
+
+from rsseg.models.rsrefseg.configs import TINY
+from rsseg.models.rsrefseg.lora import trainable_state_dict
+from rsseg.training.checkpoint import load_checkpoint
+from rsseg.training.schedule import make_scheduler, warmup_cosine
+from rsseg.training.synthetic import synthetic_dataset, text_blind
+from rsseg.training.torch_data import EpochBatches, ReferringDataset
+from rsseg.training.trainer import TrainConfig, Trainer, build_trainable
+
+SIZE = 64  # training size for the fast tests (the model resizes to its own encoders' sizes inside)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Two threads on a shared 2-core machine can be ~50x slower than one; the results don't change."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def samples():
+    return synthetic_dataset(4, seed=0, size=64).samples
+
+
+def _config(**kw) -> TrainConfig:
+    return TrainConfig(**{"steps": 6, "batch_size": 2, "lr": 1e-3, "warmup_steps": 2, "size": SIZE,
+                          "progress": False, **kw})
+
+
+def test_schedule_is_linear_warmup_then_cosine():
+    # warm-up 4 of 14: (s+1)/4, then cosine over the remaining 10 updates
+    assert [warmup_cosine(s, 14, 4) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert warmup_cosine(4, 14, 4) == 1.0
+    assert warmup_cosine(9, 14, 4) == pytest.approx(0.5)  # halfway: (1 + cos(pi/2)) / 2
+    assert warmup_cosine(6, 14, 4) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.2)))
+    assert warmup_cosine(14, 14, 4) == pytest.approx(0.0)
+    assert warmup_cosine(14, 14, 4, min_ratio=0.1) == pytest.approx(0.1)
+    assert warmup_cosine(0, 10, 0) == 1.0
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=2e-4)
+    sched = make_scheduler(opt, 14, 4)
+    lrs = []
+    for _ in range(14):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(5e-5) and lrs[3] == pytest.approx(2e-4) and lrs[9] == pytest.approx(1e-4)
+
+
+def test_dataset_resizes_and_tokenises(samples):
+    model = build_trainable(TINY)
+    item = ReferringDataset(samples, model.tokenize, 32)[0]
+    assert item["image"].shape == (3, 32, 32) and 0 <= item["image"].min() and item["image"].max() <= 1
+    assert item["mask"].shape == (1, 32, 32) and set(item["mask"].unique().tolist()) <= {0.0, 1.0}
+    assert item["mask"].sum() > 0
+    assert torch.equal(item["tokens"], model.tokenize([samples[0].sentence])[0])
+
+
+def test_batch_order_resumes_mid_epoch():
+    full = EpochBatches(10, 3, seed=5)
+    it = iter(full)
+    first = [next(it) for _ in range(7)]  # 3 per epoch: crosses two epoch boundaries
+    later = iter(EpochBatches(10, 3, seed=5, start=4))
+    assert [next(later) for _ in range(3)] == first[4:]
+    assert len(set(sum(first[:3], []))) == 9  # one epoch: a permutation, the short last batch dropped
+
+
+def test_checkpoint_holds_only_the_trainable_state(samples, tmp_path):
+    model = build_trainable(TINY)
+    trainer = Trainer(model, "rsrefseg-test", samples, _config(steps=1, out_dir=str(tmp_path)))
+    result = trainer.train()
+    ckpt = load_checkpoint(result.checkpoint)
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen and not frozen & set(ckpt.model)
+    assert set(ckpt.model) == set(trainable_state_dict(model))
+    assert any("lora_A" in k for k in ckpt.model) and any(k.startswith("prompter.") for k in ckpt.model)
+    assert ckpt.record["model"] == "rsrefseg-test" and ckpt.step == 1
+    n_base = sum(p.numel() for n, p in model.named_parameters() if n in frozen)
+    size = os.path.getsize(tmp_path / "checkpoints" / "step-0000001.safetensors")
+    assert size < 4 * n_base / 2  # far below the fp32 base weights
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def _weights(model) -> dict[str, torch.Tensor]:
+    return trainable_state_dict(model)
+
+
+def test_resume_continues_exactly(samples, tmp_path):
+    """2 x 3 updates with a resume in between == 6 straight. CPU kernels are not bitwise
+    deterministic from run to run (two straight runs differ by ~1e-6 in the loss), so the bar is:
+    same losses to 1e-4, and weights far closer than the last 3 updates moved them."""
+    straight = Trainer(build_trainable(TINY), "rsrefseg-test", samples,
+                       _config(checkpoint_every=3, out_dir=str(tmp_path / "a")))
+    a = straight.train()
+    first = Trainer(build_trainable(TINY), "rsrefseg-test", samples, _config(out_dir=str(tmp_path / "b")))
+    first.train(until=3)  # stops after 3 of the 6 scheduled updates and saves there
+    torch.manual_seed(1234)  # the resumed run must not depend on the RNG it starts with
+    second = Trainer(build_trainable(TINY, seed=0), "rsrefseg-test", samples, _config(out_dir=str(tmp_path / "b")))
+    second.resume(tmp_path / "b" / "checkpoints" / "step-0000003.json")
+    assert second.step == 3 and second.scheduler.get_last_lr() == first.scheduler.get_last_lr()
+    b = second.train()
+    assert b.step == a.step == 6
+    assert b.losses == pytest.approx(a.losses[3:], rel=1e-4)
+    mid = load_checkpoint(tmp_path / "a" / "checkpoints" / "step-0000003.json").model
+    wa, wb = _weights(straight.model), _weights(second.model)
+    moved = torch.cat([(wa[k].float() - mid[k].float()).flatten() for k in wa]).norm()
+    off = torch.cat([(wb[k].float() - wa[k].float()).flatten() for k in wa]).norm()
+    assert moved > 0 and off < 0.02 * moved
+
+
+def _no_dropout(config):
+    return {**config, "lora": {**config["lora"], "dropout": 0.0}, "prompter": {**config["prompter"], "norm": "group"}}
+
+
+def test_accumulation_matches_a_larger_batch(samples):
+    """accum 2 x batch 1 == batch 2 (dropout off; GroupNorm, since BatchNorm statistics depend on the batch)."""
+    config = _no_dropout(TINY)
+    runs = []
+    for batch, accum in ((2, 1), (1, 2)):
+        trainer = Trainer(build_trainable(config), "x", samples, _config(steps=2, batch_size=batch, accum=accum))
+        result = trainer.train()
+        runs.append((result.losses, _weights(trainer.model)))
+    assert runs[0][0] == pytest.approx(runs[1][0], rel=1e-4)
+    for k in runs[0][1]:
+        torch.testing.assert_close(runs[1][1][k], runs[0][1][k], rtol=1e-2, atol=1e-4)  # Adam amplifies ~1e-7 gradient noise where g ~ 0
+
+
+def test_cli_trains_saves_and_evaluates(tmp_path, capsys):
+    from rsseg.cli.main import main
+
+    out = tmp_path / "run"
+    code = main(["train", "--model", "rsrefseg-test", "--data", "synthetic", "--scenes", "2", "--val-scenes", "1",
+                 "--scene-size", "64", "--size", "64", "--steps", "2", "--batch-size", "2", "--out", str(out),
+                 "--device", "cpu", "--threads", "1", "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["step"] == 2 and report["metrics"]["samples"] > 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["step"] == 2 and len(metrics["losses"]) == 2 and "miou" in metrics["metrics"]
+    ckpt = out / "checkpoints" / "step-0000002.json"
+    assert ckpt.is_file() and (out / "checkpoints" / "step-0000002.safetensors").is_file()
+    code = main(["eval-refer", "--model", "rsrefseg-test", "--data", "synthetic", "--val-scenes", "1",
+                 "--scene-size", "64", "--size", "64", "--checkpoint", str(ckpt), "--split", "val",
+                 "--device", "cpu", "--json", "--out", str(tmp_path / "scores.json")])
+    assert code == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["miou"] == pytest.approx(report["metrics"]["miou"])  # same weights, same split
+    assert json.loads((tmp_path / "scores.json").read_text())["samples"] == scores["samples"]
+    # resume to 3 steps from the saved checkpoint
+    code = main(["train", "--data", "synthetic", "--scenes", "2", "--val-split", "none", "--scene-size", "64",
+                 "--size", "64", "--steps", "3", "--batch-size", "2", "--out", str(out), "--resume", str(ckpt),
+                 "--device", "cpu", "--quiet"])
+    assert code == 0 and (out / "checkpoints" / "step-0000003.json").is_file()
+
+
+def test_cli_rejects_a_non_referring_model(tmp_path, capsys):
+    from rsseg.cli.main import main
+
+    assert main(["train", "--model", "test", "--data", "synthetic", "--steps", "1", "--out", str(tmp_path)]) == 2
+    assert "not a trainable referring model" in capsys.readouterr().err
