@@ -171,3 +171,34 @@ def test_cli_rejects_a_non_referring_model(tmp_path, capsys):
 
     assert main(["train", "--model", "test", "--data", "synthetic", "--steps", "1", "--out", str(tmp_path)]) == 2
     assert "not a trainable referring model" in capsys.readouterr().err
+
+
+LEARNING = {"scenes": 64, "val_scenes": 32, "steps": 300, "batch_size": 8, "lr": 3e-3, "warmup_steps": 30,
+            "size": 128, "dice_weight": 1.0, "seed": 0}
+
+
+def _learn(blind: bool) -> tuple[float, float]:
+    """Validation mIoU and seconds after training the tiny config on synthetic scenes (docs/training.md)."""
+    p = LEARNING
+    train = synthetic_dataset(p["scenes"], seed=0, size=128).samples
+    val = synthetic_dataset(p["val_scenes"], seed=1, size=128).samples
+    if blind:
+        train, val = text_blind(train), text_blind(val)
+    config = TrainConfig(steps=p["steps"], batch_size=p["batch_size"], lr=p["lr"], warmup_steps=p["warmup_steps"],
+                         size=p["size"], dice_weight=p["dice_weight"], seed=p["seed"], progress=False)
+    start = time.perf_counter()
+    result = Trainer(build_trainable(TINY, p["seed"]), "rsrefseg-test", train, config, val).train()
+    return result.metrics["miou"], time.perf_counter() - start
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("RSSEG_SLOW"), reason="~6 min of CPU: RSSEG_SLOW=1 pytest -m slow")
+@pytest.mark.xfail(strict=False, reason="measured: the tiny random-weight config reaches mIoU ~0.07 with text "
+                                        "and ~0.08 text-blind in 300 updates (docs/training.md); no learning "
+                                        "setting within a few CPU minutes found yet")
+def test_the_model_uses_the_sentence():
+    """THE LEARNING TEST: same model, data and schedule; only the sentences differ."""
+    text, _ = _learn(blind=False)
+    blind, _ = _learn(blind=True)
+    assert text > 0.4
+    assert blind < text - 0.2
