@@ -140,7 +140,6 @@ def cmd_train(args) -> int:
                          dice_weight=args.dice_weight, seed=args.seed, size=args.size, device=device, amp=args.amp,
                          checkpoint_every=args.checkpoint_every, eval_every=args.eval_every,
                          progress=not args.quiet and not args.json, out_dir=args.out)
-    torch.manual_seed(args.seed)
     extra = {"data": args.data, "split": args.split, "val_split": args.val_split, "text_blind": args.text_blind}
     trainer = Trainer(_model(args, args.seed), args.model, train, config, val, extra)
     if args.resume:

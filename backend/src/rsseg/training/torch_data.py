@@ -67,9 +67,12 @@ class EpochBatches(Sampler[list[int]]):
 
 def train_loader(dataset: ReferringDataset, batch_size: int, seed: int, start_batch: int = 0,
                  num_workers: int = 0) -> DataLoader:
-    """Endless shuffled loader starting at micro-batch `start_batch`."""
+    """Endless shuffled loader starting at micro-batch `start_batch`.
+
+    Its own generator keeps the loader from drawing its base seed from the global RNG, which LoRA
+    dropout uses: a resumed run would otherwise draw different dropout masks from the straight one."""
     return DataLoader(dataset, batch_sampler=EpochBatches(len(dataset), batch_size, seed, start_batch),
-                      num_workers=num_workers)
+                      num_workers=num_workers, generator=torch.Generator().manual_seed(seed))
 
 
 def eval_loader(dataset: ReferringDataset, batch_size: int, num_workers: int = 0) -> DataLoader:

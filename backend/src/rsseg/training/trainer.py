@@ -102,6 +102,7 @@ class Trainer:
                  config: TrainConfig, val_samples: Optional[Sequence[RefSample]] = None,
                  extra: Optional[dict[str, Any]] = None):
         self.cfg, self.model_id, self.extra = config, model_id, dict(extra or {})
+        torch.manual_seed(config.seed)  # LoRA dropout draws from the global RNG; `resume` restores it
         self.model = model.to(config.device)
         self.size = config.size or int(model.sam.image_encoder.img_size)
         self.train_samples, self.val_samples = list(train_samples), list(val_samples or [])
