@@ -26,7 +26,7 @@ import torch.nn.functional as F
 METHODS = ("bilinear", "guided", "jbu")
 
 
-def upsample_logits(coarse: torch.Tensor, guide: torch.Tensor, method: str = "guided", **options: Any) -> torch.Tensor:
+def upsample_logits(coarse: torch.Tensor, guide: torch.Tensor, method: str = "jbu", **options: Any) -> torch.Tensor:
     """Upsample class logits [K,h,w] or [B,K,h,w] to the guide's size: returns [B,K,H,W] float.
 
     `guide` is the image, [B,C,H,W] (or [C,H,W]) in 0..1 (any number of bands; 1 = grey). `options`
@@ -128,18 +128,22 @@ def _resize(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 def guided_upsample(coarse: torch.Tensor, guide: torch.Tensor, radius: int | None = None, eps: float = 1e-3,
                     subsample: int | None = None) -> torch.Tensor:
-    """Bilinear upsample, then the guided filter. radius defaults to the upsampling factor (16 for
-    CLIP ViT-B/16): the window must span the bilinear ramp to move the edge; subsample defaults
-    to radius // 4 (fast guided filter), which keeps 512² tiles in tens of milliseconds."""
+    """Bilinear upsample, then the guided filter.
+
+    radius defaults to a quarter of the upsampling factor (4 px for CLIP ViT-B/16). A radius that
+    spans the whole bilinear ramp (16) sounds right but measured badly: the filter's box means
+    erase objects narrower than the window (see docs/refinement.md). subsample defaults to
+    radius // 4 (the fast guided filter), 1 for the default radius.
+    """
     coarse, guide = _batched(coarse, guide)
     factor = max(guide.shape[-2] / coarse.shape[-2], guide.shape[-1] / coarse.shape[-1])
-    radius = max(1, round(factor)) if radius is None else radius
+    radius = max(1, round(factor / 4)) if radius is None else radius
     subsample = max(1, radius // 4) if subsample is None else subsample
     return guided_filter(guide, bilinear(coarse, guide.shape[-2:]), radius, eps, subsample)
 
 
-def joint_bilateral_upsample(coarse: torch.Tensor, guide: torch.Tensor, radius: int = 2,
-                             sigma_spatial: float = 1.0, sigma_range: float = 0.1) -> torch.Tensor:
+def joint_bilateral_upsample(coarse: torch.Tensor, guide: torch.Tensor, radius: int = 1,
+                             sigma_spatial: float = 0.35, sigma_range: float = 0.2) -> torch.Tensor:
     """Kopf et al.'s joint bilateral upsampling of coarse [B,K,h,w] to the guide [B,C,H,W].
 
     out(p) = sum_q f(|p' - q|) g(|I(p) - Ī(q)|) L(q) / sum_q f g, over the (2 radius+1)² coarse cells
@@ -148,6 +152,11 @@ def joint_bilateral_upsample(coarse: torch.Tensor, guide: torch.Tensor, radius: 
     over the cell. The window is walked offset by offset rather than unfolded: peak memory is a
     few [B,K+C,H,W] tensors whatever the radius (an unfold at 512² with 20 classes and radius 2
     would hold 25 x 21 x 512² floats, 550 MB).
+
+    Defaults, from the study: sigma_spatial 0.35 cells keeps a cell's own value dominant (a wider
+    Gaussian, e.g. Kopf's ~1 cell, averages small objects away: IoU of buildings fell from 0.65 to
+    0.2); at that width cells 2 away weigh < 1e-4, so radius 1 (3x3 cells) gives the same numbers
+    as radius 2 in 9 passes instead of 25. sigma_range 0.2 acts on strong contrast only.
     """
     coarse, guide = _batched(coarse, guide)
     b, k, h, w = coarse.shape
