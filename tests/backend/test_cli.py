@@ -10,6 +10,7 @@ import rasterio
 
 from rsseg.cli.main import main
 from rsseg.models import MODELS
+from rsseg.protocol import PROTOCOL_VERSION
 
 ROOT = Path(__file__).parents[2]
 SAMPLE = ROOT / "resources" / "sample" / "neon_osbs_rgb.tif"
@@ -19,7 +20,7 @@ def test_doctor_markdown(capsys):
     assert main(["doctor", "--markdown"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("## rsseg environment") and "| torchvision |" in out and "| test | both | none needed |" in out
-    assert "| worker round trip | ok: started in " in out and "(protocol 1)" in out
+    assert "| worker round trip | ok: started in " in out and f"(protocol {PROTOCOL_VERSION})" in out
 
 
 def test_doctor_reports_weight_state_and_a_broken_worker(tmp_path, monkeypatch, capsys):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 import rasterio
 import torch
 
+from rsseg.errors import ModelError
 from rsseg.models import build_model, get_spec
 from rsseg.models.clip.builder import build_clip
 from rsseg.models.clip.configs import TINY_CLIP
@@ -169,3 +171,60 @@ def test_tiny_twins_are_deterministic_and_real_models_need_weights(tmp_path, mon
     with pytest.raises(WeightsError, match="rsseg models download clip-vit-b-16"):
         build_model("clip-vit-b-16", ["x"], None)
     assert get_spec("clip-vit-b-16").config["open_clip_model"] == "ViT-B-16-quickgelu"
+
+
+# ----------------------------------------------------------------------------- refinement options (docs/refinement.md)
+def test_every_upsampling_reaches_pixels_and_unknown_options_are_refused():
+    batch = tiles(1)
+    outs = {m: build_model(TINY, ["building", "tree"], None, options={"upsample": m})(batch)
+            for m in ("bilinear", "guided", "jbu")}
+    assert all(o.shape == (2, 2, 256, 256) and np.isfinite(o).all() for o in outs.values())
+    assert not np.allclose(outs["bilinear"], outs["jbu"], atol=1e-3)  # the image guides the edges
+    assert not np.allclose(outs["bilinear"], outs["guided"], atol=1e-3)
+    # JBU is a convex combination of coarse logits: it never leaves their range
+    model = build_model(TINY, ["building", "tree"], None, options={"upsample": "jbu"})
+    patches, cls, guide = model.encode(batch)
+    coarse = build_model(TINY, ["building", "tree"], None, options={"upsample": "bilinear"})
+    assert outs["jbu"].max() <= coarse.decode((patches, cls, guide)).max() + 1e-3
+    with pytest.raises(ModelError, match="unknown upsampling 'nearest'"):
+        build_model(TINY, ["a"], None, options={"upsample": "nearest"})
+    with pytest.raises(ModelError, match="unknown SAM refinement 'always'"):
+        build_model(TINY, ["a"], None, options={"sam_refine": "always"})
+    with pytest.raises(ModelError, match="takes no upsample option"):
+        build_model("test", ["a"], None, options={"upsample": "jbu"})
+
+
+@pytest.mark.parametrize("mode, options", [
+    ("peaks", {"iou_thresh": -1.0, "min_confidence": 0.0, "min_area": 400, "max_box_fraction": 1.0}),
+    ("vote", {"pred_iou_thresh": -1.0, "stability_thresh": -1.0, "points_per_side": 4, "min_area": 1}),
+])
+def test_sam_refinement_runs_through_the_model_and_its_embedding_is_cached(mode, options):
+    """The tiny twin's SAM (sam-vit-b-tiny, random weights) with every mask trusted: the logits change."""
+    batch = tiles(2)
+    plain = build_model(TINY, ["building", "tree", "water"], None)
+    refined = build_model(TINY, ["building", "tree", "water"], None,
+                          options={"sam_refine": mode, "sam_options": options})
+    assert refined.encoder_id != plain.encoder_id and "sam-vit-b-tiny" in refined.encoder_id
+    features = refined.encode(batch)
+    assert len(features) == 4 and features[3].shape[0] == 2  # the SAM embedding rides with the CLIP features
+    out = refined.decode(features)
+    assert out.shape == (2, 3, 256, 256) and not np.allclose(out, plain(batch), atol=1e-3)
+    np.testing.assert_allclose(refined(batch), out, atol=1e-5)
+
+
+def test_cli_segments_with_a_tiny_twin_and_sam_refinement(tmp_path, capsys):
+    from rsseg.cli.main import main
+
+    out = tmp_path / "cli"
+    code = main(["segment", str(NEON), "--classes", "tree; grass, lawn; soil", "--model", TINY, "--out", str(out),
+                 "--tile", "256", "--overlap", "32", "--upsample", "bilinear", "--sam-refine", "peaks", "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["request"]["upsample"] == "bilinear" and result["request"]["sam_refine"] == "peaks"
+    with rasterio.open(result["mask"]) as mask, rasterio.open(NEON) as src:
+        assert (mask.crs, mask.transform, mask.shape) == (src.crs, src.transform, src.shape)
+    import fiona
+
+    with fiona.open(result["polygons"]) as layer:
+        assert layer.crs_wkt and len(layer) > 0
+        assert {f["properties"]["class"] for f in layer} <= {"tree", "grass", "soil"}

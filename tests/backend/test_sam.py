@@ -179,7 +179,9 @@ SIZE, CONTEXT, MIN_SIDE, MARGIN = 256, 3.0, 64, 8
 # two rotated / L-shaped buildings (7, 35) where a filled axis-aligned box is a poor answer.
 IOU_MEASURED = {0: 0.877, 26: 0.805, 7: 0.720, 35: 0.759}
 BOX_FILL_MEASURED = {0: 0.897, 26: 0.913, 7: 0.551, 35: 0.655}
-IOU_FLOOR, MEAN_IOU_FLOOR = 0.65, 0.75  # just under the measured 0.720 (worst) and 0.790 (mean)
+# CPU inference is deterministic, so the bars sit just under the measurements: 0.02 under each
+# building's IoU (room for other CPUs' float rounding at mask edges) and 0.01 under the mean.
+IOU_SLACK, MEAN_IOU_FLOOR = 0.02, 0.78
 
 
 def _building_case(index: int, src) -> tuple[torch.Tensor, np.ndarray, list[float]]:
@@ -242,7 +244,8 @@ def test_litemedsam_box_prompts_segment_real_buildings(litemedsam, buildings):
     print("LiteMedSAM IoU per building:", {k: round(v, 3) for k, v in ious.items()},
           "filled box:", {k: round(v, 3) for k, v in box_fill.items()})
     assert box_fill == pytest.approx(BOX_FILL_MEASURED, abs=1e-3)  # the fixture and rasterisation are unchanged
-    assert min(ious.values()) >= IOU_FLOOR and np.mean(list(ious.values())) >= MEAN_IOU_FLOOR, ious
+    assert all(ious[i] >= IOU_MEASURED[i] - IOU_SLACK for i in ious), ious
+    assert np.mean(list(ious.values())) >= MEAN_IOU_FLOOR, ious
     # On the rotated / L-shaped footprints the mask follows the roof, not the prompt's rectangle.
     assert ious[7] > box_fill[7] + 0.08 and ious[35] > box_fill[35] + 0.05, (ious, box_fill)
 

@@ -394,3 +394,19 @@ def test_cli_errors_are_one_line(cli_model, base, capsys, monkeypatch):
     assert "HTTP 404" in err and len(err.splitlines()) == 1
     assert main(["models", "import", MODEL_ID, "/no/such/file.pth"]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+class _RunsCode:
+    """Unpickling this calls a function: what a malicious checkpoint would do."""
+
+    def __reduce__(self):
+        return (exec, ("import os; os.environ['RSSEG_PICKLE_RAN'] = 'yes'",))
+
+
+def test_a_checkpoint_that_runs_code_is_refused_and_the_code_never_runs(tmp_path, monkeypatch):
+    monkeypatch.delenv("RSSEG_PICKLE_RAN", raising=False)
+    path = tmp_path / "evil.pth"
+    torch.save({"weight": torch.zeros(2), "payload": _RunsCode()}, path)
+    with pytest.raises(WeightsError, match="not a weights-only torch checkpoint"):
+        load_checkpoint(path)
+    assert "RSSEG_PICKLE_RAN" not in os.environ

@@ -20,8 +20,8 @@ from pathlib import Path
 from .synthetic import write_synthetic
 
 
-def _run_one(raster: Path, out: Path, model: str, tile: int, overlap: int) -> dict:
-    cmd = [sys.executable, "-m", "rsseg.bench", str(raster), str(out), model, str(tile), str(overlap)]
+def _run_one(raster: Path, out: Path, model: str, tile: int, overlap: int, device: str) -> dict:
+    cmd = [sys.executable, "-m", "rsseg.bench", str(raster), str(out), model, str(tile), str(overlap), device]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)  # nosec B603
     shutil.rmtree(out, ignore_errors=True)
     if proc.returncode != 0:
@@ -31,7 +31,7 @@ def _run_one(raster: Path, out: Path, model: str, tile: int, overlap: int) -> di
 
 def _row(model: str, size: int, run: dict) -> dict:
     wall, t = run["wall_s"], run["timings"]
-    return {"model": model, "raster": f"{size}x{size}", "tiles": run["tiles"], "wall_s": round(wall, 2),
+    return {"model": model, "device": run["device"], "raster": f"{size}x{size}", "tiles": run["tiles"], "wall_s": round(wall, 2),
             "tiles_per_s": round(run["tiles"] / wall, 2), "mpx_per_s": round(run["pixels"] / wall / 1e6, 2),
             "raster_pass_rss_mb": round(run["raster_pass_rss_mb"]), "peak_rss_mb": round(run["peak_rss_mb"]),
             "polygons": run["polygons"], "outside_model_pct": round(100 * (wall - t["model"]) / wall, 1),
@@ -39,7 +39,7 @@ def _row(model: str, size: int, run: dict) -> dict:
             "vectorise_s": round(t.get("vectorise", 0), 2)}
 
 
-COLUMNS = ["model", "raster", "tiles", "wall_s", "tiles_per_s", "mpx_per_s", "raster_pass_rss_mb", "peak_rss_mb",
+COLUMNS = ["model", "device", "raster", "tiles", "wall_s", "tiles_per_s", "mpx_per_s", "raster_pass_rss_mb", "peak_rss_mb",
            "polygons", "outside_model_pct", "read_s", "blend_write_s", "vectorise_s"]
 
 
@@ -63,7 +63,7 @@ def run_bench(args) -> int:
         for model, size in plan:
             print(f"bench: {model} on {size}x{size}...", file=sys.stderr, flush=True)
             raster = write_synthetic(work / f"synthetic_{size}.tif", size)
-            run = _run_one(raster, work / "out", model, args.tile, args.overlap)
+            run = _run_one(raster, work / "out", model, args.tile, args.overlap, getattr(args, "device", "cpu"))
             rows.append(_row(model, size, run))
             if "second" in run:  # the same extent again with other classes: cached image features
                 rows.append(_row(f"{model}, 2nd prompt", size, run["second"]))

@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--value-range", type=lambda t: _floats(t, 2, "--value-range"),
                      help="fixed stretch low,high instead of percentiles")
     seg.add_argument("--threshold", type=float, help="score under which a pixel is unlabelled")
+    seg.add_argument("--upsample", choices=("bilinear", "guided", "jbu"),
+                     help="how class-list CLIP logits reach pixels (default: the model's, jbu; docs/refinement.md)")
+    seg.add_argument("--sam-refine", choices=("off", "peaks", "vote"),
+                     help="sharpen class-list results with the model's SAM (default off; needs its weights)")
     seg.add_argument("--scores", action="store_true", help="also keep the float32 score GeoTIFF")
     seg.add_argument("--no-polygons", action="store_true", help="skip vectorisation")
     seg.add_argument("--simplify", type=float, default=0.0, help="polygon simplification tolerance (map units)")
@@ -111,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--clip-size", type=int, default=1024,
                        help="raster size for the class-list path with clip-vit-b-16's architecture and random "
                             "weights, first and second prompt (0 to skip)")
+    bench.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, cuda:N or mps")
     bench.add_argument("--tile", type=int, default=512)
     bench.add_argument("--overlap", type=int, default=64)
     bench.add_argument("--markdown", action="store_true")
@@ -134,7 +139,7 @@ def _request(args):
         bands=args.bands, region=region, resolution=args.resolution, tile=args.tile, overlap=args.overlap,
         batch_size=args.batch_size,
         device=args.device, percentiles=tuple(args.percentiles), value_range=args.value_range,
-        threshold=args.threshold, write_scores=args.scores, vectorise=not args.no_polygons,
+        threshold=args.threshold, upsample=args.upsample, sam_refine=args.sam_refine, write_scores=args.scores, vectorise=not args.no_polygons,
         simplify_tolerance=args.simplify, min_area_m2=args.min_area)
 
 

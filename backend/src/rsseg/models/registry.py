@@ -70,11 +70,11 @@ def _register_clip(model_id: str, open_clip_model: str, description: str, weight
     """A real open-vocabulary CLIP and its tiny twin (same classes, random weights, runs anywhere)."""
     preprocess = Preprocess(3, clip_configs.OPENAI_MEAN, clip_configs.OPENAI_STD, None)
     register(ModelSpec(id=model_id, task="classes", builder="open-vocab-clip", description=description,
-                       config={"open_clip_model": open_clip_model, **clip_configs.OPEN_VOCAB},
+                       config={"open_clip_model": open_clip_model, **clip_configs.OPEN_VOCAB, "sam": "sam-vit-b"},
                        preprocess=preprocess, weights=(weight,), licence=licence, real=True))
     register(ModelSpec(id=f"{model_id}-tiny", task="classes", builder="open-vocab-clip",
                        description=f"Test-size twin of {model_id} (2-block 64-wide CLIP), random weights.",
-                       config={"architecture": clip_configs.TINY_CLIP, **clip_configs.OPEN_VOCAB},
+                       config={"architecture": clip_configs.TINY_CLIP, **clip_configs.OPEN_VOCAB, "sam": "sam-vit-b-tiny"},
                        preprocess=preprocess, licence="GPL-2.0-or-later"))
 
 
@@ -124,21 +124,41 @@ register(ModelSpec(
 ))
 
 
-def _build_colour_prototype(spec: ModelSpec, prompts: list[str], activation: str, device: str) -> TileModel:
+def _no_options(spec: ModelSpec, options: dict[str, Any]) -> None:
+    if options:
+        raise ModelError(f"model {spec.id!r} takes no {', '.join(sorted(options))} option "
+                         "(only the open-vocabulary CLIP models refine their logits)")
+
+
+def _build_colour_prototype(spec: ModelSpec, prompts: list[str], activation: str, device: str,
+                            options: dict[str, Any]) -> TileModel:
     from .colour_prototype import ColourPrototypeModel
 
+    _no_options(spec, options)
     return ColourPrototypeModel(prompts, activation, bands=spec.preprocess.bands, **spec.config)
 
 
-def _build_open_vocab(spec: ModelSpec, prompts: list[str], activation: str, device: str) -> TileModel:
+def _weights_id(spec: ModelSpec) -> str:
+    return f"{spec.id}:{','.join(w.sha256[:16] for w in spec.weights) or 'random'}"
+
+
+def _build_open_vocab(spec: ModelSpec, prompts: list[str], activation: str, device: str,
+                      options: dict[str, Any]) -> TileModel:
     from .clip.builder import load_clip
     from .clip.open_vocab import OpenVocabCLIP, OpenVocabConfig
 
+    merged = {**spec.config, **options}
+    for choice, tuning in (("upsample", "upsample_options"), ("sam_refine", "sam_options")):
+        if merged.get(choice) != spec.config.get(choice) and tuning not in options:
+            merged[tuning] = {}  # another method than the registry's: that method's own defaults
+    config = OpenVocabConfig.from_dict(merged)
     clip, tokenizer = warm(spec, device, load_clip)
-    weights = ",".join(w.sha256[:16] for w in spec.weights) or "random"
+    encoder_id, sam = _weights_id(spec), None
+    if config.sam_refine != "off":
+        sam = load_component(config.sam, device)
+        encoder_id += f"+{_weights_id(get_spec(config.sam))}"
     return OpenVocabCLIP(clip, tokenizer, prompts, activation, mean=spec.preprocess.mean, std=spec.preprocess.std,
-                         config=OpenVocabConfig.from_dict(spec.config), device=device,
-                         encoder_id=f"{spec.id}:{weights}")
+                         config=config, device=device, encoder_id=encoder_id, sam=sam)
 
 
 def _load_rsrefseg(spec: ModelSpec, device: str) -> Any:
@@ -148,15 +168,17 @@ def _load_rsrefseg(spec: ModelSpec, device: str) -> Any:
     return build_rsrefseg(spec.config, seed=TINY_SEED).to(device).eval()
 
 
-def _build_rsrefseg(spec: ModelSpec, prompts: list[str], activation: str, device: str) -> TileModel:
+def _build_rsrefseg(spec: ModelSpec, prompts: list[str], activation: str, device: str,
+                    options: dict[str, Any]) -> TileModel:
     from .rsrefseg.tile_model import RSRefSegTileModel
 
-    weights = ",".join(w.sha256[:16] for w in spec.weights) or "random"
-    return RSRefSegTileModel(warm(spec, device, _load_rsrefseg), prompts[0], device, f"{spec.id}:{weights}")
+    _no_options(spec, options)
+    return RSRefSegTileModel(warm(spec, device, _load_rsrefseg), prompts[0], device, _weights_id(spec))
 
 
-# builder name -> callable(spec, prompts, activation, device) -> TileModel
-BUILDERS: dict[str, Callable[[ModelSpec, list[str], str, str], TileModel]] = {
+# builder name -> callable(spec, prompts, activation, device, options) -> TileModel; options are
+# per-request overrides of the spec's config (e.g. {"upsample": "bilinear", "sam_refine": "peaks"})
+BUILDERS: dict[str, Callable[[ModelSpec, list[str], str, str, dict[str, Any]], TileModel]] = {
     "colour-prototype": _build_colour_prototype,
     "open-vocab-clip": _build_open_vocab,
     "rsrefseg": _build_rsrefseg,
@@ -216,8 +238,10 @@ def get_spec(model_id: str) -> ModelSpec:
                          "(see `rsseg models`)") from None
 
 
-def build_model(model_id: str, classes: list[str] | None, sentence: str | None, device: str = "cpu") -> TileModel:
-    """Build the model for one prompt: a class list (softmax) or a referring sentence (sigmoid)."""
+def build_model(model_id: str, classes: list[str] | None, sentence: str | None, device: str = "cpu",
+                options: dict[str, Any] | None = None) -> TileModel:
+    """Build the model for one prompt: a class list (softmax) or a referring sentence (sigmoid);
+    `options` override the model's config for this request (refinement, see SegmentRequest)."""
     spec = get_spec(model_id)
     if not spec.runnable:
         raise ModelError(f"{model_id} is a component used by other models, not a segmenter you can run directly")
@@ -230,4 +254,4 @@ def build_model(model_id: str, classes: list[str] | None, sentence: str | None, 
         prompts, activation = [c.strip() for c in classes or [] if c.strip()], SOFTMAX
     if not prompts or not prompts[0]:
         raise ModelError("the prompt is empty: give a class list (e.g. 'building, road, tree') or a sentence")
-    return BUILDERS[spec.builder](spec, prompts, activation, device)
+    return BUILDERS[spec.builder](spec, prompts, activation, device, dict(options or {}))

@@ -48,6 +48,9 @@ class SegmentRequest:
     percentiles: tuple[float, float] = (2.0, 98.0)
     value_range: Optional[tuple[float, float]] = None  # fixed stretch instead of percentiles
     threshold: Optional[float] = None  # score under which a pixel is "unlabelled"
+    # Logit refinement of the open-vocabulary models (None: the model's default; docs/refinement.md)
+    upsample: Optional[str] = None  # "bilinear", "guided" or "jbu"
+    sam_refine: Optional[str] = None  # "off", "peaks" or "vote" (needs the model's SAM weights)
     write_scores: bool = False
     vectorise: bool = True
     simplify_tolerance: float = 0.0  # map units
@@ -56,6 +59,11 @@ class SegmentRequest:
     @property
     def prompt(self) -> str:
         return self.sentence if self.sentence is not None else ", ".join(self.classes or [])
+
+    @property
+    def model_options(self) -> dict[str, Any]:
+        """The per-request overrides of the model's config that were set."""
+        return {k: v for k, v in (("upsample", self.upsample), ("sam_refine", self.sam_refine)) if v is not None}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

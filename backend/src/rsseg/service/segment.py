@@ -26,7 +26,7 @@ def run_segment(request: SegmentRequest, progress: Optional[ProgressCallback] = 
     validate_prompt(request)
     device = resolve_device(request.device)
     report(progress, "load model", 0, 1)
-    model = build_model(request.model, request.classes, request.sentence, device)
+    model = build_model(request.model, request.classes, request.sentence, device, request.model_options)
     report(progress, "load model", 1, 1)
     request = replace(request, device=device)
     return segment(request, model, progress, cancel, runner=TileRunner(model, device, request.batch_size, cache))

@@ -6,7 +6,8 @@ checkpoint); tiny test twins spell out a small open_clip CLIP of the same classe
 
 from __future__ import annotations
 
-OPEN_VOCAB = {"window": 224, "stride": 112, "cls_lambda": -0.3, "logit_scale": 50.0, "upsample": "bilinear"}
+OPEN_VOCAB = {"window": 224, "stride": 112, "cls_lambda": -0.3, "logit_scale": 50.0, "upsample": "jbu",
+              "sam_refine": "off"}  # SAM refinement is opt-in (slow on CPU); docs/refinement.md
 
 # OpenAI CLIP means/stds in 0..1 units (the engine hands models tiles stretched to 0..1).
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
