@@ -33,6 +33,22 @@ REFERENCE: dict[str, Any] = {
     "bce_weight": 5.0, "dice_weight": 0.0,
 }
 
+# RSRefSeg on weights the registry can download with a checksum: OpenAI CLIP ViT-B/16 for both
+# towers (224 px input: a 14x14 grid; one stride-2 block gives 7x7 = 49 sparse prompt tokens, the
+# count of the reference code) and SAM ViT-B at 1024x1024. The base weights are the registry's
+# `clip-vit-b-16` and `sam-vit-b` files; the trained parts come from an `rsseg train` checkpoint.
+CLIP_B16_SAM_B: dict[str, Any] = {
+    "clip": {"open_clip_model": "ViT-B-16-quickgelu"},
+    "clip_weights": "clip-vit-b-16", "sam_weights": "sam-vit-b",
+    "clip_mean": clip_configs.OPENAI_MEAN, "clip_std": clip_configs.OPENAI_STD,
+    "sam": sam_configs.SAM_VIT_B,
+    "prompter": {**PROMPTER, "down_blocks": 1},
+    "lora": LORA,
+    "bias_init": -10.0,  # CLIP has no logit bias: the prompter learns one
+    "dense_prompt": True,
+    "bce_weight": 5.0, "dice_weight": 0.0,
+}
+
 # Test twin: the same classes at test size. The CLIP is a CustomTextCLIP (text tower with a Linear
 # projection, like SigLIP's) built from the tiny CLIP; it has no logit bias, so the learnable
 # fallback bias is exercised. 224 px CLIP input (14x14 grid), 256 px tiny SAM (16x16 embeddings).
