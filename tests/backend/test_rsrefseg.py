@@ -227,3 +227,45 @@ def test_a_second_sentence_through_the_service_reuses_cached_features(tmp_path):
     assert second.run["features"] == {"encoded": 0, "reused": second.tiles}
     with rasterio.open(second.mask) as a, rasterio.open(plain.mask) as b:
         assert np.array_equal(a.read(), b.read())
+
+
+# ----------------------------------------------------------------------------- the whole region at once
+def test_a_sentence_sees_the_whole_region_as_one_padded_tile(tmp_path):
+    """A non-square bbox (a map view) goes through the model once, padded to a square, not tiled."""
+    from rsseg.models import build_model
+    from rsseg.protocol.contracts import RegionSpec, SegmentRequest
+    from rsseg.service import run_segment
+
+    with rasterio.open(NEON) as src:
+        left, bottom, right, top = src.bounds
+        res = src.res[0]
+        bbox = (left + 10 * res, bottom + 150 * res, left + 310 * res, top - 20 * res)  # 300 x ~230 px
+    result = run_segment(SegmentRequest(raster=str(NEON), out_dir=str(tmp_path), model="rsrefseg-test",
+                                        sentence="the tall tree", region=RegionSpec(bbox=bbox), tile=64,
+                                        overlap=16, vectorise=True))
+    assert result.tiles == 1 and any("whole region at once" in n for n in result.notes)
+    with rasterio.open(result.mask) as mask:
+        assert mask.width == 300 and abs(mask.bounds.left - bbox[0]) < res and abs(mask.bounds.top - bbox[3]) < res
+    # the tile model's logits are the square model's, cropped: padding, not stretching
+    tile_model = build_model("rsrefseg-test", None, "the tall tree")
+    batch = np.random.default_rng(0).random((1, 3, 96, 160), dtype=np.float32)
+    square = np.zeros((1, 3, 160, 160), np.float32)
+    square[:, :, :96] = batch
+    with torch.no_grad():
+        expected = tile_model.model(torch.from_numpy(square), tile_model._text)[..., :96, :160].numpy()
+    np.testing.assert_allclose(tile_model(batch), expected, atol=1e-5)
+
+
+def test_a_region_too_large_for_one_look_is_refused_before_any_output(tmp_path):
+    from rsseg.errors import RegionError
+    from rsseg.protocol.contracts import SegmentRequest
+    from rsseg.service import run_segment
+
+    wide = tmp_path / "wide.tif"
+    with rasterio.open(wide, "w", driver="GTiff", width=4200, height=32, count=3, dtype="uint8",
+                       crs="EPSG:32617", transform=rasterio.transform.from_origin(400000, 3300000, 0.5, 0.5)) as dst:
+        dst.write(np.random.default_rng(0).integers(0, 255, (3, 32, 4200), dtype=np.uint8))
+    with pytest.raises(RegionError, match="4200x32 px.*up to 4096 px"):
+        run_segment(SegmentRequest(raster=str(wide), out_dir=str(tmp_path / "out"), model="rsrefseg-test",
+                                   sentence="the road"))
+    assert not (tmp_path / "out").exists()

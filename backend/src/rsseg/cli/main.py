@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--threshold", type=float, help="score under which a pixel is unlabelled")
     seg.add_argument("--upsample", choices=("bilinear", "guided", "jbu"),
                      help="how class-list CLIP logits reach pixels (default: the model's, jbu; docs/refinement.md)")
+    seg.add_argument("--checkpoint", help="a trained referring model: RUN/checkpoints/step-N.json of `rsseg train`")
     seg.add_argument("--sam-refine", choices=("off", "peaks", "vote"),
                      help="sharpen class-list results with the model's SAM (default off; needs its weights)")
     seg.add_argument("--scores", action="store_true", help="also keep the float32 score GeoTIFF")
@@ -139,7 +140,7 @@ def _request(args):
         bands=args.bands, region=region, resolution=args.resolution, tile=args.tile, overlap=args.overlap,
         batch_size=args.batch_size,
         device=args.device, percentiles=tuple(args.percentiles), value_range=args.value_range,
-        threshold=args.threshold, upsample=args.upsample, sam_refine=args.sam_refine, write_scores=args.scores, vectorise=not args.no_polygons,
+        threshold=args.threshold, upsample=args.upsample, sam_refine=args.sam_refine, checkpoint=args.checkpoint, write_scores=args.scores, vectorise=not args.no_polygons,
         simplify_tolerance=args.simplify, min_area_m2=args.min_area)
 
 

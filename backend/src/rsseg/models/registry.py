@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ModelError
@@ -19,6 +21,10 @@ MODELS: dict[str, ModelSpec] = {}
 def register(spec: ModelSpec) -> ModelSpec:
     if spec.id in MODELS:
         raise ValueError(f"model id {spec.id!r} is registered twice")
+    for other in MODELS.values():  # the weights folder is keyed by file name: one name, one file
+        for mine in spec.weights:
+            if any(w.name == mine.name and w.sha256 != mine.sha256 for w in other.weights):
+                raise ValueError(f"{spec.id}: weight file name {mine.name!r} is used by {other.id} for another file")
     MODELS[spec.id] = spec
     return spec
 
@@ -110,8 +116,27 @@ _register_clip(
     "CC-BY-4.0 (Hugging Face model card)")
 
 
-# RSRefSeg (referring segmentation, DESIGN.md Models 1): no trained checkpoint exists, so only a
-# random-weight test configuration is registered (named "-test", not "-tiny": it has no real twin).
+# RSRefSeg (referring segmentation, DESIGN.md Models 1). No trained checkpoint was ever released:
+# a real entry is its base encoders' registry weights, and runs with a checkpoint of `rsseg train`
+# (`--checkpoint`). `rsrefseg-test` is the random-weight configuration the training tests use; the
+# real entry's "-tiny" twin is the same configuration under the twin's name.
+_RSREFSEG_PREPROCESS = Preprocess(3, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), None)  # the model normalises for CLIP and SAM
+
+
+def _register_rsrefseg(model_id: str, config: dict, description: str) -> None:
+    parts = [MODELS[config[key]] for key in ("clip_weights", "sam_weights")]
+    register(ModelSpec(id=model_id, task="sentence", builder="rsrefseg", description=description, config=config,
+                       preprocess=_RSREFSEG_PREPROCESS, weights=tuple(w for p in parts for w in p.weights),
+                       licence="; ".join(f"{p.id}: {p.licence}" for p in parts), real=True))
+    register(ModelSpec(id=f"{model_id}-tiny", task="sentence", builder="rsrefseg",
+                       description=f"Test-size twin of {model_id} (tiny CLIP + AttnPrompter + tiny SAM), random "
+                                   "seeded weights.",
+                       config=rsrefseg_configs.TINY, preprocess=_RSREFSEG_PREPROCESS, licence="GPL-2.0-or-later"))
+
+
+_register_rsrefseg("rsrefseg-clip-b16-sam-b", rsrefseg_configs.CLIP_B16_SAM_B,
+                   "Referring segmentation (RSRefSeg: CLIP + AttnPrompter + SAM, LoRA) on OpenAI CLIP ViT-B/16 and "
+                   "SAM ViT-B; needs a trained checkpoint from `rsseg train` (--checkpoint).")
 register(ModelSpec(
     id="rsrefseg-test",
     task="sentence",
@@ -119,7 +144,7 @@ register(ModelSpec(
     description="Test configuration of RSRefSeg (tiny CLIP + AttnPrompter + tiny SAM), random seeded weights: "
                 "exercises the referring-segmentation path, not for real use.",
     config=rsrefseg_configs.TINY,
-    preprocess=Preprocess(3, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), None),  # the model normalises for CLIP and SAM
+    preprocess=_RSREFSEG_PREPROCESS,
     licence="GPL-2.0-or-later",
 ))
 
@@ -147,6 +172,9 @@ def _build_open_vocab(spec: ModelSpec, prompts: list[str], activation: str, devi
     from .clip.builder import load_clip
     from .clip.open_vocab import OpenVocabCLIP, OpenVocabConfig
 
+    unknown = set(options) - set(OpenVocabConfig.__dataclass_fields__)
+    if unknown:
+        raise ModelError(f"model {spec.id!r} takes no {', '.join(sorted(unknown))} option")
     merged = {**spec.config, **options}
     for choice, tuning in (("upsample", "upsample_options"), ("sam_refine", "sam_options")):
         if merged.get(choice) != spec.config.get(choice) and tuning not in options:
@@ -163,17 +191,35 @@ def _build_open_vocab(spec: ModelSpec, prompts: list[str], activation: str, devi
 
 def _load_rsrefseg(spec: ModelSpec, device: str) -> Any:
     from .rsrefseg.configs import TINY_SEED
-    from .rsrefseg.model import build_rsrefseg
+    from .rsrefseg.weights import load_base
 
-    return build_rsrefseg(spec.config, seed=TINY_SEED).to(device).eval()
+    return load_base(spec, device, seed=TINY_SEED)
 
 
 def _build_rsrefseg(spec: ModelSpec, prompts: list[str], activation: str, device: str,
                     options: dict[str, Any]) -> TileModel:
     from .rsrefseg.tile_model import RSRefSegTileModel
+    from .rsrefseg.weights import checkpoint_id
 
+    options = dict(options)
+    checkpoint = options.pop("checkpoint", None)
     _no_options(spec, options)
-    return RSRefSegTileModel(warm(spec, device, _load_rsrefseg), prompts[0], device, _weights_id(spec))
+    if checkpoint is None:
+        if spec.real:
+            raise ModelError(f"{spec.id} has no released trained weights: give the checkpoint of an `rsseg train` "
+                             f"run (--checkpoint RUN/checkpoints/step-N.json)")
+        return RSRefSegTileModel(warm(spec, device, _load_rsrefseg), prompts[0], device, _weights_id(spec))
+    path = Path(checkpoint).resolve()
+    stamp = path.stat().st_mtime_ns if path.is_file() else None
+    model = warm(spec, device, functools.partial(_load_trained, checkpoint=str(path)),
+                 variant=("checkpoint", str(path), stamp))
+    return RSRefSegTileModel(model, prompts[0], device, f"{_weights_id(spec)}+ckpt:{checkpoint_id(path)}")
+
+
+def _load_trained(spec: ModelSpec, device: str, checkpoint: str) -> Any:
+    from .rsrefseg.weights import load_trained
+
+    return load_trained(spec, device, checkpoint)
 
 
 # builder name -> callable(spec, prompts, activation, device, options) -> TileModel; options are
@@ -202,15 +248,16 @@ _warm: "OrderedDict[tuple, Any]" = OrderedDict()
 _warm_lock = threading.Lock()
 
 
-def warm(spec: ModelSpec, device: str, load: Callable[[ModelSpec, str], Any]) -> Any:
-    """`load(spec, device)`, remembered for the last WARM_MODELS (id, device, weight mtimes).
+def warm(spec: ModelSpec, device: str, load: Callable[[ModelSpec, str], Any], variant: tuple = ()) -> Any:
+    """`load(spec, device)`, remembered for the last WARM_MODELS (id, device, weight mtimes, and
+    `variant`, which names what else the loaded instance depends on, e.g. a checkpoint).
 
     Callers share the returned instance and must not modify it (wrap it instead, e.g. with LoRA).
     """
     from ..weights import weight_path
 
     stamps = tuple(weight_path(w).stat().st_mtime_ns if weight_path(w).exists() else None for w in spec.weights)
-    key = (spec.id, device, stamps, load)
+    key = (spec.id, device, stamps, variant or load)
     with _warm_lock:
         if key in _warm:
             _warm.move_to_end(key)

@@ -51,6 +51,7 @@ class SegmentRequest:
     # Logit refinement of the open-vocabulary models (None: the model's default; docs/refinement.md)
     upsample: Optional[str] = None  # "bilinear", "guided" or "jbu"
     sam_refine: Optional[str] = None  # "off", "peaks" or "vote" (needs the model's SAM weights)
+    checkpoint: Optional[str] = None  # a trained RSRefSeg: the JSON of an `rsseg train` checkpoint
     write_scores: bool = False
     vectorise: bool = True
     simplify_tolerance: float = 0.0  # map units
@@ -63,7 +64,8 @@ class SegmentRequest:
     @property
     def model_options(self) -> dict[str, Any]:
         """The per-request overrides of the model's config that were set."""
-        return {k: v for k, v in (("upsample", self.upsample), ("sam_refine", self.sam_refine)) if v is not None}
+        chosen = (("upsample", self.upsample), ("sam_refine", self.sam_refine), ("checkpoint", self.checkpoint))
+        return {k: v for k, v in chosen if v is not None}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

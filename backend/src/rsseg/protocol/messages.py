@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
-PROTOCOL_VERSION = 2  # 2: segment requests carry upsample and sam_refine
+PROTOCOL_VERSION = 2  # 2: segment requests carry upsample, sam_refine and checkpoint
 MAX_LINE_BYTES = 16 * 1024 * 1024  # a request with many region polygons stays far below this
 
 

@@ -19,7 +19,7 @@ from rasterio.windows import Window, transform as window_transform
 from scipy.special import expit
 
 from ..protocol.contracts import NODATA, UNLABELLED, ClassSummary, SegmentRequest, SegmentResult
-from ..errors import ModelError, ParameterError
+from ..errors import ModelError, ParameterError, RegionError
 from ..models.base import SIGMOID, TileModel
 from ..models.runner import TileRunner
 from ..progress import CancelToken, ProgressCallback, report
@@ -65,6 +65,26 @@ def check_parameters(request: SegmentRequest) -> None:
     if request.simplify_tolerance < 0 or request.min_area_m2 < 0:
         raise ParameterError(f"simplify tolerance and minimum area must not be negative, got "
                              f"{request.simplify_tolerance} and {request.min_area_m2}")
+
+
+WHOLE_REGION_MAX = 4096  # longest side (processing pixels) a whole-region model is given at once
+
+
+def tile_grid(request: SegmentRequest, model: TileModel, height: int, width: int) -> TileGrid:
+    """The request's tiles, or one tile over the region for models that must see it whole.
+
+    A referring sentence ("the building left of the pool") is about the whole region, typically the
+    map view: cutting it into tiles would answer it once per tile. Such models (`whole_region`)
+    get the region as one tile and resize it to their own input themselves.
+    """
+    if not getattr(model, "whole_region", False):
+        return TileGrid(height, width, request.tile, request.overlap)
+    side = max(height, width)
+    if side > WHOLE_REGION_MAX:
+        raise RegionError(f"the region is {width}x{height} px; a referring model looks at the whole region at "
+                          f"once, up to {WHOLE_REGION_MAX} px on its longer side: zoom in (a smaller bbox or map "
+                          "view), or process at a coarser grid with a resolution in metres per pixel")
+    return TileGrid(height, width, max(side, 16), 0)
 
 
 def decide(logits: np.ndarray, valid: np.ndarray, activation: str,
@@ -135,7 +155,7 @@ def _segment(request: SegmentRequest, model: TileModel, progress: Optional[Progr
     try:
         with RasterSource(request.raster, request.bands, model.n_inputs, request.resolution) as source:
             region = resolve_region(request.region, source.dataset)
-            grid = TileGrid(region.height, region.width, request.tile, request.overlap)
+            grid = tile_grid(request, model, region.height, region.width)
             stretch = estimate_stretch(source, region, request.percentiles, request.value_range)
             timings["stats"] = time.perf_counter() - t_start
             out_dir = prepare_out_dir(request.out_dir)  # after the input checks: bad input creates nothing
@@ -174,6 +194,9 @@ def _segment(request: SegmentRequest, model: TileModel, progress: Optional[Progr
                    for i, n in enumerate(names)]
         notes = [f"{int(tally.pixels[UNLABELLED])} pixels unlabelled (score under the threshold)"] \
             if tally.pixels[UNLABELLED] else []
+        if getattr(model, "whole_region", False):
+            notes.append(f"the model saw the whole region at once ({grid.width}x{grid.height} px; tile size and "
+                         "overlap do not apply to referring models)")
         if request.resolution is not None:
             notes.append(f"processed at {request.resolution:g} m per pixel ({grid.width}x{grid.height} px, "
                          "resampled on read); the outputs are on that grid")

@@ -79,19 +79,33 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def load_checkpoint(path: Union[str, Path]) -> Checkpoint:
-    """Read a checkpoint from its JSON or safetensors path (or the stem)."""
+def read_record(path: Union[str, Path]) -> tuple[Path, dict[str, Any]]:
+    """(JSON path, record) of a checkpoint given its JSON or safetensors path (or the stem)."""
+    from ..errors import RssegError
+
     path = Path(path)
     json_path = path if path.suffix == ".json" else path.with_suffix(".json")
     if not json_path.is_file():
-        from ..errors import RssegError
-
         raise RssegError(f"checkpoint not found: {json_path}")
-    record = json.loads(json_path.read_text(encoding="utf-8"))
-    if record.get("format") != FORMAT:
-        from ..errors import RssegError
+    try:
+        record = json.loads(json_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RssegError(f"{json_path}: not an rsseg training checkpoint ({exc})") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        found = record.get("format") if isinstance(record, dict) else None
+        raise RssegError(f"{json_path}: not an rsseg training checkpoint (format {found!r})")
+    return json_path, record
 
-        raise RssegError(f"{json_path}: not an rsseg training checkpoint (format {record.get('format')!r})")
+
+def tensors_path(path: Union[str, Path]) -> Path:
+    """The safetensors file a checkpoint's JSON names."""
+    json_path, record = read_record(path)
+    return json_path.with_name(record["tensors"])
+
+
+def load_checkpoint(path: Union[str, Path]) -> Checkpoint:
+    """Read a checkpoint from its JSON or safetensors path (or the stem)."""
+    json_path, record = read_record(path)
     tensors = load_file(str(json_path.with_name(record["tensors"])))
     model = {k[len(MODEL):]: v for k, v in tensors.items() if k.startswith(MODEL)}
     rng = {k[len(RNG):]: v for k, v in tensors.items() if k.startswith(RNG)}

@@ -109,10 +109,11 @@ def _model(args, seed: int):
     spec = get_spec(args.model)
     if spec.builder != "rsrefseg":
         raise RssegError(f"{args.model} is not a trainable referring model (builder {spec.builder!r})")
-    if spec.weights:
-        raise RssegError(f"{args.model}: training from downloaded base weights is not wired yet; "
-                         "only random-weight test configurations train")
-    return build_trainable(spec.config, seed)
+    if not spec.weights:
+        return build_trainable(spec.config, seed)
+    from ..models.rsrefseg.weights import load_base
+
+    return build_trainable(spec.config, seed, base=load_base(spec, "cpu", seed))  # the encoders' registry weights
 
 
 def _device(name: str) -> str:

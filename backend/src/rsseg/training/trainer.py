@@ -60,12 +60,13 @@ class TrainResult:
     checkpoint: Optional[str] = None
 
 
-def build_trainable(config: dict[str, Any], seed: int = 0) -> torch.nn.Module:
-    """The config's RSRefSeg (seeded base weights) with LoRA applied; the LoRA init is seeded too."""
+def build_trainable(config: dict[str, Any], seed: int = 0, base: Optional[torch.nn.Module] = None) -> torch.nn.Module:
+    """The config's RSRefSeg (seeded random base weights, or `base` with real ones) with LoRA
+    applied; the LoRA init is seeded too."""
     from ..models.rsrefseg.lora import apply_lora_config
     from ..models.rsrefseg.model import build_rsrefseg
 
-    model = build_rsrefseg(config, seed=seed)
+    model = build_rsrefseg(config, seed=seed) if base is None else base
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         apply_lora_config(model, config)

@@ -1,0 +1,62 @@
+"""RSRefSeg's weights: the frozen base (a registry CLIP and a registry SAM) and a trained checkpoint.
+
+No trained RSRefSeg was ever released, so a usable model is always two parts: the base encoders'
+published weights (downloaded and checksummed through the registry) and the small trained state of
+an `rsseg train` run (LoRA adapters, prompter, SAM's prompt encoder and mask decoder; see
+training/checkpoint.py). The checkpoint names the model id it was trained for and is refused for
+any other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Optional
+
+from ...errors import ModelError
+from ..spec import ModelSpec
+
+
+def load_base(spec: ModelSpec, device: str, seed: int = 0) -> Any:
+    """The spec's RSRefSeg: seeded random init, then (real specs) the CLIP and SAM weight files, strict."""
+    from ...weights import installed_path, load_checkpoint, load_state_strict
+    from ..clip.builder import _strip
+    from ..registry import get_spec
+    from .model import build_rsrefseg
+
+    parts = [(name, get_spec(spec.config[key])) for name, key in (("clip", "clip_weights"), ("sam", "sam_weights"))
+             if key in spec.config]
+    paths = [(name, part, installed_path(part)) for name, part in parts]  # missing weights fail before the build
+    model = build_rsrefseg(spec.config, seed=seed)
+    for name, part, path in paths:
+        load_state_strict(getattr(model, name), _strip(load_checkpoint(path)), f"{path} (weights for {part.id})")
+    return model.to(device).eval()
+
+
+def checkpoint_id(path: str | Path) -> str:
+    """A short content hash of a checkpoint's tensor file: it names the LoRA-changed image features."""
+    from ...training.checkpoint import tensors_path
+
+    digest = hashlib.sha256()
+    with open(tensors_path(path), "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def load_trained(spec: ModelSpec, device: str, checkpoint: Optional[str]) -> Any:
+    """The base with LoRA applied and the checkpoint's trained state loaded (eval mode)."""
+    from ...training.checkpoint import load_checkpoint
+    from .lora import apply_lora_config, load_trainable_state_dict
+
+    ckpt = load_checkpoint(checkpoint)
+    trained_for = ckpt.record.get("model")
+    if trained_for != spec.id:
+        raise ModelError(f"{checkpoint} was trained for model {trained_for!r}, not {spec.id!r}: "
+                         f"run it with --model {trained_for}")
+    model = apply_lora_config(load_base(spec, "cpu"), spec.config)
+    try:
+        load_trainable_state_dict(model, ckpt.model)
+    except ValueError as exc:
+        raise ModelError(f"{checkpoint} does not fit {spec.id}'s architecture: {exc}") from None
+    return model.to(device).eval()
