@@ -150,6 +150,21 @@ def test_lora_trains_only_adapters_prompter_prompt_encoder_and_mask_decoder():
         assert all(p.requires_grad for p in model.get_submodule(prefix[:-1]).parameters())
 
 
+def test_lora_reaches_a_tinyvit_sam_encoder_attention_not_its_convs():
+    """RSRefSeg with a TinyViT SAM (LiteMedSAM / MobileSAM class) gets adapters on the same roles."""
+    from rsseg.models.sam.configs import LITEMEDSAM_TINY
+
+    config = {**TINY, "sam": LITEMEDSAM_TINY}
+    model = apply_lora_config(build_rsrefseg(config), config)
+    adapted = {n.split(".lora_")[0] for n, p in model.named_parameters() if p.requires_grad and "lora_" in n}
+    sam = {n for n in adapted if n.startswith("sam.image_encoder.")}
+    assert {"sam.image_encoder.layers.1.blocks.0.attn.qkv", "sam.image_encoder.layers.3.blocks.0.mlp.fc2",
+            "sam.image_encoder.neck.0"} <= sam
+    assert not any("conv" in n or "patch_embed" in n for n in sam)
+    x = torch.rand(1, 3, 64, 64)
+    assert model(x, model.tokenize(["the red square"])).shape == (1, 1, 64, 64)
+
+
 def _perturb_adapters(model: torch.nn.Module) -> None:
     g = torch.Generator().manual_seed(3)
     with torch.no_grad():

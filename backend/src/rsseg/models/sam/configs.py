@@ -36,8 +36,9 @@ SAM_VIT_B: dict[str, Any] = {
 }
 
 SAM_VIT_L: dict[str, Any] = {**SAM_VIT_B, "encoder": _vit(1024, 24, 16, (5, 11, 17, 23))}
+SAM_VIT_H: dict[str, Any] = {**SAM_VIT_B, "encoder": _vit(1280, 32, 16, (7, 15, 23, 31))}  # segment_anything's vit_h
 
-# Same classes as SAM ViT-B/L at test size: 2 blocks, 96 wide, 256² input (16x16 embeddings).
+# Same classes as SAM ViT-B/L/H at test size: 2 blocks, 96 wide, 256² input (16x16 embeddings).
 SAM_VIT_TINY: dict[str, Any] = {
     "encoder": _vit(96, 2, 3, (1,), window_size=8),
     "image_size": 256, "prompt_embed_dim": 64, "mask_in_chans": 8,
