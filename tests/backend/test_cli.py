@@ -55,6 +55,17 @@ def test_bench_prints_a_table(tmp_path, capsys):
     assert 0 < rows[0]["outside_model_pct"] < 100
 
 
+def test_models_table_and_json_show_rsrefseg_parameter_counts(capsys):
+    assert main(["models"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert lines["rsrefseg-test"].endswith("[parameters: 275,011 trainable of 4,076,612]")
+    assert "parameters" not in lines["test"]
+    assert main(["models", "--json"]) == 0
+    rows = {r["id"]: r for r in json.loads(capsys.readouterr().out)}
+    assert (rows["rsrefseg-test"]["parameters_trainable"], rows["rsrefseg-test"]["parameters_total"]) == (275_011, 4_076_612)
+    assert rows["sam-vit-b"]["parameters_trainable"] is None and rows["sam-vit-b"]["parameters_total"] is None
+
+
 def test_demo_download_that_fails_falls_back_to_the_test_model(tmp_path, monkeypatch, capsys):
     import socket
 

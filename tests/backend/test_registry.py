@@ -45,3 +45,59 @@ def test_components_stay_warm_between_loads():
     for other in ["sam-vit-b-tiny", "sam-vit-l-tiny"][:WARM_MODELS]:
         load_component(other)
     assert load_component("litemedsam-tiny") is not first  # evicted: memory stays bounded
+
+
+def test_rsrefseg_rows_count_parameters_on_the_meta_device(tmp_path, monkeypatch):
+    import torch
+
+    from rsseg.models import catalog
+    from rsseg.models.rsrefseg.configs import TINY
+    from rsseg.models.rsrefseg.model import parameter_counts
+    from rsseg.training.trainer import build_trainable
+
+    monkeypatch.setenv(catalog.ENV_CACHE_DIR, str(tmp_path))
+    catalog.clear_parameter_cache()
+    rows = {r["id"]: r for r in catalog.model_rows()}
+    expected = parameter_counts(build_trainable(TINY))  # real weights, LoRA applied: what `rsseg train` trains
+    assert expected == (275_011, 4_076_612)
+    assert (rows["rsrefseg-test"]["parameters_trainable"], rows["rsrefseg-test"]["parameters_total"]) == expected
+    for model_id, row in rows.items():
+        if MODELS[model_id].builder != "rsrefseg":
+            assert row["parameters_trainable"] is None and row["parameters_total"] is None, model_id
+    assert (tmp_path / catalog.COUNTS_FILE).is_file()
+
+    def no_build(config):
+        raise AssertionError("counted again")
+
+    monkeypatch.setattr(catalog, "count_parameters", no_build)
+    assert catalog.parameter_counts(MODELS["rsrefseg-test"]) == expected  # remembered in memory
+    catalog.clear_parameter_cache()
+    assert catalog.parameter_counts(MODELS["rsrefseg-test"]) == expected  # and in the cache file
+    assert torch.get_default_device().type == "cpu"  # the meta device does not leak
+
+
+def test_parameter_counting_that_fails_leaves_the_list_working(tmp_path, monkeypatch, capsys):
+    from rsseg.models import catalog
+
+    monkeypatch.setenv(catalog.ENV_CACHE_DIR, str(tmp_path))
+    catalog.clear_parameter_cache()
+
+    def broken(config):
+        raise RuntimeError("no such layer")
+
+    monkeypatch.setattr(catalog, "count_parameters", broken)
+    row = catalog.model_row(MODELS["rsrefseg-test"])
+    assert row["parameters_trainable"] is None and row["parameters_total"] is None
+    assert "could not count the parameters of rsrefseg-test: no such layer" in capsys.readouterr().err
+    assert not (tmp_path / catalog.COUNTS_FILE).exists()
+    catalog.clear_parameter_cache()
+
+
+def test_real_size_rsrefseg_configs_count_on_meta():
+    """Named open_clip architectures go through the explicit-architecture path on meta; the numbers
+    equal a real build (checked once: build_trainable(CLIP_B16_SAM_B) on CPU gives the same)."""
+    from rsseg.models.catalog import count_parameters
+    from rsseg.models.rsrefseg import configs
+
+    assert count_parameters(configs.CLIP_B16_SAM_B) == (9_267_761, 248_297_266)
+    assert count_parameters(configs.REFERENCE) == (14_621_744, 982_253_154)  # docs/rsrefseg.md

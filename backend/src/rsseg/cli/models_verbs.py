@@ -38,8 +38,15 @@ def _models_list(args) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     for row in rows:
-        print(f"{row['id']:24s} {row['task']:9s} {_row_state(row):16s} {row['description']}")
+        print(f"{row['id']:24s} {row['task']:9s} {_row_state(row):16s} {row['description']}{_parameters(row)}")
     return 0
+
+
+def _parameters(row: dict) -> str:
+    """" [parameters: 275,011 trainable of 4,076,612]" for trainable models, "" for the others."""
+    if row.get("parameters_total") is None:
+        return ""
+    return f" [parameters: {row['parameters_trainable']:,} trainable of {row['parameters_total']:,}]"
 
 
 def _needs_none(spec) -> bool:

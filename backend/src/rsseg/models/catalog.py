@@ -1,12 +1,160 @@
 """The model list as plain rows (what `rsseg models --json`, the worker and the plugin show).
 
 Weight status comes from the verification record, so listing never re-hashes large files.
+Parameter counts of trainable models (builder "rsrefseg": trainable after LoRA, and total) are
+computed once per config on torch's meta device (no weight memory, no init cost) and remembered
+in memory and in a small JSON file in the user cache dir, so a listing normally imports no torch.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Optional
+
 from .registry import MODELS, get_spec
 from .spec import ModelSpec
+
+COUNTED_BUILDERS = ("rsrefseg",)
+ENV_CACHE_DIR = "RSSEG_CACHE_DIR"
+COUNTS_FILE = "parameter-counts.json"
+_MAX_CACHED = 100
+# Whatever decides the module structure: the config, these packages' versions and our model code.
+_VERSIONED = ("torch", "open_clip_torch", "peft", "segment_anything")
+_SOURCES = ("rsrefseg/model.py", "rsrefseg/encoders.py", "rsrefseg/prompter.py", "rsrefseg/lora.py",
+            "sam/builder.py")
+
+_counts: dict[str, Optional[tuple[int, int]]] = {}
+_lock = threading.Lock()
+
+
+def cache_dir() -> Path:
+    """$RSSEG_CACHE_DIR, else the platform's per-user cache dir (e.g. ~/.cache/rsseg)."""
+    configured = os.environ.get(ENV_CACHE_DIR)
+    if configured:
+        return Path(configured).expanduser()
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("rsseg", appauthor=False))
+
+
+def _fingerprint(config: dict[str, Any]) -> str:
+    from importlib import metadata
+
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    for name in _VERSIONED:
+        try:
+            digest.update(f"{name}={metadata.version(name)};".encode())
+        except metadata.PackageNotFoundError:
+            digest.update(f"{name}=none;".encode())
+    here = Path(__file__).parent
+    for source in _SOURCES:
+        try:
+            digest.update((here / source).read_bytes())
+        except OSError:
+            pass
+    return digest.hexdigest()
+
+
+def _read_file() -> dict[str, Any]:
+    try:
+        data = json.loads((cache_dir() / COUNTS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_file(key: str, counts: tuple[int, int]) -> None:
+    data = _read_file()
+    data.pop(key, None)
+    data[key] = list(counts)
+    data = dict(list(data.items())[-_MAX_CACHED:])
+    try:
+        folder = cache_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".counts.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(data, f, indent=1)
+            os.replace(tmp, folder / COUNTS_FILE)  # atomic: a reader never sees half a file
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError:  # a read-only cache only costs the next listing a recount
+        pass
+
+
+def _open_clip_architecture(clip: dict[str, Any]) -> dict[str, Any]:
+    """A named open_clip model as the explicit-architecture config `build_vl_encoder` also takes.
+
+    open_clip's create_model moves the model to a device at the end, which meta tensors cannot do;
+    the class and constructor arguments are the same as create_model's (CLIP, or CustomTextCLIP
+    for custom-text / Hugging Face text configs; timm / HF towers without pretrained weights).
+    """
+    if "open_clip_model" not in clip:
+        return clip
+    from .rsrefseg.encoders import _open_clip
+
+    architecture = copy.deepcopy(_open_clip().get_model_config(clip["open_clip_model"]))
+    if architecture is None:
+        raise ValueError(f"unknown open_clip model {clip['open_clip_model']!r}")
+    hf_text = "hf_model_name" in architecture.get("text_cfg", {})
+    custom_text = bool(architecture.pop("custom_text", False)) or hf_text
+    if "timm_model_name" in architecture.get("vision_cfg", {}):
+        architecture["vision_cfg"]["timm_model_pretrained"] = False
+    if hf_text:
+        architecture["text_cfg"]["hf_model_pretrained"] = False
+    return {"architecture": architecture, "custom_text": custom_text}
+
+
+def count_parameters(config: dict[str, Any]) -> tuple[int, int]:
+    """(trainable, total) parameters of an RSRefSeg config with LoRA applied, built on the meta device."""
+    import torch
+
+    from .rsrefseg.lora import apply_lora_config
+    from .rsrefseg.model import build_rsrefseg, parameter_counts
+
+    config = {**config, "clip": _open_clip_architecture(config["clip"])}
+    with torch.device("meta"):
+        model = build_rsrefseg(config, with_tokenizer=False)
+        apply_lora_config(model, config)
+    return parameter_counts(model)
+
+
+def parameter_counts(spec: ModelSpec) -> Optional[tuple[int, int]]:
+    """(trainable, total) for trainable models (builder "rsrefseg"), None for the others or when
+    counting fails (a listing never fails for it; the reason goes to stderr)."""
+    if spec.builder not in COUNTED_BUILDERS:
+        return None
+    key = _fingerprint(spec.config)
+    with _lock:
+        if key in _counts:
+            return _counts[key]
+        stored = _read_file().get(key)
+        if isinstance(stored, list) and len(stored) == 2 and all(isinstance(v, int) for v in stored):
+            _counts[key] = (stored[0], stored[1])
+            return _counts[key]
+        try:
+            counts: Optional[tuple[int, int]] = count_parameters(spec.config)
+        except Exception as exc:  # noqa: BLE001 - an unexpected architecture must not break the list
+            print(f"rsseg: could not count the parameters of {spec.id}: {exc}", file=sys.stderr)
+            counts = None
+        _counts[key] = counts
+        if counts is not None:
+            _write_file(key, counts)
+        return counts
+
+
+def clear_parameter_cache() -> None:
+    """Forget the in-memory counts (the cache file stays; tests point ENV_CACHE_DIR elsewhere)."""
+    with _lock:
+        _counts.clear()
 
 
 def model_row(spec: ModelSpec) -> dict:
@@ -15,13 +163,16 @@ def model_row(spec: ModelSpec) -> dict:
     states = weight_status(spec)
     weights = [{"name": w.name, "size": w.size, "sha256": w.sha256, "urls": list(w.urls), "path": str(st.path),
                 "present": st.present, "verified": st.verified} for w, st in zip(spec.weights, states)]
+    counts = parameter_counts(spec)
     return {"id": spec.id, "task": spec.task, "description": spec.description, "real": spec.real,
             "licence": spec.licence, "weights": weights,
-            "weights_present": all(st.present and st.size == w.size for w, st in zip(spec.weights, states))}
+            "weights_present": all(st.present and st.size == w.size for w, st in zip(spec.weights, states)),
+            "parameters_trainable": counts[0] if counts else None,
+            "parameters_total": counts[1] if counts else None}
 
 
 def model_rows() -> list[dict]:
     return [model_row(s) for s in MODELS.values()]
 
 
-__all__ = ["get_spec", "model_row", "model_rows"]
+__all__ = ["get_spec", "model_row", "model_rows", "parameter_counts", "count_parameters", "clear_parameter_cache"]

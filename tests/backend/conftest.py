@@ -1,0 +1,21 @@
+"""Backend test settings shared by every file."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_dir(tmp_path_factory):
+    """Parameter counts (models/catalog.py) are cached on disk: keep the user's cache dir out of tests."""
+    from rsseg.models.catalog import ENV_CACHE_DIR
+
+    before = os.environ.get(ENV_CACHE_DIR)
+    os.environ[ENV_CACHE_DIR] = str(tmp_path_factory.mktemp("rsseg-cache"))
+    yield
+    if before is None:
+        os.environ.pop(ENV_CACHE_DIR, None)
+    else:
+        os.environ[ENV_CACHE_DIR] = before
