@@ -8,6 +8,7 @@ import math
 import os
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -207,3 +208,57 @@ def test_the_model_uses_the_sentence():
     blind, _ = _learn(blind=True)
     assert text > 0.4
     assert blind < text - 0.2
+
+
+def _rrsisd_jsonl_root(root, splits=("train", "val")):
+    """A tiny RRSIS-D jsonl dataset in RSRefSeg's data-root layout (datainfo/ + RRSIS-D/images/...)."""
+    from rsseg.training.data import encode_rle, write_png
+
+    images = root / "RRSIS-D" / "images" / "rrsisd" / "JPEGImages"
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        write_png(images / f"0000{i}.png", rng.integers(0, 255, (48, 48, 3), dtype=np.uint8))
+    (root / "datainfo").mkdir(parents=True)
+    for split in splits:
+        lines = []
+        for i in range(3):
+            mask = np.zeros((48, 48), bool)
+            mask[8 * i:8 * i + 16, 10:30] = True
+            lines.append(json.dumps({"split": split, "image_id": i, "sent": f"the {['red', 'green', 'blue'][i]} roof",
+                                     "file_name": f"0000{i}.png", "category_id": 1, "category_name": "building",
+                                     "ann_id": 100 + i, "bbox": [10, 8 * i, 20, 16], "area": int(mask.sum()),
+                                     "segmentation": [encode_rle(mask)]}))
+        (root / "datainfo" / f"rrsisd_{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return images
+
+
+def test_cli_trains_and_evaluates_on_rrsisd_jsonl(tmp_path, capsys):
+    from rsseg.cli.main import main
+
+    root = tmp_path / "data"
+    images = _rrsisd_jsonl_root(root)
+    options = ["--model", "rsrefseg-test", "--data", "rrsisd-jsonl", "--size", "64", "--device", "cpu",
+               "--threads", "1", "--json"]
+    common = [*options, str(root)]
+    out = tmp_path / "run"
+    assert main(["train", *common, "--steps", "1", "--batch-size", "2", "--out", str(out)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["step"] == 1 and report["metrics"]["samples"] == 3  # the val split's three sentences
+    assert json.loads((out / "metrics.json").read_text())["data"] == "rrsisd-jsonl"
+    ckpt = out / "checkpoints" / "step-0000001.json"
+    assert main(["eval-refer", *common, "--split", "val", "--checkpoint", str(ckpt), "--limit", "2"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["data"] == "rrsisd-jsonl" and scores["split"] == "val" and scores["samples"] == 2
+    # a flat folder (jsonl beside JPEGImages/) and an explicit --image-dir read the same split
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    (flat / "rrsisd_val.jsonl").write_text((root / "datainfo" / "rrsisd_val.jsonl").read_text(), encoding="utf-8")
+    assert main(["eval-refer", *options, str(flat), "--split", "val", "--image-dir", str(images)]) == 0
+    assert json.loads(capsys.readouterr().out)["miou"] is not None
+    # no such split, and no images: one-line errors that say where they looked
+    assert main(["eval-refer", *common, "--split", "test"]) == 2
+    assert "no annotation file for split 'test'" in capsys.readouterr().err
+    assert main(["eval-refer", *options, str(flat), "--split", "val"]) == 2
+    assert "no image folder under" in capsys.readouterr().err
+    assert main(["eval-refer", "--model", "rsrefseg-test", "--data", "synthetic", "--image-dir", str(images)]) == 2
+    assert "--image-dir is for --data rrsisd-jsonl" in capsys.readouterr().err

@@ -2,7 +2,8 @@
 
 Data sources: `synthetic` (the seeded generator: train scenes from seed 0, val from seed 1, test
 from seed 2, so the splits never share a scene), `folder` (the plain layout), `rrsisd` (the
-RMSIN refer-format release) and `refsegrs`. See docs/training.md.
+RMSIN refer-format release), `rrsisd-jsonl` (RSRefSeg's jsonl per split) and `refsegrs`. See
+docs/training.md.
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-DATA_CHOICES = ("synthetic", "folder", "rrsisd", "refsegrs")
+DATA_CHOICES = ("synthetic", "folder", "rrsisd", "rrsisd-jsonl", "refsegrs")
+# rrsisd-jsonl: where `rrsisd_<split>.jsonl` and the images are looked for under ROOT, in order (the
+# RSRefSeg/RSRefSeg2 data root: datainfo/ beside RRSIS-D/images/rrsisd/JPEGImages; RMSIN's release
+# root: images/rrsisd/JPEGImages; or a flat folder).
+JSONL_ANNOTATIONS = ("datainfo/rrsisd_{split}.jsonl", "rrsisd_{split}.jsonl")
+JSONL_IMAGES = ("RRSIS-D/images/rrsisd/JPEGImages", "images/rrsisd/JPEGImages", "JPEGImages", "images")
 SYNTHETIC_SEEDS = {"train": 0, "val": 1, "test": 2}
 
 
@@ -22,6 +28,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="rsrefseg-test", help="referring model id (see `rsseg models`)")
     p.add_argument("--data", required=True, choices=DATA_CHOICES, help="dataset layout")
     p.add_argument("root", nargs="?", help="dataset root (not for synthetic)")
+    p.add_argument("--image-dir", help="rrsisd-jsonl: the image folder (default: looked for under ROOT, "
+                                       "e.g. RRSIS-D/images/rrsisd/JPEGImages)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--size", type=int, default=0, help="image size fed to the model (0: the model's SAM size)")
     p.add_argument("--limit", type=int, help="use only the first N samples of each split")
@@ -74,12 +82,33 @@ def add_eval_refer_parser(sub) -> argparse.ArgumentParser:
     return ev
 
 
+def rrsisd_jsonl_paths(root: str, split: str, image_dir: Optional[str] = None) -> tuple[Path, Path]:
+    """The annotation file and image folder of one split of the rrsisd-jsonl layout under `root`."""
+    from ..errors import RssegError
+
+    base = Path(root)
+    tried = [base / pattern.format(split=split) for pattern in JSONL_ANNOTATIONS]
+    ann = next((p for p in tried if p.is_file()), None)
+    if ann is None:
+        raise RssegError(f"no annotation file for split {split!r}: tried {', '.join(map(str, tried))} "
+                         "(RSRefSeg's convert_data_to_jsonl.py writes datainfo/rrsisd_<split>.jsonl)")
+    if image_dir is not None:
+        return ann, Path(image_dir)
+    folders = [base / name for name in JSONL_IMAGES]
+    images = next((p for p in folders if p.is_dir()), None)
+    if images is None:
+        raise RssegError(f"no image folder under {base}: tried {', '.join(map(str, folders))} (or give --image-dir)")
+    return ann, images
+
+
 def load_split(args, split: str) -> list:
     """The RefSamples of one split of the --data source."""
     from ..errors import RssegError
-    from .data import folder_samples, refsegrs_samples, rrsisd_refer_samples
+    from .data import folder_samples, refsegrs_samples, rrsisd_refer_samples, rrsisd_samples
     from .synthetic import synthetic_dataset, text_blind
 
+    if args.image_dir and args.data != "rrsisd-jsonl":
+        raise RssegError("--image-dir is for --data rrsisd-jsonl")
     if args.data == "synthetic":
         if split not in SYNTHETIC_SEEDS:
             raise RssegError(f"synthetic splits are {', '.join(SYNTHETIC_SEEDS)}, not {split!r}")
@@ -92,6 +121,9 @@ def load_split(args, split: str) -> list:
             samples = list(folder_samples(args.root, split=split))
         elif args.data == "rrsisd":
             samples = list(rrsisd_refer_samples(args.root, split=split))
+        elif args.data == "rrsisd-jsonl":
+            ann, images = rrsisd_jsonl_paths(args.root, split, args.image_dir)
+            samples = list(rrsisd_samples(ann, images, limit=args.limit))
         else:
             samples = list(refsegrs_samples(args.root, split=split))
     if args.limit:
