@@ -47,12 +47,21 @@ def test_demo_runs_the_sample_with_the_test_model(tmp_path, capsys):
 
 
 def test_bench_prints_a_table(tmp_path, capsys):
-    assert main(["bench", "--sizes", "256", "--vit-size", "0", "--clip-size", "0", "--tile", "128", "--overlap", "16", "--json",
-                 "--workdir", str(tmp_path)]) == 0
+    assert main(["bench", "--sizes", "256", "--vit-size", "0", "--clip-size", "0", "--rsrefseg-size", "0", "--tile", "128",
+                 "--overlap", "16", "--json", "--workdir", str(tmp_path)]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 1 and rows[0]["raster"] == "256x256" and rows[0]["tiles"] == 9
     assert rows[0]["peak_rss_mb"] >= rows[0]["raster_pass_rss_mb"] > 0
     assert 0 < rows[0]["outside_model_pct"] < 100
+
+
+def test_bench_referring_rows_run_two_sentences_on_one_tile(tmp_path, capsys):
+    # the real-size default (RSRefSeg CLIP ViT-B/16 + SAM ViT-B, random) is too slow for a test: the tiny model
+    assert main(["bench", "--sizes", "", "--vit-size", "0", "--clip-size", "0", "--rsrefseg-size", "96",
+                 "--rsrefseg-model", "rsrefseg-test", "--json", "--workdir", str(tmp_path)]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["model"] for r in rows] == ["rsrefseg-test", "rsrefseg-test, 2nd sentence"]
+    assert all(r["raster"] == "96x96" and r["tiles"] == 1 for r in rows)
 
 
 def test_models_table_and_json_show_rsrefseg_parameter_counts(capsys):

@@ -19,6 +19,10 @@ from pathlib import Path
 
 from .synthetic import write_synthetic
 
+# RSRefSeg on the architecture of the registry's weights (OpenAI CLIP ViT-B/16 + SAM ViT-B at 1024,
+# rsrefseg/configs.py CLIP_B16_SAM_B) with random seeded weights; built by bench/__main__.py.
+RSREFSEG_RANDOM = "rsrefseg-clip-b16-sam-b-random"
+
 
 def _run_one(raster: Path, out: Path, model: str, tile: int, overlap: int, device: str) -> dict:
     cmd = [sys.executable, "-m", "rsseg.bench", str(raster), str(out), model, str(tile), str(overlap), device]
@@ -56,17 +60,25 @@ def run_bench(args) -> int:
     sizes = [int(s) for s in str(args.sizes).split(",") if s.strip()]
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="rsseg-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    plan = [("test", s) for s in sizes] + ([("vit-b-random", args.vit_size)] if args.vit_size else []) \
-        + ([("clip-vit-b-16-random", args.clip_size)] if args.clip_size else [])
+    # (model, raster size, tile, overlap): a referring model runs one tile of the whole square raster (no
+    # overlap), so its rows mean the same whether the engine tiles sentence models or hands them the region whole.
+    rsrefseg_size = getattr(args, "rsrefseg_size", 0)
+    tiled = (args.tile, args.overlap)
+    plan = [("test", s, *tiled) for s in sizes] \
+        + ([("vit-b-random", args.vit_size, *tiled)] if args.vit_size else []) \
+        + ([("clip-vit-b-16-random", args.clip_size, *tiled)] if args.clip_size else []) \
+        + ([(getattr(args, "rsrefseg_model", None) or RSREFSEG_RANDOM, rsrefseg_size, rsrefseg_size, 0)]
+           if rsrefseg_size else [])
     rows = []
     try:
-        for model, size in plan:
+        for model, size, tile, overlap in plan:
             print(f"bench: {model} on {size}x{size}...", file=sys.stderr, flush=True)
             raster = write_synthetic(work / f"synthetic_{size}.tif", size)
-            run = _run_one(raster, work / "out", model, args.tile, args.overlap, getattr(args, "device", "cpu"))
+            run = _run_one(raster, work / "out", model, tile, overlap, getattr(args, "device", "cpu"))
             rows.append(_row(model, size, run))
-            if "second" in run:  # the same extent again with other classes: cached image features
-                rows.append(_row(f"{model}, 2nd prompt", size, run["second"]))
+            if "second" in run:  # the same extent again with another prompt: cached image features
+                second = "2nd sentence" if run.get("sentence") else "2nd prompt"
+                rows.append(_row(f"{model}, {second}", size, run["second"]))
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)

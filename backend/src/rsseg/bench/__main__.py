@@ -1,5 +1,9 @@
 """`python -m rsseg.bench RASTER OUT MODEL TILE OVERLAP [DEVICE]`: one benchmark run in a fresh process, so
-peak RSS belongs to that run alone; prints one JSON line."""
+peak RSS belongs to that run alone; prints one JSON line.
+
+Sentence models (RSRefSeg's real architecture with random weights, or a registry "sentence" model
+such as rsrefseg-test) segment SENTENCE, then SECOND_SENTENCE on the same raster with the same
+feature cache."""
 
 from __future__ import annotations
 
@@ -11,12 +15,13 @@ import time
 from dataclasses import replace
 
 from ..devices import resolve_device
-from ..models import build_model, get_spec
+from ..models import MODELS, build_model, get_spec
 from ..models.feature_cache import FeatureCache
 from ..models.registry import BUILDERS
 from ..models.runner import TileRunner
 from ..protocol.contracts import SegmentRequest
 from ..raster.engine import segment
+from . import RSREFSEG_RANDOM
 from .vit_model import RandomViTTileModel
 
 CLASSES = ["water", "tree", "grass", "building"]
@@ -24,10 +29,33 @@ CLASSES = ["water", "tree", "grass", "building"]
 
 SECOND_PROMPT = ["road", "bare soil", "shadow"]
 CLIP_RANDOM = "clip-vit-b-16-random"
+SENTENCE = "the large building in the middle"
+SECOND_SENTENCE = "the road on the left of the field"
+_loaded: dict = {}  # the RSRefSeg shared by the first- and second-sentence runs of one process
 
 
-def _model(model_id: str, classes: list[str], device: str):
-    """Benchmark models: registry ids, a timm ViT-B/16, or clip-vit-b-16's real architecture with random weights."""
+def is_sentence_model(model_id: str) -> bool:
+    return model_id == RSREFSEG_RANDOM or (model_id in MODELS and MODELS[model_id].task == "sentence")
+
+
+def _rsrefseg_random(sentence: str, device: str):
+    from ..models.rsrefseg.configs import CLIP_B16_SAM_B
+    from ..models.rsrefseg.model import build_rsrefseg
+    from ..models.rsrefseg.tile_model import RSRefSegTileModel
+
+    if device not in _loaded:
+        _loaded[device] = build_rsrefseg(CLIP_B16_SAM_B, seed=0).to(device).eval()
+    return RSRefSegTileModel(_loaded[device], sentence, device, f"{RSREFSEG_RANDOM}:random")
+
+
+def _model(model_id: str, prompt, device: str):
+    """Benchmark models: registry ids, a timm ViT-B/16, or clip-vit-b-16's / RSRefSeg's real architecture with
+    random weights; `prompt` is a class list, or a sentence (str) for sentence models."""
+    if isinstance(prompt, str):
+        if model_id == RSREFSEG_RANDOM:
+            return _rsrefseg_random(prompt, device)
+        return build_model(model_id, None, prompt, device)
+    classes = prompt
     if model_id == "vit-b-random":
         return RandomViTTileModel(classes, device)
     if model_id == CLIP_RANDOM:
@@ -36,11 +64,13 @@ def _model(model_id: str, classes: list[str], device: str):
     return build_model(model_id, classes, None, device)
 
 
-def _run(raster: str, out: str, model_id: str, classes: list[str], tile: int, overlap: int,
+def _run(raster: str, out: str, model_id: str, prompt, tile: int, overlap: int,
          cache: FeatureCache, device: str) -> dict:
-    model = _model(model_id, classes, device)
-    request = SegmentRequest(raster=raster, out_dir=out, model=model_id, classes=classes, tile=tile,
-                             overlap=overlap, batch_size=4, device=device)
+    """One segment job; `prompt` is a class list, or a sentence (str)."""
+    model = _model(model_id, prompt, device)
+    sentence = prompt if isinstance(prompt, str) else None
+    request = SegmentRequest(raster=raster, out_dir=out, model=model_id, classes=None if sentence else prompt,
+                             sentence=sentence, tile=tile, overlap=overlap, batch_size=4, device=device)
     raster_pass_peak = {}
 
     def on_progress(event) -> None:  # the first vectorise event ends the raster pass
@@ -60,9 +90,14 @@ def main(argv: list[str]) -> None:
     raster, out, model_id, tile, overlap = argv[0], argv[1], argv[2], int(argv[3]), int(argv[4])
     device = resolve_device(argv[5] if len(argv) > 5 else "cpu")
     cache = FeatureCache()
-    record = _run(raster, out, model_id, CLASSES, tile, overlap, cache, device)
-    if model_id == CLIP_RANDOM:
-        record["second"] = _run(raster, out, model_id, SECOND_PROMPT, tile, overlap, cache, device)
+    if is_sentence_model(model_id):
+        record = _run(raster, out, model_id, SENTENCE, tile, overlap, cache, device)
+        record["second"] = _run(raster, out, model_id, SECOND_SENTENCE, tile, overlap, cache, device)
+        record["sentence"] = True
+    else:
+        record = _run(raster, out, model_id, CLASSES, tile, overlap, cache, device)
+        if model_id == CLIP_RANDOM:
+            record["second"] = _run(raster, out, model_id, SECOND_PROMPT, tile, overlap, cache, device)
     print(json.dumps(record))
 
 

@@ -116,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--clip-size", type=int, default=1024,
                        help="raster size for the class-list path with clip-vit-b-16's architecture and random "
                             "weights, first and second prompt (0 to skip)")
+    bench.add_argument("--rsrefseg-size", type=int, default=512,
+                       help="square raster size (one tile of that size) for the referring path with RSRefSeg's "
+                            "CLIP ViT-B/16 + SAM ViT-B architecture and random weights, first and second "
+                            "sentence (0 to skip)")
+    bench.add_argument("--rsrefseg-model", default=None,
+                       help="model for the referring rows instead (a registry sentence model, e.g. rsrefseg-test)")
     bench.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, cuda:N or mps")
     bench.add_argument("--tile", type=int, default=512)
     bench.add_argument("--overlap", type=int, default=64)
