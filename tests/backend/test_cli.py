@@ -92,7 +92,9 @@ def test_demo_download_that_fails_falls_back_to_the_test_model(tmp_path, monkeyp
 
 
 def test_class_list_syntax_with_synonyms():
-    from rsseg.cli.main import _classes
+    from rsseg.protocol.contracts import parse_class_list as classes
 
-    assert _classes("building, road,tree ,") == ["building", "road", "tree"]
-    assert _classes("road, parking lot; tree;\nwater") == ["road, parking lot", "tree", "water"]
+    assert classes("building, road,tree ,") == ["building", "road", "tree"]
+    assert classes("road, parking lot; tree;\nwater") == ["road, parking lot", "tree", "water"]
+    assert classes("road, parking lot\ntree\n\n") == ["road, parking lot", "tree"]  # one class per line
+    assert classes("  ;  ,") == []

@@ -13,6 +13,7 @@ import sys
 
 from .. import __version__
 from ..errors import RssegError
+from ..protocol.contracts import parse_class_list
 
 EXIT_INPUT, EXIT_INTERNAL, EXIT_CANCELLED = 2, 1, 130
 
@@ -34,12 +35,6 @@ def _bands(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"--bands must be 1-based band numbers like 3,2,1, got {text!r}") from None
 
 
-def _classes(text: str) -> list[str]:
-    """"a, b, c": three classes; with semicolons, "road, parking lot; tree": classes with synonyms."""
-    separator = ";" if ";" in text else ","
-    return [c.strip() for c in text.replace("\n", separator).split(separator) if c.strip()]
-
-
 class _Parser(argparse.ArgumentParser):
     """Usage errors as one line, like every other rsseg error."""
 
@@ -56,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg = sub.add_parser("segment", help="segment a raster from a class list or a referring sentence")
     seg.add_argument("raster")
     prompt = seg.add_mutually_exclusive_group(required=True)
-    prompt.add_argument("--classes", type=_classes, help='comma-separated class names, e.g. "building, road, tree"; with semicolons '
+    prompt.add_argument("--classes", type=parse_class_list, help='comma-separated class names, e.g. "building, road, tree"; with semicolons '
                         'between classes, commas give synonyms: "road, parking lot; tree"')
     prompt.add_argument("--sentence", help='a referring sentence, e.g. "the large white building"')
     seg.add_argument("--model", default="test", help="model id (see `rsseg models`)")

@@ -15,6 +15,14 @@ NODATA = 255  # no valid input pixel, or outside the requested region
 MAX_CLASSES = 254
 
 
+def parse_class_list(text: str) -> list[str]:
+    """"a, b, c": three classes; with semicolons (or new lines), "road, parking lot; tree": classes
+    whose commas give synonyms. The one parser of the CLI, the QGIS dock and the Processing algorithms."""
+    separator = ";" if ";" in text or "\n" in text.strip() else ","
+    items = (c.strip().strip(",").strip() for c in text.replace("\n", separator).split(separator))
+    return [c for c in items if c]
+
+
 @dataclass(frozen=True)
 class RegionSpec:
     """Where to segment: the whole raster (default), a bounding box, or polygons (outside masked)."""
