@@ -1,14 +1,19 @@
-"""The plugin object QGIS creates: menu actions, and their removal on unload."""
+"""The plugin object QGIS creates: the dock, its menu and toolbar action, the Layers panel's
+"Segment this layer..." action, the result loader; `unload` removes all of it and stops the worker."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
-from qgis.core import Qgis
+from qgis.core import Qgis, QgsMapLayerType, QgsRasterLayer
+from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction, QFileDialog
 
+from .core.backend import close_shared_backend
 from .core.result_layers import ResultError, add_result_layers
+from .ui.messages import push
 
 MENU = "&RS RefSeg"
 
@@ -17,21 +22,64 @@ class RsRefSegPlugin:
     def __init__(self, iface):
         self.iface = iface
         self.actions: list[QAction] = []
+        self.layer_action: Optional[QAction] = None
+        self.dock = None
 
     def initGui(self) -> None:  # noqa: N802 - QGIS API
         icon = QIcon(str(Path(__file__).with_name("icon.svg")))
-        action = QAction(icon, "Add segmentation result…", self.iface.mainWindow())
-        action.setToolTip("Load an rsseg result.json as styled mask and polygon layers")
-        action.triggered.connect(self.add_result_dialog)
-        self.iface.addPluginToRasterMenu(MENU, action)
-        self.actions.append(action)
+        window = self.iface.mainWindow()
+        show = QAction(icon, "Segment with text…", window)
+        show.setToolTip("Open the RS RefSeg dock: segment a raster from a class list or a sentence")
+        show.triggered.connect(lambda: self.show_dock())
+        self.iface.addPluginToRasterMenu(MENU, show)
+        self.iface.addRasterToolBarIcon(show)
+        self.actions.append(show)
+        load = QAction(icon, "Add segmentation result…", window)
+        load.setToolTip("Load an rsseg result.json as styled mask and polygon layers")
+        load.triggered.connect(self.add_result_dialog)
+        self.iface.addPluginToRasterMenu(MENU, load)
+        self.actions.append(load)
+        self.layer_action = QAction(icon, "Segment this layer…", window)
+        self.layer_action.triggered.connect(self.segment_active_layer)
+        self.iface.addCustomActionForLayerType(self.layer_action, "", QgsMapLayerType.RasterLayer, True)
 
     def unload(self) -> None:
+        if self.layer_action is not None:
+            self.iface.removeCustomActionForLayerType(self.layer_action)
+            self.layer_action.deleteLater()
+            self.layer_action = None
         for action in self.actions:
             self.iface.removePluginRasterMenu(MENU, action)
+            self.iface.removeRasterToolBarIcon(action)
             action.deleteLater()
         self.actions.clear()
+        if self.dock is not None:
+            if self.dock.task is not None:
+                self.dock.task.cancel()
+            self.iface.removeDockWidget(self.dock)
+            self.dock.deleteLater()
+            self.dock = None
+        close_shared_backend()
 
+    # -- the dock ----------------------------------------------------------------------------------
+    def show_dock(self, layer: Optional[QgsRasterLayer] = None):
+        if self.dock is None:
+            from .ui.dock import SegmentDock
+
+            self.dock = SegmentDock(self.iface, self.iface.mainWindow())
+            self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+        if layer is not None:
+            self.dock.set_layer(layer)
+        self.dock.show()
+        self.dock.raise_()
+        return self.dock
+
+    def segment_active_layer(self) -> None:
+        """The Layers panel's "Segment this layer...": the dock, set to the layer right-clicked."""
+        layer = self.iface.activeLayer()
+        self.show_dock(layer if isinstance(layer, QgsRasterLayer) else None)
+
+    # -- results -----------------------------------------------------------------------------------
     def add_result_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self.iface.mainWindow(), "Add segmentation result", "",
                                               "rsseg result (result.json);;JSON (*.json)")
@@ -42,7 +90,6 @@ class RsRefSegPlugin:
         try:
             added = add_result_layers(path)
         except ResultError as exc:
-            self.iface.messageBar().pushMessage("RS RefSeg", str(exc), level=Qgis.Critical, duration=10)
+            push(self.iface.messageBar(), str(exc), Qgis.Critical)
             return
-        self.iface.messageBar().pushMessage("RS RefSeg", f"added “{added.group.name()}”", level=Qgis.Success,
-                                            duration=5)
+        push(self.iface.messageBar(), f"added “{added.group.name()}”", Qgis.Success)

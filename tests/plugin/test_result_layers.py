@@ -64,7 +64,7 @@ def test_a_broken_result_adds_nothing(qgis_new_project, job, tmp_path):
 def test_plugin_menu_action_and_unload(qgis_iface, qgis_new_project, job, tmp_path):
     plugin = classFactory(qgis_iface)
     plugin.initGui()
-    assert [a.text() for a in plugin.actions] == ["Add segmentation result…"]
+    assert [a.text() for a in plugin.actions] == ["Segment with text…", "Add segmentation result…"]
     plugin.add_result(str(tmp_path / "nothing.json"))  # a bad path: a message, no layer
     assert QgsProject.instance().mapLayers() == {}
     plugin.add_result(str(job[1]))

@@ -67,7 +67,10 @@ class SegmentRequest:
 
     @property
     def prompt(self) -> str:
-        return self.sentence if self.sentence is not None else ", ".join(self.classes or [])
+        if self.sentence is not None:
+            return self.sentence
+        classes = self.classes or []
+        return ("; " if any("," in c for c in classes) else ", ").join(classes)  # parse_class_list reads it back
 
     @property
     def model_options(self) -> dict[str, Any]:

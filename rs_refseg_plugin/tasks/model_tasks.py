@@ -1,0 +1,88 @@
+"""Small background tasks of the dock: list the backend's models, download a model's weights,
+run the diagnostics report. Each reports back in the main thread through its callback."""
+
+from __future__ import annotations
+
+import os
+import subprocess  # nosec B404 - runs the configured backend interpreter, no shell
+from typing import Callable, Optional
+
+from qgis.core import QgsTask
+
+from ..core.backend import CLEAN_ENV, Backend, doctor_report
+from ..protocol.client import BackendError
+
+
+class ModelsTask(QgsTask):
+    def __init__(self, backend: Backend, on_done: Callable[[Optional[list], str], None]):
+        super().__init__("RS RefSeg: list models", QgsTask.Flags())
+        self.backend, self.on_done = backend, on_done
+        self.rows: Optional[list] = None
+        self.error = ""
+
+    def run(self) -> bool:
+        try:
+            self.rows = self.backend.models()
+            return True
+        except BackendError as exc:
+            self.error = str(exc).split("\n", 1)[0]
+            return False
+
+    def finished(self, ok: bool) -> None:
+        self.on_done(self.rows, "" if ok else self.error or "cancelled")
+
+
+class DownloadTask(QgsTask):
+    """`rsseg models download ID` in the backend environment, its output lines going to `log`."""
+
+    def __init__(self, python: str, model: str, log: Callable[[str], None], on_done: Callable[[str, str], None]):
+        super().__init__(f"RS RefSeg: download {model}", QgsTask.CanCancel)
+        self.python, self.model, self.log, self.on_done = python, model, log, on_done
+        self.lines: list[str] = []
+        self.error = ""
+
+    def run(self) -> bool:
+        cmd = [self.python, "-m", "rsseg", "models", "download", self.model]
+        try:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,  # nosec B603
+                                    env={**os.environ, **CLEAN_ENV}, errors="replace")
+        except OSError as exc:
+            self.error = f"cannot start {self.python}: {exc}"
+            return False
+        for line in proc.stdout:
+            if self.isCanceled():
+                proc.kill()
+                break
+            self.lines.append(line.rstrip())  # tqdm redraws with \r: keep the last state of each line
+        code = proc.wait()
+        if self.isCanceled():
+            self.error = "cancelled (the partial file is kept and resumed next time)"
+            return False
+        if code != 0:
+            self.error = self.lines[-1] if self.lines else f"exit code {code}"
+            return False
+        return True
+
+    def finished(self, ok: bool) -> None:
+        for line in self.lines[-20:]:
+            self.log(line.split("\r")[-1])
+        self.on_done(self.model, "" if ok else self.error)
+
+
+class DoctorTask(QgsTask):
+    def __init__(self, python: str, on_done: Callable[[str, str], None]):
+        super().__init__("RS RefSeg: diagnostics", QgsTask.Flags())
+        self.python, self.on_done = python, on_done
+        self.report = ""
+        self.error = ""
+
+    def run(self) -> bool:
+        try:
+            self.report = doctor_report(self.python)
+            return True
+        except BackendError as exc:
+            self.error = str(exc)
+            return False
+
+    def finished(self, ok: bool) -> None:
+        self.on_done(self.report, "" if ok else self.error)

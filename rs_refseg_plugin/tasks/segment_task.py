@@ -1,0 +1,72 @@
+"""One segmentation job as a QgsTask: the backend call in `run` (worker thread), the layers in
+`finished` (main thread), the Deepness pattern. A failed or cancelled job adds nothing."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Callable, Optional
+
+from qgis.core import QgsProject, QgsTask
+
+from ..core.backend import Backend, JobOutcome
+from ..core.result_layers import AddedResult, ResultError, add_result_layers
+from ..protocol.client import BackendError, JobCancelled, WorkerCrashed
+from ..protocol.contracts import SegmentRequest
+
+
+class SegmentTask(QgsTask):
+    """Runs `request` on `backend`; `on_done(added, message, details)` is called in the main thread."""
+
+    def __init__(self, backend: Backend, request: SegmentRequest, temporary_out: bool,
+                 on_done: Callable[[Optional[AddedResult], str, str], None],
+                 on_progress: Optional[Callable[[float, str], None]] = None,
+                 project: Optional[QgsProject] = None):
+        super().__init__(f"RS RefSeg: {request.prompt}", QgsTask.CanCancel)
+        self.backend, self.request, self.temporary_out = backend, request, temporary_out
+        self.on_done, self.on_progress, self.project = on_done, on_progress, project
+        self.outcome: Optional[JobOutcome] = None
+        self.error: Optional[str] = None
+        self.details = ""
+        self.was_cancelled = False
+        self.stage = ""
+
+    def run(self) -> bool:  # worker thread: no GUI here
+        def progress(percent: float, stage: str) -> None:
+            self.stage = stage
+            self.setProgress(percent)
+
+        try:
+            self.outcome = self.backend.run_job(self.request, progress, self.isCanceled)
+            return True
+        except JobCancelled:
+            self.was_cancelled = True
+        except WorkerCrashed as exc:
+            self.error, self.details = str(exc).split("\n", 1)[0], getattr(exc, "stderr_tail", "")
+        except BackendError as exc:
+            self.error, self.details = str(exc), getattr(exc, "detail", "") or ""
+        except Exception as exc:  # noqa: BLE001 - reported in the bar, never raised into QGIS
+            self.error, self.details = f"unexpected error: {exc}", repr(exc)
+        return False
+
+    def finished(self, ok: bool) -> None:  # main thread
+        if ok and not self.isCanceled() and self.outcome is not None:
+            try:
+                added = add_result_layers(self.outcome.result_path, self.project or QgsProject.instance())
+            except ResultError as exc:
+                self._discard()
+                self.on_done(None, f"could not add the results: {exc}", "")
+                return
+            self.on_done(added, "", "")
+            return
+        self._discard()
+        if self.was_cancelled or self.isCanceled():
+            self.on_done(None, "cancelled: nothing was added", "")
+        else:
+            self.on_done(None, self.error or "the job failed", self.details)
+
+    def _discard(self) -> None:
+        """A temporary output folder of a job that added nothing goes away (the backend has already
+        removed partial files; this removes the folder it wrote into)."""
+        if self.temporary_out:
+            shutil.rmtree(Path(self.request.out_dir), ignore_errors=True)

@@ -1,0 +1,37 @@
+"""Diagnostics: `rsseg doctor --markdown` of the backend environment, with a copy button, for bug reports."""
+
+from __future__ import annotations
+
+from qgis.core import QgsApplication
+from qgis.PyQt.QtWidgets import QApplication, QDialog, QDialogButtonBox, QPlainTextEdit, QPushButton, QVBoxLayout
+
+from ..tasks.model_tasks import DoctorTask
+
+
+class DiagnosticsDialog(QDialog):
+    def __init__(self, python: str, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("RS RefSeg diagnostics")
+        self.resize(700, 500)
+        layout = QVBoxLayout(self)
+        self.text = QPlainTextEdit(self)
+        self.text.setReadOnly(True)
+        self.text.setPlainText(f"running {python or '(no backend Python set)'} -m rsseg doctor --markdown …")
+        layout.addWidget(self.text)
+        buttons = QDialogButtonBox(QDialogButtonBox.Close, self)
+        self.copy_button = QPushButton("Copy", self)
+        self.copy_button.setEnabled(False)
+        self.copy_button.clicked.connect(self.copy)
+        buttons.addButton(self.copy_button, QDialogButtonBox.ActionRole)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+        self.task = DoctorTask(python, self._done)
+        QgsApplication.taskManager().addTask(self.task)
+
+    def _done(self, report: str, error: str) -> None:
+        self.task = None
+        self.text.setPlainText(report or f"Diagnostics failed: {error}")
+        self.copy_button.setEnabled(bool(report))
+
+    def copy(self) -> None:
+        QApplication.clipboard().setText(self.text.toPlainText())

