@@ -15,16 +15,23 @@ BENCH_ARGS ?=
 # Extra pip arguments, e.g. PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu" for a
 # CPU-only torch on machines whose pip does not already provide one (see docs/install.md).
 PIP_ARGS ?=
+# `make deploy` installs into this QGIS profile (default: the user's default profile).
+PROFILE_DIR ?=
+DIST ?= dist
+# The packager is standard-library Python; the venv's (with Bandit) when it exists.
+TOOL_PY := $(shell [ -x $(PY) ] && echo $(PY) || echo python3)
 
 export QT_QPA_PLATFORM := offscreen
 export HF_HUB_OFFLINE := 1
 
-.PHONY: help setup demo test bench lint clean
+.PHONY: help setup demo test bench lint clean package deploy
 
 help:
 	@echo "make demo   set up (apt QGIS, .venv, backend) and segment the bundled sample"
 	@echo "make test   run the whole test suite"
 	@echo "make bench  print the engine benchmark table"
+	@echo "make package  build dist/rs_refseg_plugin-<version>.zip (validated, backend source inside)"
+	@echo "make deploy   install that zip into a QGIS profile and enable it (PROFILE_DIR=... to choose)"
 
 $(STAMPS)/apt:
 	@mkdir -p $(STAMPS)
@@ -54,5 +61,11 @@ test: setup
 bench: setup
 	@$(RSSEG) bench $(BENCH_ARGS)
 
+package:
+	@$(TOOL_PY) tools/package_plugin.py package --out $(DIST)
+
+deploy: package
+	@$(TOOL_PY) tools/package_plugin.py deploy --zip $(DIST)/rs_refseg_plugin-$$(sed -n 's/^version=//p' rs_refseg_plugin/metadata.txt | tr -d '[:space:]').zip $(if $(PROFILE_DIR),--profile "$(PROFILE_DIR)")
+
 clean:
-	rm -rf $(STAMPS) $(DEMO_OUT) out
+	rm -rf $(STAMPS) $(DEMO_OUT) out $(DIST)

@@ -1,0 +1,1 @@
+"""Developer tools (packaging); not part of the plugin or the backend."""
