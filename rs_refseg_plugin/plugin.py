@@ -6,13 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from qgis.core import Qgis, QgsMapLayerType, QgsRasterLayer
+from qgis.core import Qgis, QgsApplication, QgsMapLayerType, QgsRasterLayer
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction, QFileDialog
 
 from .core.backend import close_shared_backend
 from .core.result_layers import ResultError, add_result_layers
+from .processing.provider import RsSegProvider
 from .ui.messages import push
 
 MENU = "&RS RefSeg"
@@ -24,8 +25,21 @@ class RsRefSegPlugin:
         self.actions: list[QAction] = []
         self.layer_action: Optional[QAction] = None
         self.dock = None
+        self.provider: Optional[RsSegProvider] = None
+
+    def initProcessing(self) -> None:  # noqa: N802 - QGIS API
+        """The `rsseg` Processing provider (toolbox, batch, model builder, processing.run)."""
+        if self.provider is None:
+            self.provider = RsSegProvider()
+            QgsApplication.processingRegistry().addProvider(self.provider)
+
+    def unloadProcessing(self) -> None:  # noqa: N802
+        if self.provider is not None:
+            QgsApplication.processingRegistry().removeProvider(self.provider)
+            self.provider = None
 
     def initGui(self) -> None:  # noqa: N802 - QGIS API
+        self.initProcessing()
         icon = QIcon(str(Path(__file__).with_name("icon.svg")))
         window = self.iface.mainWindow()
         show = QAction(icon, "Segment with text…", window)
@@ -44,6 +58,7 @@ class RsRefSegPlugin:
         self.iface.addCustomActionForLayerType(self.layer_action, "", QgsMapLayerType.RasterLayer, True)
 
     def unload(self) -> None:
+        self.unloadProcessing()
         if self.layer_action is not None:
             self.iface.removeCustomActionForLayerType(self.layer_action)
             self.layer_action.deleteLater()

@@ -1,0 +1,157 @@
+"""What both rsseg algorithms share: input, model, device and output parameters, and the run.
+
+processAlgorithm fills a JobParameters and runs it through the plugin's shared Backend (the same
+core as the dock), in a temporary folder; only a finished job's files reach the destinations, so a
+failed or cancelled run leaves no outputs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import Optional
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+    QgsProcessingParameterVectorDestination,
+    QgsProcessingUtils,
+    QgsProviderRegistry,
+)
+from qgis.PyQt.QtGui import QIcon
+
+from ..core.backend import shared_backend
+from ..core.job import JobError, JobParameters
+from ..core.settings import PluginSettings
+from ..protocol.client import BackendError, JobCancelled
+from .outputs import deliver_raster, deliver_vector, style_on_load
+
+DEVICES = ["auto", "cpu", "cuda", "mps"]
+ICON = Path(__file__).parents[1] / "icon.svg"
+# The backend runs one job at a time: concurrent Processing runs (batch, models) wait their turn.
+_one_job = threading.Lock()
+
+
+def raster_file(layer) -> str:
+    """The local file behind a raster layer ('' for non-GDAL layers: web services, memory...)."""
+    if layer is None:
+        return ""
+    if layer.providerType() != "gdal":
+        return ""
+    return QgsProviderRegistry.instance().decodeUri("gdal", layer.source()).get("path") or layer.source()
+
+
+class SegmentAlgorithm(QgsProcessingAlgorithm):
+    INPUT, MODEL, DEVICE = "INPUT", "MODEL", "DEVICE"
+    OUTPUT_RASTER, OUTPUT_VECTOR = "OUTPUT_RASTER", "OUTPUT_VECTOR"
+    default_model = ""
+
+    def __init__(self):
+        super().__init__()
+        self._settings: Optional[PluginSettings] = None
+
+    # -- identity ----------------------------------------------------------------------------------
+    def createInstance(self):  # noqa: N802 - QGIS API
+        return type(self)()
+
+    def group(self):
+        return "Segmentation"
+
+    def groupId(self):  # noqa: N802
+        return "segmentation"
+
+    def icon(self):
+        return QIcon(str(ICON))
+
+    # -- parameters --------------------------------------------------------------------------------
+    def add_input(self) -> None:
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input raster (a local file)"))
+
+    def add_model_and_device(self) -> None:
+        self.addParameter(QgsProcessingParameterString(self.MODEL, "Model id (see `rsseg models`)",
+                                                       defaultValue=self.default_model))
+        self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", options=DEVICES, defaultValue="auto",
+                                                     usesStaticStrings=True))
+
+    def add_outputs(self) -> None:
+        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT_RASTER, "Mask"))
+        self.addParameter(QgsProcessingParameterVectorDestination(self.OUTPUT_VECTOR, "Polygons",
+                                                                  type=QgsProcessing.TypeVectorPolygon))
+
+    # -- running -----------------------------------------------------------------------------------
+    def prepareAlgorithm(self, parameters, context, feedback):  # noqa: N802 - runs in the main thread
+        self._settings = PluginSettings.load()
+        return True
+
+    def job_parameters(self, parameters, context, layer, raster: str) -> JobParameters:
+        """The mode's JobParameters (prompt, region...) from the algorithm's own parameters."""
+        raise NotImplementedError
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        if layer is None:
+            raise QgsProcessingException(f"cannot load the input raster {parameters.get(self.INPUT)!r}")
+        raster = raster_file(layer)
+        if not raster or not Path(raster).is_file():
+            raise QgsProcessingException(
+                f"the input raster “{layer.name()}” is not a local file ({layer.providerType()}: "
+                f"{layer.source()[:200]}); the backend reads files: save or export it as a GeoTIFF first")
+        job = self.job_parameters(parameters, context, layer, raster)
+        job.model = (self.parameterAsString(parameters, self.MODEL, context) or "").strip()
+        job.device = self.parameterAsEnumString(parameters, self.DEVICE, context) or "auto"
+        dest_raster = self.parameterAsOutputLayer(parameters, self.OUTPUT_RASTER, context)
+        dest_vector = self.parameterAsOutputLayer(parameters, self.OUTPUT_VECTOR, context)
+        work = Path(tempfile.mkdtemp(prefix="rsseg_", dir=QgsProcessingUtils.tempFolder()))
+        job.out_dir = str(work / "out")
+        try:
+            result = self._run(job, feedback)
+            feedback.setProgressText("writing the outputs")
+            deliver_raster(result["mask"], dest_raster)
+            if result.get("polygons"):
+                deliver_vector(result["polygons"], dest_vector)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        classes = result.get("classes", [])
+        style_on_load(context, dest_raster, classes)
+        style_on_load(context, dest_vector, classes)
+        for c in classes:
+            feedback.pushInfo(f"{c['name']}: {c.get('pixels', 0)} px, {c.get('polygons', 0)} polygons")
+        return {self.OUTPUT_RASTER: dest_raster, self.OUTPUT_VECTOR: dest_vector}
+
+    def _run(self, job: JobParameters, feedback) -> dict:
+        try:
+            request = job.to_request()
+        except JobError as exc:
+            raise QgsProcessingException(str(exc)) from None
+        stage = [""]
+
+        def progress(percent: float, name: str) -> None:
+            if name != stage[0]:
+                stage[0] = name
+                feedback.setProgressText(name)
+            feedback.setProgress(percent)
+
+        while not _one_job.acquire(timeout=0.5):
+            if feedback.isCanceled():
+                raise QgsProcessingException("cancelled")
+        try:
+            if feedback.isCanceled():
+                raise QgsProcessingException("cancelled")
+            backend = shared_backend(self._settings or PluginSettings.load())
+            outcome = backend.run_job(request, progress, feedback.isCanceled)
+        except JobCancelled:
+            raise QgsProcessingException("cancelled") from None
+        except BackendError as exc:
+            raise QgsProcessingException(str(exc)) from None
+        finally:
+            _one_job.release()
+        if feedback.isCanceled():  # cancelled after the last progress event: drop the finished job
+            raise QgsProcessingException("cancelled")
+        return outcome.result

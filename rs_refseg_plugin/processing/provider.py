@@ -1,0 +1,27 @@
+"""The `rsseg` Processing provider: segment_classes and segment_sentence."""
+
+from __future__ import annotations
+
+from qgis.core import QgsProcessingProvider
+from qgis.PyQt.QtGui import QIcon
+
+from .algorithms import SegmentClassesAlgorithm, SegmentSentenceAlgorithm
+from .base import ICON
+
+
+class RsSegProvider(QgsProcessingProvider):
+    def id(self):
+        return "rsseg"
+
+    def name(self):
+        return "RS RefSeg"
+
+    def longName(self):  # noqa: N802 - QGIS API
+        return "RS RefSeg (remote-sensing segmentation from classes or a sentence)"
+
+    def icon(self):
+        return QIcon(str(ICON))
+
+    def loadAlgorithms(self):  # noqa: N802
+        for algorithm in (SegmentClassesAlgorithm(), SegmentSentenceAlgorithm()):
+            self.addAlgorithm(algorithm)
