@@ -33,14 +33,17 @@ help:
 	@echo "make package  build dist/rs_refseg_plugin-<version>.zip (validated, backend source inside)"
 	@echo "make deploy   install that zip into a QGIS profile and enable it (PROFILE_DIR=... to choose)"
 
+# python3-qgis for PyQGIS; the desktop (qgis) with xvfb, xauth and xdotool for the end-to-end GUI test.
+APT_PACKAGES := python3-qgis python3-venv qgis xvfb xauth x11-utils xdotool
+
 $(STAMPS)/apt:
 	@mkdir -p $(STAMPS)
-	@if [ "$$(dpkg-query -W -f='$${Status}\n' python3-qgis python3-venv 2>/dev/null | grep -c 'install ok installed')" = 2 ]; then \
-	  echo "QGIS (python3-qgis) is installed"; \
+	@if [ "$$(dpkg-query -W -f='$${Status}\n' $(APT_PACKAGES) 2>/dev/null | grep -c 'install ok installed')" = $(words $(APT_PACKAGES)) ]; then \
+	  echo "QGIS is installed"; \
 	else \
-	  echo "Installing QGIS from Debian (python3-qgis, python3-venv; about a minute)..."; \
+	  echo "Installing QGIS from Debian ($(APT_PACKAGES); about a minute)..."; \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends python3-qgis python3-venv >/dev/null; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null; \
 	fi
 	@touch $@
 

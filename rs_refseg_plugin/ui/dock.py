@@ -82,6 +82,8 @@ class SegmentDock(QgsDockWidget):
         models = QHBoxLayout()
         self.model = QComboBox(body)
         self.model.setEditable(True)  # an id the list does not show yet still works
+        self.model.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.model.setMinimumContentsLength(22)
         self.refresh_button = QPushButton("Refresh", body)
         self.refresh_button.setToolTip("List the backend's models and which have their weights installed")
         self.refresh_button.clicked.connect(self.refresh_models)

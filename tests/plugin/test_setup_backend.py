@@ -173,3 +173,27 @@ def test_pip_raw_progress_lines_become_progress(tmp_path):
     assert lines == ["[1/2] first", "one", "[2/2] download", "done"]  # raw progress is not logged
     assert [round(p.percent) for p in progress] == [0, 25, 25, 44, 62, 81, 100, 100]
     assert tmp_path.exists()  # not created by this run: never removed
+
+
+def test_the_dock_sets_up_a_backend_through_the_dialog(qgis_iface, qgis_new_project, tmp_path, packaged_backend,
+                                                        monkeypatch):
+    """The dialog's QgsTask runs the real plan; the dock then uses the new interpreter."""
+    from qgis.core import QgsApplication
+
+    from rs_refseg_plugin.ui.dock import SegmentDock
+    from rs_refseg_plugin.ui.setup_dialog import SetupDialog
+
+    monkeypatch.setenv("RSSEG_PYTHON", sys.executable)
+    dock = SegmentDock(qgis_iface)
+    venv = tmp_path / "dock env"
+    dialog = SetupDialog(dock, venv=venv, backend=packaged_backend, **offline_options())
+    assert "Create" in dialog.log.toPlainText() and str(venv) in dialog.summary.text()
+    dialog.installed.connect(dock._backend_installed)
+    dock.refresh_models = lambda: None  # the new env has the backend but no torch: nothing to list
+    dialog.start()
+    deadline = time.monotonic() + 300
+    while dialog.task is not None and time.monotonic() < deadline:
+        QgsApplication.processEvents()
+        time.sleep(0.05)
+    assert dialog.progress.value() == 100, dialog.log.toPlainText()[-2000:]
+    assert dock.python.filePath() == str(sb.venv_python(venv)) and "backend ready" in dock.log.toPlainText()
