@@ -30,6 +30,7 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 SHAPES = ("square", "circle", "triangle")
 RELATIONS = ("left of", "right of", "above", "below")
 EXTREMES = ("leftmost", "rightmost", "topmost", "bottommost")
+RADIUS = (1 / 16, 1 / 9)  # object radii, as fractions of the image side
 
 
 @dataclass(frozen=True)
@@ -157,9 +158,10 @@ class Scene:
     masks: list[np.ndarray]  # one HxW bool per object
 
 
-def _place(rng: np.random.Generator, count: int, size: int, min_sep: float) -> Optional[list[tuple[float, float, float]]]:
+def _place(rng: np.random.Generator, count: int, size: int, min_sep: float,
+           radius: tuple[float, float] = RADIUS) -> Optional[list[tuple[float, float, float]]]:
     placed: list[tuple[float, float, float]] = []
-    r_lo, r_hi = size / 16, size / 9
+    r_lo, r_hi = size * radius[0], size * radius[1]
     for _ in range(count):
         for _attempt in range(200):
             r = float(rng.uniform(r_lo, r_hi))
@@ -175,12 +177,13 @@ def _place(rng: np.random.Generator, count: int, size: int, min_sep: float) -> O
 
 
 def make_scene(rng: np.random.Generator, scene_id: str, size: int = 128, objects: tuple[int, int] = (3, 5),
-               min_sep: float = 6.0) -> Scene:
-    """One scene: 3-5 non-overlapping shapes; colours and shapes may repeat (so that some simple
-    descriptions are ambiguous and the harder sentence kinds are needed)."""
+               min_sep: float = 6.0, radius: tuple[float, float] = RADIUS) -> Scene:
+    """One scene: 3-5 non-overlapping shapes of radius `radius` (fractions of the image side);
+    colours and shapes may repeat (so that some simple descriptions are ambiguous and the harder
+    sentence kinds are needed)."""
     while True:
         count = int(rng.integers(objects[0], objects[1] + 1))
-        placed = _place(rng, count, size, min_sep)
+        placed = _place(rng, count, size, min_sep, radius)
         if placed is not None:
             break
     image = _background(rng, size)
@@ -256,16 +259,26 @@ class SyntheticDataset:
 
 
 def synthetic_dataset(scenes: int = 64, seed: int = 0, size: int = 128, per_scene: int = 4,
-                      objects: tuple[int, int] = (3, 5)) -> SyntheticDataset:
+                      objects: tuple[int, int] = (3, 5), radius: tuple[float, float] = RADIUS) -> SyntheticDataset:
     """`scenes` scenes and their samples, identical for the same arguments. Scene i draws from its
     own generator seeded (seed, i), so it is the same whatever the number of scenes."""
     made, samples = [], []
     for i in range(scenes):
         rng = np.random.default_rng([seed, i])
-        scene = make_scene(rng, f"scene_{i:05d}", size, objects)
+        scene = make_scene(rng, f"scene_{i:05d}", size, objects, radius=radius)
         made.append(scene)
         samples += scene_samples(scene, rng, per_scene)
     return SyntheticDataset(made, samples)
+
+
+def all_objects_miou(dataset: SyntheticDataset) -> float:
+    """The mIoU of predicting every object of the scene for each sentence: what a perfect object
+    segmenter scores without the language (a text-blind model's ceiling, guesses aside)."""
+    ious = []
+    for sample in dataset.samples:
+        union = np.logical_or.reduce(dataset.scene(sample).masks)
+        ious.append(float(np.asarray(sample.mask, bool).sum()) / float(union.sum()))
+    return float(np.mean(ious)) if ious else float("nan")
 
 
 def text_blind(samples: Sequence[RefSample], sentence: str = "the object") -> list[RefSample]:

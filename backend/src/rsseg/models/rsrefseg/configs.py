@@ -68,6 +68,28 @@ TINY: dict[str, Any] = {
     "bce_weight": 5.0, "dice_weight": 0.0,
 }
 
+# The learning-test configuration (docs/training.md, "The learning test"): TINY's classes and
+# sizes, changed only where a random-weight, frozen-tower model could not learn in CPU minutes:
+# - SAM's mask-path downscaler: `mask_in_chans` 8 gives its first LayerNorm2d 2 channels, and a
+#   LayerNorm over 2 values outputs only their sign (+-1), so the dense prompt (the global
+#   activation logits) had a zero gradient and carried no text; 16 gives it 4 channels (SAM ViT-B's).
+#   This is the decisive change (ablations in docs/training.md); the others add a little or nothing.
+# - the fallback logit bias starts at 0: at -10 every sigmoid(s<V,T> + b) gate sits at ~5e-5, so
+#   the local and global activations pass (and receive) almost nothing;
+# - the token embedding and CLIP's visual projection are trained in full (extra_trainable): with
+#   random frozen towers and LoRA's B starting at zero, the words otherwise reach the joint space
+#   only through rank-16 updates of a random text tower;
+# - SAM's mask decoder has 2 two-way blocks (SAM's own depth) instead of 1, and no LoRA dropout.
+_LEARNING_DECODER = {**sam_configs.SAM_VIT_TINY["decoder"], "depth": 2}
+LEARNING: dict[str, Any] = {
+    **TINY,
+    "sam": {**sam_configs.SAM_VIT_TINY, "mask_in_chans": 16, "decoder": _LEARNING_DECODER},
+    "lora": {**LORA, "dropout": 0.0},
+    "extra_trainable": ("clip.text.token_embedding", "clip.visual.proj"),
+    "bias_init": 0.0,
+    "dice_weight": 1.0,
+}
+
 TINY_SEED = 0  # the registry's random-weight test model is reproducible
 
 

@@ -19,7 +19,7 @@ are trained in full. Adapters save as the trainable state dict only (`trainable_
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -32,8 +32,10 @@ TARGETS = f"{SAM_TARGETS}|{CLIP_VISION_TARGETS}|{CLIP_TEXT_TARGETS}"
 FULLY_TRAINED = ("prompter", "sam.prompt_encoder", "sam.mask_decoder")
 
 
-def apply_lora(model: nn.Module, r: int = 16, alpha: int = 16, dropout: float = 0.1) -> nn.Module:
-    """Inject LoRA adapters in place and set what trains: adapters + prompter + SAM's prompt path."""
+def apply_lora(model: nn.Module, r: int = 16, alpha: int = 16, dropout: float = 0.1,
+               extra_trainable: Sequence[str] = ()) -> nn.Module:
+    """Inject LoRA adapters in place and set what trains: adapters + prompter + SAM's prompt path,
+    plus the submodules or parameters named in `extra_trainable` (e.g. a config's token embedding)."""
     from ...compat import ensure_torchvision
 
     ensure_torchvision()
@@ -46,12 +48,18 @@ def apply_lora(model: nn.Module, r: int = 16, alpha: int = 16, dropout: float = 
     projection = getattr(model.clip, "text_projection", None)
     if isinstance(projection, nn.Parameter):  # plain CLIP: see the module docstring
         projection.requires_grad_(True)
+    for name in extra_trainable:
+        try:
+            target = model.get_submodule(name)
+        except AttributeError:
+            target = model.get_parameter(name)
+        target.requires_grad_(True)
     return model
 
 
 def apply_lora_config(model: nn.Module, config: dict[str, Any]) -> nn.Module:
-    """`apply_lora` with a config's "lora" entry (r, alpha, dropout)."""
-    return apply_lora(model, **config["lora"])
+    """`apply_lora` with a config's "lora" entry (r, alpha, dropout) and its "extra_trainable" names."""
+    return apply_lora(model, **config["lora"], extra_trainable=config.get("extra_trainable", ()))
 
 
 def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
