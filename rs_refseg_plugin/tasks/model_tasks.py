@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 import subprocess  # nosec B404 - runs the configured backend interpreter, no shell
+import threading
+import time
+from pathlib import Path
 from typing import Callable, Optional
 
 from qgis.core import QgsTask
@@ -33,13 +36,25 @@ class ModelsTask(QgsTask):
 
 
 class DownloadTask(QgsTask):
-    """`rsseg models download ID` in the backend environment, its output lines going to `log`."""
+    """`rsseg models download ID` in the backend environment. Progress is the bytes on disk (the
+    `.part` files the downloader resumes, then the verified files) over the registry sizes;
+    the command's output lines go to `log`."""
 
-    def __init__(self, python: str, model: str, log: Callable[[str], None], on_done: Callable[[str, str], None]):
+    def __init__(self, python: str, model: str, weights: list[dict], log: Callable[[str], None],
+                 on_done: Callable[[str, str], None]):
         super().__init__(f"RS RefSeg: download {model}", QgsTask.CanCancel)
-        self.python, self.model, self.log, self.on_done = python, model, log, on_done
+        self.python, self.model, self.weights, self.log, self.on_done = python, model, weights, log, on_done
         self.lines: list[str] = []
         self.error = ""
+
+    def _bytes_on_disk(self) -> int:
+        total = 0
+        for w in self.weights:
+            for path in (Path(w["path"]), Path(w["path"] + ".part")):
+                if path.exists():
+                    total += min(path.stat().st_size, int(w["size"]))
+                    break
+        return total
 
     def run(self) -> bool:
         cmd = [self.python, "-m", "rsseg", "models", "download", self.model]
@@ -49,23 +64,28 @@ class DownloadTask(QgsTask):
         except OSError as exc:
             self.error = f"cannot start {self.python}: {exc}"
             return False
-        for line in proc.stdout:
+        reader = threading.Thread(target=lambda: self.lines.extend(l.rstrip() for l in proc.stdout), daemon=True)
+        reader.start()
+        size = sum(int(w["size"]) for w in self.weights) or 1
+        while proc.poll() is None:
             if self.isCanceled():
                 proc.kill()
                 break
-            self.lines.append(line.rstrip())  # tqdm redraws with \r: keep the last state of each line
+            self.setProgress(100.0 * self._bytes_on_disk() / size)
+            time.sleep(0.5)
         code = proc.wait()
+        reader.join(timeout=5)
         if self.isCanceled():
             self.error = "cancelled (the partial file is kept and resumed next time)"
             return False
         if code != 0:
-            self.error = self.lines[-1] if self.lines else f"exit code {code}"
+            self.error = self.lines[-1].split("\r")[-1] if self.lines else f"exit code {code}"
             return False
         return True
 
     def finished(self, ok: bool) -> None:
         for line in self.lines[-20:]:
-            self.log(line.split("\r")[-1])
+            self.log(line.split("\r")[-1])  # tqdm redraws with \r: the last state of each line
         self.on_done(self.model, "" if ok else self.error)
 
 

@@ -329,8 +329,14 @@ class SegmentDock(QgsDockWidget):
         if not model or not python:
             push(self.iface.messageBar(), "choose a model and set the backend Python first", Qgis.Warning)
             return
+        row = next((r for r in self.models if r["id"] == model), None)
+        if row is None:
+            push(self.iface.messageBar(), f"{model}: press Refresh to list the backend's models first", Qgis.Warning)
+            return
         self.write_log(f"downloading the weights of {model}…")
-        self._side(DownloadTask(python, model, self.write_log, self._downloaded))
+        task = DownloadTask(python, model, row.get("weights", []), self.write_log, self._downloaded)
+        task.progressChanged.connect(lambda v: self.progress.setValue(int(v)))
+        self._side(task)
 
     def _downloaded(self, model: str, error: str) -> None:
         if error:

