@@ -192,3 +192,56 @@ def test_the_download_action_fetches_verified_weights_with_progress(plugin, qgis
         assert seen and max(seen) == 100
     finally:
         server.shutdown()
+
+
+def test_selected_polygons_are_the_region_and_outputs_go_to_the_chosen_folder(plugin, qgis_iface, neon, tmp_path):
+    from qgis.core import QgsFeature, QgsGeometry, QgsRectangle, QgsVectorLayer
+
+    polygons = QgsVectorLayer(f"Polygon?crs={neon.crs().authid()}", "fields", "memory")
+    e = neon.extent()
+    inner = QgsGeometry.fromRect(e.buffered(-e.width() / 3))
+    other = QgsGeometry.fromRect(QgsRectangle(e.xMinimum(), e.yMinimum(), e.xMinimum() + 3, e.yMinimum() + 3))  # not selected
+    features = []
+    for geometry in (inner, other):
+        feature = QgsFeature()
+        feature.setGeometry(geometry)
+        features.append(feature)
+    polygons.dataProvider().addFeatures(features)
+    QgsProject.instance().addMapLayer(polygons)
+    dock = plugin.show_dock()
+    set_up(dock, neon, "classes", "tree, soil", "test")
+    dock.region.setCurrentIndex(dock.region.findData("polygons"))
+    dock.polygons.setLayer(polygons)
+    dock.run()
+    assert any("no polygons selected" in m for m in messages(qgis_iface, Qgis.Warning))
+    polygons.selectByIds([polygons.allFeatureIds()[0]])
+    dock.out_dir.setFilePath(str(tmp_path / "chosen"))
+    dock.run()
+    wait(dock)
+    added = dock.last_added
+    assert added is not None, messages(qgis_iface, Qgis.Critical)
+    assert Path(added.raster.source()).parent == tmp_path / "chosen"
+    pixel = neon.rasterUnitsPerPixelX()
+    got, want = added.raster.extent(), inner.boundingBox()
+    assert abs(got.width() - want.width()) <= 2 * pixel and abs(got.xMinimum() - want.xMinimum()) <= pixel
+
+
+def test_diagnostics_show_the_backend_report_and_copy_it(plugin, qgis_iface):
+    from qgis.PyQt.QtWidgets import QApplication
+
+    from rs_refseg_plugin.ui.diagnostics import DiagnosticsDialog
+
+    dialog = DiagnosticsDialog(sys.executable)
+    deadline = time.monotonic() + 120
+    while dialog.task is not None and time.monotonic() < deadline:
+        QgsApplication.processEvents()
+        time.sleep(0.05)
+    text = dialog.text.toPlainText()
+    assert text.startswith("## rsseg environment") and "| worker round trip | ok" in text
+    dialog.copy()
+    assert QApplication.clipboard().text() == text
+    broken = DiagnosticsDialog(str(Path(sys.executable).with_name("no-such-python")))
+    while broken.task is not None and time.monotonic() < deadline:
+        QgsApplication.processEvents()
+        time.sleep(0.05)
+    assert broken.text.toPlainText().startswith("Diagnostics failed: cannot run") and not broken.copy_button.isEnabled()

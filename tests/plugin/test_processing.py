@@ -227,3 +227,33 @@ def test_runs_as_a_model_builder_child(provider, tmp_path):
     assert model.parameterDefinition("segment:mask") is not None
     out = run(model, {"raster": RASTER, "segment:mask": str(tmp_path / "mask.tif")})
     assert out["segment:mask"] == str(tmp_path / "mask.tif") and Path(out["segment:mask"]).is_file()
+
+
+def test_batch_rows_run_as_background_tasks_one_after_the_other(provider, tmp_path):
+    """What the batch dialog does: one QgsProcessingAlgRunnerTask per row, queued on the task
+    manager at once; the rows share the one worker and each gets its own outputs."""
+    import time
+
+    from qgis.core import QgsApplication, QgsProcessingAlgRunnerTask, QgsProcessingContext
+
+    algorithm = QgsApplication.processingRegistry().algorithmById("rsseg:segment_classes")
+    rows = [{"INPUT": RASTER, "CLASSES": classes, "MODEL": "test", "DEVICE": "cpu",
+             "OUTPUT_RASTER": str(tmp_path / f"{i}.tif"), "OUTPUT_VECTOR": str(tmp_path / f"{i}.gpkg")}
+            for i, classes in enumerate(["tree, soil", "water, grass, shadow"])]
+    results, keep = {}, []
+    for i, row in enumerate(rows):
+        context, feedback = QgsProcessingContext(), QgsProcessingFeedback()
+        task = QgsProcessingAlgRunnerTask(algorithm, row, context, feedback)
+        task.executed.connect(lambda ok, out, i=i: results.__setitem__(i, (ok, out)))
+        keep.append((task, context, feedback))
+        QgsApplication.taskManager().addTask(task)
+    deadline = time.monotonic() + 120
+    while len(results) < len(rows) and time.monotonic() < deadline:
+        QgsApplication.processEvents()
+        time.sleep(0.05)
+    assert all(results[i][0] for i in range(len(rows))), results
+    for i, classes in enumerate(["tree, soil", "water, grass, shadow"]):
+        mask = QgsRasterLayer(str(tmp_path / f"{i}.tif"), "mask", "gdal")
+        assert mask.isValid() and mask.bandCount() == 1
+        names = {f["class"] for f in QgsVectorLayer(str(tmp_path / f"{i}.gpkg"), "p", "ogr").getFeatures()}
+        assert names <= set(classes.split(", ")) and names
