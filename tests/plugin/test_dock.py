@@ -214,7 +214,7 @@ def test_selected_polygons_are_the_region_and_outputs_go_to_the_chosen_folder(pl
     dock.polygons.setLayer(polygons)
     dock.run()
     assert any("no polygons selected" in m for m in messages(qgis_iface, Qgis.Warning))
-    polygons.selectByIds([polygons.allFeatureIds()[0]])
+    polygons.selectByIds([f.id() for f in polygons.getFeatures() if f.geometry().equals(inner)])
     dock.out_dir.setFilePath(str(tmp_path / "chosen"))
     dock.run()
     wait(dock)

@@ -183,6 +183,11 @@ def test_bad_inputs_raise_clear_messages(provider, tmp_path):
     gdal.Translate("/vsimem/not_a_file.tif", RASTER)
     vsimem = QgsRasterLayer("/vsimem/not_a_file.tif", "in memory", "gdal")
     assert vsimem.isValid()
+    project = QgsProject.instance()
+    # the project owns (and deletes) it: a Python-owned layer left for interpreter exit would be
+    # destroyed after QGIS has exited, and crash the process
+    project.addMapLayer(vsimem, False)
+    layer_id = vsimem.id()
     try:
         for params, expected in (
             ({"INPUT": RASTER, "CLASSES": " , ;"}, "type at least one class"),
@@ -194,7 +199,8 @@ def test_bad_inputs_raise_clear_messages(provider, tmp_path):
             with pytest.raises(QgsProcessingException, match=expected) as caught:
                 run("rsseg:segment_classes", {"MODEL": "test", "DEVICE": "cpu", **params, **outputs})
             assert "Traceback" not in str(caught.value)
-    finally:
+    finally:  # the layer (and its GDAL dataset) goes before its in-memory file does
+        project.removeMapLayer(layer_id)
         gdal.Unlink("/vsimem/not_a_file.tif")
     with pytest.raises(QgsProcessingException, match="type a sentence"):
         run("rsseg:segment_sentence", {"INPUT": RASTER, "SENTENCE": "  ", "MODEL": "rsrefseg-test", **outputs})
