@@ -180,10 +180,9 @@ class SegmentDock(QgsDockWidget):
     def _refresh_prompts(self) -> None:
         mode = self.mode()
         recent = self.settings.recent_sentences if mode == "sentence" else self.settings.recent_classes
-        text = self.prompt.currentText() if self.prompt.count() == 0 else ""
         self.prompt.clear()
         self.prompt.addItems(recent)
-        self.prompt.setEditText(recent[0] if recent else text)
+        self.prompt.setEditText(recent[0] if recent else "")
         self.prompt.lineEdit().setPlaceholderText(PLACEHOLDERS[mode])
         self.checkpoint.setEnabled(mode == "sentence")
         self._fill_models()
