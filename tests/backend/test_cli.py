@@ -67,11 +67,11 @@ def test_bench_referring_rows_run_two_sentences_on_one_tile(tmp_path, capsys):
 def test_models_table_and_json_show_rsrefseg_parameter_counts(capsys):
     assert main(["models"]) == 0
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
-    assert lines["rsrefseg-test"].endswith("[parameters: 275,011 trainable of 4,076,612]")
+    assert lines["rsrefseg-test"].endswith("[parameters: 275,753 trainable of 4,077,354]")
     assert "parameters" not in lines["test"]
     assert main(["models", "--json"]) == 0
     rows = {r["id"]: r for r in json.loads(capsys.readouterr().out)}
-    assert (rows["rsrefseg-test"]["parameters_trainable"], rows["rsrefseg-test"]["parameters_total"]) == (275_011, 4_076_612)
+    assert (rows["rsrefseg-test"]["parameters_trainable"], rows["rsrefseg-test"]["parameters_total"]) == (275_753, 4_077_354)
     assert rows["sam-vit-b"]["parameters_trainable"] is None and rows["sam-vit-b"]["parameters_total"] is None
 
 

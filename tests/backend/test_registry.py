@@ -59,7 +59,7 @@ def test_rsrefseg_rows_count_parameters_on_the_meta_device(tmp_path, monkeypatch
     catalog.clear_parameter_cache()
     rows = {r["id"]: r for r in catalog.model_rows()}
     expected = parameter_counts(build_trainable(TINY))  # real weights, LoRA applied: what `rsseg train` trains
-    assert expected == (275_011, 4_076_612)
+    assert expected == (275_753, 4_077_354)
     assert (rows["rsrefseg-test"]["parameters_trainable"], rows["rsrefseg-test"]["parameters_total"]) == expected
     for model_id, row in rows.items():
         if MODELS[model_id].builder != "rsrefseg":

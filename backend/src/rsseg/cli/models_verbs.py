@@ -43,7 +43,7 @@ def _models_list(args) -> int:
 
 
 def _parameters(row: dict) -> str:
-    """" [parameters: 275,011 trainable of 4,076,612]" for trainable models, "" for the others."""
+    """" [parameters: 275,753 trainable of 4,077,354]" for trainable models, "" for the others."""
     if row.get("parameters_total") is None:
         return ""
     return f" [parameters: {row['parameters_trainable']:,} trainable of {row['parameters_total']:,}]"

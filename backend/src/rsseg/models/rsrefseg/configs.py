@@ -83,7 +83,7 @@ TINY: dict[str, Any] = {
 _LEARNING_DECODER = {**sam_configs.SAM_VIT_TINY["decoder"], "depth": 2}
 LEARNING: dict[str, Any] = {
     **TINY,
-    "sam": {**sam_configs.SAM_VIT_TINY, "mask_in_chans": 16, "decoder": _LEARNING_DECODER},
+    "sam": {**sam_configs.SAM_VIT_TINY, "decoder": _LEARNING_DECODER},
     "lora": {**LORA, "dropout": 0.0},
     "extra_trainable": ("clip.text.token_embedding", "clip.visual.proj"),
     "bias_init": 0.0,

@@ -39,9 +39,11 @@ SAM_VIT_L: dict[str, Any] = {**SAM_VIT_B, "encoder": _vit(1024, 24, 16, (5, 11, 
 SAM_VIT_H: dict[str, Any] = {**SAM_VIT_B, "encoder": _vit(1280, 32, 16, (7, 15, 23, 31))}  # segment_anything's vit_h
 
 # Same classes as SAM ViT-B/L/H at test size: 2 blocks, 96 wide, 256² input (16x16 embeddings).
+# mask_in_chans stays SAM's 16: the mask path starts Conv(1 -> mask_in_chans/4) + LayerNorm2d, and
+# with 8 (2 channels) that norm returns only the sign of its input, with zero gradient.
 SAM_VIT_TINY: dict[str, Any] = {
     "encoder": _vit(96, 2, 3, (1,), window_size=8),
-    "image_size": 256, "prompt_embed_dim": 64, "mask_in_chans": 8,
+    "image_size": 256, "prompt_embed_dim": 64, "mask_in_chans": 16,
     "decoder": {"depth": 1, "mlp_dim": 128, "num_heads": 4, "num_multimask_outputs": 3,
                 "iou_head_depth": 2, "iou_head_hidden_dim": 32},
     "pixel_mean": IMAGENET_MEAN, "pixel_std": IMAGENET_STD,
