@@ -83,7 +83,7 @@ def doctor_report(python: str, timeout: float = 120) -> str:
         raise WorkerStartError("no backend interpreter is set")
     try:
         proc = subprocess.run([python, "-m", "rsseg", "doctor", "--markdown"], capture_output=True,  # nosec B603
-                              text=True, timeout=timeout, env=_clean_environ(), check=False)
+                              text=True, timeout=timeout, env=backend_environ(), check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise WorkerStartError(f"cannot run {python} -m rsseg doctor: {exc}") from None
     if proc.returncode != 0:
@@ -91,7 +91,8 @@ def doctor_report(python: str, timeout: float = 120) -> str:
     return proc.stdout
 
 
-def _clean_environ() -> dict[str, str]:
+def backend_environ() -> dict[str, str]:
+    """This process's environment for a backend-interpreter subprocess (see CLEAN_ENV)."""
     return {**os.environ, **CLEAN_ENV}
 
 

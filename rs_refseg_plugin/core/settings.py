@@ -14,6 +14,8 @@ from pathlib import Path
 
 from qgis.core import QgsApplication, QgsSettings
 
+from .setup_backend import venv_python
+
 PREFIX = "rs_refseg/"
 RECENT_MAX = 10
 
@@ -21,10 +23,6 @@ RECENT_MAX = 10
 def managed_venv() -> Path:
     """The environment "Set up backend" creates: in the active QGIS profile, per user."""
     return Path(QgsApplication.qgisSettingsDirPath()) / "rs_refseg" / "backend-venv"
-
-
-def venv_python(venv: Path) -> Path:
-    return venv / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
 
 
 def default_python() -> str:

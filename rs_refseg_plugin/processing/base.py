@@ -23,12 +23,12 @@ from qgis.core import (
     QgsProcessingParameterString,
     QgsProcessingParameterVectorDestination,
     QgsProcessingUtils,
-    QgsProviderRegistry,
 )
 from qgis.PyQt.QtGui import QIcon
 
 from ..core.backend import shared_backend
 from ..core.job import JobError, JobParameters
+from ..core.layers import raster_file
 from ..core.settings import PluginSettings
 from ..protocol.client import BackendError, JobCancelled
 from .outputs import deliver_raster, deliver_vector, style_on_load
@@ -37,15 +37,6 @@ DEVICES = ["auto", "cpu", "cuda", "mps"]
 ICON = Path(__file__).parents[1] / "icon.svg"
 # The backend runs one job at a time: concurrent Processing runs (batch, models) wait their turn.
 _one_job = threading.Lock()
-
-
-def raster_file(layer) -> str:
-    """The local file behind a raster layer ('' for non-GDAL layers: web services, memory...)."""
-    if layer is None:
-        return ""
-    if layer.providerType() != "gdal":
-        return ""
-    return QgsProviderRegistry.instance().decodeUri("gdal", layer.source()).get("path") or layer.source()
 
 
 class SegmentAlgorithm(QgsProcessingAlgorithm):

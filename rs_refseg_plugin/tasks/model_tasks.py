@@ -3,7 +3,6 @@ run the diagnostics report. Each reports back in the main thread through its cal
 
 from __future__ import annotations
 
-import os
 import subprocess  # nosec B404 - runs the configured backend interpreter, no shell
 import threading
 import time
@@ -12,7 +11,7 @@ from typing import Callable, Optional
 
 from qgis.core import QgsTask
 
-from ..core.backend import CLEAN_ENV, Backend, doctor_report
+from ..core.backend import Backend, backend_environ, doctor_report
 from ..protocol.client import BackendError
 
 
@@ -60,7 +59,7 @@ class DownloadTask(QgsTask):
         cmd = [self.python, "-m", "rsseg", "models", "download", self.model]
         try:
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,  # nosec B603
-                                    env={**os.environ, **CLEAN_ENV}, errors="replace")
+                                    env=backend_environ(), errors="replace")
         except OSError as exc:
             self.error = f"cannot start {self.python}: {exc}"
             return False
