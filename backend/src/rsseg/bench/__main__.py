@@ -31,7 +31,6 @@ SECOND_PROMPT = ["road", "bare soil", "shadow"]
 CLIP_RANDOM = "clip-vit-b-16-random"
 SENTENCE = "the large building in the middle"
 SECOND_SENTENCE = "the road on the left of the field"
-_loaded: dict = {}  # the RSRefSeg shared by the first- and second-sentence runs of one process
 
 
 def is_sentence_model(model_id: str) -> bool:
@@ -39,13 +38,12 @@ def is_sentence_model(model_id: str) -> bool:
 
 
 def _rsrefseg_random(sentence: str, device: str):
-    from ..models.rsrefseg.configs import CLIP_B16_SAM_B
-    from ..models.rsrefseg.model import build_rsrefseg
-    from ..models.rsrefseg.tile_model import RSRefSegTileModel
-
-    if device not in _loaded:
-        _loaded[device] = build_rsrefseg(CLIP_B16_SAM_B, seed=0).to(device).eval()
-    return RSRefSegTileModel(_loaded[device], sentence, device, f"{RSREFSEG_RANDOM}:random")
+    """rsrefseg-clip-b16-sam-b's architecture with its seeded random init, through the registry's
+    builder (which keeps it warm for the second sentence): no base files, no checkpoint."""
+    spec = get_spec("rsrefseg-clip-b16-sam-b")
+    config = {k: v for k, v in spec.config.items() if k not in ("clip_weights", "sam_weights")}
+    spec = replace(spec, id=RSREFSEG_RANDOM, config=config, weights=(), real=False)
+    return BUILDERS[spec.builder](spec, [sentence], "sigmoid", device, {})
 
 
 def _model(model_id: str, prompt, device: str):

@@ -205,7 +205,6 @@ def _load_rsrefseg(spec: ModelSpec, device: str) -> Any:
 def _build_rsrefseg(spec: ModelSpec, prompts: list[str], activation: str, device: str,
                     options: dict[str, Any]) -> TileModel:
     from .rsrefseg.tile_model import RSRefSegTileModel
-    from .rsrefseg.weights import checkpoint_id
 
     options = dict(options)
     checkpoint = options.pop("checkpoint", None)
@@ -217,15 +216,16 @@ def _build_rsrefseg(spec: ModelSpec, prompts: list[str], activation: str, device
         return RSRefSegTileModel(warm(spec, device, _load_rsrefseg), prompts[0], device, _weights_id(spec))
     path = Path(checkpoint).resolve()
     stamp = path.stat().st_mtime_ns if path.is_file() else None
-    model = warm(spec, device, functools.partial(_load_trained, checkpoint=str(path)),
-                 variant=("checkpoint", str(path), stamp))
-    return RSRefSegTileModel(model, prompts[0], device, f"{_weights_id(spec)}+ckpt:{checkpoint_id(path)}")
+    model, trained_id = warm(spec, device, functools.partial(_load_trained, checkpoint=str(path)),
+                             variant=("checkpoint", str(path), stamp))
+    return RSRefSegTileModel(model, prompts[0], device, f"{_weights_id(spec)}+ckpt:{trained_id}")
 
 
-def _load_trained(spec: ModelSpec, device: str, checkpoint: str) -> Any:
-    from .rsrefseg.weights import load_trained
+def _load_trained(spec: ModelSpec, device: str, checkpoint: str) -> tuple[Any, str]:
+    """(the trained model, its checkpoint's content id), kept warm together: hashed once per load."""
+    from .rsrefseg.weights import checkpoint_id, load_trained
 
-    return load_trained(spec, device, checkpoint)
+    return load_trained(spec, device, checkpoint), checkpoint_id(checkpoint)
 
 
 # builder name -> callable(spec, prompts, activation, device, options) -> TileModel; options are

@@ -9,7 +9,6 @@ any other.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any, Optional
 
@@ -36,12 +35,9 @@ def load_base(spec: ModelSpec, device: str, seed: int = 0) -> Any:
 def checkpoint_id(path: str | Path) -> str:
     """A short content hash of a checkpoint's tensor file: it names the LoRA-changed image features."""
     from ...training.checkpoint import tensors_path
+    from ...weights.verify import sha256_file
 
-    digest = hashlib.sha256()
-    with open(tensors_path(path), "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+    return sha256_file(tensors_path(path))[:16]
 
 
 def load_trained(spec: ModelSpec, device: str, checkpoint: Optional[str]) -> Any:
