@@ -51,7 +51,7 @@ class DownloadTask(QgsTask):
         for w in self.weights:
             for path in (Path(w["path"]), Path(w["path"] + ".part")):
                 if path.exists():
-                    total += min(path.stat().st_size, int(w["size"]))
+                    total += min(path.stat().st_size, int(w["size"] or path.stat().st_size))
                     break
         return total
 
@@ -65,12 +65,12 @@ class DownloadTask(QgsTask):
             return False
         reader = threading.Thread(target=lambda: self.lines.extend(l.rstrip() for l in proc.stdout), daemon=True)
         reader.start()
-        size = sum(int(w["size"]) for w in self.weights) or 1
+        size = sum(int(w["size"] or 0) for w in self.weights) or 1  # None: unpublished, not yet pinned
         while proc.poll() is None:
             if self.isCanceled():
                 proc.kill()
                 break
-            self.setProgress(100.0 * self._bytes_on_disk() / size)
+            self.setProgress(min(100.0, 100.0 * self._bytes_on_disk() / size))
             time.sleep(0.5)
         code = proc.wait()
         reader.join(timeout=5)

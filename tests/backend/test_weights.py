@@ -42,6 +42,11 @@ def _pth_bytes(tensors) -> bytes:
     return buf.getvalue()
 
 
+def _git_id(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()  # nosec B324 - git's blob id
+
+
+HUB_MODES = ("lfs", "git", "git-wrong", "nohash")
 TENSORS = _tensors()
 FILES = {PTH: _pth_bytes(TENSORS), SAFE: save_safetensors(TENSORS)}  # ~480 KB each
 
@@ -67,12 +72,30 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, data + b"x" * 1000, length=None)
         elif mode == "norange":
             self._send(200, data)
+        elif mode in HUB_MODES:  # the hub's answer is in HEAD; the content itself is served as-is
+            self._ranged(data)
         elif mode == "redirect-ftp":
             self.send_response(302)
             self.send_header("Location", f"ftp://127.0.0.1/{name}")
             self.end_headers()
         else:
             self.send_error(400)
+
+    def do_HEAD(self) -> None:  # noqa: N802 - what a Hugging Face resolve URL answers, by mode
+        self.server.requests.append((f"HEAD {self.path}", None))
+        mode, _, name = self.path.strip("/").partition("/")
+        data = FILES.get(name)
+        if data is None or mode not in HUB_MODES:
+            return self._send(404, b"", length=0)
+        if mode == "lfs":  # an LFS file: a redirect to the CDN carrying the file's sha256 and size
+            return self._send(302, b"", length=0, extra={
+                "X-Linked-Etag": f'"{hashlib.sha256(data).hexdigest()}"', "X-Linked-Size": str(len(data)),
+                "ETag": '"0123456789abcdef0123456789abcdef01234567"', "Location": f"/ok/{name}"})
+        if mode == "git":  # a plain git file: its git blob id as the ETag
+            return self._send(200, b"", length=len(data), extra={"ETag": f'W/"{_git_id(data)}"'})
+        if mode == "git-wrong":
+            return self._send(200, b"", length=len(data), extra={"ETag": f'"{_git_id(data + b"!")}"'})
+        return self._send(200, b"", length=len(data))  # "nohash": no ETag at all
 
     def _ranged(self, data: bytes) -> None:
         header = self.headers.get("Range")
@@ -296,6 +319,76 @@ def test_status_of_missing_weights(weights_env):
     assert not weights_present(spec) and weights_present(ModelSpec("n", "both", "x", ""))
     with pytest.raises(WeightsError, match=r"tiny_state.pth is missing.*rsseg models download m"):
         verify_model(spec)
+
+
+# --- files the registry has no checksum for: the hub's record, then a pin -------------------------
+
+def _unpublished(name: str, base: str, mode: str, sha256: str | None = None) -> WeightFile:
+    return WeightFile(name, None, sha256, (f"{base}/{mode}/{name}",))
+
+
+def test_an_unpublished_lfs_file_is_checked_against_the_hubs_record_and_pinned(base, server, weights_env):
+    weight = _unpublished(SAFE, base, "lfs")
+    spec = ModelSpec("m", "component", "x", "", weights=(weight,))
+    assert not weights_present(spec) and weight_status(spec)[0].present is False
+    path = download_weight(weight)
+    assert path.read_bytes() == FILES[SAFE] and server.requests[0][0] == f"HEAD /lfs/{SAFE}"
+    pins = json.loads((weights_env / "pins.json").read_text())
+    assert pins[SAFE] == {"size": len(FILES[SAFE]), "sha256": hashlib.sha256(FILES[SAFE]).hexdigest(),
+                          "url": weight.urls[0]}
+    assert weights_present(spec) and verify_model(spec)[0].verified is True
+    server.requests.clear()
+    assert download_weight(weight) == path and server.requests == []  # pinned and verified: no network
+    path.write_bytes(bytes(b ^ 1 for b in FILES[SAFE]))  # same size, other bytes: the pin catches it
+    with pytest.raises(WeightsError, match="failed its checksum"):
+        verify_model(spec)
+
+
+def test_the_registrys_sha256_must_agree_with_the_hub_and_the_size_comes_from_it(base, weights_env):
+    good = _unpublished(PTH, base, "lfs", hashlib.sha256(FILES[PTH]).hexdigest())
+    assert download_weight(good).read_bytes() == FILES[PTH]
+    assert json.loads((weights_env / "pins.json").read_text())[PTH]["size"] == len(FILES[PTH])
+    wrong = _unpublished(SAFE, base, "lfs", "ab" * 32)
+    with pytest.raises(WeightsError, match=f"the hub says .* has sha256 .* but the registry says {SAFE} has abab"):
+        download_weight(wrong)
+    assert not (weights_env / SAFE).exists() and not (weights_env / f"{SAFE}.part").exists()
+
+
+def test_a_plain_git_file_is_checked_by_its_git_blob_id(base, weights_env):
+    good = _unpublished(PTH, base, "git")
+    assert download_weight(good).read_bytes() == FILES[PTH]
+    assert json.loads((weights_env / "pins.json").read_text())[PTH]["sha256"] == hashlib.sha256(FILES[PTH]).hexdigest()
+    bad = _unpublished(SAFE, base, "git-wrong")
+    with pytest.raises(WeightsError, match=r"failed its checksum: expected git blob id \(the hub's record\)"):
+        download_weight(bad)
+    assert not (weights_env / SAFE).exists() and SAFE not in json.loads((weights_env / "pins.json").read_text())
+
+
+def test_no_hash_from_the_hub_or_no_hub_at_all_is_a_clear_refusal(base, weights_env):
+    with pytest.raises(WeightsError, match=rf"cannot verify {PTH}: .* answered HTTP 200 without a size and a hash"):
+        download_weight(_unpublished(PTH, base, "nohash"))
+    offline = WeightFile(PTH, None, None, (_closed_port_url(PTH),))
+    with pytest.raises(WeightsError, match=r"cannot reach 127.0.0.1 .*no network was reachable.*needs the hub once"):
+        download_weight(offline)
+    assert not weights_env.exists() or not any(p.name != "pins.json" for p in weights_env.iterdir())
+
+
+def test_an_unpublished_file_imports_only_once_a_download_pinned_it(base, tmp_path, weights_env):
+    weight = _unpublished(SAFE, base, "lfs")
+    spec = ModelSpec("m", "component", "x", "", weights=(weight,))
+    copy = tmp_path / "copy.safetensors"
+    copy.write_bytes(FILES[SAFE])
+    with pytest.raises(WeightsError, match=f"{SAFE} cannot be imported before `rsseg models download m`"):
+        import_weight(spec, copy)
+    weights_env.mkdir(parents=True)
+    (weights_env / SAFE).write_bytes(FILES[SAFE])  # copied in by hand: nothing to check it against yet
+    assert weight_status(spec)[0].verified is None and not weights_present(spec)
+    with pytest.raises(WeightsError, match="nothing to check it against"):
+        verify_model(spec)
+    (weights_env / SAFE).unlink()
+    download_weight(weight)
+    (weights_env / SAFE).unlink()
+    assert import_weight(spec, copy).read_bytes() == FILES[SAFE]
 
 
 # --- import ---------------------------------------------------------------------------------------

@@ -23,7 +23,8 @@ def register(spec: ModelSpec) -> ModelSpec:
         raise ValueError(f"model id {spec.id!r} is registered twice")
     for other in MODELS.values():  # the weights folder is keyed by file name: one name, one file
         for mine in spec.weights:
-            if any(w.name == mine.name and w.sha256 != mine.sha256 for w in other.weights):
+            if any(w.name == mine.name and (w.sha256, w.sha256 or w.urls) != (mine.sha256, mine.sha256 or mine.urls)
+                   for w in other.weights):
                 raise ValueError(f"{spec.id}: weight file name {mine.name!r} is used by {other.id} for another file")
     MODELS[spec.id] = spec
     return spec
@@ -170,7 +171,9 @@ def _build_colour_prototype(spec: ModelSpec, prompts: list[str], activation: str
 
 
 def _weights_id(spec: ModelSpec) -> str:
-    return f"{spec.id}:{','.join(w.sha256[:16] for w in spec.weights) or 'random'}"
+    from ..weights.attest import pinned
+
+    return f"{spec.id}:{','.join((pinned(w).sha256 or w.name)[:16] for w in spec.weights) or 'random'}"
 
 
 def _build_open_vocab(spec: ModelSpec, prompts: list[str], activation: str, device: str,

@@ -15,12 +15,23 @@ TASKS = ("classes", "sentence", "both", "component")
 
 @dataclass(frozen=True)
 class WeightFile:
-    """One file a model needs; `sha256` is checked after download or import."""
+    """One file a model needs; `sha256` is checked after download or import.
+
+    `size` and `sha256` are None only where the publisher's pages state neither (e.g. a Hugging Face
+    file that is not in LFS): the hub's own record of the file at the commit pinned in the URL then
+    vouches for it at download, and the result is pinned in the weights dir (weights/attest.py).
+    `name` is the path under the weights dir; a folder in it (`tokenizer/x.json`) keeps files together.
+    """
 
     name: str
-    size: int
-    sha256: str
+    size: Optional[int]
+    sha256: Optional[str]
     urls: tuple[str, ...] = ()
+
+    @property
+    def published(self) -> bool:
+        """True when the registry itself states the size and the sha256."""
+        return self.size is not None and self.sha256 is not None
 
 
 @dataclass(frozen=True)

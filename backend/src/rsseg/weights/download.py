@@ -3,7 +3,8 @@
 The transfer goes to `<name>.part` in the weights dir; an interrupted or cancelled download keeps
 it and the next run asks the server for the rest (`Range: bytes=N-`). A server that ignores the
 range (200 instead of 206) restarts the file from zero. Nothing lands under the final name until
-its size and sha256 match the registry, so a half-written checkpoint is never loaded.
+its size and sha256 match the registry, so a half-written checkpoint is never loaded. A file the
+registry has no checksum for is checked against the hub's record instead, then pinned (attest.py).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import http.client
 import os
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional, Sequence
 from urllib.parse import urlsplit
@@ -22,6 +23,7 @@ from .. import __version__
 from ..errors import Cancelled, WeightsError
 from ..models.spec import ModelSpec, WeightFile
 from ..progress import CancelToken, ProgressCallback, report
+from .attest import attest, git_blob_sha1, pinned, record_pin
 from .store import weight_path, weights_dir
 from .verify import CHUNK, forget_verified, record_verified, update_hash, verify_file, weight_state
 
@@ -76,8 +78,15 @@ def download_weight(weight: WeightFile, progress: Optional[ProgressCallback] = N
 
     A file already there is hashed once (or trusted from the verified record) instead of downloaded again.
     """
+    weight, git_sha1, vouched_by = pinned(weight), None, None
+    if not weight.published:  # the registry cannot say what the file is: the hub's record of it decides
+        found = attest(weight)
+        weight, vouched_by = replace(weight, size=found.size, sha256=weight.sha256 or found.sha256), found.url
+        git_sha1 = None if weight.sha256 else found.git_sha1
     target = weight_path(weight)
-    if _already_good(weight, target, progress):
+    if weight.sha256 and _already_good(weight, target, progress):
+        if vouched_by:
+            record_pin(weight, vouched_by)
         return target
     import_hint = f"download {weight.name} elsewhere and run `rsseg models import {model_id} FILE`"
     candidates = candidate_urls(weight, urls)
@@ -87,11 +96,13 @@ def download_weight(weight: WeightFile, progress: Optional[ProgressCallback] = N
     attempts: list[_Attempt] = []
     for url in candidates:
         try:
-            _fetch(url, weight, progress, cancel)
+            done = _fetch(url, weight, progress, cancel, git_sha1)
         except _SourceError as exc:
             attempts.append(exc.attempt)
             continue
-        record_verified(weight)
+        if vouched_by:
+            record_pin(done, vouched_by)
+        record_verified(done)
         return target
     raise WeightsError(_failure_message(weight, attempts, import_hint))
 
@@ -149,20 +160,20 @@ class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-def _fetch(url: str, weight: WeightFile, progress: Optional[ProgressCallback],
-           cancel: Optional[CancelToken]) -> None:
+def _fetch(url: str, weight: WeightFile, progress: Optional[ProgressCallback], cancel: Optional[CancelToken],
+           git_sha1: Optional[str] = None) -> WeightFile:
     """One source; a stale .part (e.g. left by an older version of the file) costs one fresh retry, not an error."""
     try:
-        _fetch_once(url, weight, progress, cancel)
+        return _fetch_once(url, weight, progress, cancel, git_sha1)
     except _SourceError as exc:
         if not exc.attempt.restart:
             raise
-        _fetch_once(url, weight, progress, cancel)  # the part is gone: this try starts at byte 0
+        return _fetch_once(url, weight, progress, cancel, git_sha1)  # the part is gone: this try starts at byte 0
 
 
 def _fetch_once(url: str, weight: WeightFile, progress: Optional[ProgressCallback],
-                cancel: Optional[CancelToken]) -> None:
-    """Resume or start the .part, stream it, verify it, move it into place."""
+                cancel: Optional[CancelToken], git_sha1: Optional[str]) -> WeightFile:
+    """Resume or start the .part, stream it, verify it, move it into place; returns `weight` with its sha256."""
     part = part_path(weight)
     offset = part.stat().st_size if part.is_file() else 0
     if offset > weight.size:  # not a prefix of this file: start over
@@ -172,8 +183,7 @@ def _fetch_once(url: str, weight: WeightFile, progress: Optional[ProgressCallbac
     if offset:
         update_hash(hasher, part, progress, "download", weight.size)
     if offset == weight.size:  # a complete .part from an earlier run that stopped before the rename
-        _finish(part, weight, hasher.hexdigest(), url, resumed=True)
-        return
+        return _finish(part, weight, hasher.hexdigest(), url, True, git_sha1)
     try:
         response = _open(url, offset)
     except urllib.error.HTTPError as exc:
@@ -191,7 +201,7 @@ def _fetch_once(url: str, weight: WeightFile, progress: Optional[ProgressCallbac
         if not offset:
             hasher = hashlib.sha256()
         _stream(response, url, weight, part, offset, hasher, progress, cancel)
-    _finish(part, weight, hasher.hexdigest(), url, resumed=offset > 0)
+    return _finish(part, weight, hasher.hexdigest(), url, offset > 0, git_sha1)
 
 
 def _check_reply(response, url: str, weight: WeightFile, part: Path, offset: int) -> int:
@@ -256,10 +266,13 @@ def _stream(response, url: str, weight: WeightFile, part: Path, offset: int, has
                                          "next `rsseg models download` resumes it"))
 
 
-def _finish(part: Path, weight: WeightFile, actual: str, url: str, resumed: bool) -> None:
-    if actual != weight.sha256:
+def _finish(part: Path, weight: WeightFile, actual: str, url: str, resumed: bool,
+            git_sha1: Optional[str]) -> WeightFile:
+    expected, got = (weight.sha256, actual) if weight.sha256 else (git_sha1, git_blob_sha1(part))
+    if got != expected:
         part.unlink(missing_ok=True)
+        kind = "sha256" if weight.sha256 else "git blob id (the hub's record)"
         raise _SourceError(_Attempt(url, f"{weight.name} downloaded from {url} failed its checksum: expected "
-                                         f"sha256 {weight.sha256}, got {actual}; the download was removed",
-                                    restart=resumed))
+                                         f"{kind} {expected}, got {got}; the download was removed", restart=resumed))
     os.replace(part, weight_path(weight))  # atomic: the final name only ever holds a verified file
+    return replace(weight, sha256=actual)

@@ -16,6 +16,7 @@ from typing import Optional
 from ..errors import WeightsError
 from ..models.spec import ModelSpec, WeightFile
 from ..progress import ProgressCallback, report
+from .attest import pinned
 from .store import weight_path, weights_dir
 from .verify import CHUNK, record_verified
 
@@ -32,10 +33,14 @@ def import_weight(spec: ModelSpec, file: str | Path, progress: Optional[Progress
     if not spec.weights:
         raise WeightsError(f"model {spec.id!r} needs no weight files; nothing to import")
     size = source.stat().st_size
-    candidates = [w for w in spec.weights if w.size == size]
+    known = [pinned(w) for w in spec.weights]
+    candidates = [w for w in known if w.published and w.size == size]
     if not candidates:
+        unknown = [w.name for w in known if not w.published]
+        unchecked = (f"; {', '.join(unknown)} cannot be imported before `rsseg models download {spec.id}` has "
+                     "pinned their checksums (the registry has none of its own)") if unknown else ""
         raise WeightsError(f"{source} is {size} bytes, which matches no weight file of model {spec.id!r}: expected "
-                           f"{_expected(spec.weights)}")
+                           f"{_expected([w for w in known if w.published])}{unchecked}")
     folder = weights_dir()
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=".import-", suffix=".tmp")
@@ -47,6 +52,7 @@ def import_weight(spec: ModelSpec, file: str | Path, progress: Optional[Progress
             raise WeightsError(f"{source} failed its checksum for model {spec.id!r}: got sha256 {actual}, expected "
                                f"{_expected(candidates)}")
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; match the other files in the dir
+        weight_path(match).parent.mkdir(parents=True, exist_ok=True)  # names may hold a folder
         os.replace(tmp, weight_path(match))  # atomic: never a half-copied file under the real name
     except BaseException:
         tmp.unlink(missing_ok=True)

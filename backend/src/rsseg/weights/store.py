@@ -6,8 +6,11 @@ a component (SAM for refinement and for RSRefSeg) share one download.
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 from pathlib import Path
+from typing import Any
 
 from ..models.spec import ModelSpec, WeightFile
 
@@ -30,3 +33,26 @@ def weight_path(weight: WeightFile) -> Path:
 
 def model_weight_paths(spec: ModelSpec) -> dict[str, Path]:
     return {w.name: weight_path(w) for w in spec.weights}
+
+
+def read_json(name: str) -> dict[str, Any]:
+    """A small JSON record in the weights dir; {} when absent or damaged (nothing is trusted then)."""
+    try:
+        data = json.loads((weights_dir() / name).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_json(name: str, data: dict[str, Any]) -> None:
+    """Replace the record atomically: a reader never sees half of it."""
+    folder = weights_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+        os.replace(tmp, folder / name)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

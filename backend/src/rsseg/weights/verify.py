@@ -3,15 +3,13 @@
 Hashing a 2.5 GB checkpoint takes seconds, so `weight_status` (called for `rsseg models`, the
 doctor report and the plugin's model list) trusts a small record, `.verified.json` in the weights
 dir, written after a successful verify, download or import: a file whose size and mtime still
-match its record counts as verified. `verify_model` always re-hashes.
+match its record counts as verified. `verify_model` always re-hashes. A file the registry has no
+checksum for is checked against its pin from the download that fetched it (attest.py).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -19,7 +17,8 @@ from typing import Any, Optional
 from ..errors import WeightsError
 from ..models.spec import ModelSpec, WeightFile
 from ..progress import ProgressCallback, report
-from .store import weight_path, weights_dir
+from .attest import pinned
+from .store import read_json, weight_path, write_json
 
 CHUNK = 1 << 20  # 1 MiB: bounded memory whatever the file size
 RECORD = ".verified.json"
@@ -60,8 +59,11 @@ def sha256_file(path: str | Path, progress: Optional[ProgressCallback] = None) -
 
 
 def verify_file(path: str | Path, weight: WeightFile, progress: Optional[ProgressCallback] = None) -> None:
-    """Raise WeightsError unless `path` has the registry's size and sha256 for `weight`."""
-    path = Path(path)
+    """Raise WeightsError unless `path` has the registry's (or the pinned) size and sha256 for `weight`."""
+    path, weight = Path(path), pinned(weight)
+    if not weight.published:
+        raise WeightsError(f"{weight.name} has no published checksum and was never downloaded here, so there is "
+                           "nothing to check it against: fetch it with `rsseg models download`")
     if not path.is_file():
         raise WeightsError(f"weight file {path} does not exist (expected {weight.name}, {weight.size} bytes)")
     size = path.stat().st_size
@@ -74,53 +76,35 @@ def verify_file(path: str | Path, weight: WeightFile, progress: Optional[Progres
                            f"{weight.sha256}, got {actual}")
 
 
-def _record_path() -> Path:
-    return weights_dir() / RECORD
-
-
 def _read_record() -> dict[str, Any]:
-    try:
-        data = json.loads(_record_path().read_text())
-    except (OSError, ValueError):  # absent or damaged: nothing is trusted, files get re-hashed
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _write_record(data: dict[str, Any]) -> None:
-    folder = weights_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".verified.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-        os.replace(tmp, _record_path())  # atomic: a reader never sees half a record
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return read_json(RECORD)
 
 
 def record_verified(weight: WeightFile) -> None:
     """Remember that the file now at weight_path(weight) hashed to weight.sha256 (size and mtime as keys)."""
+    weight = pinned(weight)
     st = weight_path(weight).stat()
     data = _read_record()
     data[weight.name] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": weight.sha256}
-    _write_record(data)
+    write_json(RECORD, data)
 
 
 def forget_verified(weight: WeightFile) -> None:
     data = _read_record()
     if data.pop(weight.name, None) is not None:
-        _write_record(data)
+        write_json(RECORD, data)
 
 
 def _state(weight: WeightFile, record: dict[str, Any]) -> WeightState:
-    path = weight_path(weight)
+    path, weight = weight_path(weight), pinned(weight)
     try:
         st = path.stat()
     except OSError:
         return WeightState(weight.name, path, False, None, None)
-    if st.st_size != weight.size:
-        verified: Optional[bool] = False  # wrong size: known bad without hashing
+    if not weight.published:
+        verified: Optional[bool] = None  # nothing to compare with until a download pins it
+    elif st.st_size != weight.size:
+        verified = False  # wrong size: known bad without hashing
     else:
         entry = record.get(weight.name)
         ok = isinstance(entry, dict) and entry.get("size") == st.st_size and \
@@ -141,7 +125,8 @@ def weight_status(spec: ModelSpec) -> list[WeightState]:
 
 def weights_present(spec: ModelSpec) -> bool:
     """True when every weight file exists with the expected size (always True for weight-free models)."""
-    return all(s.present and s.size == w.size for s, w in zip(weight_status(spec), spec.weights))
+    sizes = [pinned(w).size for w in spec.weights]  # None: unpublished and not yet pinned by a download
+    return all(s.present and size is not None and s.size == size for s, size in zip(weight_status(spec), sizes))
 
 
 def verify_model(spec: ModelSpec, progress: Optional[ProgressCallback] = None) -> list[WeightState]:
