@@ -391,6 +391,25 @@ def test_an_unpublished_file_imports_only_once_a_download_pinned_it(base, tmp_pa
     assert import_weight(spec, copy).read_bytes() == FILES[SAFE]
 
 
+def test_a_tokenizer_downloads_into_its_folder_and_loads_without_the_network(base, monkeypatch, weights_env):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from rsseg.models.clip.builder import build_tokenizer
+
+    tok = Tokenizer(models.WordLevel({"<pad>": 0, "<unk>": 1, "roof": 2}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "pad_token": "<pad>", "unk_token": "<unk>"}
+    files = {"tokenizer.json": tok.to_str().encode(), "tokenizer_config.json": json.dumps(config).encode()}
+    monkeypatch.setitem(FILES, "tokenizer.json", files["tokenizer.json"])
+    monkeypatch.setitem(FILES, "tokenizer_config.json", files["tokenizer_config.json"])
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for name in files:  # plain git files on the hub: checked by their git blob id
+        download_weight(WeightFile(f"tok/{name}", None, None, (f"{base}/git/{name}",)))
+    assert sorted(p.name for p in (weights_env / "tok").iterdir()) == sorted(files)
+    tokenizer = build_tokenizer({"architecture": {"text_cfg": {"context_length": 6}}, "tokenizer_dir": "tok"})
+    assert tokenizer(["roof  ROOF?"]).tolist() == [[2, 1, 1, 0, 0, 0]]
+
+
 # --- import ---------------------------------------------------------------------------------------
 
 def test_import_picks_the_matching_file_and_leaves_the_source_alone(tmp_path, weights_env):

@@ -27,7 +27,7 @@ COUNTS_FILE = "parameter-counts.json"
 _MAX_CACHED = 100
 # Whatever decides the module structure: the config, these packages' versions and our model code.
 _VERSIONED = ("torch", "open_clip_torch", "peft", "segment_anything")
-_SOURCES = ("rsrefseg/model.py", "rsrefseg/encoders.py", "rsrefseg/prompter.py", "rsrefseg/lora.py",
+_SOURCES = ("clip/builder.py", "rsrefseg/model.py", "rsrefseg/encoders.py", "rsrefseg/prompter.py", "rsrefseg/lora.py",
             "sam/builder.py")
 
 _counts: dict[str, Optional[tuple[int, int]]] = {}
@@ -99,7 +99,7 @@ def _open_clip_architecture(clip: dict[str, Any]) -> dict[str, Any]:
     """
     if "open_clip_model" not in clip:
         return clip
-    from .rsrefseg.encoders import _open_clip
+    from .clip.builder import _open_clip
 
     architecture = copy.deepcopy(_open_clip().get_model_config(clip["open_clip_model"]))
     if architecture is None:

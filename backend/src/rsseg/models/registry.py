@@ -114,6 +114,15 @@ _register_clip(
                "fcc2a7e21e171f4ffcb7a9c0206b8b74ac0c9eb83c67b576958b7a4ed6c8cecb",
                (f"{_HF}/chendelong/RemoteCLIP/resolve/bf1d8a3ccf2ddbf7c875705e46373bfe542bce38/RemoteCLIP-ViT-L-14.pt",)),
     "see github.com/ChenDelong1999/RemoteCLIP (no licence tag on the weights)")
+# GeoRSCLIP ViT-B/32: no page reachable when this entry was written states the file's sha256, so
+# the hub's record at the pinned commit vouches for it at download (weights/attest.py).
+_register_clip(
+    "georsclip-vit-b-32", "ViT-B-32",
+    "Training-free open-vocabulary class maps with GeoRSCLIP ViT-B/32 (CLIP tuned on RS5M); size and sha256 "
+    "come from the hub's record of the pinned commit at download.",
+    WeightFile("RS5M_ViT-B-32.pt", None, None,
+               (f"{_HF}/Zilun/GeoRSCLIP/resolve/4920188e6eba4e711ef9848cfd7cb77e874ee33f/ckpt/RS5M_ViT-B-32.pt",)),
+    "CC-BY-4.0 (Hugging Face model card)")
 _register_clip(
     "georsclip-vit-l-14", "ViT-L-14",
     "Training-free open-vocabulary class maps with GeoRSCLIP ViT-L/14 (CLIP tuned on RS5M).",
@@ -121,6 +130,30 @@ _register_clip(
                "9119b7731c17dd66fae13619203f33900946fe0660095ed54d8e6c7cfe8d03c0",
                (f"{_HF}/Zilun/GeoRSCLIP/resolve/0b7b13838d11b8ab43ca72706fd03d5177e3ffa9/ckpt/RS5M_ViT-L-14.pt",)),
     "CC-BY-4.0 (Hugging Face model card)")
+
+
+# Vision-language encoders other models build on (RSRefSeg's reference SigLIP). The weights'
+# sha256 is on the hub's page; their size and the tokenizer files' hashes are not, so the hub's
+# record at the pinned commit vouches for those at download (weights/attest.py).
+_SIGLIP = clip_configs.SIGLIP_SO400M_384
+_SIGLIP_URL = f"{_HF}/timm/ViT-SO400M-14-SigLIP-384/resolve/5fbd414b43637ff6c24d5e7ce903e3a9ed425bea/"
+register(ModelSpec(
+    id="siglip-so400m-14-384", task="component", builder="vl-encoder",
+    description="SigLIP so400m/14, 384 px (Google, via open_clip/timm): both towers and its tokenizer.",
+    config=_SIGLIP, preprocess=Preprocess(3, rsrefseg_configs.SIGLIP_MEAN, rsrefseg_configs.SIGLIP_STD, 384),
+    weights=(WeightFile(f"{_SIGLIP['tokenizer_dir']}/open_clip_model.safetensors", None,
+                        "97faeafa0576c1ba4c92bae739ca06ef5f5d0c2db92f86a6086653d82a262043",
+                        (_SIGLIP_URL + "open_clip_model.safetensors",)),
+             *(WeightFile(f"{_SIGLIP['tokenizer_dir']}/{name}", None, None, (_SIGLIP_URL + name,))
+               for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"))),
+    licence="Apache-2.0", real=True))
+register(ModelSpec(
+    id="siglip-so400m-14-384-tiny", task="component", builder="vl-encoder",
+    description="Test-size twin of siglip-so400m-14-384 (2-block CLIP with a Linear text projection), random "
+                "weights.",
+    config=rsrefseg_configs.TINY["clip"], preprocess=Preprocess(3, rsrefseg_configs.SIGLIP_MEAN,
+                                                                  rsrefseg_configs.SIGLIP_STD, None),
+    licence="GPL-2.0-or-later"))
 
 
 # RSRefSeg (referring segmentation, DESIGN.md Models 1). No trained checkpoint was ever released:
@@ -144,6 +177,9 @@ def _register_rsrefseg(model_id: str, config: dict, description: str) -> None:
 _register_rsrefseg("rsrefseg-clip-b16-sam-b", rsrefseg_configs.CLIP_B16_SAM_B,
                    "Referring segmentation (RSRefSeg: CLIP + AttnPrompter + SAM, LoRA) on OpenAI CLIP ViT-B/16 and "
                    "SAM ViT-B; needs a trained checkpoint from `rsseg train` (--checkpoint).")
+_register_rsrefseg("rsrefseg-siglip-so400m-sam-b", rsrefseg_configs.REFERENCE,
+                   "Referring segmentation, the paper's reference configuration: SigLIP so400m/14-384 + "
+                   "AttnPrompter + SAM ViT-B, LoRA; needs a trained checkpoint from `rsseg train` (--checkpoint).")
 register(ModelSpec(
     id="rsrefseg-test",
     task="sentence",
@@ -246,9 +282,16 @@ def _load_sam(spec: ModelSpec, device: str) -> Any:
     return load_sam(spec, device)
 
 
+def _load_vl_encoder(spec: ModelSpec, device: str) -> Any:
+    from .clip.builder import load_clip
+
+    return load_clip(spec, device)
+
+
 # builder name -> callable(spec, device) -> the loaded component (e.g. a segment_anything Sam)
 COMPONENT_LOADERS: dict[str, Callable[[ModelSpec, str], Any]] = {
     "sam": _load_sam,
+    "vl-encoder": _load_vl_encoder,
 }
 
 

@@ -1,8 +1,11 @@
-"""Build open_clip CLIPs from the registry: the architecture from data, the weights from our loader."""
+"""Build open_clip models from the registry: the architecture and tokenizer from data, the weights from our loader."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+from torch import nn
 
 from ..spec import ModelSpec
 from .configs import TINY_TOKENIZER
@@ -11,20 +14,56 @@ TINY_SEED = 0  # tiny twins are random but reproducible: the same id gives the s
 STRIP_PREFIXES = ("module.", "model.")  # DataParallel / wrapper prefixes some checkpoints carry
 
 
-def build_clip(config: dict):
-    """(CLIP model, tokenizer) with random weights, from `open_clip_model` or an explicit `architecture`."""
+def _open_clip():
+    # open_clip imports torchvision, whose C++ ops may not match a CPU torch.
     from ...compat import ensure_torchvision
 
     ensure_torchvision()
     import open_clip
 
+    return open_clip
+
+
+def build_vl_encoder(config: dict[str, Any], seed: int = TINY_SEED) -> nn.Module:
+    """A randomly initialised open_clip model: a named architecture, or an explicit (test) one, seeded."""
+    open_clip = _open_clip()
     if "open_clip_model" in config:
-        name = config["open_clip_model"]
-        return open_clip.create_model(name, pretrained=None), open_clip.get_tokenizer(name)
+        return open_clip.create_model(config["open_clip_model"], pretrained=None)
+    cls = open_clip.model.CustomTextCLIP if config.get("custom_text") else open_clip.model.CLIP
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(TINY_SEED)
-        model = open_clip.model.CLIP(**config["architecture"])
-    return model, open_clip.get_tokenizer(config.get("tokenizer", TINY_TOKENIZER))
+        torch.manual_seed(seed)
+        return cls(**config["architecture"])
+
+
+def build_tokenizer(config: dict[str, Any]) -> Any:
+    """The encoder's tokenizer. CLIP's BPE is bundled with open_clip; a Hugging Face one (SigLIP's)
+    is read from its `tokenizer_dir` in the weights dir, where the registry downloads it."""
+    if "tokenizer_dir" in config:
+        if "open_clip_model" in config:
+            text_cfg = (_open_clip().get_model_config(config["open_clip_model"]) or {}).get("text_cfg", {})
+        else:
+            text_cfg = config["architecture"].get("text_cfg", {})
+        return local_hf_tokenizer(config["tokenizer_dir"], text_cfg)
+    name = config.get("open_clip_model") or config.get("tokenizer", TINY_TOKENIZER)
+    return _open_clip().get_tokenizer(name)
+
+
+def local_hf_tokenizer(folder: str, text_cfg: dict[str, Any]) -> Any:
+    """open_clip's HFTokenizer with the text tower's settings (context length, cleaning), from disk only."""
+    from ...errors import WeightsError
+    from ...weights import weights_dir
+
+    path = weights_dir() / folder
+    if not (path / "tokenizer.json").is_file():
+        raise WeightsError(f"the tokenizer is not installed in {path}: run `rsseg models download` for the model "
+                           "that uses it")
+    return _open_clip().tokenizer.HFTokenizer(str(path), context_length=text_cfg.get("context_length", 77),
+                                              local_files_only=True, **text_cfg.get("tokenizer_kwargs", {}))
+
+
+def build_clip(config: dict[str, Any]) -> tuple[nn.Module, Any]:
+    """(CLIP model, tokenizer) with random weights, from `open_clip_model` or an explicit `architecture`."""
+    return build_vl_encoder(config), build_tokenizer(config)
 
 
 def _strip(state: dict) -> dict:

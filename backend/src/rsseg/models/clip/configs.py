@@ -19,3 +19,8 @@ TINY_CLIP = {  # a 2-block, 64-wide ViT-B/16-shaped CLIP: same classes as the re
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
 }
 TINY_TOKENIZER = "ViT-B-16"  # CLIP's BPE tokenizer, bundled with open_clip (no download)
+
+# SigLIP so400m/14 at 384 px (RSRefSeg's reference encoder). Its tokenizer is a Hugging Face one:
+# the registry downloads its files with the weights into this folder of the weights dir, and it is
+# loaded from there (never fetched at run time).
+SIGLIP_SO400M_384 = {"open_clip_model": "ViT-SO400M-14-SigLIP-384", "tokenizer_dir": "ViT-SO400M-14-SigLIP-384"}

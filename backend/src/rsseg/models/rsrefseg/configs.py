@@ -21,9 +21,11 @@ LORA = {"r": 16, "alpha": 16, "dropout": 0.1}
 # Two stride-2 blocks take SigLIP-384's 27x27 grid to 7x7: 49 sparse prompt tokens (the code's choice).
 PROMPTER = {"down_blocks": 2, "norm": "batch"}
 
-# The reference: SigLIP so400m-patch14-384 for both towers and SAM ViT-B at 1024x1024.
+# The reference: SigLIP so400m-patch14-384 for both towers and SAM ViT-B at 1024x1024, on the
+# registry's `siglip-so400m-14-384` and `sam-vit-b` files.
 REFERENCE: dict[str, Any] = {
-    "clip": {"open_clip_model": "ViT-SO400M-14-SigLIP-384"},
+    "clip": clip_configs.SIGLIP_SO400M_384,
+    "clip_weights": "siglip-so400m-14-384", "sam_weights": "sam-vit-b",
     "clip_mean": SIGLIP_MEAN, "clip_std": SIGLIP_STD,
     "sam": sam_configs.SAM_VIT_B,
     "prompter": PROMPTER,

@@ -15,34 +15,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..clip.configs import TINY_TOKENIZER
-
-
-def _open_clip():
-    # open_clip imports torchvision, whose C++ ops may not match a CPU torch.
-    from ...compat import ensure_torchvision
-
-    ensure_torchvision()
-    import open_clip
-
-    return open_clip
-
-
-def build_vl_encoder(config: dict[str, Any], seed: int = 0) -> nn.Module:
-    """A randomly initialised open_clip model: a named architecture, or an explicit (test) one, seeded."""
-    open_clip = _open_clip()
-    if "open_clip_model" in config:
-        return open_clip.create_model(config["open_clip_model"], pretrained=None)
-    cls = open_clip.model.CustomTextCLIP if config.get("custom_text") else open_clip.model.CLIP
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return cls(**config["architecture"])
-
-
-def build_tokenizer(config: dict[str, Any]) -> Any:
-    """The encoder's tokenizer. CLIP's BPE is bundled; SigLIP's needs a Hugging Face tokenizer download."""
-    name = config.get("open_clip_model") or config.get("tokenizer", TINY_TOKENIZER)
-    return _open_clip().get_tokenizer(name)
 
 
 def visual_tokens(visual: nn.Module, images: torch.Tensor) -> torch.Tensor:

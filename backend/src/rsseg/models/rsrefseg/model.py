@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .encoders import build_tokenizer, build_vl_encoder, logit_scale_bias, pad_id, text_tokens, visual_tokens
+from ..clip.builder import build_tokenizer, build_vl_encoder
+from .encoders import logit_scale_bias, pad_id, text_tokens, visual_tokens
 from .prompter import AttnPrompter, global_logits, local_semantics
 
 
@@ -35,7 +36,7 @@ def vl_model_config(clip_config: dict[str, Any]) -> dict[str, Any]:
     """The open_clip architecture dict (embed_dim, vision_cfg, text_cfg) a CLIP config names."""
     if "architecture" in clip_config:
         return clip_config["architecture"]
-    from .encoders import _open_clip
+    from ..clip.builder import _open_clip
 
     config = _open_clip().get_model_config(clip_config["open_clip_model"])
     if config is None:
