@@ -37,8 +37,9 @@ def _models_list(args) -> int:
     if args.json or getattr(args, "verb_json", False):
         print(json.dumps(rows, indent=2))
         return 0
+    width = max((len(row["id"]) for row in rows), default=0)
     for row in rows:
-        print(f"{row['id']:24s} {row['task']:9s} {_row_state(row):16s} {row['description']}{_parameters(row)}")
+        print(f"{row['id']:{width}s} {row['task']:9s} {_row_state(row):16s} {row['description']}{_parameters(row)}")
     return 0
 
 
