@@ -46,7 +46,7 @@ def _git_id(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()  # git's blob id
 
 
-HUB_MODES = ("lfs", "git", "git-wrong", "nohash")
+HUB_MODES = ("lfs", "git", "git-wrong", "nohash", "hop")
 TENSORS = _tensors()
 FILES = {PTH: _pth_bytes(TENSORS), SAFE: save_safetensors(TENSORS)}  # ~480 KB each
 
@@ -91,6 +91,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(302, b"", length=0, extra={
                 "X-Linked-Etag": f'"{hashlib.sha256(data).hexdigest()}"', "X-Linked-Size": str(len(data)),
                 "ETag": '"0123456789abcdef0123456789abcdef01234567"', "Location": f"/ok/{name}"})
+        if mode == "hop":  # the hub's canonical path, relative: the answer is one HEAD further
+            return self._send(307, b"", length=0, extra={"Location": f"/git/{name}"})
         if mode == "git":  # a plain git file: its git blob id as the ETag
             return self._send(200, b"", length=len(data), extra={"ETag": f'W/"{_git_id(data)}"'})
         if mode == "git-wrong":
@@ -354,8 +356,9 @@ def test_the_registrys_sha256_must_agree_with_the_hub_and_the_size_comes_from_it
     assert not (weights_env / SAFE).exists() and not (weights_env / f"{SAFE}.part").exists()
 
 
-def test_a_plain_git_file_is_checked_by_its_git_blob_id(base, weights_env):
-    good = _unpublished(PTH, base, "git")
+@pytest.mark.parametrize("mode", ["git", "hop"])
+def test_a_plain_git_file_is_checked_by_its_git_blob_id(base, weights_env, mode):
+    good = _unpublished(PTH, base, mode)
     assert download_weight(good).read_bytes() == FILES[PTH]
     assert json.loads((weights_env / "pins.json").read_text())[PTH]["sha256"] == hashlib.sha256(FILES[PTH]).hexdigest()
     bad = _unpublished(SAFE, base, "git-wrong")

@@ -21,7 +21,7 @@ import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Optional
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 from .. import __version__
 from ..errors import WeightsError
@@ -31,6 +31,7 @@ from .store import read_json, write_json
 PINS = "pins.json"
 SCHEMES = ("https", "http")
 TIMEOUT_S = 30.0
+MAX_HOPS = 4
 _HEX = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
@@ -72,7 +73,7 @@ def attest(weight: WeightFile) -> Attestation:
     problems, offline = [], True
     for url in weight.urls:
         try:
-            status, headers = _head(url)
+            status, headers = _ask(url)
         except OSError as exc:  # URLError, timeouts, refused connections
             problems.append(f"cannot reach {urlsplit(url).hostname} ({getattr(exc, 'reason', exc)})")
             continue
@@ -118,6 +119,18 @@ def _from_headers(url: str, headers: Mapping[str, str]) -> Optional[Attestation]
     if len(tag) == 64:
         return Attestation(url, int(size), sha256=tag)
     return Attestation(url, int(size), git_sha1=tag)
+
+
+def _ask(url: str) -> tuple[int, Any]:
+    """HEAD `url`, following only same-host redirects that carry no answer (the hub's canonical paths)."""
+    for _ in range(MAX_HOPS):
+        status, headers = _head(url)
+        target = urljoin(url, headers.get("Location") or "")
+        if not (300 <= status < 400 and "X-Linked-Etag" not in headers and target != url
+                and urlsplit(target).hostname == urlsplit(url).hostname):
+            break
+        url = target
+    return status, headers
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
