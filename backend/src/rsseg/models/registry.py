@@ -18,13 +18,17 @@ from .spec import ModelSpec, Preprocess, WeightFile
 MODELS: dict[str, ModelSpec] = {}
 
 
+def _same_file(a: WeightFile, b: WeightFile) -> bool:
+    """Same content: the same sha256, or (neither states one) the same pinned URLs."""
+    return a.sha256 == b.sha256 if a.sha256 or b.sha256 else a.urls == b.urls
+
+
 def register(spec: ModelSpec) -> ModelSpec:
     if spec.id in MODELS:
         raise ValueError(f"model id {spec.id!r} is registered twice")
     for other in MODELS.values():  # the weights folder is keyed by file name: one name, one file
         for mine in spec.weights:
-            if any(w.name == mine.name and (w.sha256, w.sha256 or w.urls) != (mine.sha256, mine.sha256 or mine.urls)
-                   for w in other.weights):
+            if any(w.name == mine.name and not _same_file(w, mine) for w in other.weights):
                 raise ValueError(f"{spec.id}: weight file name {mine.name!r} is used by {other.id} for another file")
     MODELS[spec.id] = spec
     return spec

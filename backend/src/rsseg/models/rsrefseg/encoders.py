@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 
-
 def visual_tokens(visual: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """Normalised images [B, 3, S, S] at the encoder's size -> patch tokens [B, E, h, w] (joint space, not unit length)."""
     if hasattr(visual, "trunk"):  # open_clip TimmModel (SigLIP): timm's tokens after its final norm
