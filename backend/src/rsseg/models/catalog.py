@@ -158,17 +158,16 @@ def clear_parameter_cache() -> None:
 
 
 def model_row(spec: ModelSpec) -> dict:
-    from ..weights import weight_status, weights_present
-    from ..weights.attest import pinned
+    from ..weights.verify import all_present, resolved_status
 
-    states = weight_status(spec)
+    status = resolved_status(spec)
     # size / sha256 are None for a file the registry has no checksum for until a download pins them
     weights = [{"name": w.name, "size": w.size, "sha256": w.sha256, "published": original.published,
                 "urls": list(w.urls), "path": str(st.path), "present": st.present, "verified": st.verified}
-               for original, w, st in zip(spec.weights, map(pinned, spec.weights), states)]
+               for original, (w, st) in zip(spec.weights, status)]
     counts = parameter_counts(spec)
     return {"id": spec.id, "task": spec.task, "description": spec.description, "real": spec.real,
-            "licence": spec.licence, "weights": weights, "weights_present": weights_present(spec),
+            "licence": spec.licence, "weights": weights, "weights_present": all_present(status),
             "parameters_trainable": counts[0] if counts else None,
             "parameters_total": counts[1] if counts else None}
 

@@ -45,11 +45,16 @@ class Attestation:
     git_sha1: Optional[str] = None
 
 
-def pinned(weight: WeightFile) -> WeightFile:
-    """`weight` with the size and sha256 pinned at an earlier download, when the registry lacks them."""
+def read_pins() -> dict[str, Any]:
+    return read_json(PINS)
+
+
+def pinned(weight: WeightFile, pins: Optional[dict[str, Any]] = None) -> WeightFile:
+    """`weight` with the size and sha256 pinned at an earlier download, when the registry lacks them
+    (`pins`: the record, when the caller has already read it for several files)."""
     if weight.published:
         return weight
-    entry = read_json(PINS).get(weight.name)
+    entry = (read_pins() if pins is None else pins).get(weight.name)
     if not isinstance(entry, dict) or entry.get("url") not in weight.urls:
         return weight  # never pinned, or pinned from a URL the registry no longer names
     size, sha256 = entry.get("size"), entry.get("sha256")
@@ -61,7 +66,7 @@ def pinned(weight: WeightFile) -> WeightFile:
 
 def record_pin(weight: WeightFile, url: str) -> None:
     """Remember the now-known size and sha256 of an unpublished file (`weight` must be complete)."""
-    data = read_json(PINS)
+    data = read_pins()
     data[weight.name] = {"size": weight.size, "sha256": weight.sha256, "url": url}
     write_json(PINS, data)
 

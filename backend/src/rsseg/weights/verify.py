@@ -17,7 +17,7 @@ from typing import Any, Optional
 from ..errors import WeightsError
 from ..models.spec import ModelSpec, WeightFile
 from ..progress import ProgressCallback, report
-from .attest import pinned
+from .attest import pinned, read_pins
 from .store import read_json, weight_path, write_json
 
 CHUNK = 1 << 20  # 1 MiB: bounded memory whatever the file size
@@ -96,7 +96,8 @@ def forget_verified(weight: WeightFile) -> None:
 
 
 def _state(weight: WeightFile, record: dict[str, Any]) -> WeightState:
-    path, weight = weight_path(weight), pinned(weight)
+    """The state of `weight` (already resolved with `pinned`) against the verified record."""
+    path = weight_path(weight)
     try:
         st = path.stat()
     except OSError:
@@ -114,19 +115,31 @@ def _state(weight: WeightFile, record: dict[str, Any]) -> WeightState:
 
 
 def weight_state(weight: WeightFile) -> WeightState:
-    return _state(weight, _read_record())
+    return _state(pinned(weight), _read_record())
+
+
+def resolved_status(spec: ModelSpec) -> list[tuple[WeightFile, WeightState]]:
+    """Each weight file, with its pinned size and sha256 filled in, and its state: stat calls and one
+    read of each small JSON record, no hashing."""
+    if not spec.weights:
+        return []
+    record, pins = _read_record(), read_pins()
+    return [(w, _state(w, record)) for w in (pinned(w, pins) for w in spec.weights)]
 
 
 def weight_status(spec: ModelSpec) -> list[WeightState]:
-    """Cheap per-file status of a model's weights: stat calls and one small JSON read, no hashing."""
-    record = _read_record() if spec.weights else {}
-    return [_state(w, record) for w in spec.weights]
+    """Cheap per-file status of a model's weights (see resolved_status)."""
+    return [state for _, state in resolved_status(spec)]
+
+
+def all_present(status: list[tuple[WeightFile, WeightState]]) -> bool:
+    """Every file exists with its expected size (an unpublished file not yet pinned has none: missing)."""
+    return all(s.present and w.size is not None and s.size == w.size for w, s in status)
 
 
 def weights_present(spec: ModelSpec) -> bool:
     """True when every weight file exists with the expected size (always True for weight-free models)."""
-    sizes = [pinned(w).size for w in spec.weights]  # None: unpublished and not yet pinned by a download
-    return all(s.present and size is not None and s.size == size for s, size in zip(weight_status(spec), sizes))
+    return all_present(resolved_status(spec))
 
 
 def verify_model(spec: ModelSpec, progress: Optional[ProgressCallback] = None) -> list[WeightState]:
