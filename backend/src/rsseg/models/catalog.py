@@ -13,11 +13,11 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Optional
 
+from ..jsonfile import read_json_file, write_json_file
 from .registry import MODELS, get_spec
 from .spec import ModelSpec
 
@@ -63,29 +63,15 @@ def _fingerprint(config: dict[str, Any]) -> str:
 
 
 def _read_file() -> dict[str, Any]:
-    try:
-        data = json.loads((cache_dir() / COUNTS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return read_json_file(cache_dir() / COUNTS_FILE)
 
 
 def _write_file(key: str, counts: tuple[int, int]) -> None:
     data = _read_file()
     data.pop(key, None)
     data[key] = list(counts)
-    data = dict(list(data.items())[-_MAX_CACHED:])
     try:
-        folder = cache_dir()
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".counts.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f, indent=1)
-            os.replace(tmp, folder / COUNTS_FILE)  # atomic: a reader never sees half a file
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_json_file(cache_dir() / COUNTS_FILE, dict(list(data.items())[-_MAX_CACHED:]))  # newest last
     except OSError:  # a read-only cache only costs the next listing a recount
         pass
 

@@ -6,12 +6,11 @@ a component (SAM for refinement and for RSRefSeg) share one download.
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..jsonfile import read_json_file, write_json_file
 from ..models.spec import ModelSpec, WeightFile
 
 ENV_DIR = "RSSEG_WEIGHTS_DIR"
@@ -37,22 +36,8 @@ def model_weight_paths(spec: ModelSpec) -> dict[str, Path]:
 
 def read_json(name: str) -> dict[str, Any]:
     """A small JSON record in the weights dir; {} when absent or damaged (nothing is trusted then)."""
-    try:
-        data = json.loads((weights_dir() / name).read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return read_json_file(weights_dir() / name)
 
 
 def write_json(name: str, data: dict[str, Any]) -> None:
-    """Replace the record atomically: a reader never sees half of it."""
-    folder = weights_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-        os.replace(tmp, folder / name)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_json_file(weights_dir() / name, data)
