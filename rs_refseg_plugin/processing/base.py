@@ -28,7 +28,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from ..core.backend import shared_backend
 from ..core.job import JobError, JobParameters
-from ..core.layers import raster_file
+from ..core.layers import local_raster
 from ..core.settings import PluginSettings
 from ..protocol.client import BackendError, JobCancelled
 from .outputs import deliver_raster, deliver_vector, style_on_load
@@ -89,11 +89,10 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         if layer is None:
             raise QgsProcessingException(f"cannot load the input raster {parameters.get(self.INPUT)!r}")
-        raster = raster_file(layer)
-        if not raster or not Path(raster).is_file():
-            raise QgsProcessingException(
-                f"the input raster “{layer.name()}” is not a local file ({layer.providerType()}: "
-                f"{layer.source()[:200]}); the backend reads files: save or export it as a GeoTIFF first")
+        try:
+            raster = local_raster(layer)
+        except JobError as exc:
+            raise QgsProcessingException(str(exc)) from None
         job = self.job_parameters(parameters, context, layer, raster)
         job.model = (self.parameterAsString(parameters, self.MODEL, context) or "").strip()
         job.device = self.parameterAsEnumString(parameters, self.DEVICE, context) or "auto"

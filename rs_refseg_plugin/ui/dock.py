@@ -28,7 +28,7 @@ from qgis.PyQt.QtWidgets import (
 
 from ..core.backend import Backend, shared_backend
 from ..core.job import JobError, JobParameters
-from ..core.layers import raster_file
+from ..core.layers import local_raster
 from ..core.result_layers import AddedResult
 from ..core.settings import PluginSettings
 from ..protocol.client import BackendError
@@ -211,11 +211,7 @@ class SegmentDock(QgsDockWidget):
         layer = self.layer.currentLayer()
         if layer is None:
             raise JobError("choose a raster layer")
-        raster = raster_file(layer)
-        if not raster:
-            raise JobError(f"layer “{layer.name()}” is not a file raster (provider {layer.providerType()}); "
-                           "save it as a GeoTIFF first")
-        params = JobParameters(raster=raster, mode=self.mode(), prompt=self.prompt.currentText(),
+        params = JobParameters(raster=local_raster(layer), mode=self.mode(), prompt=self.prompt.currentText(),
                                model=self.model_id(), device=self.device.currentText(), region=self.region_key(),
                                tile=self.tile.value(), overlap=self.overlap.value(), out_dir=self.out_dir.filePath(),
                                checkpoint=(self.checkpoint.filePath() or None) if self.mode() == "sentence" else None)
