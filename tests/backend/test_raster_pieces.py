@@ -702,7 +702,7 @@ def test_geographic_row_areas():
     assert (np.diff(areas) > 0).all()  # area decreases with latitude
     geod = pyproj.Geod(ellps="WGS84")
     a, _ = geod.polygon_area_perimeter([10.0, 10.01, 10.01, 10.0], [60.0, 60.0, 59.99, 59.99])
-    assert areas[0] == pytest.approx(abs(a), rel=1e-9)
+    assert areas[0] == pytest.approx(abs(a), rel=1e-8)  # geodesic vs parallel edges: ~3e-9
     assert pixel_area_m2(crs, t) is None
     # row offsets
     np.testing.assert_allclose(row_pixel_areas_m2(crs, t, 50, 3), areas[50:53], rtol=1e-12)

@@ -22,7 +22,7 @@ from .areas import _crs_info, _wkt
 def native_resolution_m(dataset: rasterio.DatasetReader) -> tuple[float, float]:
     """(x, y) pixel size in metres at the raster's centre (geodesic for geographic CRSs)."""
     t = dataset.transform
-    geod, factor = _crs_info(_wkt(dataset.crs))
+    geod, factor = _crs_info(_wkt(dataset.crs))  # factor: metres per unit when projected
     if geod is None:
         return math.hypot(t.a, t.d) * factor, math.hypot(t.b, t.e) * factor
     x, y = t * (dataset.width / 2, dataset.height / 2)
