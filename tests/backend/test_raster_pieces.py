@@ -40,7 +40,8 @@ from rsseg.raster.normalize import SAMPLE_GRID, SAMPLE_PIXELS, Stretch, estimate
 from rsseg.raster.palette import SENTENCE_COLOUR, class_colour, colour_table
 from rsseg.raster.region import Region, resolve_region
 from rsseg.raster.source import RasterSource, open_raster, resolve_bands
-from rsseg.raster.writer import BLOCK, ClassRasterWriter, StagedFile, prepare_out_dir
+from rsseg.raster.outputs import StagedFile, prepare_out_dir
+from rsseg.raster.writer import BLOCK, ClassRasterWriter
 
 UTM33 = CRS.from_epsg(32633)
 T = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 5000000.0)

@@ -19,6 +19,10 @@ class NotARasterError(RssegError):
     """The file exists but GDAL cannot open it as a raster."""
 
 
+class DamagedRasterError(RssegError):
+    """GDAL opened the raster but a read failed: a truncated file, a corrupt block, a missing VRT source."""
+
+
 class BandError(RssegError):
     """A band index is out of range or the band mapping does not fit the model."""
 

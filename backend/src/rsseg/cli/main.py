@@ -9,13 +9,28 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 
 from .. import __version__
-from ..errors import RssegError
+from ..errors import Cancelled, RssegError
 from ..protocol.contracts import parse_class_list
+from .signals import EXIT_TERMINATED, signal_name, stop_on_signals
 
 EXIT_INPUT, EXIT_INTERNAL, EXIT_CANCELLED = 2, 1, 130
+_NEGATIVE = re.compile(r"^-(\d|\.\d)")
+
+
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """`--bbox -80.5,30,-79,31` -> `--bbox=-80.5,30,-79,31`: argparse reads a value starting with '-'
+    as an option unless it is one plain number, which refused every western or southern bbox."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and _NEGATIVE.match(arg):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
 
 
 def _floats(text: str, n: int, what: str) -> tuple[float, ...]:
@@ -159,14 +174,24 @@ def _summary(result) -> str:
 
 
 def cmd_segment(args) -> int:
+    from ..progress import CancelToken
     from ..service import run_segment
     from .progress_bar import StageBars
 
     bars = StageBars(enabled=not args.quiet and not args.json)
-    try:
-        result = run_segment(_request(args), progress=bars)
-    finally:
-        bars.close()
+    cancel = CancelToken()
+    with stop_on_signals(cancel.cancel) as received:
+        try:
+            result = run_segment(_request(args), progress=bars, cancel=cancel)
+        except Cancelled:
+            if not received:
+                raise
+            bars.close()
+            print(f"rsseg: stopped by {signal_name(received[0])}; the job removed its partial outputs",
+                  file=sys.stderr)
+            return EXIT_TERMINATED
+        finally:
+            bars.close()
     print(json.dumps(result.to_dict(), indent=2) if args.json else _summary(result))
     return 0
 
@@ -275,7 +300,7 @@ COMMANDS = {"segment": cmd_segment, "models": cmd_models, "doctor": cmd_doctor, 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_negative_values(sys.argv[1:] if argv is None else list(argv)))
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:

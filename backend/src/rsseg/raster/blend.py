@@ -11,8 +11,8 @@ been added, in chunks of at most POP_ROWS rows to keep temporaries small.
 
 from __future__ import annotations
 
+import io
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -97,20 +97,26 @@ class Spill:
 
     Which tiles are spilled is kept in memory, so asking costs no file-system call."""
 
-    def __init__(self, folder: Path):
-        self.dir = Path(tempfile.mkdtemp(prefix=".rsseg-spill-", dir=folder))
+    def __init__(self, folder: Path, job: str):
+        self.dir = folder / f".rsseg-spill-{job}"  # named after the job: a later job removes it if this one dies
+        self.dir.mkdir()
         self._saved: set[int] = set()
         self._empty: set[int] = set()  # all-nodata tiles: nothing to add, but already read
 
-    def _path(self, tile: Tile) -> Path:
-        return self.dir / f"{tile.index}.npz"
+    def _path(self, tile: Tile, part: str) -> Path:
+        return self.dir / f"{tile.index}.{part}.npy"
 
     def save(self, tile: Tile, x_from: int, logits: np.ndarray | None, valid: np.ndarray) -> None:
         if logits is None:
             self._empty.add(tile.index)
             return
         cut = x_from - tile.x
-        np.savez(self._path(tile), logits=logits[:, :, cut:], valid=valid[:, cut:])
+        # .npy bytes written by Python, not np.savez: a zip failing on a full disk printed a traceback
+        # from ZipFile.__del__, and numpy's own writes lose the errno
+        for part, array in (("logits", logits[:, :, cut:]), ("valid", valid[:, cut:])):
+            buffer = io.BytesIO()
+            np.save(buffer, array)
+            self._path(tile, part).write_bytes(buffer.getbuffer())
         self._saved.add(tile.index)
 
     def has(self, tile: Tile) -> bool:
@@ -122,10 +128,9 @@ class Spill:
             self._empty.discard(tile.index)
             return None
         self._saved.discard(tile.index)
-        path = self._path(tile)
-        with np.load(path) as data:
-            logits, valid = data["logits"], data["valid"]
-        path.unlink()
+        logits, valid = (np.load(self._path(tile, part)) for part in ("logits", "valid"))
+        for part in ("logits", "valid"):
+            self._path(tile, part).unlink()
         return logits, valid, tile.x + tile.width - valid.shape[1]
 
     def close(self) -> None:

@@ -8,11 +8,14 @@ outputs are staged under hidden names and renamed only when everything succeeded
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Optional
 
+import fiona.errors
 import numpy as np
 import rasterio
 from rasterio.windows import Window, transform as window_transform
@@ -31,12 +34,14 @@ from .palette import class_colour
 from .region import Region, resolve_region
 from .source import RasterSource
 from .tiling import Tile, TileGrid
+from .outputs import OUTPUTS, StagedFile, check_outputs, new_job_id, output_failure, prepare_out_dir, remove_stale
 from .vectorize import VectorizeOptions, vectorize_classes
-from .writer import BLOCK, ClassRasterWriter, StagedFile, prepare_out_dir
+from .writer import BLOCK, ClassRasterWriter
 
 SIGMOID_THRESHOLD = 0.5
 GDAL_CACHE_MB = 8
-OUTPUTS = {"mask": "mask.tif", "scores": "scores.tif", "polygons": "polygons.gpkg", "result": "result.json"}
+# Failures of a write (full disk, file size limit, read-only media) as the libraries raise them
+WRITE_ERRORS = (OSError, rasterio.errors.RasterioError, fiona.errors.FionaError)
 
 
 class _Tally:
@@ -58,6 +63,15 @@ class _Tally:
 
 def check_parameters(request: SegmentRequest) -> None:
     """Job parameters the tile grid and the stretch do not check themselves."""
+    numbers = {"resolution": request.resolution, "threshold": request.threshold,
+               "simplify tolerance": request.simplify_tolerance, "minimum area": request.min_area_m2,
+               "percentiles": request.percentiles, "value range": request.value_range}
+    for name, value in numbers.items():  # (the bbox is the region's: RegionError)
+        several = isinstance(value, (tuple, list))
+        values = value if several else () if value is None else (value,)
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+            raise ParameterError(f"{name} must be {'finite numbers' if several else 'a finite number'}, got "
+                                 f"{', '.join(map(str, values)) if several else value}")
     if request.batch_size < 0:
         raise ParameterError(f"batch size must be at least 1 (or 0 for automatic), got {request.batch_size}")
     if request.threshold is not None and not 0.0 <= request.threshold <= 1.0:
@@ -151,29 +165,39 @@ def _segment(request: SegmentRequest, model: TileModel, progress: Optional[Progr
     if not 1 <= len(names) <= 254:
         raise ModelError(f"between 1 and 254 classes are supported, got {len(names)}")
     check_parameters(request)
+    if str(request.out_dir).strip():
+        check_outputs(Path(request.out_dir), request.raster)  # before anything runs: never replace the input
+    job = new_job_id()
     staged: dict[str, StagedFile] = {}
+    writer = None
     try:
         with RasterSource(request.raster, request.bands, model.n_inputs, request.resolution) as source:
             region = resolve_region(request.region, source.dataset)
             grid = tile_grid(request, model, region.height, region.width)
             stretch = estimate_stretch(source, region, request.percentiles, request.value_range)
             timings["stats"] = time.perf_counter() - t_start
-            out_dir = prepare_out_dir(request.out_dir)  # after the input checks: bad input creates nothing
-            staged.update((key, StagedFile(out_dir / name)) for key, name in OUTPUTS.items())
+            cancel.check()
+            out_dir = prepare_out_dir(request.out_dir, job)  # after the input checks: bad input creates nothing
+            stale = remove_stale(out_dir)
+            staged.update((key, StagedFile(out_dir / name, job)) for key, name in OUTPUTS.items())
             transform = window_transform(region.window, source.transform)
             tally = _Tally(source.crs, transform)
             writer = ClassRasterWriter(staged["mask"], staged["scores"], source.crs, transform, grid.width,
-                                       grid.height, names, request.prompt, request.sentence is not None)
-            spill = Spill(out_dir)
+                                       grid.height, names, request.prompt, request.sentence is not None, job)
+            spill = Spill(out_dir, job)
             try:
                 tiles_run = _stream(grid, _TileReader(source, region, stretch), model, runner,
                                     feature_identity(request, source, stretch), writer, tally, request,
                                     strip_width, timings, progress, cancel, spill)
+            except BaseException:
+                writer.gdal_output.failed = True  # closing after a failure prints about it again: keep that
+                raise
             finally:
                 writer.close()
                 spill.close()
             crs_string = source.crs.to_string() if source.crs else ""
             bands = list(source.bands)
+            infinite = source.infinite_seen
         polygons_path, polygon_counts = None, {}
         if request.vectorise:
             t0 = time.perf_counter()
@@ -194,6 +218,12 @@ def _segment(request: SegmentRequest, model: TileModel, progress: Optional[Progr
                    for i, n in enumerate(names)]
         notes = [f"{int(tally.pixels[UNLABELLED])} pixels unlabelled (score under the threshold)"] \
             if tally.pixels[UNLABELLED] else []
+        if infinite:
+            notes.append("the raster holds +-inf values: those pixels were treated as nodata (255 in the mask) and "
+                         "left out of the stretch")
+        if stale:
+            notes.append(f"removed {len(stale)} leftover file(s) of interrupted rsseg jobs from the output folder: "
+                         + ", ".join(stale))
         if getattr(model, "whole_region", False):
             notes.append(f"the model saw the whole region at once ({grid.width}x{grid.height} px; tile size and "
                          "overlap do not apply to referring models)")
@@ -206,7 +236,8 @@ def _segment(request: SegmentRequest, model: TileModel, progress: Optional[Progr
             scores=str(staged["scores"].final) if request.write_scores else None, polygons=polygons_path,
             crs=crs_string, transform=tuple(transform)[:6], width=grid.width, height=grid.height,
             classes=classes, tiles=tiles_run, device=request.device, timings=dict(timings), notes=notes,
-            bands=bands, stretch=stretch.to_dict(), nodata_pixels=int(tally.pixels[NODATA]), run=runner.stats(),
+            bands=bands, stretch=stretch.to_dict(), nodata_pixels=int(tally.pixels[NODATA]),
+            run={**runner.stats(), "job": job},
         )
         staged["result"].temp.write_text(json.dumps(result.to_dict(), indent=2))
         produced = {"mask", "result"} | ({"scores"} if request.write_scores else set()) \
@@ -217,6 +248,11 @@ def _segment(request: SegmentRequest, model: TileModel, progress: Optional[Progr
             else:  # an earlier job's file would no longer match this mask
                 item.final.unlink(missing_ok=True)
         return result
+    except WRITE_ERRORS as exc:
+        if not staged:
+            raise
+        raise output_failure(staged["mask"].final.parent, exc, writer.gdal_output.text() if writer else "") \
+            from exc
     finally:
         for item in staged.values():
             item.discard()

@@ -7,6 +7,7 @@ float32 data for the mapped bands plus a validity mask, which is where the nodat
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -16,14 +17,26 @@ from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
-from ..errors import BandError, NotARasterError, RasterNotFoundError
+from ..errors import BandError, DamagedRasterError, NotARasterError, RasterNotFoundError
 
 
 def open_raster(path: str | os.PathLike) -> rasterio.DatasetReader:
-    """Open a raster read-only, turning GDAL's errors into specific, readable ones."""
+    """Open a raster read-only, turning GDAL's errors into specific, readable ones.
+
+    A local path must be a regular file or a folder (some formats are folders): GDAL would block
+    forever on a FIFO. GDAL virtual paths (/vsi..., URLs) the user names explicitly pass through."""
     path = Path(path)
-    if not path.exists() and "://" not in str(path) and not str(path).startswith("/vsi"):
-        raise RasterNotFoundError(f"raster not found: {path}")
+    virtual = "://" in str(path) or str(path).startswith("/vsi")
+    if not virtual:
+        try:
+            mode = path.stat().st_mode
+        except FileNotFoundError:
+            raise RasterNotFoundError(f"raster not found: {path}") from None
+        except OSError as exc:
+            raise NotARasterError(f"cannot read {path}: {exc.strerror or exc}") from None
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise NotARasterError(f"{path} is not a regular file (a FIFO, socket or device); expected a raster "
+                                  "file such as a GeoTIFF, VRT or JP2")
     try:
         return rasterio.open(path, "r")
     except RasterioIOError as exc:
@@ -73,7 +86,7 @@ class RasterSource:
     Validity rule (documented in docs/raster-engine.md): a pixel is invalid if the raster's own
     per-dataset mask or alpha band says so; or if *all* mapped bands equal their declared nodata
     (so a declared nodata of 255 on 8-bit RGB does not blank a bright pixel whose other bands
-    differ); or if any mapped band is NaN.
+    differ); or if any mapped band is NaN or +-inf (float rasters only).
     """
 
     def __init__(self, path: str | os.PathLike, bands: Optional[Sequence[int]] = None, n_inputs: int = 3,
@@ -92,6 +105,14 @@ class RasterSource:
             raise
         self.path = str(path)
         self._unique = tuple(dict.fromkeys(self.bands))
+        dtypes = [np.dtype(self._file.dtypes[b - 1]) for b in self._unique]
+        for band, dtype in zip(self._unique, dtypes):
+            if dtype.kind == "c":
+                self.close()
+                raise BandError(f"band {band} of {path} holds complex numbers ({dtype.name}); expected real values: "
+                                "convert it first (e.g. to amplitude)")
+        self._float = any(d.kind == "f" for d in dtypes) or resolution is not None
+        self.infinite_seen = False  # set once a read met +-inf, which counts as nodata
         self._take = [self._unique.index(b) for b in self.bands]
         flags = self.dataset.mask_flag_enums
         self._dataset_mask = any(
@@ -117,8 +138,23 @@ class RasterSource:
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """Return (data float32 [n_inputs, h, w], valid bool [h, w]) for a window inside the raster."""
+        try:
+            return self._read(window)
+        except RasterioIOError:
+            c, r, w, h = (int(v) for v in (window.col_off, window.row_off, window.width, window.height))
+            raise DamagedRasterError(
+                f"cannot read {self.path} at columns {c}-{c + w - 1}, rows {r}-{r + h - 1}: the file is damaged or "
+                "incomplete (truncated, a corrupt block, or a file a VRT refers to is missing)") from None
+
+    def _read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         raw = self.dataset.read(self._unique, window=window).astype(np.float32, copy=False)
-        valid = ~np.isnan(raw).any(axis=0)
+        if self._float:
+            finite = np.isfinite(raw)
+            valid = finite.all(axis=0)
+            if not self.infinite_seen and not valid.all():
+                self.infinite_seen = bool(np.isinf(raw).any())
+        else:
+            valid = np.ones(raw.shape[1:], dtype=bool)
         declared = [(i, nd) for i, nd in enumerate(self._nodata) if nd is not None]
         if declared and len(declared) == len(self._unique):
             all_nodata = np.ones(valid.shape, dtype=bool)

@@ -40,6 +40,7 @@ from ..errors import OutputError, RssegError
 from ..progress import CancelToken, ProgressCallback, report
 from .source import open_raster
 from .areas import _wkt, geometry_area_m2
+from .outputs import GPKG_DESCRIPTION
 
 LAYER = "polygons"
 SCHEMA = {
@@ -142,7 +143,8 @@ def vectorize_classes(
         raise RssegError(f"chunk_size must be a positive pixel count, got {options.chunk_size}")
     if not out_path.parent.is_dir():
         raise OutputError(f"{out_path}: the output folder does not exist")
-    tmp = out_path.with_name(f".{out_path.stem}.{uuid.uuid4().hex[:8]}.tmp.gpkg")
+    # named after out_path, so a job's staged name (and identity) is kept in the temporary one
+    tmp = out_path.with_name(f".{out_path.name.lstrip('.')}.{uuid.uuid4().hex[:8]}.tmp.gpkg")
     try:
         with open_raster(class_path) as cls_src, open_raster(score_path) as score_src:
             if (score_src.shape, score_src.transform) != (cls_src.shape, cls_src.transform):
@@ -186,7 +188,8 @@ def _vectorize(cls_src, score_src, tmp, class_names, prompt, options, progress, 
     total, done = -(-height // cs) * -(-width // cs), 0
     pending: dict[int, list[Piece]] = {}
     crs_wkt = _wkt(crs) or ""
-    with fiona.open(tmp, "w", driver="GPKG", layer=LAYER, schema=SCHEMA, crs_wkt=crs_wkt) as sink:
+    with fiona.open(tmp, "w", driver="GPKG", layer=LAYER, schema=SCHEMA, crs_wkt=crs_wkt,
+                    DESCRIPTION=f"{GPKG_DESCRIPTION} of {prompt}"[:500]) as sink:
         for r0 in range(0, height, cs):
             for c0 in range(0, width, cs):
                 if cancel is not None:

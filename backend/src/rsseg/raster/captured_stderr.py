@@ -1,0 +1,64 @@
+"""Keep what C libraries print to stderr during a block, to turn it into one clear error.
+
+libtiff reports a full disk by printing "_tiffWriteProc: No space left on device." itself, once per
+failed block, before GDAL raises a vague "Write failed". Inside `with CapturedStderr():` file
+descriptor 2 points at a temporary file; when the block succeeds what was printed is passed on to
+the real stderr unchanged; when it fails, that and everything printed in later blocks (closing a
+file on a full disk prints again) is kept (`text()`) for the error message instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from typing import IO, Optional
+
+
+class CapturedStderr:
+    def __init__(self) -> None:
+        self._file: Optional[IO[bytes]] = None
+        self._saved: Optional[int] = None
+        self._kept = b""
+        self.failed = False
+
+    def __enter__(self) -> "CapturedStderr":
+        try:
+            if self._file is None:
+                self._file = tempfile.TemporaryFile()
+            sys.stderr.flush()
+            self._saved = os.dup(2)
+            self._file.seek(0)
+            self._file.truncate()
+            os.dup2(self._file.fileno(), 2)
+        except OSError:  # no capture (no temp space, no fd 2): the block runs as it would anyway
+            self._saved = None
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._saved is None:
+            return
+        sys.stderr.flush()
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        self._saved = None
+        try:
+            self._file.seek(0)
+            printed = self._file.read()
+        except OSError:
+            printed = b""
+        if exc_type is None and not self.failed:
+            if printed:
+                os.write(2, printed)
+        else:  # after a failure, the clean-up's complaints about it belong to the same error
+            self.failed = True
+            self._kept += printed
+
+    def text(self) -> str:
+        """What was printed during the blocks that failed."""
+        return self._kept.decode("utf-8", "replace")
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
