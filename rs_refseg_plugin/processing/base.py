@@ -2,7 +2,8 @@
 
 processAlgorithm fills a JobParameters and runs it through the plugin's shared Backend (the same
 core as the dock), in a temporary folder; only a finished job's files reach the destinations, so a
-failed or cancelled run leaves no outputs.
+failed or cancelled run leaves no outputs. The destinations are checked before the job starts (a
+folder that cannot be written, a folder or the input raster as the destination...).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from ..core.job import JobError, JobParameters
 from ..core.layers import local_raster
 from ..core.settings import PluginSettings
 from ..protocol.client import BackendError, JobCancelled
-from .outputs import deliver_raster, deliver_vector, style_on_load
+from .outputs import check_destinations, deliver_raster, deliver_vector, discard_raster, style_on_load
 
 DEVICES = ["auto", "cpu", "cuda", "mps"]
 ICON = Path(__file__).parents[1] / "icon.svg"
@@ -98,14 +99,21 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
         job.device = self.parameterAsEnumString(parameters, self.DEVICE, context) or "auto"
         dest_raster = self.parameterAsOutputLayer(parameters, self.OUTPUT_RASTER, context)
         dest_vector = self.parameterAsOutputLayer(parameters, self.OUTPUT_VECTOR, context)
+        raster_label = self.parameter_label(self.OUTPUT_RASTER)
+        vector_label = self.parameter_label(self.OUTPUT_VECTOR)
+        check_destinations([(raster_label, dest_raster), (vector_label, dest_vector)], raster)
         work = Path(tempfile.mkdtemp(prefix="rsseg_", dir=QgsProcessingUtils.tempFolder()))
         job.out_dir = str(work / "out")
         try:
             result = self._run(job, feedback)
             feedback.setProgressText("writing the outputs")
-            deliver_raster(result["mask"], dest_raster)
+            deliver_raster(result["mask"], dest_raster, raster_label)
             if result.get("polygons"):
-                deliver_vector(result["polygons"], dest_vector)
+                try:
+                    deliver_vector(result["polygons"], dest_vector, vector_label)
+                except QgsProcessingException:
+                    discard_raster(dest_raster)  # all or nothing: no mask without its polygons
+                    raise
         finally:
             shutil.rmtree(work, ignore_errors=True)
         classes = result.get("classes", [])
@@ -114,6 +122,11 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
         for c in classes:
             feedback.pushInfo(f"{c['name']}: {c.get('pixels', 0)} px, {c.get('polygons', 0)} polygons")
         return {self.OUTPUT_RASTER: dest_raster, self.OUTPUT_VECTOR: dest_vector}
+
+    def parameter_label(self, name: str) -> str:
+        """A parameter's display name, as the dialog shows it (for messages)."""
+        definition = self.parameterDefinition(name)
+        return definition.description() if definition is not None else name
 
     def _run(self, job: JobParameters, feedback) -> dict:
         try:
