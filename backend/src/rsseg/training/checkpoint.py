@@ -5,7 +5,9 @@ and mask decoder; never the frozen base weights), the optimizer's per-parameter 
 torch RNG state(s); the JSON holds the model config id, step, the optimizer's hyper-parameters,
 the scheduler and grad-scaler state and metrics. Both files are written under temporary names and
 renamed into place, the JSON last, so an interrupted save leaves the previous checkpoint intact
-and a JSON always names a complete tensor file. Loading uses safetensors only (no pickle).
+and a JSON always names a complete tensor file. Loading uses safetensors only (no pickle), reads
+only a tensor file beside or below its JSON (a JSON is a file users pass around: its `tensors` must
+not point anywhere else), and turns every unreadable part into one ModelError naming the checkpoint.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Optional, Union
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from ..errors import ModelError
 
 FORMAT = "rsseg-train-checkpoint/1"
 MODEL, OPTIM, RNG = "model.", "optim.", "rng."
@@ -79,34 +83,68 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def _json_of(path: Path) -> Path:
+    """The JSON a checkpoint path names: itself, or the one beside its .safetensors or stem; never
+    a .json guessed from some other file (e.g. a raster given by mistake)."""
+    if path.suffix == ".json":
+        return path
+    if path.suffix == ".safetensors" or (path.suffix == "" and not path.exists()):
+        return path.with_suffix(".json")
+    raise ModelError(f"{path} is not an rsseg checkpoint JSON: expected the .json that `rsseg train` writes "
+                     "(RUN/checkpoints/step-N.json, beside its .safetensors)")
+
+
 def read_record(path: Union[str, Path]) -> tuple[Path, dict[str, Any]]:
     """(JSON path, record) of a checkpoint given its JSON or safetensors path (or the stem)."""
-    from ..errors import RssegError
-
     path = Path(path)
-    json_path = path if path.suffix == ".json" else path.with_suffix(".json")
+    json_path = _json_of(path)
     if not json_path.is_file():
-        raise RssegError(f"checkpoint not found: {json_path}")
+        named = "" if json_path == path else f" (the JSON of {path})"
+        raise ModelError(f"checkpoint not found: {json_path}{named}")
     try:
         record = json.loads(json_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RssegError(f"{json_path}: not an rsseg training checkpoint ({exc})") from None
+        raise ModelError(f"{json_path}: not an rsseg training checkpoint ({exc})") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         found = record.get("format") if isinstance(record, dict) else None
-        raise RssegError(f"{json_path}: not an rsseg training checkpoint (format {found!r})")
+        raise ModelError(f"{json_path}: not an rsseg training checkpoint (format {found!r})")
     return json_path, record
+
+
+def _tensors_of(json_path: Path, record: dict[str, Any]) -> Path:
+    """The tensor file a record names, refused unless it lies beside or below its JSON."""
+    name = record.get("tensors")
+    if not isinstance(name, str) or not name or ".." in PureWindowsPath(name).parts or \
+            PureWindowsPath(name).anchor or PurePosixPath(name).is_absolute():
+        raise ModelError(f"{json_path}: refused, its tensor file {name!r} must be a relative path beside or below "
+                         "the JSON (no '..', not absolute)")
+    return json_path.parent / name
 
 
 def tensors_path(path: Union[str, Path]) -> Path:
     """The safetensors file a checkpoint's JSON names."""
-    json_path, record = read_record(path)
-    return json_path.with_name(record["tensors"])
+    return _tensors_of(*read_record(path))
+
+
+def _load_tensors(json_path: Path, tensors: Path) -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors, or one ModelError naming the checkpoint (missing, truncated, a pickle...)."""
+    if not tensors.is_file():
+        raise ModelError(f"checkpoint {json_path}: its tensor file {tensors} is missing")
+    try:
+        return load_file(str(tensors))
+    except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError...: one line for the user
+        with open(tensors, "rb") as f:
+            pickle = f.read(4).startswith((b"PK\x03\x04", b"\x80"))  # torch.save's zip, or a bare pickle
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        what = "a torch pickle, which is never loaded" if pickle else f"damaged or truncated: {reason}"
+        raise ModelError(f"checkpoint {json_path}: its tensor file {tensors} is not a complete safetensors file "
+                         f"({what})") from None
 
 
 def load_checkpoint(path: Union[str, Path]) -> Checkpoint:
     """Read a checkpoint from its JSON or safetensors path (or the stem)."""
     json_path, record = read_record(path)
-    tensors = load_file(str(json_path.with_name(record["tensors"])))
+    tensors = _load_tensors(json_path, _tensors_of(json_path, record))
     model = {k[len(MODEL):]: v for k, v in tensors.items() if k.startswith(MODEL)}
     rng = {k[len(RNG):]: v for k, v in tensors.items() if k.startswith(RNG)}
     optimizer = None

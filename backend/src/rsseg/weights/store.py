@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..errors import WeightsError
 from ..jsonfile import read_json_file, write_json_file
 from ..models.spec import ModelSpec, WeightFile
 
@@ -17,13 +18,28 @@ ENV_DIR = "RSSEG_WEIGHTS_DIR"
 
 
 def weights_dir() -> Path:
-    """$RSSEG_WEIGHTS_DIR, else the platform's per-user data dir (e.g. ~/.local/share/rsseg/weights)."""
+    """$RSSEG_WEIGHTS_DIR, else the platform's per-user data dir (e.g. ~/.local/share/rsseg/weights).
+
+    A path that is (or lies under) a regular file is refused here, once for every reader and writer,
+    so listing, download, import and loading all say what to fix instead of failing with ENOTDIR.
+    """
     configured = os.environ.get(ENV_DIR)
     if configured:
-        return Path(configured).expanduser()
+        return _folder(Path(configured).expanduser(), f"{ENV_DIR}={configured}")
     from platformdirs import user_data_dir
 
-    return Path(user_data_dir("rsseg", appauthor=False)) / "weights"
+    default = Path(user_data_dir("rsseg", appauthor=False)) / "weights"
+    return _folder(default, f"the default weights folder {default}")
+
+
+def _folder(path: Path, named: str) -> Path:
+    """`path`, unless it or its nearest existing parent is not a folder (it need not exist yet)."""
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is None or existing.is_dir():
+        return path
+    what = "is a file" if existing == path else f"lies under {existing}, which is a file"
+    raise WeightsError(f"{named} {what}, not a folder: point {ENV_DIR} at a folder for the weight files "
+                       "(it is created if missing)")
 
 
 def weight_path(weight: WeightFile) -> Path:

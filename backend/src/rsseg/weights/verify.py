@@ -3,13 +3,16 @@
 Hashing a 2.5 GB checkpoint takes seconds, so `weight_status` (called for `rsseg models`, the
 doctor report and the plugin's model list) trusts a small record, `.verified.json` in the weights
 dir, written after a successful verify, download or import: a file whose size and mtime still
-match its record counts as verified. `verify_model` always re-hashes. A file the registry has no
-checksum for is checked against its pin from the download that fetched it (attest.py).
+match its record (and is the same inode) counts as verified. `verify_model` always re-hashes, and so
+does `checked_paths`, the gate every model loader passes, for any file the record does not vouch for.
+A file the registry has no checksum for is checked against its pin from the download that fetched it
+(attest.py).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -80,12 +83,14 @@ def _read_record() -> dict[str, Any]:
     return read_json(RECORD)
 
 
-def record_verified(weight: WeightFile) -> None:
-    """Remember that the file now at weight_path(weight) hashed to weight.sha256 (size and mtime as keys)."""
+def record_verified(weight: WeightFile, st: Optional[os.stat_result] = None) -> None:
+    """Remember that the file at weight_path(weight) hashed to weight.sha256 (size, mtime and inode as keys:
+    an edit or a replacement changes one of them). `st`: its stat from before hashing, so a change made
+    while it was hashed leaves the record stale."""
     weight = pinned(weight)
-    st = weight_path(weight).stat()
+    st = weight_path(weight).stat() if st is None else st
     data = _read_record()
-    data[weight.name] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": weight.sha256}
+    data[weight.name] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino, "sha256": weight.sha256}
     write_json(RECORD, data)
 
 
@@ -108,8 +113,8 @@ def _state(weight: WeightFile, record: dict[str, Any]) -> WeightState:
         verified = False  # wrong size: known bad without hashing
     else:
         entry = record.get(weight.name)
-        ok = isinstance(entry, dict) and entry.get("size") == st.st_size and \
-            entry.get("mtime_ns") == st.st_mtime_ns and entry.get("sha256") == weight.sha256
+        ok = isinstance(entry, dict) and entry.get("size") == st.st_size and entry.get("mtime_ns") == \
+            st.st_mtime_ns and entry.get("ino") == st.st_ino and entry.get("sha256") == weight.sha256
         verified = True if ok else None
     return WeightState(weight.name, path, True, verified, st.st_size)
 
@@ -161,3 +166,44 @@ def verify_model(spec: ModelSpec, progress: Optional[ProgressCallback] = None) -
     if problems:
         raise WeightsError(f"model {spec.id!r}: " + "; ".join(problems))
     return weight_status(spec)
+
+
+def checked_paths(spec: ModelSpec) -> list[Path]:
+    """The paths of `spec`'s weight files, each proven to have its registered (or pinned) size and sha256.
+
+    The one gate before anything reads a model's weights: a missing, unpinned or wrong-size file is
+    refused without being opened; a file the verified record does not vouch for (never verified, or
+    its size, mtime or inode changed since) is re-hashed now, recorded when good and forgotten when bad.
+    """
+    fix = f"run `rsseg models download {spec.id}` (or `rsseg models import {spec.id} FILE`)"
+    status = resolved_status(spec)
+    if not all(state.present for _, state in status):
+        raise WeightsError(f"weights for {spec.id} are not installed: {fix}")
+    for weight, state in status:
+        if not weight.published:
+            raise WeightsError(f"{state.path} was not loaded: it has no checksum to be checked against (the registry "
+                               f"states none and no download here pinned one): run `rsseg models download {spec.id}`")
+        if state.size != weight.size:
+            raise WeightsError(f"{state.path} was not loaded: it is {state.size} bytes, but {weight.name} is "
+                               f"{weight.size} bytes: {fix}")
+        if state.verified is not True:
+            try:
+                before = state.path.stat()
+                actual = sha256_file(state.path)
+            except OSError as exc:  # unreadable (permissions, a folder in its place...): one line, not a traceback
+                raise WeightsError(f"{state.path} was not loaded: it cannot be read ({exc.strerror or exc})") from None
+            if actual != weight.sha256:
+                forget_verified(weight)
+                raise WeightsError(f"{state.path} was not loaded: it failed its checksum (sha256 {actual}, expected "
+                                   f"{weight.sha256}): {fix}")
+            record_verified(weight, before)
+    return [state.path for _, state in status]
+
+
+def checked_copy(path: Path, spec: ModelSpec) -> Path:
+    """`path`, a copy of `spec`'s (single) weight file kept outside the weights dir, after a full hash."""
+    try:
+        verify_file(path, spec.weights[0])
+    except WeightsError as exc:
+        raise WeightsError(f"{exc}; it was not loaded as the weights of {spec.id}") from None
+    return path

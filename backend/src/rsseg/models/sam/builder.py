@@ -75,12 +75,15 @@ def build_sam(config: dict[str, Any]) -> "Sam":
 def load_sam(spec: ModelSpec, device: str = "cpu", checkpoint: str | Path | None = None) -> "Sam":
     """Build `spec`'s Sam and load its weights, in eval mode on `device`.
 
-    `checkpoint` overrides the installed file. Specs without weight files (the "-tiny" test
-    configs) keep their random init.
+    `checkpoint` overrides the installed file (hashed against the registry first when the spec has one).
+    Specs without weight files (the "-tiny" test configs) keep their random init.
     """
-    from ...weights import installed_path, load_checkpoint, load_state_strict
+    from ...weights import checked_copy, installed_path, load_checkpoint, load_state_strict
 
-    path = Path(checkpoint) if checkpoint is not None else installed_path(spec) if spec.weights else None
+    if checkpoint is not None:
+        path: Path | None = checked_copy(Path(checkpoint), spec) if spec.weights else Path(checkpoint)
+    else:
+        path = installed_path(spec) if spec.weights else None
     sam = build_sam(spec.config)  # after the path check: a missing file fails before a big build
     if path is not None:
         load_state_strict(sam, load_checkpoint(path), f"{path} (weights for {spec.id})")
