@@ -23,6 +23,7 @@ from .messages import (
     PROTOCOL_VERSION,
     Bye,
     Cancel,
+    EncodeError,
     ErrorRecord,
     ListModels,
     Message,
@@ -57,6 +58,12 @@ class JobFailed(BackendError):
 
 class JobCancelled(JobFailed):
     """The job stopped because it was cancelled; the worker removed its partial outputs."""
+
+
+class InvalidRequest(BackendError):
+    """A request this client cannot send (NaN or infinity in a field, a value JSON cannot carry)."""
+
+    code = "ProtocolError"
 
 
 class WorkerBusy(BackendError):
@@ -111,7 +118,11 @@ class Session:
     def segment(self, request: Any, on_progress: Optional[ProgressHandler] = None,
                 timeout: Optional[float] = None) -> dict[str, Any]:
         """Run a SegmentRequest (dataclass or dict); returns the result record as a dict."""
-        payload = request.to_dict() if hasattr(request, "to_dict") else dict(request)
+        try:
+            payload = request.to_dict() if hasattr(request, "to_dict") else dict(request)
+        except (TypeError, ValueError):
+            raise InvalidRequest(f"a segment request is a SegmentRequest or a dict, got {type(request).__name__}") \
+                from None
         return self._call(Segment(_new_id(), payload), on_progress, timeout).result
 
     def models(self, timeout: Optional[float] = None) -> list[dict[str, Any]]:
@@ -149,6 +160,10 @@ class Session:
         raise NotImplementedError
 
     def _call(self, message: Message, on_progress: Optional[ProgressHandler], timeout: Optional[float]):
+        try:  # before anything starts: a record that cannot be encoded would never be answered
+            message.encode()
+        except EncodeError as exc:
+            raise InvalidRequest(f"the request cannot be sent: {exc.where}") from None
         if not self._busy.acquire(blocking=False):
             raise WorkerBusy("the backend is already running a job; wait for it to finish or cancel it")
         try:

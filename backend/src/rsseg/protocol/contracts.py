@@ -6,8 +6,12 @@ backend's heavy dependencies and the worker can send them over a pipe as JSON.
 
 from __future__ import annotations
 
-from dataclasses import MISSING, asdict, dataclass, field, fields
-from typing import Any, Optional
+import argparse
+import functools
+import math
+from collections.abc import Sequence
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
 
 # Class-id raster conventions, shared by the writer, the vectoriser and the plugin's styles.
 UNLABELLED = 0  # below the score threshold, or background of a referring mask
@@ -15,12 +19,140 @@ NODATA = 255  # no valid input pixel, or outside the requested region
 MAX_CLASSES = 254
 
 
+class ClassListError(ValueError, argparse.ArgumentTypeError):
+    """A class list that cannot give distinct classes (an empty or a repeated name).
+
+    Also an ArgumentTypeError, so that `--classes` (argparse `type=parse_class_list`) prints this
+    message rather than argparse's generic "invalid parse_class_list value".
+    """
+
+
+def _names(line: str) -> list[str]:
+    """The synonyms of one class line, as the models split it (models/prompts.synonyms)."""
+    return [n.strip() for n in line.split(",") if n.strip()]
+
+
+def _key(name: str) -> str:
+    """Names that the user means as the same: case and runs of white space do not count."""
+    return " ".join(name.split()).casefold()
+
+
+def check_class_names(classes: Sequence[str]) -> list[str]:
+    """Refuse a class with no name, and a name given to two classes.
+
+    A class scores as its best synonym, and ties go to the first class: a class repeating another
+    ("water, WATER") or made of another's synonyms would always get 0 px, a result that misleads.
+    The one check behind parse_class_list (CLI, dock, Processing) and SegmentRequest.from_dict (worker).
+    """
+    owner: dict[str, int] = {}
+    for index, line in enumerate(classes):
+        if not _names(line):
+            raise ClassListError(f"classes[{index}] ({line!r}) names no class; give a non-empty name")
+        for name in _names(line):
+            first = owner.setdefault(_key(name), index)
+            if first == index:
+                continue
+            if [_key(n) for n in _names(classes[first])] == [_key(n) for n in _names(line)]:
+                raise ClassListError(f"duplicate class names: {classes[first]!r} and {line!r} "
+                                     "(case and spacing ignored); give each class once")
+            raise ClassListError(f"duplicate class names: {name!r} is a name of both {classes[first]!r} and "
+                                 f"{line!r} (case and spacing ignored); give each name to one class only")
+    return list(classes)
+
+
 def parse_class_list(text: str) -> list[str]:
     """"a, b, c": three classes; with semicolons (or new lines), "road, parking lot; tree": classes
-    whose commas give synonyms. The one parser of the CLI, the QGIS dock and the Processing algorithms."""
+    whose commas give synonyms. The one parser of the CLI, the QGIS dock and the Processing algorithms.
+
+    Raises ClassListError (a ValueError) for a name given twice; an empty text gives [].
+    """
     separator = ";" if ";" in text or "\n" in text.strip() else ","
     items = (c.strip().strip(",").strip() for c in text.replace("\n", separator).split(separator))
-    return [c for c in items if c]
+    return check_class_names([c for c in items if c])
+
+
+# --- request validation: one converter driven by the dataclass field types --------------------------
+
+def _got(value: Any) -> str:
+    """A received value described in JSON's words (the request usually arrives as JSON)."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, str):
+        return f"the string {value[:40]!r}"
+    if isinstance(value, (list, tuple)):
+        return f"a list of {len(value)}"
+    if isinstance(value, dict):
+        return "an object"
+    return repr(value) if isinstance(value, (int, float)) else f"a {type(value).__name__}"
+
+
+def _expected(tp: Any) -> str:
+    """What a field of type `tp` takes, in words: "a list of 4 numbers", "an integer or null"."""
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is Union:
+        return " or ".join([_expected(a) for a in args if a is not type(None)] + ["null"])
+    if origin is tuple and args[-1] is not Ellipsis:
+        return f"a list of {len(args)} {_expected(args[0]).split(' ', 1)[1]}s"
+    if origin in (tuple, list):
+        return f"a list of {_expected(args[0]).split(' ', 1)[1]}s"
+    if is_dataclass(tp):
+        return f"an object with {', '.join(f.name for f in fields(tp))} (or null)"
+    return {int: "an integer", float: "a finite number", str: "a string", bool: "true or false",
+            dict: "an object"}.get(origin or tp, str(tp))
+
+
+# What a JSON value must be for each (origin) type of the dataclass fields; bool is an int in Python.
+_ACCEPTS = {int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+            float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+            str: lambda v: isinstance(v, str), bool: lambda v: isinstance(v, bool),
+            tuple: lambda v: isinstance(v, (list, tuple)), list: lambda v: isinstance(v, (list, tuple)),
+            dict: lambda v: isinstance(v, dict)}
+
+
+def _convert(value: Any, tp: Any, name: str, expected: str = "") -> Any:
+    """`value` as type `tp`, or ValueError naming the field: ints are not bools, floats are finite."""
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is Union:  # Optional[X]
+        inner = next(a for a in args if a is not type(None))
+        return None if value is None else _convert(value, inner, name, _expected(tp))
+    if is_dataclass(tp):
+        if value is None:
+            return tp()
+        if not isinstance(value, dict):
+            raise ValueError(f"{name} must be {_expected(tp)}, got {_got(value)}")
+        return _from_fields(tp, value, f"{name}.")
+    fixed = origin is tuple and args[-1] is not Ellipsis  # tuple[float, float]: exactly two
+    if not _ACCEPTS[origin or tp](value) or (fixed and len(value) != len(args)):
+        raise ValueError(f"{name} must be {expected or _expected(tp)}, got {_got(value)}")
+    if tp is float:
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value}")
+        return float(value)
+    if origin is tuple:
+        return tuple(_convert(v, args[i if fixed else 0], f"{name}[{i}]") for i, v in enumerate(value))
+    if origin is list:
+        return [_convert(v, args[0], f"{name}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls)
+
+
+def _from_fields(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass `cls` from a JSON object; unknown, missing or mistyped fields raise ValueError."""
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"unknown field(s) {', '.join(repr(prefix + u) for u in unknown)}; known: "
+                         f"{', '.join(sorted(names))}")
+    missing = [prefix + f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
+               and f.name not in data]
+    if missing:
+        raise ValueError(f"missing required field(s) {', '.join(missing)}")
+    hints = _hints(cls)
+    return cls(**{key: _convert(value, hints[key], prefix + key) for key, value in data.items()})
 
 
 @dataclass(frozen=True)
@@ -83,24 +215,15 @@ class SegmentRequest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SegmentRequest":
-        """Inverse of to_dict; unknown or missing fields raise ValueError naming them."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown field(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(names))}")
-        missing = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
-                   and f.name not in data]
-        if missing:
-            raise ValueError(f"missing required field(s) {', '.join(missing)}")
-        data = dict(data)
-        region = dict(data.get("region") or {})
-        if region.get("bbox") is not None:
-            region["bbox"] = tuple(region["bbox"])
-        data["region"] = RegionSpec(**region)
-        for key in ("bands", "percentiles", "value_range"):
-            if data.get(key) is not None:
-                data[key] = tuple(data[key])
-        return cls(**data)
+        """Inverse of to_dict, and the worker's check of what a client sent: an unknown, missing or
+        mistyped field, a NaN or infinite number, or a repeated class name raises ValueError naming
+        the field and what it takes (the worker answers it with a ProtocolError record)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a segment request must be an object, got {_got(data)}")
+        request = _from_fields(cls, data)
+        if request.classes is not None:
+            check_class_names(request.classes)
+        return request
 
 
 @dataclass

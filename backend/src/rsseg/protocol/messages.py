@@ -8,11 +8,15 @@ older peer could misread.
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, ClassVar
+from itertools import accumulate
+from typing import Any, ClassVar, Optional
 
 PROTOCOL_VERSION = 2  # 2: segment requests carry upsample, sam_refine and checkpoint
 MAX_LINE_BYTES = 16 * 1024 * 1024  # a request with many region polygons stays far below this
+MAX_DEPTH = 64  # JSON nesting; a record with GeoJSON multipolygons needs about 10
 
 
 class ProtocolError(ValueError):
@@ -21,6 +25,29 @@ class ProtocolError(ValueError):
     def __init__(self, message: str, msg_id: str = ""):
         super().__init__(message)
         self.msg_id = msg_id
+
+
+class EncodeError(ValueError):
+    """A record that JSON cannot carry (NaN, infinity, a non-JSON value); `where` names the field."""
+
+    def __init__(self, kind: str, where: str):
+        super().__init__(f"cannot encode the {kind!r} record: {where}")
+        self.where = where
+
+
+def unencodable(value: Any, path: str) -> Optional[str]:
+    """Where `value` holds something strict JSON cannot carry, e.g. "result.classes[1].area_m2 is nan"."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{path} is {value} (JSON has no NaN or infinity)"
+    if value is None or isinstance(value, (str, int)):
+        return None
+    if isinstance(value, dict):
+        items = ((item, f"{path}.{key}" if path else str(key)) for key, item in value.items())
+    elif isinstance(value, (list, tuple)):
+        items = ((item, f"{path}[{i}]") for i, item in enumerate(value))
+    else:
+        return f"{path} is of type {type(value).__name__}, which JSON cannot carry"
+    return next(filter(None, (unencodable(item, where) for item, where in items)), None)
 
 
 @dataclass
@@ -32,8 +59,19 @@ class Message:
         return {"id": self.id, "type": self.type, **{k: v for k, v in asdict(self).items() if k != "id"}}
 
     def encode(self) -> str:
-        """One line of JSON (no embedded newline), ready to write to the pipe."""
-        return json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False) + "\n"
+        """One line of JSON (no embedded newline), ready to write to the pipe.
+
+        Raises EncodeError naming the field when the record holds NaN, infinity or a non-JSON value:
+        a sender must turn that into an answer (an error record, a client error), never into silence.
+        """
+        data = self.to_dict()
+        try:
+            return json.dumps(data, separators=(",", ":"), allow_nan=False) + "\n"
+        except RecursionError:
+            raise EncodeError(self.type, "it is nested too deeply") from None
+        except (TypeError, ValueError) as exc:
+            where = unencodable({k: v for k, v in data.items() if k not in ("id", "type")}, "") or str(exc)
+            raise EncodeError(self.type, where) from None
 
 
 # --- client -> worker -----------------------------------------------------------------------------
@@ -118,13 +156,34 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
 }
 _FIELD_TYPES = {"int": int, "str": str, "dict[str, Any]": dict}
 
+# Nesting depth on the raw line, without decoding it: drop the strings, keep the brackets, sum +1/-1.
+_STRINGS = {str: re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"'), bytes: re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')}
+_NOT_BRACKETS = {str: re.compile(r"[^\[\]{}]+"), bytes: re.compile(rb"[^\[\]{}]+")}
+_STEP = {"[": 1, "{": 1, "]": -1, "}": -1, ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
+
+def nesting_depth(line: str | bytes) -> int:
+    """Deepest bracket nesting of a JSON line, strings skipped; linear time, no recursion.
+
+    json.loads recurses once per level: a line of 100000 `[` would raise RecursionError (or worse)
+    inside the decoder, so the depth is bounded before decoding.
+    """
+    kind = bytes if isinstance(line, (bytes, bytearray)) else str
+    brackets = _NOT_BRACKETS[kind].sub(kind(), _STRINGS[kind].sub(kind(), line))
+    return max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
+
 
 def decode(line: str | bytes) -> Message:
     """Parse one line into its record, or raise ProtocolError saying exactly what is wrong."""
     if len(line) > MAX_LINE_BYTES:
         raise ProtocolError(f"line of {len(line)} bytes is longer than the limit of {MAX_LINE_BYTES}")
+    opening = (b"[", b"{") if isinstance(line, (bytes, bytearray)) else ("[", "{")
+    if sum(map(line.count, opening)) > MAX_DEPTH and (depth := nesting_depth(line)) > MAX_DEPTH:
+        raise ProtocolError(f"JSON nested {depth} levels deep; the limit is {MAX_DEPTH}")
     try:
         data = json.loads(line)
+    except RecursionError:  # not reachable after the depth check; kept so no line can kill the reader
+        raise ProtocolError(f"JSON nested too deeply (the limit is {MAX_DEPTH} levels)") from None
     except ValueError as exc:
         raise ProtocolError(f"not valid JSON ({exc})") from None
     if not isinstance(data, dict):

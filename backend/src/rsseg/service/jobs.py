@@ -20,6 +20,7 @@ from ..protocol.contracts import SegmentRequest
 from ..protocol.messages import (
     PROTOCOL_VERSION,
     Cancel,
+    EncodeError,
     ErrorRecord,
     ListModels,
     Message,
@@ -34,12 +35,12 @@ from ..protocol.messages import (
 Emit = Callable[[Message], None]
 
 
-def error_record(msg_id: str, exc: BaseException) -> ErrorRecord:
+def error_record(msg_id: str, exc: BaseException, message: str = "") -> ErrorRecord:
     """User errors keep their class name as the code; anything else is an InternalError with a traceback."""
     if isinstance(exc, RssegError):
         return ErrorRecord(msg_id, type(exc).__name__, str(exc))
     detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return ErrorRecord(msg_id, "InternalError", f"internal error: {type(exc).__name__}: {exc}", detail)
+    return ErrorRecord(msg_id, "InternalError", f"internal error: {message or f'{type(exc).__name__}: {exc}'}", detail)
 
 
 class Service:
@@ -80,6 +81,14 @@ class Service:
             self._cancel.cancel()
             job.join(timeout)
 
+    def _answer(self, record: Message) -> None:
+        """Emit a job's answer; one JSON cannot carry (a NaN in a result, a non-JSON value) becomes an
+        InternalError naming the field, so the client gets an answer instead of waiting for its timeout."""
+        try:
+            self.emit(record)
+        except EncodeError as exc:
+            self.emit(error_record(record.id, exc, f"the {record.type} could not be sent: {exc.where}"))
+
     # -- handlers ----------------------------------------------------------------------------------
     def _start(self, message: Segment) -> None:
         with self._lock:
@@ -110,7 +119,7 @@ class Service:
             record = error_record(msg_id, exc)
         with self._lock:  # free before answering: the caller may send its next request at once
             self._job = self._job_id = None
-        self.emit(record)
+        self._answer(record)
 
     def _cancel_job(self, message: Cancel) -> None:
         if self.busy and message.target in ("", self._job_id):
@@ -122,6 +131,6 @@ class Service:
         try:
             from ..models.catalog import model_rows
 
-            self.emit(ResultRecord(message.id, {"models": model_rows()}))
+            self._answer(ResultRecord(message.id, {"models": model_rows()}))
         except Exception as exc:  # noqa: BLE001
             self.emit(error_record(message.id, exc))
