@@ -49,7 +49,10 @@ class JobParameters:
             raise JobError("choose a model")
         classes = sentence = None
         if self.mode == "classes":
-            classes = parse_class_list(self.prompt)
+            try:
+                classes = parse_class_list(self.prompt)
+            except ValueError as exc:  # e.g. the same class twice
+                raise JobError(str(exc)) from None
             if not classes:
                 raise JobError('type at least one class, e.g. "building, road, tree, water"')
         else:

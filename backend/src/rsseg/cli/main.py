@@ -15,7 +15,7 @@ import sys
 from .. import __version__
 from ..errors import Cancelled, RssegError
 from ..protocol.contracts import parse_class_list
-from .signals import EXIT_TERMINATED, signal_name, stop_on_signals
+from ..signals import EXIT_TERMINATED, signal_name, stop_on_signals
 
 EXIT_INPUT, EXIT_INTERNAL, EXIT_CANCELLED = 2, 1, 130
 _NEGATIVE = re.compile(r"^-(\d|\.\d)")

@@ -203,6 +203,7 @@ class WorkerConfig:
     env: dict[str, str] = field(default_factory=dict)  # added to this process's environment
     start_timeout: float = 120.0  # the first import of torch can be slow on a cold disk
     idle_timeout: float = 600.0
+    stop_grace: float = 5.0  # seconds a timed-out worker gets to cancel and clean up before SIGKILL
     log: Optional[Callable[[str], None]] = None  # receives each stderr line of the worker
 
 
@@ -279,7 +280,7 @@ class WorkerClient(Session):
     def _on_lost(self, reason: str, timed_out: bool) -> BackendError:
         proc = self._proc
         if timed_out:
-            self._kill()
+            self._kill(self.config.stop_grace)
         elif proc is not None:
             try:
                 proc.wait(timeout=5)
@@ -353,8 +354,18 @@ class WorkerClient(Session):
                 except Exception:  # noqa: BLE001 - a failing log sink must not kill the reader  # nosec B110
                     pass
 
-    def _kill(self) -> None:
+    def _kill(self, grace: float = 0.0) -> None:
+        """SIGTERM first when there is a grace period: the worker then cancels its job, which removes
+        its staged files, and exits; SIGKILL if it does not within `grace` seconds."""
         proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        if proc is None or proc.poll() is not None:
+            return
+        if grace > 0:
+            proc.terminate()
+            try:
+                proc.wait(timeout=grace)
+                return
+            except subprocess.TimeoutExpired:
+                pass
+        proc.kill()
+        proc.wait()

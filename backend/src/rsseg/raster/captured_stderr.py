@@ -1,10 +1,10 @@
 """Keep what C libraries print to stderr during a block, to turn it into one clear error.
 
 libtiff reports a full disk by printing "_tiffWriteProc: No space left on device." itself, once per
-failed block, before GDAL raises a vague "Write failed". Inside `with CapturedStderr():` file
-descriptor 2 points at a temporary file; when the block succeeds what was printed is passed on to
-the real stderr unchanged; when it fails, that and everything printed in later blocks (closing a
-file on a full disk prints again) is kept (`text()`) for the error message instead.
+failed block, and GDAL raises a vague "Write failed" only later (a cached block is flushed on a
+later write or on close). Inside `with CapturedStderr():` file descriptor 2 points at a temporary
+file; what the blocks print is kept, and `release()` at the end of the job passes it on to the real
+stderr unchanged, unless a block failed: then it is the detail of one error message (`text()`).
 """
 
 from __future__ import annotations
@@ -47,18 +47,19 @@ class CapturedStderr:
             printed = self._file.read()
         except OSError:
             printed = b""
-        if exc_type is None and not self.failed:
-            if printed:
-                os.write(2, printed)
-        else:  # after a failure, the clean-up's complaints about it belong to the same error
+        self._kept += printed
+        if exc_type is not None:
             self.failed = True
-            self._kept += printed
 
     def text(self) -> str:
-        """What was printed during the blocks that failed."""
+        """What was printed during the blocks so far."""
         return self._kept.decode("utf-8", "replace")
 
     def release(self) -> None:
+        """End of the job: pass the printing on to stderr unless a block failed."""
+        if self._kept and not self.failed:
+            os.write(2, self._kept)
+            self._kept = b""
         if self._file is not None:
             self._file.close()
             self._file = None

@@ -6,18 +6,23 @@ from dataclasses import replace
 from typing import Optional
 
 from ..devices import resolve_device
-from ..errors import ModelError
+from ..errors import ModelError, ParameterError
 from ..models import build_model
 from ..models.feature_cache import FeatureCache
 from ..models.runner import TileRunner
 from ..progress import CancelToken, ProgressCallback, report
-from ..protocol.contracts import SegmentRequest, SegmentResult
+from ..protocol.contracts import SegmentRequest, SegmentResult, check_class_names
 from ..raster.engine import segment
 
 
 def validate_prompt(request: SegmentRequest) -> None:
     if (request.classes is None) == (request.sentence is None):
         raise ModelError("give either a class list or a referring sentence, not both and not neither")
+    if request.classes is not None:
+        try:  # callers that build requests in Python (eval, bench) skip from_dict's check
+            check_class_names(request.classes)
+        except ValueError as exc:
+            raise ParameterError(str(exc)) from None
 
 
 def run_segment(request: SegmentRequest, progress: Optional[ProgressCallback] = None,

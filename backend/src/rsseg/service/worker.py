@@ -14,6 +14,7 @@ import threading
 from typing import BinaryIO, TextIO
 
 from ..protocol.messages import MAX_LINE_BYTES, Bye, ErrorRecord, Message, ProtocolError, Shutdown, decode
+from ..signals import EXIT_TERMINATED, signal_name, stop_on_signals
 from .jobs import Service
 
 UNPARSABLE_ID = "invalid"  # the id of error records answering a line whose id could not be read
@@ -53,20 +54,35 @@ def serve(stdin: BinaryIO | None = None, stdout: TextIO | None = None) -> int:
             out.flush()
 
     service = Service(emit)
-    logging.getLogger("rsseg.worker").info("worker %d ready", os.getpid())
+    log = logging.getLogger("rsseg.worker")
+    log.info("worker %d ready", os.getpid())
     shutdown = None
-    for raw in _lines(stdin if stdin is not None else sys.stdin.buffer):
-        if not raw.strip():
-            continue
-        try:
-            message = decode(raw)
-        except ProtocolError as exc:
-            emit(ErrorRecord(exc.msg_id or UNPARSABLE_ID, "ProtocolError", str(exc)))
-            continue
-        if not service.handle(message):
-            shutdown = message
-            break
+
+    def terminate() -> None:
+        raise _Terminated()
+
+    try:
+        with stop_on_signals(terminate) as received:
+            for raw in _lines(stdin if stdin is not None else sys.stdin.buffer):
+                if not raw.strip():
+                    continue
+                try:
+                    message = decode(raw)
+                except ProtocolError as exc:
+                    emit(ErrorRecord(exc.msg_id or UNPARSABLE_ID, "ProtocolError", str(exc)))
+                    continue
+                if not service.handle(message):
+                    shutdown = message
+                    break
+    except _Terminated:
+        log.info("worker %d stopped by %s: cancelling the running job", os.getpid(), signal_name(received[0]))
+        service.stop()  # the job removes its staged files before the process goes
+        return EXIT_TERMINATED
     service.stop()  # stdin closed (the client went away) or shutdown: cancel and clean up
     if isinstance(shutdown, Shutdown):
         emit(Bye(shutdown.id))
     return 0
+
+
+class _Terminated(Exception):
+    """Raised in the main thread by SIGTERM/SIGHUP to leave the blocking read of stdin."""
