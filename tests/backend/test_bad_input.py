@@ -142,7 +142,7 @@ def _cases(d: Path):
         "batch-size-negative": (dict(batch_size=-1), ParameterError, ["batch size", "got -1"]),
         "unknown-model": (dict(model="no-such-model"), ModelError, ["'no-such-model'", "test", "rsseg models"]),
         "empty-class-list": (dict(classes=[]), ModelError, ["prompt is empty", "class list"]),
-        "blank-class-names": (dict(classes=["", "  "]), ModelError, ["prompt is empty"]),
+        "blank-class-names": (dict(classes=["", "  "]), ParameterError, ["names no class"]),
         "blank-sentence": (dict(classes=None, sentence="   "), ModelError, ["prompt is empty"]),
         "classes-and-sentence": (dict(classes=["building"], sentence="the white building"), ModelError,
                                  ["either a class list or a referring sentence"]),
