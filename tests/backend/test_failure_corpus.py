@@ -388,29 +388,45 @@ def test_negative_numbers_after_options_are_values(tmp_path, capsys, argv, words
 # --- full disks and file size limits: real file systems and real limits -----------------------------------
 
 @pytest.fixture
-def full_disk(tmp_path):
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mount)],  # nosec B603 B607
-                          capture_output=True, check=False)
-    if done.returncode != 0:
-        pytest.skip("mounting a small tmpfs needs root")
+def small_disk(tmp_path):
+    """Mounts a tmpfs of the given size (root only) and unmounts it afterwards."""
+    mounts = []
+
+    def mount(size: str) -> Path:
+        folder = tmp_path / f"small-{size}"
+        folder.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],  # nosec
+                              capture_output=True, check=False)
+        if done.returncode != 0:
+            pytest.skip("mounting a small tmpfs needs root")
+        mounts.append(folder)
+        return folder
+
     yield mount
-    subprocess.run(["umount", str(mount)], check=False)  # nosec B603 B607
+    for folder in mounts:
+        subprocess.run(["umount", str(folder)], check=False)  # nosec B603 B607
 
 
-@pytest.mark.parametrize("extra", [["--scores"], ["--no-polygons"]])
-def test_full_disk_is_one_line_naming_the_folder(tmp_path, full_disk, extra):
-    data = (np.random.default_rng(1).random((3, 1024, 1024)) * 255).astype(np.uint8)
-    raster = write(tmp_path / "noise.tif", data)
-    digest = sha256(raster)
-    proc = subprocess.run([*RSSEG, "segment", str(raster), "--classes", "tree, grass", "--model", "test",  # nosec
-                           "--quiet", "--out", str(full_disk), "--tile", "256", "--overlap", "32", *extra],
-                          capture_output=True, text=True, timeout=300, check=False)
+@pytest.mark.parametrize("kind, size, extra", [
+    ("noise", "400k", ["--scores"]),  # the GeoTIFFs fill it
+    ("noise", "400k", ["--no-polygons"]),
+    ("speckle", "700k", []),  # the mask fits, the spill or the polygons do not
+    ("speckle", "900k", []),
+    ("speckle", "1200k", []),
+])
+def test_full_disk_is_one_line_naming_the_folder(tmp_path, small_disk, kind, size, extra):
+    rng = np.random.default_rng(1)
+    data = (rng.random((3, 1024, 1024)) * 255).astype(np.uint8) if kind == "noise" else \
+        np.repeat(rng.integers(0, 2, (1, 1024, 1024)).astype(np.uint8) * 200, 3, axis=0)
+    raster = write(tmp_path / f"{kind}.tif", data)
+    digest, folder = sha256(raster), small_disk(size)
+    proc = subprocess.run([*RSSEG, "segment", str(raster), "--classes", "black, white", "--model", "test",  # nosec
+                           "--quiet", "--out", str(folder), *extra], capture_output=True, text=True, timeout=300,
+                          check=False)
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.strip() == f"rsseg: error: the output folder {full_disk} is full (no space left on the " \
+    assert proc.stderr.strip() == f"rsseg: error: the output folder {folder} is full (no space left on the " \
                                   "device): the job stopped and removed its partial files"
-    assert os.listdir(full_disk) == [] and sha256(raster) == digest
+    assert os.listdir(folder) == [] and sha256(raster) == digest
 
 
 def test_file_size_limit_is_one_line(tmp_path):

@@ -191,6 +191,7 @@ def test_bad_inputs_raise_clear_messages(provider, tmp_path):
     try:
         for params, expected in (
             ({"INPUT": RASTER, "CLASSES": " , ;"}, "type at least one class"),
+            ({"INPUT": RASTER, "CLASSES": "water, WATER"}, "duplicate class names: 'water' and 'WATER'"),
             ({"INPUT": RASTER, "CLASSES": "tree", "MODEL": "no-such-model"}, "no-such-model"),
             ({"INPUT": RASTER, "CLASSES": "tree", "MODEL": " "}, "choose a model"),
             ({"INPUT": vsimem, "CLASSES": "tree"}, "“in memory” is not a local file"),

@@ -51,6 +51,11 @@ class CapturedStderr:
         if exc_type is not None:
             self.failed = True
 
+    @property
+    def reported_write_error(self) -> bool:
+        """libtiff can print a failed write yet return success to GDAL: the words count as the failure."""
+        return any(m in self._kept for m in (b"_tiffWriteProc", b"_tiffSeekProc", b"No space left", b"too large"))
+
     def text(self) -> str:
         """What was printed during the blocks so far."""
         return self._kept.decode("utf-8", "replace")

@@ -193,8 +193,10 @@ def _segment(request: SegmentRequest, model: TileModel, progress: Optional[Progr
                 writer.gdal_output.failed = True  # closing after a failure prints about it again: keep that
                 raise
             finally:
-                writer.close()
-                spill.close()
+                try:
+                    writer.close()  # flushes: a full disk can fail here too
+                finally:
+                    spill.close()
             crs_string = source.crs.to_string() if source.crs else ""
             bands = list(source.bands)
             infinite = source.infinite_seen
@@ -285,7 +287,8 @@ def _stream(grid: TileGrid, reader: _TileReader, model: TileModel, runner: TileR
         for chunk in _chunks(strip_tiles(grid, strip), spill, runner):
             cancel.check()
             t0 = time.perf_counter()
-            reads = {t.index: reader.read(t) for t in chunk if not spill.has(t)}
+            with writer.gdal_output:  # a read can evict (write) the outputs' cached blocks: a full disk prints here
+                reads = {t.index: reader.read(t) for t in chunk if not spill.has(t)}
             timings["read"] += time.perf_counter() - t0
             todo = [i for i, (_, valid) in reads.items() if valid.any()]  # all-nodata tiles skip the model
             logits = {}

@@ -65,6 +65,10 @@ class ClassRasterWriter:
                         dataset.close()
                 except Exception as exc:  # noqa: BLE001 - close both, report the first failure
                     failure = failure or exc
+        if failure is None and self.gdal_output.reported_write_error:
+            failure = OSError(f"a write failed: {self.gdal_output.text().strip()}")
+        if failure is not None:
+            self.gdal_output.failed = True
         self.gdal_output.release()
         if failure is not None:
             raise failure
