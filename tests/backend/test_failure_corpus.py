@@ -199,7 +199,7 @@ CASES = [
          ("simplify tolerance", "finite"), worker_code="ProtocolError", worker_words=("simplify_tolerance is inf",)),
     Case("threshold-nan", _with(_neon, threshold=float("nan")), "ParameterError", ("threshold", "finite"),
          worker_code="ProtocolError", worker_words=("threshold is nan",)),
-    Case("resolution-inf", _with(_neon, resolution=float("inf")), "ParameterError", ("resolution",),
+    Case("resolution-inf", _with(_neon, resolution=float("inf")), "ParameterError", ("resolution", "metres"),
          worker_code="ProtocolError", worker_words=("resolution is inf",)),
     # damaged or unusual rasters
     Case("truncated-50%", _damaged(cut=0.5), "DamagedRasterError", ("scene.tif", "damaged or incomplete")),

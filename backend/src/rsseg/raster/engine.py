@@ -63,10 +63,10 @@ class _Tally:
 
 def check_parameters(request: SegmentRequest) -> None:
     """Job parameters the tile grid and the stretch do not check themselves."""
-    numbers = {"resolution": request.resolution, "threshold": request.threshold,
+    numbers = {"threshold": request.threshold,
                "simplify tolerance": request.simplify_tolerance, "minimum area": request.min_area_m2,
                "percentiles": request.percentiles, "value range": request.value_range}
-    for name, value in numbers.items():  # (the bbox is the region's: RegionError)
+    for name, value in numbers.items():  # (the bbox and the resolution have their own checks and messages)
         several = isinstance(value, (tuple, list))
         values = value if several else () if value is None else (value,)
         if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
