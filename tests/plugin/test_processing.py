@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,36 +20,10 @@ from qgis.core import (
 )
 
 from rs_refseg_plugin import classFactory
-from rs_refseg_plugin.core.backend import close_shared_backend
-from rs_refseg_plugin.core.settings import PREFIX
 from rs_refseg_plugin.processing.outputs import ResultStyler
-from rs_refseg_plugin.processing.provider import RsSegProvider
 
 DATA = Path(__file__).parents[1] / "data"
 RASTER = str(DATA / "neon_osbs_rgb.tif")
-
-
-@pytest.fixture(scope="module")
-def provider(qgis_app, qgis_processing):
-    """The provider on the test venv's python (which has rsseg); a stale QgsSettings value is cleared."""
-    from qgis.core import QgsSettings
-
-    mp = pytest.MonkeyPatch()
-    mp.setenv("RSSEG_PYTHON", sys.executable)
-    settings = QgsSettings()
-    before = settings.value(PREFIX + "python", None)
-    settings.setValue(PREFIX + "python", "")
-    registry = QgsApplication.processingRegistry()
-    provider = RsSegProvider()
-    assert registry.addProvider(provider)
-    yield provider
-    registry.removeProvider(provider)
-    close_shared_backend()
-    if before is None:
-        settings.remove(PREFIX + "python")
-    else:
-        settings.setValue(PREFIX + "python", before)
-    mp.undo()
 
 
 def run(algorithm, parameters, feedback=None, context=None):

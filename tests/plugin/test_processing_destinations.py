@@ -12,7 +12,6 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -20,7 +19,6 @@ from pathlib import Path
 import pytest
 from osgeo import gdal
 from qgis.core import (
-    QgsApplication,
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingUtils,
@@ -28,36 +26,10 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-from rs_refseg_plugin.core.backend import close_shared_backend
-from rs_refseg_plugin.core.settings import PREFIX
-from rs_refseg_plugin.processing.provider import RsSegProvider
 
 DATA = Path(__file__).parents[1] / "data"
 RASTER = str(DATA / "neon_osbs_rgb.tif")
 IS_ROOT = os.name == "posix" and os.geteuid() == 0
-
-
-@pytest.fixture(scope="module")
-def provider(qgis_app, qgis_processing):
-    """The provider on the test venv's python (which has rsseg); a stale QgsSettings value is cleared."""
-    from qgis.core import QgsSettings
-
-    mp = pytest.MonkeyPatch()
-    mp.setenv("RSSEG_PYTHON", sys.executable)
-    settings = QgsSettings()
-    before = settings.value(PREFIX + "python", None)
-    settings.setValue(PREFIX + "python", "")
-    registry = QgsApplication.processingRegistry()
-    provider = RsSegProvider()
-    assert registry.addProvider(provider)
-    yield provider
-    registry.removeProvider(provider)
-    close_shared_backend()
-    if before is None:
-        settings.remove(PREFIX + "python")
-    else:
-        settings.setValue(PREFIX + "python", before)
-    mp.undo()
 
 
 class Recorder(QgsProcessingFeedback):
