@@ -29,6 +29,7 @@ export HF_HUB_OFFLINE := 1
 help:
 	@echo "make demo   set up (apt QGIS, .venv, backend) and segment the bundled sample"
 	@echo "make test   run the whole test suite"
+	@echo "make lint   ruff and Bandit over the sources (must stay clean)"
 	@echo "make bench  print the engine benchmark table"
 	@echo "make package  build dist/rs_refseg_plugin-<version>.zip (validated, backend source inside)"
 	@echo "make deploy   install that zip into a QGIS profile and enable it (PROFILE_DIR=... to choose)"
@@ -60,6 +61,10 @@ demo: setup
 
 test: setup
 	@$(PY) -m pytest -q $(PYTEST_ARGS) tests
+
+lint: setup
+	@$(VENV)/bin/ruff check backend/src rs_refseg_plugin tools tests
+	@$(VENV)/bin/bandit -q -r backend/src rs_refseg_plugin tools
 
 bench: setup
 	@$(RSSEG) bench $(BENCH_ARGS)

@@ -63,7 +63,7 @@ class DownloadTask(QgsTask):
         except OSError as exc:
             self.error = f"cannot start {self.python}: {exc}"
             return False
-        reader = threading.Thread(target=lambda: self.lines.extend(l.rstrip() for l in proc.stdout), daemon=True)
+        reader = threading.Thread(target=lambda: self.lines.extend(line.rstrip() for line in proc.stdout), daemon=True)
         reader.start()
         size = sum(int(w["size"] or 0) for w in self.weights) or 1  # None: unpublished, not yet pinned
         while proc.poll() is None:

@@ -19,7 +19,8 @@ SAMPLE = ROOT / "resources" / "sample" / "neon_osbs_rgb.tif"
 def test_doctor_markdown(capsys):
     assert main(["doctor", "--markdown"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("## rsseg environment") and "| torchvision |" in out and "| test | both | none needed |" in out
+    assert out.startswith("## rsseg environment") and "| torchvision |" in out
+    assert "| test | both | none needed |" in out
     assert "| worker round trip | ok: started in " in out and f"(protocol {PROTOCOL_VERSION})" in out
 
 
@@ -47,8 +48,8 @@ def test_demo_runs_the_sample_with_the_test_model(tmp_path, capsys):
 
 
 def test_bench_prints_a_table(tmp_path, capsys):
-    assert main(["bench", "--sizes", "256", "--vit-size", "0", "--clip-size", "0", "--rsrefseg-size", "0", "--tile", "128",
-                 "--overlap", "16", "--json", "--workdir", str(tmp_path)]) == 0
+    assert main(["bench", "--sizes", "256", "--vit-size", "0", "--clip-size", "0", "--rsrefseg-size", "0",
+                 "--tile", "128", "--overlap", "16", "--json", "--workdir", str(tmp_path)]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 1 and rows[0]["raster"] == "256x256" and rows[0]["tiles"] == 9
     assert rows[0]["peak_rss_mb"] >= rows[0]["raster_pass_rss_mb"] > 0
@@ -71,7 +72,8 @@ def test_models_table_and_json_show_rsrefseg_parameter_counts(capsys):
     assert "parameters" not in lines["test"]
     assert main(["models", "--json"]) == 0
     rows = {r["id"]: r for r in json.loads(capsys.readouterr().out)}
-    assert (rows["rsrefseg-test"]["parameters_trainable"], rows["rsrefseg-test"]["parameters_total"]) == (275_753, 4_077_354)
+    assert (rows["rsrefseg-test"]["parameters_trainable"],
+            rows["rsrefseg-test"]["parameters_total"]) == (275_753, 4_077_354)
     assert rows["sam-vit-b"]["parameters_trainable"] is None and rows["sam-vit-b"]["parameters_total"] is None
 
 

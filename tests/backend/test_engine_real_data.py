@@ -412,7 +412,7 @@ def test_bbox_in_other_crs_gives_shifted_window(tmp_path):
 
 def test_bbox_partly_outside_is_clipped_to_the_raster(tmp_path):
     with rasterio.open(PAN) as src:
-        st, (W, H) = src.transform, (src.width, src.height)
+        st = src.transform
     bbox = (st.c - 100.0, st.f - 50.0, st.c + 40.0, st.f + 100.0)  # sticks out west and north
     out = tmp_path / "out"
     run_segment(request(PAN, out, tile=64, overlap=16, vectorise=False, region=RegionSpec(bbox=bbox)))

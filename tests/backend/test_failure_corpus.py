@@ -14,12 +14,11 @@ import hashlib
 import json
 import os
 import resource
-import shutil
 import signal
 import subprocess  # nosec B404 - real rsseg processes for the signal cases
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 

@@ -28,7 +28,8 @@ REQUEST = SegmentRequest(raster="/data/a.tif", out_dir="/tmp/out", classes=["bui
                          region=RegionSpec(bbox=(0.0, 0.0, 10.0, 10.0), bbox_crs="EPSG:4326"), value_range=(0, 255))
 
 RECORDS = [
-    Ping("p1"), Pong("p1", 1, "0.1.0", 123), Segment("j1", json.loads(json.dumps(REQUEST.to_dict()))), Cancel("c1", "j1"), ListModels("m1"),
+    Ping("p1"), Pong("p1", 1, "0.1.0", 123), Segment("j1", json.loads(json.dumps(REQUEST.to_dict()))),
+    Cancel("c1", "j1"), ListModels("m1"),
     Shutdown("s1"), Bye("s1"), ProgressRecord("j1", "segment", 3, 10),
     ResultRecord("j1", {"mask": "/tmp/out/mask.tif", "classes": [{"id": 1, "name": "building"}]}),
     ErrorRecord("j1", "BandError", "band 4 is out of range", ""),

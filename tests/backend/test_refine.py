@@ -158,7 +158,8 @@ def test_image_guided_upsampling_finds_the_true_edges(method):
         ours = upsample_logits(coarse, image[None], method)[0].argmax(0)
         b_base, b_ours = boundary_iou(base == 1, label == 1), boundary_iou(ours == 1, label == 1)
         assert b_base < 0.65 and b_ours >= floor and b_ours > b_base + 0.2, (noise, b_base, b_ours)
-        iou = lambda p: float(intersection_union(p, label, 2)[0][1]) / float(intersection_union(p, label, 2)[1][1])
+        def iou(p):
+            return float(intersection_union(p, label, 2)[0][1]) / float(intersection_union(p, label, 2)[1][1])
         assert iou(ours) > iou(base), (noise, iou(base), iou(ours))
 
 

@@ -76,7 +76,8 @@ def _reference_semantics(v, tokens, valid, sentence, s, b):
 
 def test_local_and_global_semantics_match_a_reference_computation():
     g = torch.Generator().manual_seed(1)
-    v, tokens, sentence = torch.randn(2, 8, 5, 5, generator=g), torch.randn(2, 6, 8, generator=g), torch.randn(2, 8, generator=g)
+    v, tokens, sentence = (torch.randn(2, 8, 5, 5, generator=g), torch.randn(2, 6, 8, generator=g),
+                           torch.randn(2, 8, generator=g))
     valid = torch.tensor([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 0]], dtype=torch.bool)
     s, b = torch.tensor(14.3), torch.tensor(-2.0)
     ref_local, ref_global = _reference_semantics(v, tokens, valid, sentence, s, b)
@@ -94,7 +95,8 @@ def test_padding_tokens_do_not_affect_the_local_semantics():
     assert torch.allclose(local_semantics(v, padded, valid, s, b), short, atol=1e-6)
 
 
-@pytest.mark.parametrize("grid, blocks, tokens", [(27, 2, 49), (14, 2, 16), (16, 2, 16), (16, 1, 64), (27, 3, 16), (7, 0, 49)])
+@pytest.mark.parametrize("grid, blocks, tokens",
+                         [(27, 2, 49), (14, 2, 16), (16, 2, 16), (16, 1, 64), (27, 3, 16), (7, 0, 49)])
 def test_prompter_token_count(grid, blocks, tokens):
     prompter = AttnPrompter(8, 16, down_blocks=blocks).eval()
     maps = [torch.randn(1, 8, grid, grid) for _ in range(3)]
@@ -140,7 +142,8 @@ def test_lora_trains_only_adapters_prompter_prompt_encoder_and_mask_decoder():
     assert 0 < trainable < total and total > before[1]  # adapters added, base frozen
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     full = ("prompter.", "sam.prompt_encoder.", "sam.mask_decoder.")
-    assert all("lora_" in n or n.startswith(full) for n in names), [n for n in names if "lora_" not in n and not n.startswith(full)]
+    assert all("lora_" in n or n.startswith(full) for n in names), \
+        [n for n in names if "lora_" not in n and not n.startswith(full)]
     adapted = {n.split(".lora_")[0] for n in names if "lora_" in n}
     assert "sam.image_encoder.blocks.0.attn.qkv" in adapted and "sam.image_encoder.blocks.1.mlp.lin2" in adapted
     assert {"sam.image_encoder.neck.0", "sam.image_encoder.neck.2", "clip.text.text_projection"} <= adapted

@@ -102,8 +102,8 @@ def _weights(model) -> dict[str, torch.Tensor]:
 def test_resume_continues_exactly(samples, tmp_path):
     """2 x 3 updates with a resume in between == 6 straight. Two straight runs are bitwise equal;
     the resumed one differs by ~1e-7 relative (kernels on other memory addresses), while a resume
-    that loses the dropout RNG is off by ~7e-6 on its first update and ~5e-5 by the last (the control at the end), so the
-    bar is 1e-6 on the losses, and weights far closer than the last 3 updates moved them."""
+    that loses the dropout RNG is off by ~7e-6 on its first update and ~5e-5 by the last (the control at the end), so
+    the bar is 1e-6 on the losses, and weights far closer than the last 3 updates moved them."""
     straight = Trainer(build_trainable(TINY), "rsrefseg-test", samples,
                        _config(checkpoint_every=3, out_dir=str(tmp_path / "a")))
     a = straight.train()
@@ -141,7 +141,8 @@ def test_accumulation_matches_a_larger_batch(samples):
         runs.append((result.losses, _weights(trainer.model)))
     assert runs[0][0] == pytest.approx(runs[1][0], rel=1e-4)
     for k in runs[0][1]:
-        torch.testing.assert_close(runs[1][1][k], runs[0][1][k], rtol=1e-2, atol=1e-4)  # Adam amplifies ~1e-7 gradient noise where g ~ 0
+        # Adam amplifies ~1e-7 gradient noise where g ~ 0
+        torch.testing.assert_close(runs[1][1][k], runs[0][1][k], rtol=1e-2, atol=1e-4)
 
 
 def test_cli_trains_saves_and_evaluates(tmp_path, capsys):

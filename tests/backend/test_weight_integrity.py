@@ -146,7 +146,8 @@ def test_a_pinned_file_is_checked_like_a_registry_one(spec, clip_file, weights, 
     (weights / "pins.json").write_text(json.dumps({NAME: pin}))
     assert installed_path(get_spec(MODEL_ID)) == weights / NAME  # hashed against the pin, recorded
     _flip_a_weight(weights / NAME, keep_mtime=False)
-    with pytest.raises(WeightsError, match=rf"{NAME} was not loaded: it failed its checksum .*expected {pin['sha256']}"):
+    with pytest.raises(WeightsError,
+                       match=rf"{NAME} was not loaded: it failed its checksum .*expected {pin['sha256']}"):
         _build()
 
 

@@ -450,8 +450,8 @@ def test_import_of_a_wrong_file_writes_nothing(tmp_path, weights_env):
 
 @pytest.fixture
 def cli_model(base):
-    spec = ModelSpec(MODEL_ID, "component", "x", "Weights test model.", weights=(_weight(PTH, base), _weight(SAFE, base)),
-                     licence="CC0-1.0")
+    spec = ModelSpec(MODEL_ID, "component", "x", "Weights test model.",
+                     weights=(_weight(PTH, base), _weight(SAFE, base)), licence="CC0-1.0")
     MODELS[spec.id] = spec
     yield spec
     MODELS.pop(spec.id, None)
@@ -466,7 +466,8 @@ def test_cli_list_download_verify(cli_model, capsys, weights_env):
     for argv in (["models", "--json"], ["models", "list", "--json"]):
         row = _row(capsys, *argv)
         assert row["weights_present"] is False and row["licence"] == "CC0-1.0" and row["real"] is False
-        assert [(w["name"], w["present"], w["verified"]) for w in row["weights"]] == [(PTH, False, None), (SAFE, False, None)]
+        assert [(w["name"], w["present"], w["verified"]) for w in row["weights"]] == [(PTH, False, None),
+                                                                                     (SAFE, False, None)]
         assert row["weights"][0]["urls"] == list(cli_model.weights[0].urls)
         assert row["weights"][0]["path"] == str(weights_env / PTH)
     assert main(["models", "download", MODEL_ID, "--quiet"]) == 0
@@ -503,7 +504,8 @@ def test_cli_errors_are_one_line(cli_model, base, capsys, monkeypatch):
     assert main(["models", "download", "no-such-model"]) == 2
     err = capsys.readouterr().err
     assert "unknown model 'no-such-model'" in err and len(err.splitlines()) == 1
-    monkeypatch.setitem(MODELS, MODEL_ID, ModelSpec(MODEL_ID, "component", "x", "", weights=(_weight(PTH, base, "404"),)))
+    monkeypatch.setitem(MODELS, MODEL_ID,
+                        ModelSpec(MODEL_ID, "component", "x", "", weights=(_weight(PTH, base, "404"),)))
     assert main(["models", "download", MODEL_ID, "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "HTTP 404" in err and len(err.splitlines()) == 1

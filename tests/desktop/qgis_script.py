@@ -38,8 +38,8 @@ def main():
         iface.mapCanvas().waitWhileRendering()
         QgsApplication.processEvents()
         root = QgsProject.instance().layerTreeRoot()
-        groups = {g.name(): [(l.name(), l.layer().crs().authid(), l.layer().extent().toString(1))
-                             for l in g.findLayers()] for g in root.findGroups()}
+        groups = {g.name(): [(node.name(), node.layer().crs().authid(), node.layer().extent().toString(1))
+                             for node in g.findLayers()] for g in root.findGroups()}
         iface.mainWindow().grab().save(os.environ["RSSEG_DESKTOP_SHOT"])
         report = {"ok": True, "actions": actions, "dock_layer": dock.layer.currentLayer().name(),
                   "groups": groups, "source_extent": layer.extent().toString(1), "source_crs": layer.crs().authid(),

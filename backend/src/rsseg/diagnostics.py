@@ -73,7 +73,8 @@ def weights_summary(row: dict) -> str:
     """One cell per model for the report: each weight file and whether it is present and verified."""
     if not row.get("weights"):
         return "none needed"
-    return ", ".join(f"{w['name']} ({'verified' if w['verified'] else 'present, not verified' if w['present'] else 'missing'})"
+    return ", ".join(f"{w['name']} "
+                     f"({'verified' if w['verified'] else 'present, not verified' if w['present'] else 'missing'})"
                      for w in row["weights"])
 
 

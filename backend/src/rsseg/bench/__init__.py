@@ -35,7 +35,8 @@ def _run_one(raster: Path, out: Path, model: str, tile: int, overlap: int, devic
 
 def _row(model: str, size: int, run: dict) -> dict:
     wall, t = run["wall_s"], run["timings"]
-    return {"model": model, "device": run["device"], "raster": f"{size}x{size}", "tiles": run["tiles"], "wall_s": round(wall, 2),
+    return {"model": model, "device": run["device"], "raster": f"{size}x{size}", "tiles": run["tiles"],
+            "wall_s": round(wall, 2),
             "tiles_per_s": round(run["tiles"] / wall, 2), "mpx_per_s": round(run["pixels"] / wall / 1e6, 2),
             "raster_pass_rss_mb": round(run["raster_pass_rss_mb"]), "peak_rss_mb": round(run["peak_rss_mb"]),
             "polygons": run["polygons"], "outside_model_pct": round(100 * (wall - t["model"]) / wall, 1),
@@ -43,8 +44,8 @@ def _row(model: str, size: int, run: dict) -> dict:
             "vectorise_s": round(t.get("vectorise", 0), 2)}
 
 
-COLUMNS = ["model", "device", "raster", "tiles", "wall_s", "tiles_per_s", "mpx_per_s", "raster_pass_rss_mb", "peak_rss_mb",
-           "polygons", "outside_model_pct", "read_s", "blend_write_s", "vectorise_s"]
+COLUMNS = ["model", "device", "raster", "tiles", "wall_s", "tiles_per_s", "mpx_per_s", "raster_pass_rss_mb",
+           "peak_rss_mb", "polygons", "outside_model_pct", "read_s", "blend_write_s", "vectorise_s"]
 
 
 def format_table(rows: list[dict], markdown: bool) -> str:

@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg = sub.add_parser("segment", help="segment a raster from a class list or a referring sentence")
     seg.add_argument("raster")
     prompt = seg.add_mutually_exclusive_group(required=True)
-    prompt.add_argument("--classes", type=parse_class_list, help='comma-separated class names, e.g. "building, road, tree"; with semicolons '
+    prompt.add_argument("--classes", type=parse_class_list,
+                        help='comma-separated class names, e.g. "building, road, tree"; with semicolons '
                         'between classes, commas give synonyms: "road, parking lot; tree"')
     prompt.add_argument("--sentence", help='a referring sentence, e.g. "the large white building"')
     seg.add_argument("--model", default="test", help="model id (see `rsseg models`)")
@@ -156,7 +157,8 @@ def _request(args):
         bands=args.bands, region=region, resolution=args.resolution, tile=args.tile, overlap=args.overlap,
         batch_size=args.batch_size,
         device=args.device, percentiles=tuple(args.percentiles), value_range=args.value_range,
-        threshold=args.threshold, upsample=args.upsample, sam_refine=args.sam_refine, checkpoint=args.checkpoint, write_scores=args.scores, vectorise=not args.no_polygons,
+        threshold=args.threshold, upsample=args.upsample, sam_refine=args.sam_refine, checkpoint=args.checkpoint,
+        write_scores=args.scores, vectorise=not args.no_polygons,
         simplify_tolerance=args.simplify, min_area_m2=args.min_area)
 
 
@@ -230,7 +232,8 @@ def cmd_doctor(args) -> int:
                                  for r in model_rows()])
     if not args.no_worker:
         report["worker"] = worker_roundtrip()
-    print(json.dumps(report, indent=2) if args.json else format_report(report, markdown=args.markdown), end="\n" if args.json else "")
+    print(json.dumps(report, indent=2) if args.json else format_report(report, markdown=args.markdown),
+          end="\n" if args.json else "")
     return 0
 
 

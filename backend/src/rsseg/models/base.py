@@ -37,7 +37,8 @@ class EncodedTileModel(TileModel, Protocol):
     encoder_id: str
 
     def encode(self, batch: np.ndarray) -> Any:
-        """[B, n_inputs, h, w] -> features with the tile on the first axis: an array, a tensor, or a tuple of tensors."""
+        """[B, n_inputs, h, w] -> features with the tile on the first axis: an array, a tensor, or a tuple of
+        tensors."""
         ...
 
     def decode(self, features: Any) -> np.ndarray:

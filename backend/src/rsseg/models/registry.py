@@ -91,7 +91,8 @@ def _register_clip(model_id: str, open_clip_model: str, description: str, weight
                        preprocess=preprocess, weights=(weight,), licence=licence, real=True))
     register(ModelSpec(id=f"{model_id}-tiny", task="classes", builder="open-vocab-clip",
                        description=f"Test-size twin of {model_id} (2-block 64-wide CLIP), random weights.",
-                       config={"architecture": clip_configs.TINY_CLIP, **clip_configs.OPEN_VOCAB, "sam": "sam-vit-b-tiny"},
+                       config={"architecture": clip_configs.TINY_CLIP, **clip_configs.OPEN_VOCAB,
+                               "sam": "sam-vit-b-tiny"},
                        preprocess=preprocess, licence="GPL-2.0-or-later"))
 
 
@@ -350,7 +351,8 @@ def build_model(model_id: str, classes: list[str] | None, sentence: str | None, 
         raise ModelError(f"{model_id} is a component used by other models, not a segmenter you can run directly")
     mode = "sentence" if sentence is not None else "classes"
     if not spec.accepts(mode):
-        raise ModelError(f"model {model_id!r} takes {spec.task}, not a {'sentence' if mode == 'sentence' else 'class list'}")
+        raise ModelError(f"model {model_id!r} takes {spec.task}, "
+                         f"not a {'sentence' if mode == 'sentence' else 'class list'}")
     if mode == "sentence":
         prompts, activation = [sentence.strip()], SIGMOID
     else:

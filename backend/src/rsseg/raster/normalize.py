@@ -66,7 +66,8 @@ def check_stretch_parameters(percentiles: tuple[float, float], value_range: Opti
         raise ParameterError(f"stretch percentiles must satisfy 0 <= low < high <= 100, got {low}, {high}")
     if value_range is not None and not (math.isfinite(value_range[0]) and math.isfinite(value_range[1])
                                         and value_range[0] < value_range[1]):
-        raise ParameterError(f"value range must be two finite numbers low < high, got {value_range[0]}, {value_range[1]}")
+        raise ParameterError(
+            f"value range must be two finite numbers low < high, got {value_range[0]}, {value_range[1]}")
 
 
 def estimate_stretch(

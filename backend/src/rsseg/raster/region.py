@@ -110,5 +110,6 @@ def resolve_region(spec: RegionSpec, dataset) -> Region:
         raise RegionError(f"{described} is empty or invalid (expected four finite numbers)")
     box = transform_bounds(src, dataset.crs, *bbox, densify_pts=21) if src != dataset.crs else bbox
     if not all(math.isfinite(v) for v in box):
-        raise RegionError(f"{described} cannot be placed in {dataset.crs} (outside the valid area of {src.to_string()})")
+        raise RegionError(
+            f"{described} cannot be placed in {dataset.crs} (outside the valid area of {src.to_string()})")
     return Region(_window_for_bounds(box, dataset, described))

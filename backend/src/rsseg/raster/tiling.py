@@ -66,7 +66,8 @@ class TileGrid:
         if self.tile < 16:
             raise ParameterError(f"tile size must be at least 16 pixels, got {self.tile}")
         if not 0 <= self.overlap <= self.tile // 2:
-            raise ParameterError(f"overlap must be between 0 and half the tile size ({self.tile // 2}), got {self.overlap}")
+            raise ParameterError(
+                f"overlap must be between 0 and half the tile size ({self.tile // 2}), got {self.overlap}")
 
     @cached_property
     def ys(self) -> list[int]:

@@ -212,8 +212,8 @@ class Trainer:
                 if self.val_samples and ((cfg.eval_every and self.step % cfg.eval_every == 0) or last):
                     self.validate()
                     if bar is not None:
-                        bar.write(f"step {self.step}: val mIoU {self.metrics['miou']:.4f} oIoU {self.metrics['oiou']:.4f}",
-                                  file=sys.stderr)
+                        bar.write(f"step {self.step}: val mIoU {self.metrics['miou']:.4f} "
+                                  f"oIoU {self.metrics['oiou']:.4f}", file=sys.stderr)
                 if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or last:
                     saved = self.save() or saved
         finally:

@@ -253,7 +253,8 @@ def _stream(response, url: str, weight: WeightFile, part: Path, offset: int, has
                 out.close()
                 part.unlink(missing_ok=True)
                 raise _SourceError(_Attempt(url, f"{url} sent more than the {weight.size} bytes expected for "
-                                                 f"{weight.name} (wrong file on the server?); the download was removed"))
+                                                 f"{weight.name} (wrong file on the server?); "
+                                                 "the download was removed"))
             out.write(chunk)
             hasher.update(chunk)
             done += len(chunk)

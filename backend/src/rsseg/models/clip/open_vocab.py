@@ -4,8 +4,9 @@ Per tile: sliding windows (224, stride 112 by default) -> dense CLIP patch featu
 (models/clip/dense.py) -> logits = 50 * (patch . T) + lambda * 50 * (cls . T) with lambda = -0.3
 (CLS-bias removal), for the L2-normalised patch, CLS and class-name embeddings T -> the best synonym per class ->
 coarse logits upsampled to the window (joint bilateral by default; bilinear or guided filter) and
-averaged where windows overlap -> optionally sharpened with a SAM (peaks or vote). Split at the image encoder (EncodedTileModel), so a second prompt on the same extent
-reuses the cached patch features and runs only the text tower and this decoder.
+averaged where windows overlap -> optionally sharpened with a SAM (peaks or vote). Split at the image encoder
+(EncodedTileModel), so a second prompt on the same extent reuses the cached patch features and runs only the text
+tower and this decoder.
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ from torch import nn
 
 
 def visual_tokens(visual: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Normalised images [B, 3, S, S] at the encoder's size -> patch tokens [B, E, h, w] (joint space, not unit length)."""
+    """Normalised images [B, 3, S, S] at the encoder's size -> patch tokens [B, E, h, w] (joint space, not unit
+    length)."""
     if hasattr(visual, "trunk"):  # open_clip TimmModel (SigLIP): timm's tokens after its final norm
         trunk = visual.trunk
         x = trunk.forward_features(images)[:, getattr(trunk, "num_prefix_tokens", 0):]
@@ -71,7 +72,8 @@ def text_tokens(clip: nn.Module, text: torch.Tensor) -> tuple[torch.Tensor, torc
 
 
 def pad_id(tokenizer: Any) -> int:
-    """The id the tokenizer pads with (CLIP's BPE: 0; Hugging Face ones say); padding is left out of the local semantics."""
+    """The id the tokenizer pads with (CLIP's BPE: 0; Hugging Face ones say); padding is left out of the local
+    semantics."""
     value = getattr(getattr(tokenizer, "tokenizer", None), "pad_token_id", None)
     return int(value) if value is not None else 0
 
