@@ -28,7 +28,7 @@ export HF_HUB_OFFLINE := 1
 
 help:
 	@echo "make demo   set up (apt QGIS, .venv, backend) and segment the bundled sample"
-	@echo "make test   run the whole test suite"
+	@echo "make test   run the linters, then the whole test suite"
 	@echo "make lint   ruff and Bandit over the sources (must stay clean)"
 	@echo "make bench  print the engine benchmark table"
 	@echo "make package  build dist/rs_refseg_plugin-<version>.zip (validated, backend source inside)"
@@ -59,7 +59,7 @@ setup: $(STAMPS)/venv
 demo: setup
 	@$(RSSEG) demo --download --sample resources/sample/neon_osbs_rgb.tif --out $(DEMO_OUT)
 
-test: setup
+test: setup lint
 	@$(PY) -m pytest -q $(PYTEST_ARGS) tests
 
 lint: setup

@@ -16,7 +16,7 @@ import configparser
 import os
 import re
 import shutil
-import subprocess  # nosec B404 - runs Bandit on the staged sources, fixed argument list, no shell
+import subprocess  # nosec B404  # runs Bandit on the staged sources, fixed argument list, no shell
 import sys
 import tempfile
 import zipfile

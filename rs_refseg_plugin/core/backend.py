@@ -9,7 +9,7 @@ raises BackendError subclasses whose `str()` is a message for the user.
 from __future__ import annotations
 
 import os
-import subprocess  # nosec B404 - runs the configured backend interpreter, no shell
+import subprocess  # nosec B404  # runs the configured backend interpreter, no shell
 import threading
 from dataclasses import dataclass
 from pathlib import Path

@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 import signal
-import subprocess  # nosec B404 - runs Python, pip and nvidia-smi with argument lists, never a shell
+import subprocess  # nosec B404  # runs Python, pip and nvidia-smi with argument lists, never a shell
 import sys
 import threading
 import time

@@ -3,7 +3,7 @@ run the diagnostics report. Each reports back in the main thread through its cal
 
 from __future__ import annotations
 
-import subprocess  # nosec B404 - runs the configured backend interpreter, no shell
+import subprocess  # nosec B404  # runs the configured backend interpreter, no shell
 import threading
 import time
 from pathlib import Path

@@ -15,7 +15,7 @@ import json
 import os
 import resource
 import signal
-import subprocess  # nosec B404 - real rsseg processes for the signal cases
+import subprocess  # nosec B404  # real rsseg processes for the signal cases
 import sys
 import time
 from dataclasses import dataclass

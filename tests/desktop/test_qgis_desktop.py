@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess  # nosec B404 - starts QGIS with an argument list, no shell
+import subprocess  # nosec B404  # starts QGIS with an argument list, no shell
 import sys
 from pathlib import Path
 

@@ -188,12 +188,12 @@ def cmd_segment(args) -> int:
         except Cancelled:
             if not received:
                 raise
-            bars.close()
-            print(f"rsseg: stopped by {signal_name(received[0])}; the job removed its partial outputs",
-                  file=sys.stderr)
-            return EXIT_TERMINATED
+            result = None
         finally:
             bars.close()
+    if result is None:
+        print(f"rsseg: stopped by {signal_name(received[0])}; the job removed its partial outputs", file=sys.stderr)
+        return EXIT_TERMINATED
     print(json.dumps(result.to_dict(), indent=2) if args.json else _summary(result))
     return 0
 

@@ -12,7 +12,7 @@ import collections
 import os
 import queue
 import signal
-import subprocess  # nosec B404 - the worker is started from a configured interpreter, no shell
+import subprocess  # nosec B404  # the worker is started from a configured interpreter, no shell
 import threading
 import time
 import uuid
@@ -305,7 +305,7 @@ class WorkerClient(Session):
         self._stderr.clear()
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8", **self.config.env}
         try:
-            proc = subprocess.Popen(  # nosec B603 - argument list from the user's own settings, no shell
+            proc = subprocess.Popen(  # nosec B603  # argument list from the user's own settings, no shell
                 [self.config.python, *self.config.args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, env=env, text=True, encoding="utf-8", errors="replace", bufsize=1)
         except OSError as exc:

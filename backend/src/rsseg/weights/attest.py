@@ -107,7 +107,7 @@ def git_blob_sha1(path: Path) -> str:
     """Git's id of a file's content: SHA-1 of "blob <size>\\0" + bytes (the hub's ETag for plain files)."""
     data = path.read_bytes()  # only plain (non-LFS) git files take this path: small text files
     # SHA-1 because git names blobs by it; it is checked against the hub's id, not used as a secret.
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()  # nosec B324 - git's id, not our choice
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()  # nosec B324  # git's id, not our choice
 
 
 def _etag(value: Optional[str]) -> Optional[str]:
