@@ -5,8 +5,15 @@ from __future__ import annotations
 
 from qgis.core import QgsApplication
 from qgis.PyQt.QtCore import pyqtSignal
-from qgis.PyQt.QtWidgets import (QDialog, QDialogButtonBox, QLabel, QPlainTextEdit, QProgressBar, QPushButton,
-                                 QVBoxLayout)
+from qgis.PyQt.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QLabel,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+)
 
 from ..core.setup_backend import SetupError, plan_setup
 from ..tasks.setup_task import SetupTask

@@ -16,7 +16,6 @@ import rasterio
 from affine import Affine
 
 from rsseg.cli.main import main
-from rsseg.protocol.contracts import RegionSpec, SegmentRequest
 from rsseg.errors import (
     AllNodataError,
     BandError,
@@ -29,6 +28,7 @@ from rsseg.errors import (
     RegionError,
     RssegError,
 )
+from rsseg.protocol.contracts import RegionSpec, SegmentRequest
 from rsseg.service.segment import run_segment
 
 DATA = Path(__file__).parents[1] / "data"

@@ -22,10 +22,10 @@ import rasterio
 import shapely
 from shapely.geometry import Polygon, box, mapping, shape
 
-from rsseg.protocol.contracts import NODATA, UNLABELLED, RegionSpec, SegmentRequest
 from rsseg.errors import Cancelled
 from rsseg.models import build_model
 from rsseg.progress import CancelToken
+from rsseg.protocol.contracts import NODATA, UNLABELLED, RegionSpec, SegmentRequest
 from rsseg.raster.engine import segment
 from rsseg.service.segment import run_segment
 

@@ -16,8 +16,8 @@ from rsseg.models.clip.builder import build_clip
 from rsseg.models.clip.configs import TINY_CLIP
 from rsseg.models.clip.dense import dense_features, interpolate_positions, self_self_attention
 from rsseg.models.clip.text import class_logits
-from rsseg.models.prompts import display_name, synonyms
 from rsseg.models.feature_cache import FeatureCache
+from rsseg.models.prompts import display_name, synonyms
 from rsseg.protocol.contracts import SegmentRequest
 from rsseg.service import run_segment
 

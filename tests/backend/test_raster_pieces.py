@@ -22,7 +22,6 @@ from rasterio.windows import Window
 from scipy import special
 from shapely.geometry import Polygon, mapping
 
-from rsseg.protocol.contracts import NODATA, UNLABELLED, RegionSpec, SegmentRequest
 from rsseg.errors import (
     AllNodataError,
     BandError,
@@ -34,13 +33,14 @@ from rsseg.errors import (
     RssegError,
 )
 from rsseg.models import SIGMOID, SOFTMAX, build_model
+from rsseg.protocol.contracts import NODATA, UNLABELLED, RegionSpec, SegmentRequest
 from rsseg.raster.areas import pixel_area_m2, row_pixel_areas_m2
 from rsseg.raster.engine import decide, segment
 from rsseg.raster.normalize import SAMPLE_GRID, SAMPLE_PIXELS, Stretch, estimate_stretch, sample_windows
+from rsseg.raster.outputs import StagedFile, prepare_out_dir
 from rsseg.raster.palette import SENTENCE_COLOUR, class_colour, colour_table
 from rsseg.raster.region import Region, resolve_region
 from rsseg.raster.source import RasterSource, open_raster, resolve_bands
-from rsseg.raster.outputs import StagedFile, prepare_out_dir
 from rsseg.raster.writer import BLOCK, ClassRasterWriter
 
 UTM33 = CRS.from_epsg(32633)

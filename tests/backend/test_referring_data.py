@@ -12,11 +12,30 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 
 from rsseg.eval.metrics import ReferringAccumulator, intersection_union
-from rsseg.training.data import (ReferringDataError, decode_rle, encode_rle, folder_samples, read_mask,
-                                 refsegrs_samples, rrsisd_samples, uncompressed_rle, write_png)
-from rsseg.training.synthetic import (COLOURS, Desc, Query, SceneObject, candidate_queries, object_mask, parse,
-                                      resolve, synthetic_dataset, text_blind, write_folder)
-
+from rsseg.training.data import (
+    ReferringDataError,
+    decode_rle,
+    encode_rle,
+    folder_samples,
+    read_mask,
+    refsegrs_samples,
+    rrsisd_samples,
+    uncompressed_rle,
+    write_png,
+)
+from rsseg.training.synthetic import (
+    COLOURS,
+    Desc,
+    Query,
+    SceneObject,
+    candidate_queries,
+    object_mask,
+    parse,
+    resolve,
+    synthetic_dataset,
+    text_blind,
+    write_folder,
+)
 
 # ---------------------------------------------------------------- metrics
 

@@ -17,10 +17,10 @@ from scipy import ndimage, special
 from shapely import contains_xy
 from shapely.geometry import shape
 
-from rsseg.protocol.contracts import NODATA, UNLABELLED, RegionSpec, SegmentRequest
 from rsseg.errors import Cancelled, ModelError, ParameterError
 from rsseg.models import SOFTMAX, build_model
 from rsseg.progress import CancelToken
+from rsseg.protocol.contracts import NODATA, UNLABELLED, RegionSpec, SegmentRequest
 from rsseg.raster.blend import StripAccumulator, finished_rows, plan_strips, strip_tiles
 from rsseg.raster.engine import decide, segment
 from rsseg.raster.tiling import TileGrid, edge_window, tile_starts
@@ -220,7 +220,7 @@ def test_plan_strips_partition_and_cols(tile, overlap):
                 assert [t.index for t in tiles] == sorted(t.index for t in tiles)  # row-major order
             if len(strips) > 1:
                 assert strips[-1].x1 - strips[-1].x0 >= (strips[0].x1 - strips[0].x0) // 2, msg
-            for c, x in enumerate(grid.xs):  # every tile column meets one strip, or two neighbours
+            for c in range(len(grid.xs)):  # every tile column meets one strip, or two neighbours
                 owners = [i for i, st in enumerate(strips) if c in st.cols]
                 assert owners in ([owners[0]], [owners[0], owners[0] + 1]), msg
             assert set().union(*(s.cols for s in strips)) == set(range(len(grid.xs))), msg

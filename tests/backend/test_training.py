@@ -191,8 +191,8 @@ def _learn(blind: bool) -> dict[str, float]:
     """Validation mIoU (all sentences, and those naming the colour) after training LEARNING, and
     the all-objects reference on the naming sentences (a perfect segmenter without language)."""
     from rsseg.models.rsrefseg.configs import LEARNING
-    from rsseg.training.synthetic import SyntheticDataset, all_objects_miou
     from rsseg.training.evaluate import evaluate_referring
+    from rsseg.training.synthetic import SyntheticDataset, all_objects_miou
 
     p = LEARNING_RUN
     data = {"size": 128, "objects": p["objects"], "radius": p["radius"]}

@@ -23,9 +23,16 @@ from rsseg.errors import Cancelled, WeightsError
 from rsseg.models import MODELS
 from rsseg.models.spec import ModelSpec, WeightFile
 from rsseg.progress import CancelToken
-from rsseg.weights import (download_weight, import_weight, load_checkpoint, verify_model, weight_path, weight_status,
-                           weights_present)
 from rsseg.weights import download as download_module
+from rsseg.weights import (
+    download_weight,
+    import_weight,
+    load_checkpoint,
+    verify_model,
+    weight_path,
+    weight_status,
+    weights_present,
+)
 
 PTH, SAFE = "tiny_state.pth", "tiny_state.safetensors"
 MODEL_ID = "weights-test"

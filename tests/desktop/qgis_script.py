@@ -11,6 +11,7 @@ from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import QTimer
 from qgis.utils import iface, plugins
 
+
 def main():
     report_path = os.environ["RSSEG_DESKTOP_REPORT"]
     report = {"ok": False}

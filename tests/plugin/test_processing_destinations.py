@@ -26,7 +26,6 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-
 DATA = Path(__file__).parents[1] / "data"
 RASTER = str(DATA / "neon_osbs_rgb.tif")
 IS_ROOT = os.name == "posix" and os.geteuid() == 0

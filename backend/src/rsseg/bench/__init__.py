@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+
 # Runs this same interpreter on our own module, without a shell.
 import subprocess  # nosec B404
 import sys

@@ -11,7 +11,6 @@ import json
 import resource
 import sys
 import time
-
 from dataclasses import replace
 
 from ..devices import resolve_device

@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 
 from ..models.refine import encode_image, sam_refine, upsample_logits
-from ..models.refine.sam_refine import region_map, sam_input_size, vote_in_regions
 from ..models.refine.metrics import boundary_counts, boundary_f, intersection_union
+from ..models.refine.sam_refine import region_map, sam_input_size, vote_in_regions
 
 DATA = Path(__file__).resolve().parents[4] / "tests" / "data"
 TILE, FACTOR = 512, 16

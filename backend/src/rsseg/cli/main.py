@@ -223,10 +223,8 @@ def cmd_models(args) -> int:
 
 
 def cmd_doctor(args) -> int:
+    from ..diagnostics import environment_report, format_report, weights_summary, worker_roundtrip
     from ..models.catalog import model_rows
-    from ..diagnostics import environment_report, format_report
-
-    from ..diagnostics import weights_summary, worker_roundtrip
 
     report = environment_report([{"id": r["id"], "task": r["task"], "weights": weights_summary(r)}
                                  for r in model_rows()])

@@ -23,8 +23,8 @@ from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
 
 from ..errors import ParameterError
-from ..protocol.contracts import NODATA, UNLABELLED, SegmentRequest
 from ..models.prompts import display_name
+from ..protocol.contracts import NODATA, UNLABELLED, SegmentRequest
 from .datasets import DatasetError, DatasetSpec, LabelCoding, Pair, dataset_classes, find_pairs, get_dataset, read_label
 from .metrics import NO_PREDICTION, ConfusionMatrix, SemanticScores
 

@@ -15,8 +15,14 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ..devices import AUTO_BATCH_CPU, autocast_dtype, batch_from_memory, free_memory_bytes, is_out_of_memory, \
-    precision_name
+from ..devices import (
+    AUTO_BATCH_CPU,
+    autocast_dtype,
+    batch_from_memory,
+    free_memory_bytes,
+    is_out_of_memory,
+    precision_name,
+)
 from ..errors import DeviceError
 from .base import EncodedTileModel, TileModel
 from .feature_cache import FeatureCache, cache_key

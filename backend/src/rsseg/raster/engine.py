@@ -18,23 +18,24 @@ from typing import Optional
 import fiona.errors
 import numpy as np
 import rasterio
-from rasterio.windows import Window, transform as window_transform
+from rasterio.windows import Window
+from rasterio.windows import transform as window_transform
 from scipy.special import expit
 
-from ..protocol.contracts import NODATA, UNLABELLED, ClassSummary, SegmentRequest, SegmentResult
 from ..errors import ModelError, ParameterError, RegionError
 from ..models.base import SIGMOID, TileModel
 from ..models.runner import TileRunner
 from ..progress import CancelToken, ProgressCallback, report
+from ..protocol.contracts import NODATA, UNLABELLED, ClassSummary, SegmentRequest, SegmentResult
 from .areas import row_pixel_areas_m2
 from .blend import DEFAULT_STRIP_WIDTH, Spill, StripAccumulator, finished_rows, plan_strips, strip_tiles
 from .memory import bound_heap_growth
 from .normalize import Stretch, estimate_stretch
+from .outputs import OUTPUTS, StagedFile, check_outputs, new_job_id, output_failure, prepare_out_dir, remove_stale
 from .palette import class_colour
 from .region import Region, resolve_region
 from .source import RasterSource
 from .tiling import Tile, TileGrid
-from .outputs import OUTPUTS, StagedFile, check_outputs, new_job_id, output_failure, prepare_out_dir, remove_stale
 from .vectorize import VectorizeOptions, vectorize_classes
 from .writer import BLOCK, ClassRasterWriter
 

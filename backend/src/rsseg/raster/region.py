@@ -11,11 +11,12 @@ from rasterio.crs import CRS
 from rasterio.errors import CRSError
 from rasterio.features import geometry_mask
 from rasterio.warp import transform_bounds, transform_geom
-from rasterio.windows import Window, from_bounds, transform as window_transform
+from rasterio.windows import Window, from_bounds
+from rasterio.windows import transform as window_transform
 from shapely.geometry import shape
 
-from ..protocol.contracts import RegionSpec
 from ..errors import RegionError
+from ..protocol.contracts import RegionSpec
 
 
 @dataclass(frozen=True)

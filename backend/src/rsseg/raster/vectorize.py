@@ -35,12 +35,12 @@ from scipy import ndimage
 from shapely.affinity import affine_transform
 from shapely.geometry import Polygon, mapping, shape
 
-from ..protocol.contracts import NODATA as NODATA_CLASS
 from ..errors import OutputError, RssegError
 from ..progress import CancelToken, ProgressCallback, report
-from .source import open_raster
+from ..protocol.contracts import NODATA as NODATA_CLASS
 from .areas import _wkt, geometry_area_m2
 from .outputs import GPKG_DESCRIPTION
+from .source import open_raster
 
 LAYER = "polygons"
 SCHEMA = {

@@ -13,8 +13,8 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from ..protocol.contracts import NODATA
 from ..errors import OutputError
+from ..protocol.contracts import NODATA
 from .captured_stderr import CapturedStderr
 from .outputs import JOB_TAG, StagedFile
 from .palette import colour_table

@@ -20,10 +20,9 @@ import torch.nn.functional as F
 
 from ...errors import ModelError
 from ...raster.tiling import tile_starts
-from .dense import dense_features
 from ..prompts import display_name
+from .dense import dense_features
 from .text import class_embeddings, class_logits
-
 
 SAM_MODES = ("off", "peaks", "vote")
 

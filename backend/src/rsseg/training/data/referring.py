@@ -15,7 +15,7 @@ from typing import Any, Iterator, Optional, Union
 
 import numpy as np
 
-from .common import IMAGE_SUFFIXES, RefSample, ReferringDataError, read_mask
+from .common import IMAGE_SUFFIXES, ReferringDataError, RefSample, read_mask
 from .rle import decode_rle
 
 PathLike = Union[str, Path]
