@@ -1,4 +1,4 @@
-"""RSRefSeg (DESIGN.md Models 1) at test size: every stage, the semantics, caching, LoRA, the registry entry."""
+"""RSRefSeg (docs/rsrefseg.md) at test size: every stage, the semantics, caching, LoRA, the registry entry."""
 
 from __future__ import annotations
 

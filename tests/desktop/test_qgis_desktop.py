@@ -1,7 +1,7 @@
 """The real QGIS desktop under Xvfb: the plugin installed into a fresh profile, enabled there,
 driven from its dock through the real worker; the layer tree and a screenshot are checked.
 
-`make test` installs qgis, xvfb, xauth and xdotool from Debian (PLATFORM.md), so this runs in CI.
+`make test` installs qgis, xvfb, xauth and xdotool from Debian (Makefile, docs/install.md), so this runs in CI.
 """
 
 from __future__ import annotations

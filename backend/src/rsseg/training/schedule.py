@@ -1,4 +1,4 @@
-"""Learning-rate schedule: linear warm-up, then cosine decay (DESIGN.md Models 1), stepped per
+"""Learning-rate schedule: linear warm-up, then cosine decay (docs/training.md), stepped per
 optimizer update so short runs and resumed runs see the same curve."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Training loop for RSRefSeg-style referring models (DESIGN.md Models 1).
+"""Training loop for RSRefSeg-style referring models (docs/training.md).
 
 AdamW on the trainable parameters only (LoRA adapters, prompter, SAM prompt encoder and mask
 decoder), linear warm-up then cosine per optimizer update, optional gradient accumulation and

@@ -1,4 +1,4 @@
-"""Training-free open-vocabulary segmentation with CLIP (the recipe of DESIGN.md section 2).
+"""Training-free open-vocabulary segmentation with CLIP (the recipe of docs/open-vocab.md).
 
 Per tile: sliding windows (224, stride 112 by default) -> dense CLIP patch features
 (models/clip/dense.py) -> logits = 50 * (patch . T) + lambda * 50 * (cls . T) with lambda = -0.3
