@@ -215,8 +215,7 @@ def _learn(blind: bool) -> dict[str, float]:
     return scores
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("RSSEG_SLOW"), reason="~5 min of CPU: RSSEG_SLOW=1 pytest -m slow")
+@pytest.mark.slow  # about 5 min of CPU, part of `make test`: the one check that the model learns
 def test_the_model_uses_the_sentence():
     """THE LEARNING TEST: same model, data and schedule; only the sentences differ."""
     text, blind = _learn(blind=False), _learn(blind=True)  # measured: 0.305 and 0.013
