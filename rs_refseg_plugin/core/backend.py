@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ..protocol.client import BackendError, WorkerClient, WorkerConfig, WorkerStartError
-from ..protocol.contracts import SegmentRequest
+from ..protocol.contracts import OUTPUTS, SegmentRequest
 from .settings import PluginSettings
 
 # QGIS (notably on Windows) exports its own Python's home and path; the backend is another Python.
@@ -68,7 +68,7 @@ class Backend:
             result = self.client.segment(request, on_progress)
         finally:
             stop.set()
-        return JobOutcome(result, str(Path(request.out_dir) / "result.json"))
+        return JobOutcome(result, str(Path(request.out_dir) / OUTPUTS["result"]))
 
     def models(self) -> list[dict[str, Any]]:
         return self.client.models(timeout=120)

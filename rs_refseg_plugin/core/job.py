@@ -8,14 +8,11 @@ one clear message instead of a backend round trip.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
-from ..protocol.contracts import RegionSpec, SegmentRequest, parse_class_list
-
-MODES = ("classes", "sentence")
-REGIONS = ("layer", "extent", "polygons")
+from ..protocol.contracts import MODES, REGIONS, RegionSpec, RequestError, SegmentRequest, parse_class_list
 
 
 class JobError(Exception):
@@ -48,33 +45,25 @@ class JobParameters:
         if not self.model:
             raise JobError("choose a model")
         classes = sentence = None
-        if self.mode == "classes":
-            try:
+        try:
+            if self.mode == "classes":
                 classes = parse_class_list(self.prompt)
-            except ValueError as exc:  # e.g. the same class twice
-                raise JobError(str(exc)) from None
-            if not classes:
-                raise JobError('type at least one class, e.g. "building, road, tree, water"')
-        else:
-            sentence = " ".join(self.prompt.split())
-            if not sentence:
-                raise JobError('type a sentence, e.g. "the large white building next to the parking lot"')
+            else:
+                sentence = " ".join(self.prompt.split())
+            request = SegmentRequest(raster=self.raster, out_dir="", model=self.model, classes=classes,
+                                     sentence=sentence, region=self._region(), tile=self.tile, overlap=self.overlap,
+                                     device=self.device, checkpoint=self.checkpoint or None).validate()
+        except RequestError as exc:  # e.g. the same class twice, an empty prompt, overlap over half a tile
+            raise JobError(str(exc)) from None
+        return replace(request, out_dir=self.out_dir or tempfile.mkdtemp(prefix="rs_refseg_"))
+
+    def _region(self) -> RegionSpec:
         if self.region == "extent":
-            if self.bbox is None or not (self.bbox[0] < self.bbox[2] and self.bbox[1] < self.bbox[3]):
-                raise JobError(f"the map extent {self.bbox} is empty")
-            region = RegionSpec(bbox=tuple(self.bbox), bbox_crs=self.bbox_crs)
-        elif self.region == "polygons":
+            return RegionSpec(bbox=tuple(self.bbox or ()), bbox_crs=self.bbox_crs)
+        if self.region == "polygons":
             if not self.polygons:
                 raise JobError("no polygons selected: select features of a polygon layer, or use another region")
-            region = RegionSpec(polygons=list(self.polygons), polygons_crs=self.polygons_crs)
-        elif self.region == "layer":
-            region = RegionSpec()
-        else:
-            raise JobError(f"region must be one of {', '.join(REGIONS)}, got {self.region!r}")
-        if not 16 <= self.tile or not 0 <= self.overlap <= self.tile // 2:
-            raise JobError(f"tile size must be at least 16 px and overlap between 0 and half of it; got tile "
-                           f"{self.tile}, overlap {self.overlap}")
-        out_dir = self.out_dir or tempfile.mkdtemp(prefix="rs_refseg_")
-        return SegmentRequest(raster=self.raster, out_dir=out_dir, model=self.model, classes=classes,
-                              sentence=sentence, region=region, tile=self.tile, overlap=self.overlap,
-                              device=self.device, checkpoint=self.checkpoint or None)
+            return RegionSpec(polygons=list(self.polygons), polygons_crs=self.polygons_crs)
+        if self.region == "layer":
+            return RegionSpec()
+        raise JobError(f"region must be one of {', '.join(REGIONS)}, got {self.region!r}")

@@ -23,6 +23,8 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QColor
 
+from ..protocol.contracts import POLYGON_LAYER
+
 
 class ResultError(Exception):
     """The result record or one of its files cannot be loaded (message names the file)."""
@@ -73,7 +75,7 @@ def add_result_layers(result_path: str | Path, project: QgsProject | None = None
         raise ResultError(f"cannot load the mask raster {record['mask']} (missing or not a GeoTIFF)")
     vector = None
     if record.get("polygons"):
-        vector = QgsVectorLayer(f"{record['polygons']}|layername=polygons", f"{prompt} (polygons)", "ogr")
+        vector = QgsVectorLayer(f"{record['polygons']}|layername={POLYGON_LAYER}", f"{prompt} (polygons)", "ogr")
         if not vector.isValid():
             raise ResultError(f"cannot load the polygons {record['polygons']} (missing or not a GeoPackage)")
         style_vector(vector, record["classes"])

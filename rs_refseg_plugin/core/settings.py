@@ -14,6 +14,7 @@ from pathlib import Path
 
 from qgis.core import QgsApplication, QgsSettings
 
+from ..protocol.contracts import DEFAULT_MODELS
 from .setup_backend import venv_python
 
 PREFIX = "rs_refseg/"
@@ -45,8 +46,8 @@ class PluginSettings:
     python: str = ""
     recent_classes: list[str] = field(default_factory=list)
     recent_sentences: list[str] = field(default_factory=list)
-    model_classes: str = "clip-vit-b-16"
-    model_sentence: str = "rsrefseg-clip-b16-sam-b"
+    model_classes: str = DEFAULT_MODELS["classes"]
+    model_sentence: str = DEFAULT_MODELS["sentence"]
     device: str = "auto"
     out_dir: str = ""  # empty: temporary outputs
 

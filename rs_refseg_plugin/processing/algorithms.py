@@ -5,12 +5,13 @@ from __future__ import annotations
 from qgis.core import QgsProcessingParameterExtent, QgsProcessingParameterFile, QgsProcessingParameterString
 
 from ..core.job import JobParameters
+from ..protocol.contracts import DEFAULT_MODELS
 from .base import SegmentAlgorithm
 
 
 class SegmentClassesAlgorithm(SegmentAlgorithm):
     CLASSES = "CLASSES"
-    default_model = "clip-vit-b-16"
+    default_model = DEFAULT_MODELS["classes"]
 
     def name(self):
         return "segment_classes"
@@ -39,7 +40,7 @@ class SegmentClassesAlgorithm(SegmentAlgorithm):
 
 class SegmentSentenceAlgorithm(SegmentAlgorithm):
     SENTENCE, EXTENT, CHECKPOINT = "SENTENCE", "EXTENT", "CHECKPOINT"
-    default_model = "rsrefseg-clip-b16-sam-b"
+    default_model = DEFAULT_MODELS["sentence"]
 
     def name(self):
         return "segment_sentence"

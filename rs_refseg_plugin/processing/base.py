@@ -32,9 +32,9 @@ from ..core.job import JobError, JobParameters
 from ..core.layers import local_raster
 from ..core.settings import PluginSettings
 from ..protocol.client import BackendError, JobCancelled
+from ..protocol.contracts import DEVICES
 from .outputs import check_destinations, deliver_raster, deliver_vector, discard_raster, style_on_load
 
-DEVICES = ["auto", "cpu", "cuda", "mps"]
 ICON = Path(__file__).parents[1] / "icon.svg"
 # The backend runs one job at a time: concurrent Processing runs (batch, models) wait their turn.
 _one_job = threading.Lock()
@@ -69,7 +69,7 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
     def add_model_and_device(self) -> None:
         self.addParameter(QgsProcessingParameterString(self.MODEL, "Model id (see `rsseg models`)",
                                                        defaultValue=self.default_model))
-        self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", options=DEVICES, defaultValue="auto",
+        self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", options=list(DEVICES), defaultValue="auto",
                                                      usesStaticStrings=True))
 
     def add_outputs(self) -> None:

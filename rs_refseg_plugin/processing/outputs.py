@@ -31,10 +31,10 @@ from qgis.core import (
 )
 
 from ..core.result_layers import style_raster, style_vector
+from ..protocol.contracts import POLYGON_LAYER
 
 RASTER_NATIVE = (".tif", ".tiff")
 VECTOR_NATIVE = (".gpkg",)
-POLYGON_LAYER = "polygons"  # the backend's layer name in polygons.gpkg
 _COPY_CHUNK = 1 << 20
 _LOW_SPACE = 1 << 20  # a conversion failing with less free space than this failed for want of space
 _GDAL_HINT = re.compile(r"\s*\(use -\w+[^)]*\)")  # "(use -skipfailures to skip errors)": command-line advice

@@ -32,14 +32,12 @@ from ..core.layers import local_raster
 from ..core.result_layers import AddedResult
 from ..core.settings import PluginSettings
 from ..protocol.client import BackendError
+from ..protocol.contracts import DEVICES, EXAMPLE_PROMPTS, REGIONS, task_accepts
 from ..tasks.model_tasks import DownloadTask, ModelsTask
 from ..tasks.segment_task import SegmentTask
 from .messages import push
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
-REGIONS = (("layer", "Whole layer"), ("extent", "Current map view"), ("polygons", "Selected polygons"))
-PLACEHOLDERS = {"classes": "building, road, tree, water",
-                "sentence": "the large white building next to the parking lot"}
+REGION_LABELS = ("Whole layer", "Current map view", "Selected polygons")  # of contracts.REGIONS, in order
 
 
 class SegmentDock(QgsDockWidget):
@@ -101,12 +99,12 @@ class SegmentDock(QgsDockWidget):
         form.addRow("Checkpoint", self.checkpoint)
 
         self.device = QComboBox(body)
-        self.device.addItems(DEVICES)
+        self.device.addItems(list(DEVICES))
         self.device.setCurrentText(self.settings.device)
         form.addRow("Device", self.device)
 
         self.region = QComboBox(body)
-        for key, label in REGIONS:
+        for key, label in zip(REGIONS, REGION_LABELS):
             self.region.addItem(label, key)
         self.polygons = QgsMapLayerComboBox(body)
         self.polygons.setFilters(QgsMapLayerProxyModel.PolygonLayer)
@@ -184,7 +182,7 @@ class SegmentDock(QgsDockWidget):
         self.prompt.clear()
         self.prompt.addItems(recent)
         self.prompt.setEditText(recent[0] if recent else "")
-        self.prompt.lineEdit().setPlaceholderText(PLACEHOLDERS[mode])
+        self.prompt.lineEdit().setPlaceholderText(EXAMPLE_PROMPTS[mode])
         self.checkpoint.setEnabled(mode == "sentence")
         self._fill_models()
 
@@ -193,7 +191,7 @@ class SegmentDock(QgsDockWidget):
         chosen = self.settings.model_sentence if mode == "sentence" else self.settings.model_classes
         self.model.clear()
         for row in self.models:
-            if row.get("task") in (mode, "both"):
+            if task_accepts(row.get("task"), mode):
                 state = "installed" if row.get("weights_present") else "download needed"
                 self.model.addItem(f"{row['id']} ({state})", row["id"])
         index = self.model.findData(chosen)

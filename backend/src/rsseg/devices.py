@@ -6,11 +6,8 @@ can use, so the CLI and the QGIS message bar can show it as is.
 
 from __future__ import annotations
 
-import re
-
 from rsseg.errors import DeviceError
-
-CHOICES = "auto, cpu, cuda, cuda:N, mps"
+from rsseg.protocol.contracts import RequestError, check_device
 
 
 def _mps_available(torch) -> bool:
@@ -37,29 +34,30 @@ def resolve_device(name: str = "auto") -> str:
     """
     import torch
 
-    wanted = str(name).strip().lower()
+    try:
+        wanted = check_device(name)
+    except RequestError as exc:
+        raise DeviceError(f"{exc} (available here: {', '.join(available_devices())})") from None
     if wanted == "auto":
         return "cuda" if torch.cuda.is_available() else "mps" if _mps_available(torch) else "cpu"
     if wanted == "cpu":
         return "cpu"
     available = ", ".join(available_devices())
-    cuda = re.fullmatch(r"cuda(?::(\d+))?", wanted)
-    if cuda:
+    if wanted.startswith("cuda"):
         if not torch.cuda.is_available():
             build = " (a CPU-only build)" if torch.version.cuda is None else ""
             raise DeviceError(f"device {name!r} requested but torch {torch.__version__}{build} sees no "
                               f"CUDA GPU; available: {available}")
         count = torch.cuda.device_count()
-        if cuda.group(1) is not None and int(cuda.group(1)) >= count:
+        index = wanted.partition(":")[2]
+        if index and int(index) >= count:
             raise DeviceError(f"device {name!r} requested but torch sees {count} CUDA GPU(s); "
                               f"available: {available}")
         return wanted
-    if wanted == "mps":
-        if not _mps_available(torch):
-            raise DeviceError(f"device {name!r} requested but torch {torch.__version__} has no MPS backend "
-                              f"(Apple silicon with macOS 12.3+ only); available: {available}")
-        return "mps"
-    raise DeviceError(f"unknown device {name!r}; valid choices: {CHOICES} (available here: {available})")
+    if not _mps_available(torch):  # "mps"
+        raise DeviceError(f"device {name!r} requested but torch {torch.__version__} has no MPS backend "
+                          f"(Apple silicon with macOS 12.3+ only); available: {available}")
+    return "mps"
 
 
 # --- precision and memory --------------------------------------------------------------------------

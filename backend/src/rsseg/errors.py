@@ -6,6 +6,11 @@ message bar can show it as one line without a traceback.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from .protocol.contracts import RequestError, SegmentRequest
+
 
 class RssegError(Exception):
     """Base class: an error the user can act on (shown as one line, no traceback)."""
@@ -57,3 +62,24 @@ class DeviceError(RssegError):
 
 class Cancelled(RssegError):
     """The job was cancelled by the user; partial outputs were removed."""
+
+
+# The error each request rule (protocol.contracts.RequestError.field) has always raised here; the rest
+# are ParameterErrors.
+_REQUEST_ERRORS = {"prompt": ModelError, "region": RegionError, "device": DeviceError}
+
+
+@contextmanager
+def request_rules() -> Iterator[None]:
+    """Inside, a broken request rule (a RequestError) raises the backend's error for it: the class
+    names the worker's error code, and the CLI exits with 2."""
+    try:
+        yield
+    except RequestError as exc:
+        raise _REQUEST_ERRORS.get(exc.field, ParameterError)(str(exc)) from None
+
+
+def check_request(request: SegmentRequest, prompt: bool = True) -> None:
+    """SegmentRequest.validate(prompt), raising the backend's errors."""
+    with request_rules():
+        request.validate(prompt)

@@ -18,11 +18,14 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..protocol.contracts import DEFAULT_MODELS
 from .synthetic import write_synthetic
 
-# RSRefSeg on the architecture of the registry's weights (OpenAI CLIP ViT-B/16 + SAM ViT-B at 1024,
-# rsrefseg/configs.py CLIP_B16_SAM_B) with random seeded weights; built by bench/__main__.py.
-RSREFSEG_RANDOM = "rsrefseg-clip-b16-sam-b-random"
+# The default models' architectures with random weights, built by bench/__main__.py: the class-list
+# path of clip-vit-b-16, and RSRefSeg on the architecture of the registry's weights (OpenAI CLIP
+# ViT-B/16 + SAM ViT-B at 1024, rsrefseg/configs.py CLIP_B16_SAM_B) with random seeded weights.
+CLIP_RANDOM = f"{DEFAULT_MODELS['classes']}-random"
+RSREFSEG_RANDOM = f"{DEFAULT_MODELS['sentence']}-random"
 
 
 def _run_one(raster: Path, out: Path, model: str, tile: int, overlap: int, device: str) -> dict:
@@ -68,7 +71,7 @@ def run_bench(args) -> int:
     tiled = (args.tile, args.overlap)
     plan = [("test", s, *tiled) for s in sizes] \
         + ([("vit-b-random", args.vit_size, *tiled)] if args.vit_size else []) \
-        + ([("clip-vit-b-16-random", args.clip_size, *tiled)] if args.clip_size else []) \
+        + ([(CLIP_RANDOM, args.clip_size, *tiled)] if args.clip_size else []) \
         + ([(getattr(args, "rsrefseg_model", None) or RSREFSEG_RANDOM, rsrefseg_size, rsrefseg_size, 0)]
            if rsrefseg_size else [])
     rows = []

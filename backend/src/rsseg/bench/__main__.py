@@ -18,16 +18,15 @@ from ..models import MODELS, build_model, get_spec
 from ..models.feature_cache import FeatureCache
 from ..models.registry import BUILDERS
 from ..models.runner import TileRunner
-from ..protocol.contracts import SegmentRequest
+from ..protocol.contracts import DEFAULT_MODELS, SegmentRequest
 from ..raster.engine import segment
-from . import RSREFSEG_RANDOM
+from . import CLIP_RANDOM, RSREFSEG_RANDOM
 from .vit_model import RandomViTTileModel
 
 CLASSES = ["water", "tree", "grass", "building"]
 
 
 SECOND_PROMPT = ["road", "bare soil", "shadow"]
-CLIP_RANDOM = "clip-vit-b-16-random"
 SENTENCE = "the large building in the middle"
 SECOND_SENTENCE = "the road on the left of the field"
 
@@ -39,7 +38,7 @@ def is_sentence_model(model_id: str) -> bool:
 def _rsrefseg_random(sentence: str, device: str):
     """rsrefseg-clip-b16-sam-b's architecture with its seeded random init, through the registry's
     builder (which keeps it warm for the second sentence): no base files, no checkpoint."""
-    spec = get_spec("rsrefseg-clip-b16-sam-b")
+    spec = get_spec(DEFAULT_MODELS["sentence"])
     config = {k: v for k, v in spec.config.items() if k not in ("clip_weights", "sam_weights")}
     spec = replace(spec, id=RSREFSEG_RANDOM, config=config, weights=(), real=False)
     return BUILDERS[spec.builder](spec, [sentence], "sigmoid", device, {})
@@ -56,7 +55,7 @@ def _model(model_id: str, prompt, device: str):
     if model_id == "vit-b-random":
         return RandomViTTileModel(classes, device)
     if model_id == CLIP_RANDOM:
-        spec = replace(get_spec("clip-vit-b-16"), id=CLIP_RANDOM, weights=())
+        spec = replace(get_spec(DEFAULT_MODELS["classes"]), id=CLIP_RANDOM, weights=())
         return BUILDERS[spec.builder](spec, classes, "softmax", device, {})
     return build_model(model_id, classes, None, device)
 

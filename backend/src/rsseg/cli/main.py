@@ -14,7 +14,7 @@ import sys
 
 from .. import __version__
 from ..errors import Cancelled, RssegError
-from ..protocol.contracts import parse_class_list
+from ..protocol.contracts import DEFAULT_MODELS, DEVICE_CHOICES, OUTPUTS, parse_class_list
 from ..signals import EXIT_TERMINATED, signal_name, stop_on_signals
 
 EXIT_INPUT, EXIT_INTERNAL, EXIT_CANCELLED = 2, 1, 130
@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
                         'between classes, commas give synonyms: "road, parking lot; tree"')
     prompt.add_argument("--sentence", help='a referring sentence, e.g. "the large white building"')
     seg.add_argument("--model", default="test", help="model id (see `rsseg models`)")
-    seg.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    seg.add_argument("--device", default="auto", help=DEVICE_CHOICES)
     seg.add_argument("--tile", type=int, default=512, help="tile size in pixels")
     seg.add_argument("--overlap", type=int, default=64, help="tile overlap in pixels (at most tile/2)")
     seg.add_argument("--batch-size", type=int, default=0,
@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--vit-size", type=int, default=1024,
                        help="raster size for the ViT-B-sized random model row (0 to skip)")
     bench.add_argument("--clip-size", type=int, default=1024,
-                       help="raster size for the class-list path with clip-vit-b-16's architecture and random "
+                       help=f"raster size for the class-list path with {DEMO_MODEL}'s architecture and random "
                             "weights, first and second prompt (0 to skip)")
     bench.add_argument("--rsrefseg-size", type=int, default=512,
                        help="square raster size (one tile of that size) for the referring path with RSRefSeg's "
@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "sentence (0 to skip)")
     bench.add_argument("--rsrefseg-model", default=None,
                        help="model for the referring rows instead (a registry sentence model, e.g. rsrefseg-test)")
-    bench.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, cuda:N or mps")
+    bench.add_argument("--device", default="cpu", help=f"{DEVICE_CHOICES} (default cpu)")
     bench.add_argument("--tile", type=int, default=512)
     bench.add_argument("--overlap", type=int, default=64)
     bench.add_argument("--markdown", action="store_true")
@@ -247,7 +247,7 @@ def cmd_bench(args) -> int:
     return run_bench(args)
 
 
-DEMO_MODEL = "clip-vit-b-16"
+DEMO_MODEL = DEFAULT_MODELS["classes"]
 DEMO_CLASSES = ["tree", "grass", "bare soil, sand", "shadow"]
 
 
@@ -290,7 +290,8 @@ def cmd_demo(args) -> int:
     finally:
         bars.close()
     print(_summary(result))
-    print(f"Outputs are in {args.out}/ (open mask.tif and polygons.gpkg in QGIS; result.json has the details).")
+    print(f"Outputs are in {args.out}/ (open {OUTPUTS['mask']} and {OUTPUTS['polygons']} in QGIS; "
+          f"{OUTPUTS['result']} has the details).")
     return 0
 
 

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from ..protocol.contracts import DEFAULT_MODELS, DEVICE_CHOICES
+
 DATASET_CHOICES = ("loveda", "potsdam", "vaihingen", "openearthmap", "folder")
 
 
@@ -15,13 +17,13 @@ def add_eval_parser(sub) -> argparse.ArgumentParser:
                                     "masks against the labels (see docs/eval.md).")
     ev.add_argument("--dataset", required=True, choices=DATASET_CHOICES, help="dataset layout")
     ev.add_argument("root", help="the dataset's root folder")
-    ev.add_argument("--model", required=True, help="model id (see `rsseg models`), e.g. clip-vit-b-16")
+    ev.add_argument("--model", required=True, help=f"model id (see `rsseg models`), e.g. {DEFAULT_MODELS['classes']}")
     ev.add_argument("--classes-file", help="class-name file: one class per line, comma-separated synonyms "
                                            "(default: the dataset's SegEarth-OV file; required for folder)")
     ev.add_argument("--split", default="val", help="split to score (default val)")
     ev.add_argument("--tile", type=int, default=512, help="engine tile size in pixels")
     ev.add_argument("--overlap", type=int, default=64, help="engine tile overlap in pixels")
-    ev.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    ev.add_argument("--device", default="auto", help=DEVICE_CHOICES)
     ev.add_argument("--batch-size", type=int, default=0, help="tiles per model call (0: automatic)")
     ev.add_argument("--resize", type=int, help="scale each image so its longer side is this many pixels "
                                                "before inference (SegEarth-OV: 448); masks are scaled back")

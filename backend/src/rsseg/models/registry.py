@@ -8,7 +8,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import ModelError
+from ..errors import ModelError, request_rules
+from ..protocol.contracts import check_prompt
 from .base import SIGMOID, SOFTMAX, TileModel
 from .clip import configs as clip_configs
 from .rsrefseg import configs as rsrefseg_configs
@@ -161,7 +162,7 @@ register(ModelSpec(
     licence="GPL-2.0-or-later"))
 
 
-# RSRefSeg (referring segmentation, DESIGN.md Models 1). No trained checkpoint was ever released:
+# RSRefSeg (referring segmentation, docs/rsrefseg.md). No trained checkpoint was ever released:
 # a real entry is its base encoders' registry weights, and runs with a checkpoint of `rsseg train`
 # (`--checkpoint`). `rsrefseg-test` is the random-weight configuration the training tests use; the
 # real entry's "-tiny" twin is the same configuration under the twin's name.
@@ -353,10 +354,10 @@ def build_model(model_id: str, classes: list[str] | None, sentence: str | None, 
     if not spec.accepts(mode):
         raise ModelError(f"model {model_id!r} takes {spec.task}, "
                          f"not a {'sentence' if mode == 'sentence' else 'class list'}")
+    with request_rules():
+        check_prompt(classes, sentence)
     if mode == "sentence":
         prompts, activation = [sentence.strip()], SIGMOID
     else:
-        prompts, activation = [c.strip() for c in classes or [] if c.strip()], SOFTMAX
-    if not prompts or not prompts[0]:
-        raise ModelError("the prompt is empty: give a class list (e.g. 'building, road, tree') or a sentence")
+        prompts, activation = [c.strip() for c in classes], SOFTMAX
     return BUILDERS[spec.builder](spec, prompts, activation, device, dict(options or {}))

@@ -1,7 +1,9 @@
 """Model specifications as data: what a model is, what it needs and where its weights come from.
 
-A spec names a builder (a key of `models.builders.BUILDERS`) and the builder's config; nothing
-else in the backend branches on model ids. Later models add entries, not code paths.
+A spec names a builder and the builder's config. Builders live in models/registry.py: `BUILDERS`
+(segmenters, called by `build_model`) and `COMPONENT_LOADERS` (components such as SAM, loaded by
+`load_component`). The engine and the service never branch on model ids: later models add
+registry entries (and a builder per new family), not code paths.
 """
 
 from __future__ import annotations
@@ -9,8 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
-# "component": weights other models build on (e.g. SAM for refinement); not run by `segment` itself.
-TASKS = ("classes", "sentence", "both", "component")
+from ..protocol.contracts import TASKS, task_accepts
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class ModelSpec:
         return self.task != "component"
 
     def accepts(self, mode: str) -> bool:
-        return self.task in (mode, "both")
+        return task_accepts(self.task, mode)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import functools
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
@@ -18,13 +19,77 @@ UNLABELLED = 0  # below the score threshold, or background of a referring mask
 NODATA = 255  # no valid input pixel, or outside the requested region
 MAX_CLASSES = 254
 
+# --- one vocabulary: the words the CLI, the worker, the dock and Processing share ----------------------
 
-class ClassListError(ValueError, argparse.ArgumentTypeError):
+MODES = ("classes", "sentence")  # prompt modes: a class list, or a referring sentence
+TASKS = (*MODES, "both", "component")  # a model's `task` (the `models` record); "component": not run itself
+DEFAULT_MODELS = {"classes": "clip-vit-b-16", "sentence": "rsrefseg-clip-b16-sam-b"}  # per prompt mode
+EXAMPLE_PROMPTS = {"classes": "building, road, tree, water",
+                   "sentence": "the large white building next to the parking lot"}
+REGIONS = ("layer", "extent", "polygons")  # the whole raster, a bbox (a map view, an extent), polygons
+DEVICES = ("auto", "cpu", "cuda", "mps")  # what a device list offers; "cuda:N" picks one GPU
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N, mps"
+OUTPUTS = {"mask": "mask.tif", "scores": "scores.tif", "polygons": "polygons.gpkg", "result": "result.json"}
+POLYGON_LAYER = "polygons"  # the layer of polygons.gpkg
+MIN_TILE = 16  # pixels
+
+
+def task_accepts(task: str, mode: str) -> bool:
+    """Whether a model of `task` (ModelSpec.task, a `models` row's "task") takes prompts of `mode`."""
+    return task in (mode, "both")
+
+
+class RequestError(ValueError):
+    """A request that breaks a rule of SegmentRequest.validate(); the message says which and what it takes.
+
+    `field` names what is wrong: a SegmentRequest field, "prompt" (none, two, or an empty one) or
+    "region". The backend turns it into its own error for that field (rsseg.errors.request_error).
+    """
+
+    field = ""
+
+    def __init__(self, message: str, field: str = ""):
+        super().__init__(message)
+        self.field = field or self.field
+
+
+class ClassListError(RequestError, argparse.ArgumentTypeError):
     """A class list that cannot give distinct classes (an empty or a repeated name).
 
     Also an ArgumentTypeError, so that `--classes` (argparse `type=parse_class_list`) prints this
     message rather than argparse's generic "invalid parse_class_list value".
     """
+
+    field = "classes"
+
+
+def check_device(name: str) -> str:
+    """`name` as torch spells it ("CUDA:1 " gives "cuda:1"); RequestError unless auto, cpu, cuda, cuda:N or mps."""
+    wanted = str(name).strip().lower()
+    if wanted in DEVICES or re.fullmatch(r"cuda:[0-9]+", wanted):
+        return wanted
+    raise RequestError(f"unknown device {name!r}; valid choices: {DEVICE_CHOICES}", "device")
+
+
+def check_tiling(tile: int, overlap: int) -> None:
+    """Tiles of at least MIN_TILE pixels, overlapping by 0 to half a tile."""
+    if tile < MIN_TILE:
+        raise RequestError(f"tile size must be at least {MIN_TILE} pixels, got {tile}", "tile")
+    if not 0 <= overlap <= tile // 2:
+        raise RequestError(f"overlap must be between 0 and half the tile size ({tile // 2}), got {overlap}", "overlap")
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def check_bbox(bbox: Sequence[float]) -> None:
+    """Four finite numbers minx < maxx, miny < maxy (in any CRS; whether it meets the raster is the engine's)."""
+    values = tuple(bbox)
+    if len(values) != 4 or not all(_finite(v) for v in values):
+        raise RequestError(f"bbox {values} is empty or invalid (expected four finite numbers)", "region")
+    if values[2] <= values[0] or values[3] <= values[1]:
+        raise RequestError(f"bbox {values} is empty or invalid (expected minx < maxx and miny < maxy)", "region")
 
 
 def _names(line: str) -> list[str]:
@@ -58,6 +123,19 @@ def check_class_names(classes: Sequence[str]) -> list[str]:
             raise ClassListError(f"duplicate class names: {name!r} is a name of both {classes[first]!r} and "
                                  f"{line!r} (case and spacing ignored); give each name to one class only")
     return list(classes)
+
+
+def check_prompt(classes: Optional[Sequence[str]], sentence: Optional[str]) -> None:
+    """Exactly one prompt, a class list (of distinct names, check_class_names) or a sentence, not empty."""
+    if (classes is None) == (sentence is None):
+        raise RequestError("give either a class list or a referring sentence, not both and not neither", "prompt")
+    if classes is not None:
+        check_class_names(classes)
+        if not classes:
+            raise RequestError(f'the prompt is empty: type at least one class in the class list, e.g. '
+                               f'"{EXAMPLE_PROMPTS["classes"]}"', "prompt")
+    elif not sentence.strip():
+        raise RequestError(f'the prompt is empty: type a sentence, e.g. "{EXAMPLE_PROMPTS["sentence"]}"', "prompt")
 
 
 def parse_class_list(text: str) -> list[str]:
@@ -224,6 +302,50 @@ class SegmentRequest:
         if request.classes is not None:
             check_class_names(request.classes)
         return request
+
+    def validate(self, prompt: bool = True) -> "SegmentRequest":
+        """The rules every entry point checks before a job runs (the dock and Processing through
+        JobParameters, the CLI, the worker and the engine); returns the request, or raises RequestError
+        with the one message of the first rule broken. What needs the raster (a bbox inside it, bands,
+        a resolution needing a CRS) is the engine's. `prompt=False` leaves out check_prompt: the
+        engine's check, whose model already holds the prompt."""
+        if prompt:
+            check_prompt(self.classes, self.sentence)
+        check_tiling(self.tile, self.overlap)
+        if self.batch_size < 0:
+            raise RequestError(f"batch size must be at least 1 (or 0 for automatic), got {self.batch_size}",
+                               "batch_size")
+        numbers = {"threshold": "threshold", "simplify_tolerance": "simplify tolerance", "min_area_m2": "minimum area",
+                   "percentiles": "percentiles", "value_range": "value range"}
+        for name, label in numbers.items():  # (the bbox and the resolution have their own messages)
+            value = getattr(self, name)
+            several = isinstance(value, (tuple, list))
+            values = value if several else () if value is None else (value,)
+            if not all(_finite(v) for v in values):
+                raise RequestError(f"{label} must be {'finite numbers' if several else 'a finite number'}, got "
+                                   f"{', '.join(map(str, values)) if several else value}", name)
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise RequestError(f"threshold must be a score between 0 and 1, got {self.threshold}", "threshold")
+        if self.simplify_tolerance < 0 or self.min_area_m2 < 0:
+            raise RequestError(f"simplify tolerance and minimum area must not be negative, got "
+                               f"{self.simplify_tolerance} and {self.min_area_m2}", "simplify_tolerance")
+        self._check_stretch()
+        if self.resolution is not None and not (_finite(self.resolution) and self.resolution > 0):
+            raise RequestError(f"processing resolution must be a positive number of metres per pixel, "
+                               f"got {self.resolution}", "resolution")
+        if self.region.bbox is not None:
+            check_bbox(self.region.bbox)
+        check_device(self.device)
+        return self
+
+    def _check_stretch(self) -> None:
+        low, high = self.percentiles
+        if not 0.0 <= low < high <= 100.0:
+            raise RequestError(f"stretch percentiles must satisfy 0 <= low < high <= 100, got {low}, {high}",
+                               "percentiles")
+        if self.value_range is not None and not self.value_range[0] < self.value_range[1]:
+            raise RequestError(f"value range must be two finite numbers low < high, got {self.value_range[0]}, "
+                               f"{self.value_range[1]}", "value_range")
 
 
 @dataclass

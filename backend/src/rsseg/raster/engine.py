@@ -8,7 +8,6 @@ outputs are staged under hidden names and renamed only when everything succeeded
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from collections import defaultdict
@@ -22,16 +21,16 @@ from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 from scipy.special import expit
 
-from ..errors import ModelError, ParameterError, RegionError
+from ..errors import ModelError, RegionError, check_request
 from ..models.base import SIGMOID, TileModel
 from ..models.runner import TileRunner
 from ..progress import CancelToken, ProgressCallback, report
-from ..protocol.contracts import NODATA, UNLABELLED, ClassSummary, SegmentRequest, SegmentResult
+from ..protocol.contracts import MAX_CLASSES, NODATA, OUTPUTS, UNLABELLED, ClassSummary, SegmentRequest, SegmentResult
 from .areas import row_pixel_areas_m2
 from .blend import DEFAULT_STRIP_WIDTH, Spill, StripAccumulator, finished_rows, plan_strips, strip_tiles
 from .memory import bound_heap_growth
 from .normalize import Stretch, estimate_stretch
-from .outputs import OUTPUTS, StagedFile, check_outputs, new_job_id, output_failure, prepare_out_dir, remove_stale
+from .outputs import StagedFile, check_outputs, new_job_id, output_failure, prepare_out_dir, remove_stale
 from .palette import class_colour
 from .region import Region, resolve_region
 from .source import RasterSource
@@ -60,26 +59,6 @@ class _Tally:
         self.pixels += np.bincount(flat, minlength=256)
         self.area += np.bincount(flat, weights=np.repeat(areas, classes.shape[1]), minlength=256)
         self.score += np.bincount(flat, weights=np.nan_to_num(scores.ravel()), minlength=256)
-
-
-def check_parameters(request: SegmentRequest) -> None:
-    """Job parameters the tile grid and the stretch do not check themselves."""
-    numbers = {"threshold": request.threshold,
-               "simplify tolerance": request.simplify_tolerance, "minimum area": request.min_area_m2,
-               "percentiles": request.percentiles, "value range": request.value_range}
-    for name, value in numbers.items():  # (the bbox and the resolution have their own checks and messages)
-        several = isinstance(value, (tuple, list))
-        values = value if several else () if value is None else (value,)
-        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
-            raise ParameterError(f"{name} must be {'finite numbers' if several else 'a finite number'}, got "
-                                 f"{', '.join(map(str, values)) if several else value}")
-    if request.batch_size < 0:
-        raise ParameterError(f"batch size must be at least 1 (or 0 for automatic), got {request.batch_size}")
-    if request.threshold is not None and not 0.0 <= request.threshold <= 1.0:
-        raise ParameterError(f"threshold must be a score between 0 and 1, got {request.threshold}")
-    if request.simplify_tolerance < 0 or request.min_area_m2 < 0:
-        raise ParameterError(f"simplify tolerance and minimum area must not be negative, got "
-                             f"{request.simplify_tolerance} and {request.min_area_m2}")
 
 
 WHOLE_REGION_MAX = 4096  # longest side (processing pixels) a whole-region model is given at once
@@ -163,9 +142,9 @@ def _segment(request: SegmentRequest, model: TileModel, progress: Optional[Progr
     t_start = time.perf_counter()
     timings: dict[str, float] = defaultdict(float)
     names = list(model.class_names)
-    if not 1 <= len(names) <= 254:
-        raise ModelError(f"between 1 and 254 classes are supported, got {len(names)}")
-    check_parameters(request)
+    if not 1 <= len(names) <= MAX_CLASSES:
+        raise ModelError(f"between 1 and {MAX_CLASSES} classes are supported, got {len(names)}")
+    check_request(request, prompt=False)  # the model holds the prompt; eval and bench come here directly
     if str(request.out_dir).strip():
         check_outputs(Path(request.out_dir), request.raster)  # before anything runs: never replace the input
     job = new_job_id()

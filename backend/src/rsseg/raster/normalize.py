@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 from rasterio.windows import Window
 
-from ..errors import AllNodataError, ParameterError
+from ..errors import AllNodataError
 from .region import Region
 from .source import RasterSource
 
@@ -60,24 +60,15 @@ def sample_windows(region: Region) -> list[Window]:
     return [Window(int(win.col_off) + c, int(win.row_off) + r, sw, sh) for r in rows for c in cols]
 
 
-def check_stretch_parameters(percentiles: tuple[float, float], value_range: Optional[tuple[float, float]]) -> None:
-    low, high = percentiles
-    if not 0.0 <= low < high <= 100.0:
-        raise ParameterError(f"stretch percentiles must satisfy 0 <= low < high <= 100, got {low}, {high}")
-    if value_range is not None and not (math.isfinite(value_range[0]) and math.isfinite(value_range[1])
-                                        and value_range[0] < value_range[1]):
-        raise ParameterError(
-            f"value range must be two finite numbers low < high, got {value_range[0]}, {value_range[1]}")
-
-
 def estimate_stretch(
     source: RasterSource,
     region: Region,
     percentiles: tuple[float, float] = (2.0, 98.0),
     value_range: Optional[tuple[float, float]] = None,
 ) -> Stretch:
-    """Percentile stretch over valid pixels of the sample; raises AllNodataError if there are none."""
-    check_stretch_parameters(percentiles, value_range)
+    """Percentile stretch over valid pixels of the sample; raises AllNodataError if there are none.
+
+    The parameters are the request's, checked by SegmentRequest.validate()."""
     pieces: list[np.ndarray] = []
     for window in sample_windows(region):
         data, valid = region.read(source, window)

@@ -23,8 +23,8 @@ from pathlib import Path
 import rasterio
 
 from ..errors import OutputError
+from ..protocol.contracts import OUTPUTS
 
-OUTPUTS = {"mask": "mask.tif", "scores": "scores.tif", "polygons": "polygons.gpkg", "result": "result.json"}
 JOB_TAG = "RSSEG_JOB"  # GeoTIFF metadata item naming the job that wrote the file
 GPKG_DESCRIPTION = "rsseg polygons"  # prefix of the polygon layer's description in gpkg_contents
 _RESULT_KEYS = {"request", "prompt", "mask", "classes", "timings"}

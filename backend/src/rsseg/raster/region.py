@@ -15,8 +15,8 @@ from rasterio.windows import Window, from_bounds
 from rasterio.windows import transform as window_transform
 from shapely.geometry import shape
 
-from ..errors import RegionError
-from ..protocol.contracts import RegionSpec
+from ..errors import RegionError, request_rules
+from ..protocol.contracts import RegionSpec, check_bbox
 
 
 @dataclass(frozen=True)
@@ -103,12 +103,10 @@ def resolve_region(spec: RegionSpec, dataset) -> Region:
             raise RegionError(f"region polygons cover no pixel centre of {dataset.name}")
         return region
     src = _crs(spec.bbox_crs, dataset.crs, "bbox")
+    with request_rules():
+        check_bbox(spec.bbox)
     bbox = tuple(float(v) for v in spec.bbox)
     described = f"bbox {bbox} in {src.to_string()}"
-    if bbox[2] <= bbox[0] or bbox[3] <= bbox[1]:
-        raise RegionError(f"{described} is empty or invalid (expected minx < maxx and miny < maxy)")
-    if not all(math.isfinite(v) for v in bbox):
-        raise RegionError(f"{described} is empty or invalid (expected four finite numbers)")
     box = transform_bounds(src, dataset.crs, *bbox, densify_pts=21) if src != dataset.crs else bbox
     if not all(math.isfinite(v) for v in box):
         raise RegionError(

@@ -32,10 +32,8 @@ def native_resolution_m(dataset: rasterio.DatasetReader) -> tuple[float, float]:
 
 
 def resampled_view(dataset: rasterio.DatasetReader, resolution_m: float) -> WarpedVRT:
-    """The dataset on a grid of `resolution_m` metres per pixel (same CRS and extent)."""
-    if not resolution_m > 0 or not math.isfinite(resolution_m):
-        raise ParameterError(f"processing resolution must be a positive number of metres per pixel, "
-                             f"got {resolution_m}")
+    """The dataset on a grid of `resolution_m` metres per pixel (same CRS and extent); a positive number,
+    checked by SegmentRequest.validate()."""
     if dataset.crs is None:
         raise ParameterError(f"{dataset.name} has no CRS, so a processing resolution in metres cannot be applied")
     res_x, res_y = native_resolution_m(dataset)

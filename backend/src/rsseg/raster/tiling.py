@@ -17,7 +17,8 @@ from typing import Iterator
 
 import numpy as np
 
-from ..errors import ParameterError
+from ..errors import request_rules
+from ..protocol.contracts import check_tiling
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -63,11 +64,8 @@ class TileGrid:
     overlap: int
 
     def __post_init__(self) -> None:
-        if self.tile < 16:
-            raise ParameterError(f"tile size must be at least 16 pixels, got {self.tile}")
-        if not 0 <= self.overlap <= self.tile // 2:
-            raise ParameterError(
-                f"overlap must be between 0 and half the tile size ({self.tile // 2}), got {self.overlap}")
+        with request_rules():
+            check_tiling(self.tile, self.overlap)
 
     @cached_property
     def ys(self) -> list[int]:

@@ -38,11 +38,11 @@ from shapely.geometry import Polygon, mapping, shape
 from ..errors import OutputError, RssegError
 from ..progress import CancelToken, ProgressCallback, report
 from ..protocol.contracts import NODATA as NODATA_CLASS
+from ..protocol.contracts import POLYGON_LAYER
 from .areas import _wkt, geometry_area_m2
 from .outputs import GPKG_DESCRIPTION
 from .source import open_raster
 
-LAYER = "polygons"
 SCHEMA = {
     "geometry": "Polygon",
     "properties": {"class": "str", "class_id": "int", "prompt": "str", "score": "float",
@@ -188,7 +188,7 @@ def _vectorize(cls_src, score_src, tmp, class_names, prompt, options, progress, 
     total, done = -(-height // cs) * -(-width // cs), 0
     pending: dict[int, list[Piece]] = {}
     crs_wkt = _wkt(crs) or ""
-    with fiona.open(tmp, "w", driver="GPKG", layer=LAYER, schema=SCHEMA, crs_wkt=crs_wkt,
+    with fiona.open(tmp, "w", driver="GPKG", layer=POLYGON_LAYER, schema=SCHEMA, crs_wkt=crs_wkt,
                     DESCRIPTION=f"{GPKG_DESCRIPTION} of {prompt}"[:500]) as sink:
         for r0 in range(0, height, cs):
             for c0 in range(0, width, cs):

@@ -14,6 +14,8 @@ import math
 from pathlib import Path
 from typing import Any, Optional
 
+from ..protocol.contracts import DEVICE_CHOICES
+
 DATA_CHOICES = ("synthetic", "folder", "rrsisd", "rrsisd-jsonl", "refsegrs")
 # rrsisd-jsonl: where `rrsisd_<split>.jsonl` and the images are looked for under ROOT, in order (the
 # RSRefSeg/RSRefSeg2 data root: datainfo/ beside RRSIS-D/images/rrsisd/JPEGImages; RMSIN's release
@@ -29,7 +31,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("root", nargs="?", help="dataset root (not for synthetic)")
     p.add_argument("--image-dir", help="rrsisd-jsonl: the image folder (default: looked for under ROOT, "
                                        "e.g. RRSIS-D/images/rrsisd/JPEGImages)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--device", default="auto", help=DEVICE_CHOICES)
     p.add_argument("--size", type=int, default=0, help="image size fed to the model (0: the model's SAM size)")
     p.add_argument("--limit", type=int, help="use only the first N samples of each split")
     p.add_argument("--text-blind", action="store_true",

@@ -1,0 +1,99 @@
+"""SegmentRequest.validate(): one rule, one message, one RequestError field; the backend reports each
+as the error it always gave that rule (ModelError, RegionError, DeviceError or ParameterError)."""
+
+from __future__ import annotations
+
+import pytest
+
+from rsseg.errors import DeviceError, ModelError, ParameterError, RegionError, check_request
+from rsseg.models import MODELS
+from rsseg.models.spec import ModelSpec
+from rsseg.protocol.contracts import (
+    DEFAULT_MODELS,
+    DEVICES,
+    MODES,
+    TASKS,
+    ClassListError,
+    RegionSpec,
+    RequestError,
+    SegmentRequest,
+    check_device,
+    task_accepts,
+)
+
+
+def request(**kw) -> SegmentRequest:
+    kw.setdefault("classes", ["water", "tree"])
+    return SegmentRequest(raster="in.tif", out_dir="out", **kw)
+
+
+RULES = {
+    # id: (request fields, RequestError.field, backend error, message fragment)
+    "no-prompt": (dict(classes=None), "prompt", ModelError, "either a class list or a referring sentence"),
+    "two-prompts": (dict(sentence="the pool"), "prompt", ModelError, "not both"),
+    "empty-class-list": (dict(classes=[]), "prompt", ModelError, "prompt is empty: type at least one class"),
+    "blank-sentence": (dict(classes=None, sentence="  "), "prompt", ModelError, "prompt is empty: type a sentence"),
+    "blank-class": (dict(classes=["water", " "]), "classes", ParameterError, "names no class"),
+    "duplicate-class": (dict(classes=["water", "WATER"]), "classes", ParameterError, "duplicate class names"),
+    "tile": (dict(tile=15), "tile", ParameterError, "tile size must be at least 16 pixels, got 15"),
+    "overlap": (dict(tile=64, overlap=33), "overlap", ParameterError, "half the tile size (32), got 33"),
+    "overlap-negative": (dict(overlap=-1), "overlap", ParameterError, "got -1"),
+    "batch-size": (dict(batch_size=-1), "batch_size", ParameterError, "batch size must be at least 1"),
+    "threshold-nan": (dict(threshold=float("nan")), "threshold", ParameterError, "threshold must be a finite"),
+    "threshold-range": (dict(threshold=1.5), "threshold", ParameterError, "between 0 and 1, got 1.5"),
+    "min-area-inf": (dict(min_area_m2=float("inf")), "min_area_m2", ParameterError, "minimum area must be a finite"),
+    "simplify-negative": (dict(simplify_tolerance=-1.0), "simplify_tolerance", ParameterError, "must not be negative"),
+    "percentiles": (dict(percentiles=(98.0, 2.0)), "percentiles", ParameterError, "0 <= low < high <= 100"),
+    "value-range-nan": (dict(value_range=(0.0, float("nan"))), "value_range", ParameterError, "finite numbers"),
+    "value-range-empty": (dict(value_range=(5.0, 5.0)), "value_range", ParameterError, "low < high, got 5.0, 5.0"),
+    "resolution": (dict(resolution=0.0), "resolution", ParameterError, "positive number of metres per pixel"),
+    "bbox-inverted": (dict(region=RegionSpec(bbox=(1.0, 0.0, 0.0, 1.0))), "region", RegionError, "minx < maxx"),
+    "bbox-nan": (dict(region=RegionSpec(bbox=(0.0, 0.0, float("nan"), 1.0))), "region", RegionError,
+                 "four finite numbers"),
+    "device": (dict(device="tpu"), "device", DeviceError, "unknown device 'tpu'; valid choices: auto, cpu, cuda, "
+                                                           "cuda:N, mps"),
+}
+
+
+@pytest.mark.parametrize("rule", list(RULES))
+def test_each_rule_has_one_message_a_field_and_the_backend_error(rule):
+    fields, field, backend_error, fragment = RULES[rule]
+    bad = request(**fields)
+    with pytest.raises(RequestError) as info:
+        bad.validate()
+    assert info.value.field == field and fragment in str(info.value)
+    with pytest.raises(backend_error) as backend:
+        check_request(bad)
+    assert str(backend.value) == str(info.value)
+
+
+def test_a_good_request_passes_and_the_engine_leaves_the_prompt_to_the_model():
+    good = request(threshold=0.3, value_range=(0.0, 255.0), resolution=0.5, device="CUDA:1",
+                   region=RegionSpec(bbox=(0.0, 0.0, 1.0, 1.0)))
+    assert good.validate() is good
+    assert request(classes=None).validate(prompt=False) is not None
+
+
+def test_class_list_errors_are_request_errors():
+    assert issubclass(ClassListError, RequestError) and ClassListError("x").field == "classes"
+
+
+@pytest.mark.parametrize("name", [*DEVICES, "cuda:0", "cuda:12", " MPS "])
+def test_devices_the_rule_accepts(name):
+    assert check_device(name) == name.strip().lower()
+
+
+@pytest.mark.parametrize("name", ["gpu", "", "tpu", "cuda:", "cuda:x", "cuda:-1", "cuda0", "cpu:0", "meta"])
+def test_devices_the_rule_refuses(name):
+    with pytest.raises(RequestError, match="valid choices: auto, cpu, cuda, cuda:N, mps"):
+        check_device(name)
+
+
+def test_model_tasks_and_default_models():
+    assert [m for m in MODES if task_accepts("both", m)] == list(MODES)
+    assert task_accepts("classes", "classes") and not task_accepts("classes", "sentence")
+    assert not any(task_accepts("component", m) for m in MODES)
+    spec = ModelSpec("x", "sentence", "test", "")
+    assert [spec.accepts(m) for m in MODES] == [False, True]
+    assert set(DEFAULT_MODELS) == set(MODES) and set(MODES) < set(TASKS)
+    assert all(MODELS[DEFAULT_MODELS[m]].accepts(m) for m in MODES)  # registered, for their mode
