@@ -33,7 +33,7 @@ from rasterio.crs import CRS
 from rsseg.cli.main import main
 from rsseg.protocol.client import BackendError, WorkerClient, WorkerConfig
 from rsseg.protocol.contracts import SegmentRequest
-from rsseg.training.checkpoint import save_checkpoint
+from rsseg.weights.trained_checkpoint import save_checkpoint
 
 DATA = Path(__file__).parents[1] / "data"
 NEON = DATA / "neon_osbs_rgb.tif"  # 3 bands Byte, nodata 255, EPSG:32617, 400x400

@@ -11,12 +11,12 @@ import rasterio
 import torch
 
 from rsseg.errors import ModelError
+from rsseg.execution.feature_cache import FeatureCache
 from rsseg.models import build_model, get_spec
 from rsseg.models.clip.builder import build_clip
 from rsseg.models.clip.configs import TINY_CLIP
 from rsseg.models.clip.dense import dense_features, interpolate_positions, self_self_attention
 from rsseg.models.clip.text import class_logits
-from rsseg.models.feature_cache import FeatureCache
 from rsseg.models.prompts import display_name, synonyms
 from rsseg.protocol.contracts import SegmentRequest
 from rsseg.service import run_segment

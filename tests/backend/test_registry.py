@@ -7,7 +7,7 @@ import re
 import pytest
 
 from rsseg.models import MODELS
-from rsseg.models.spec import TASKS
+from rsseg.spec import TASKS
 
 REAL = [s for s in MODELS.values() if s.real]
 

@@ -7,7 +7,6 @@ import pytest
 
 from rsseg.errors import DeviceError, ModelError, ParameterError, RegionError, check_request
 from rsseg.models import MODELS
-from rsseg.models.spec import ModelSpec
 from rsseg.protocol.contracts import (
     DEFAULT_MODELS,
     DEVICES,
@@ -20,6 +19,7 @@ from rsseg.protocol.contracts import (
     check_device,
     task_accepts,
 )
+from rsseg.spec import ModelSpec
 
 
 def request(**kw) -> SegmentRequest:

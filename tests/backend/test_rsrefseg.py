@@ -229,7 +229,7 @@ def test_the_registry_entry_segments_real_imagery_from_a_sentence(tmp_path):
 
 
 def test_a_second_sentence_through_the_service_reuses_cached_features(tmp_path):
-    from rsseg.models.feature_cache import FeatureCache
+    from rsseg.execution.feature_cache import FeatureCache
     from rsseg.protocol.contracts import SegmentRequest
     from rsseg.service import run_segment
 

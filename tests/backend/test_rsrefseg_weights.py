@@ -25,9 +25,9 @@ from rsseg.models import MODELS, build_model, get_spec
 from rsseg.models.rsrefseg.configs import TINY
 from rsseg.models.rsrefseg.model import build_rsrefseg
 from rsseg.models.rsrefseg.weights import load_base
-from rsseg.models.spec import ModelSpec, WeightFile
 from rsseg.protocol.contracts import SegmentRequest
 from rsseg.service import run_segment
+from rsseg.spec import ModelSpec, WeightFile
 
 NEON = Path(__file__).parents[1] / "data" / "neon_osbs_rgb.tif"
 REAL = "rsrefseg-tinybase"  # a real-weights entry over the tiny configuration

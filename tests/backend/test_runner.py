@@ -12,10 +12,10 @@ import torch
 
 from rsseg.devices import autocast_dtype, batch_from_memory, is_out_of_memory, precision_name
 from rsseg.errors import DeviceError
+from rsseg.execution.feature_cache import FeatureCache
+from rsseg.execution.tile_runner import TileRunner
 from rsseg.models import build_model
 from rsseg.models.colour_prototype import ColourPrototypeModel
-from rsseg.models.feature_cache import FeatureCache
-from rsseg.models.runner import TileRunner
 from rsseg.protocol.contracts import SegmentRequest
 from rsseg.raster.engine import segment
 from rsseg.service import run_segment

@@ -14,11 +14,11 @@ import torch
 
 from rsseg.models.rsrefseg.configs import TINY
 from rsseg.models.rsrefseg.lora import trainable_state_dict
-from rsseg.training.checkpoint import load_checkpoint
 from rsseg.training.schedule import make_scheduler, warmup_cosine
 from rsseg.training.synthetic import synthetic_dataset, text_blind
 from rsseg.training.torch_data import EpochBatches, ReferringDataset
 from rsseg.training.trainer import TrainConfig, Trainer, build_trainable
+from rsseg.weights.trained_checkpoint import load_checkpoint
 
 SIZE = 64  # training size for the fast tests (the model resizes to its own encoders' sizes inside)
 

@@ -20,9 +20,9 @@ from rsseg.cli.main import main
 from rsseg.errors import ModelError, WeightsError
 from rsseg.models import MODELS, build_model, get_spec
 from rsseg.models.clip.builder import build_vl_encoder
-from rsseg.models.spec import WeightFile
-from rsseg.training.checkpoint import save_checkpoint
+from rsseg.spec import WeightFile
 from rsseg.weights import import_weight, installed_path, load_checkpoint, weight_path, weight_status
+from rsseg.weights.trained_checkpoint import save_checkpoint
 
 NEON = Path(__file__).parents[1] / "data" / "neon_osbs_rgb.tif"
 MODEL_ID = "integrity-clip"  # a "real" entry (one registered weight file) over the tiny CLIP

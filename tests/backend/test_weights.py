@@ -21,8 +21,8 @@ from safetensors.torch import save as save_safetensors
 from rsseg.cli.main import main
 from rsseg.errors import Cancelled, WeightsError
 from rsseg.models import MODELS
-from rsseg.models.spec import ModelSpec, WeightFile
 from rsseg.progress import CancelToken
+from rsseg.spec import ModelSpec, WeightFile
 from rsseg.weights import download as download_module
 from rsseg.weights import (
     download_weight,

@@ -14,10 +14,10 @@ import time
 from dataclasses import replace
 
 from ..devices import resolve_device
+from ..execution.feature_cache import FeatureCache
+from ..execution.tile_runner import TileRunner
 from ..models import MODELS, build_model, get_spec
-from ..models.feature_cache import FeatureCache
 from ..models.registry import BUILDERS
-from ..models.runner import TileRunner
 from ..protocol.contracts import DEFAULT_MODELS, SegmentRequest
 from ..raster.engine import segment
 from . import CLIP_RANDOM, RSREFSEG_RANDOM

@@ -118,7 +118,7 @@ class _Evaluator:
 
     def __init__(self, options: EvalOptions, spec: DatasetSpec, classes: list[str], coding: LabelCoding,
                  workdir: Path):
-        from ..models.feature_cache import FeatureCache
+        from ..execution.feature_cache import FeatureCache
 
         self.options, self.spec, self.classes, self.coding, self.workdir = options, spec, classes, coding, workdir
         threshold = spec.threshold if options.threshold is None else options.threshold

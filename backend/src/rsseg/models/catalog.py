@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..jsonfile import read_json_file, write_json_file
+from ..spec import ModelSpec
 from .registry import MODELS, get_spec
-from .spec import ModelSpec
 
 COUNTED_BUILDERS = ("rsrefseg",)
 ENV_CACHE_DIR = "RSSEG_CACHE_DIR"

@@ -1,4 +1,4 @@
-"""The model registry: every model the backend can run, as data (see models/spec.py)."""
+"""The model registry: every model the backend can run, as data (see spec.py)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ModelError, request_rules
+from ..execution.tile_model import SIGMOID, SOFTMAX, TileModel
 from ..protocol.contracts import check_prompt
-from .base import SIGMOID, SOFTMAX, TileModel
+from ..spec import ModelSpec, Preprocess, WeightFile
 from .clip import configs as clip_configs
 from .rsrefseg import configs as rsrefseg_configs
 from .sam import configs as sam_configs
-from .spec import ModelSpec, Preprocess, WeightFile
 
 MODELS: dict[str, ModelSpec] = {}
 

@@ -22,8 +22,8 @@ from rasterio.windows import transform as window_transform
 from scipy.special import expit
 
 from ..errors import ModelError, RegionError, check_request
-from ..models.base import SIGMOID, TileModel
-from ..models.runner import TileRunner
+from ..execution.tile_model import SIGMOID, TileModel
+from ..execution.tile_runner import TileRunner
 from ..progress import CancelToken, ProgressCallback, report
 from ..protocol.contracts import MAX_CLASSES, NODATA, OUTPUTS, UNLABELLED, ClassSummary, SegmentRequest, SegmentResult
 from .areas import row_pixel_areas_m2

@@ -10,7 +10,6 @@ Because the grid is a product grid, the per-pixel sum of weights is the outer pr
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Iterator
@@ -19,15 +18,7 @@ import numpy as np
 
 from ..errors import request_rules
 from ..protocol.contracts import check_tiling
-
-
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Evenly spread starts covering [0, length) with tiles of min(tile, length)."""
-    if length <= tile:
-        return [0]
-    stride = tile - overlap
-    n = math.ceil((length - tile) / stride) + 1
-    return [round(k * (length - tile) / (n - 1)) for k in range(n)]
+from ..windows import tile_starts
 
 
 def edge_window(size: int, overlap: int, ramp_start: bool, ramp_end: bool) -> np.ndarray:

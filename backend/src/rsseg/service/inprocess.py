@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ..models.feature_cache import FeatureCache
+from ..execution.feature_cache import FeatureCache
 from ..protocol.client import BackendError, Session, WorkerTimeout
 from ..protocol.messages import Message, decode
 from .jobs import Service

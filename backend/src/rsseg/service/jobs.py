@@ -14,7 +14,7 @@ from typing import Callable, Optional
 
 from .. import __version__
 from ..errors import RssegError
-from ..models.feature_cache import FeatureCache
+from ..execution.feature_cache import FeatureCache
 from ..progress import CancelToken, Progress
 from ..protocol.contracts import SegmentRequest
 from ..protocol.messages import (

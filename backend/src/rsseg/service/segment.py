@@ -7,9 +7,9 @@ from typing import Optional
 
 from ..devices import resolve_device
 from ..errors import check_request
+from ..execution.feature_cache import FeatureCache
+from ..execution.tile_runner import TileRunner
 from ..models import build_model
-from ..models.feature_cache import FeatureCache
-from ..models.runner import TileRunner
 from ..progress import CancelToken, ProgressCallback, report
 from ..protocol.contracts import SegmentRequest, SegmentResult
 from ..raster.engine import segment

@@ -197,7 +197,7 @@ def cmd_eval_refer(args) -> int:
 
     from ..errors import RssegError
     from ..models.rsrefseg.lora import load_trainable_state_dict
-    from .checkpoint import load_checkpoint
+    from ..weights.trained_checkpoint import load_checkpoint
     from .evaluate import evaluate_referring
     from .trainer import autocast_dtype
 

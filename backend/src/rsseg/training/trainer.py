@@ -19,7 +19,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from ..weights.trained_checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .data.common import RefSample
 from .evaluate import evaluate_referring
 from .schedule import make_scheduler

@@ -25,7 +25,7 @@ from urllib.parse import urljoin, urlsplit
 
 from .. import __version__
 from ..errors import WeightsError
-from ..models.spec import WeightFile
+from ..spec import WeightFile
 from .store import read_json, write_json
 
 PINS = "pins.json"

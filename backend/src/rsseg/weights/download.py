@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 
 from .. import __version__
 from ..errors import Cancelled, WeightsError
-from ..models.spec import ModelSpec, WeightFile
 from ..progress import CancelToken, ProgressCallback, report
+from ..spec import ModelSpec, WeightFile
 from .attest import attest, git_blob_sha1, pinned, record_pin
 from .store import weight_path, weights_dir
 from .verify import CHUNK, forget_verified, record_verified, update_hash, verify_file, weight_state

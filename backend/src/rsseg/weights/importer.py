@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import WeightsError
-from ..models.spec import ModelSpec, WeightFile
 from ..progress import ProgressCallback, report
+from ..spec import ModelSpec, WeightFile
 from .attest import pinned
 from .store import weight_path, weights_dir
 from .verify import CHUNK, record_verified

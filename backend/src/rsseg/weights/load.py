@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import WeightsError
-from ..models.spec import ModelSpec
+from ..spec import ModelSpec
 from .verify import checked_copy, checked_paths
 
 __all__ = ["checked_copy", "installed_path", "load_checkpoint", "load_state_strict"]

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import WeightsError
 from ..jsonfile import read_json_file, write_json_file
-from ..models.spec import ModelSpec, WeightFile
+from ..spec import ModelSpec, WeightFile
 
 ENV_DIR = "RSSEG_WEIGHTS_DIR"
 

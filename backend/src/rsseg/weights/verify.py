@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import WeightsError
-from ..models.spec import ModelSpec, WeightFile
 from ..progress import ProgressCallback, report
+from ..spec import ModelSpec, WeightFile
 from .attest import pinned, read_pins
 from .store import read_json, weight_path, write_json
 

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..spec import ModelSpec
+from ...spec import ModelSpec
 from .configs import TINY_TOKENIZER
 
 TINY_SEED = 0  # tiny twins are random but reproducible: the same id gives the same model

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import ModelError
-from ...raster.tiling import tile_starts
+from ...windows import tile_starts
 from ..prompts import display_name
 from .dense import dense_features
 from .text import class_embeddings, class_logits

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..base import SIGMOID
+from ...execution.tile_model import SIGMOID
 from .model import ImageFeatures, RSRefSeg
 
 

@@ -3,7 +3,7 @@
 No trained RSRefSeg was ever released, so a usable model is always two parts: the base encoders'
 published weights (downloaded and checksummed through the registry) and the small trained state of
 an `rsseg train` run (LoRA adapters, prompter, SAM's prompt encoder and mask decoder; see
-training/checkpoint.py). The checkpoint names the model id it was trained for and is refused for
+weights/trained_checkpoint.py). The checkpoint names the model id it was trained for and is refused for
 any other.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ...errors import ModelError
-from ..spec import ModelSpec
+from ...spec import ModelSpec
 
 
 def load_base(spec: ModelSpec, device: str, seed: int = 0) -> Any:
@@ -34,7 +34,7 @@ def load_base(spec: ModelSpec, device: str, seed: int = 0) -> Any:
 
 def checkpoint_id(path: str | Path) -> str:
     """A short content hash of a checkpoint's tensor file: it names the LoRA-changed image features."""
-    from ...training.checkpoint import tensors_path
+    from ...weights.trained_checkpoint import tensors_path
     from ...weights.verify import sha256_file
 
     return sha256_file(tensors_path(path))[:16]
@@ -42,7 +42,7 @@ def checkpoint_id(path: str | Path) -> str:
 
 def load_trained(spec: ModelSpec, device: str, checkpoint: Optional[str]) -> Any:
     """The base with LoRA applied and the checkpoint's trained state loaded (eval mode)."""
-    from ...training.checkpoint import load_checkpoint
+    from ...weights.trained_checkpoint import load_checkpoint
     from .lora import apply_lora_config, load_trainable_state_dict
 
     ckpt = load_checkpoint(checkpoint)

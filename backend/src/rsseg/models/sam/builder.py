@@ -12,7 +12,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..spec import ModelSpec
+from ...spec import ModelSpec
 from .configs import embedding_size
 
 if TYPE_CHECKING:  # pragma: no cover

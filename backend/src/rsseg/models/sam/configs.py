@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..spec import Preprocess
+from ...spec import Preprocess
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # SAM's (123.675, 116.28, 103.53) / 255
 IMAGENET_STD = (0.229, 0.224, 0.225)  # SAM's (58.395, 57.12, 57.375) / 255

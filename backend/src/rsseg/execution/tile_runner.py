@@ -24,8 +24,8 @@ from ..devices import (
     precision_name,
 )
 from ..errors import DeviceError
-from .base import EncodedTileModel, TileModel
 from .feature_cache import FeatureCache, cache_key
+from .tile_model import EncodedTileModel, TileModel
 
 
 def _stack(items: list[Any]):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
-from ..protocol.contracts import TASKS, task_accepts
+from .protocol.contracts import TASKS, task_accepts
 
 
 @dataclass(frozen=True)
