@@ -204,11 +204,11 @@ def _torch_from(spec: Union[str, bool, TorchChoice]) -> Optional[TorchChoice]:
 
 # ----------------------------------------------------------------------------------------- planning
 
-def plan_setup(venv: Optional[Union[str, Path]] = None, *, base_python: Optional[str] = None,
+def plan_setup(venv: Union[str, Path], *, base_python: Optional[str] = None,
                backend: Optional[Union[str, Path]] = None, torch: Union[str, bool, TorchChoice] = "auto",
                extras: Sequence[str] = ("models",), upgrade_pip: bool = True, no_deps: bool = False,
                pip_args: Sequence[str] = (), system_site_packages: bool = False) -> SetupPlan:
-    """The steps that make `venv` (default: the managed one in the QGIS profile) a backend environment.
+    """The steps that make `venv` (the dialog passes settings.managed_venv()) a backend environment.
 
     `torch`: "auto" (CUDA when nvidia-smi reports a GPU, else CPU), "cpu", a CUDA tag ("cu126"), an
     index URL, or False to leave torch to pip's resolver. `no_deps` installs only the backend
@@ -216,10 +216,6 @@ def plan_setup(venv: Optional[Union[str, Path]] = None, *, base_python: Optional
     `system_site_packages` lets the venv see the base Python's packages (off: the backend gets its
     own numpy and GDAL-bundling rasterio, independent of QGIS's).
     """
-    if venv is None:
-        from .settings import managed_venv  # imports qgis.core: only for the default location
-
-        venv = managed_venv()
     venv = Path(venv).expanduser().absolute()
     backend = Path(backend).expanduser().absolute() if backend else bundled_backend()
     if not (backend / "pyproject.toml").is_file():
@@ -381,7 +377,7 @@ def run_plan(plan: SetupPlan, on_line: Optional[Callable[[str], None]] = None,
     return plan.python
 
 
-def setup_backend(venv: Optional[Union[str, Path]] = None, *, on_line: Optional[Callable[[str], None]] = None,
+def setup_backend(venv: Union[str, Path], *, on_line: Optional[Callable[[str], None]] = None,
                   on_progress: Optional[Callable[[SetupProgress], None]] = None,
                   cancelled: Optional[Callable[[], bool]] = None, **options) -> Path:
     """Plan and run in one call; `options` are plan_setup's. Returns the backend interpreter."""

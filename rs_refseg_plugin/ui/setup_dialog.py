@@ -15,6 +15,7 @@ from qgis.PyQt.QtWidgets import (
     QVBoxLayout,
 )
 
+from ..core.settings import managed_venv
 from ..core.setup_backend import SetupError, plan_setup
 from ..tasks.setup_task import SetupTask
 
@@ -48,7 +49,7 @@ class SetupDialog(QDialog):
         self.task = None
         self.plan = None
         try:
-            self.plan = plan_setup(**plan_options)
+            self.plan = plan_setup(plan_options.pop("venv", None) or managed_venv(), **plan_options)
         except SetupError as exc:
             self.summary.setText(f"Cannot set up the backend: {exc}")
             self.start_button.setEnabled(False)

@@ -175,7 +175,7 @@ def test_boundary_metrics():
 
 @pytest.fixture(scope="module")
 def tiny_sam():
-    from rsseg.models.registry import load_component
+    from rsseg.models.factory import load_component
 
     torch.manual_seed(0)
     return load_component("litemedsam-tiny")
@@ -250,7 +250,7 @@ CROP = 128  # native pixels around the building (0.5 m): 8x8 coarse cells, SAM s
 def litemedsam(tmp_path_factory):
     """Installed as a user does (`rsseg models import`) into a fresh weights dir, loaded by id."""
     from rsseg.cli.main import main
-    from rsseg.models.registry import load_component
+    from rsseg.models.factory import load_component
     from rsseg.weights import ENV_DIR
 
     try:

@@ -41,7 +41,7 @@ def test_ids_ending_in_tiny_are_twins_of_real_models():
 
 
 def test_components_stay_warm_between_loads():
-    from rsseg.models.registry import WARM_MODELS, load_component
+    from rsseg.models.factory import WARM_MODELS, load_component
 
     first = load_component("litemedsam-tiny")
     assert load_component("litemedsam-tiny") is first  # a worker's next request skips loading

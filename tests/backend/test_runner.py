@@ -15,7 +15,7 @@ from rsseg.errors import DeviceError
 from rsseg.execution.feature_cache import FeatureCache
 from rsseg.execution.tile_runner import TileRunner
 from rsseg.models import build_model
-from rsseg.models.colour_prototype import ColourPrototypeModel
+from rsseg.models.colour_prototype.model import ColourPrototypeModel
 from rsseg.protocol.contracts import SegmentRequest
 from rsseg.raster.engine import segment
 from rsseg.service import run_segment

@@ -24,7 +24,7 @@ from shapely.geometry import shape
 from rsseg.compat.torchvision_ops import ensure_torchvision
 from rsseg.errors import ModelError, WeightsError
 from rsseg.models import MODELS, build_model, get_spec
-from rsseg.models.registry import load_component
+from rsseg.models.factory import load_component
 from rsseg.models.sam.builder import build_image_encoder, build_sam, load_sam
 from rsseg.models.sam.configs import LITEMEDSAM, embedding_size
 from rsseg.weights import ENV_DIR

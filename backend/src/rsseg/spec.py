@@ -1,9 +1,8 @@
 """Model specifications as data: what a model is, what it needs and where its weights come from.
 
-A spec names a builder and the builder's config. Builders live in models/registry.py: `BUILDERS`
-(segmenters, called by `build_model`) and `COMPONENT_LOADERS` (components such as SAM, loaded by
-`load_component`). The engine and the service never branch on model ids: later models add
-registry entries (and a builder per new family), not code paths.
+A spec names a builder and the builder's config. Each model family registers its builders from its
+own package (models/<family>/family.py, into models/factory.py); the engine and the service never
+branch on model ids: later models add registry entries and, for a new family, its package.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from ..devices import resolve_device
 from ..execution.feature_cache import FeatureCache
 from ..execution.tile_runner import TileRunner
 from ..models import MODELS, build_model, get_spec
-from ..models.registry import BUILDERS
+from ..models.factory import get_builder
 from ..protocol.contracts import DEFAULT_MODELS, SegmentRequest
 from ..raster.engine import segment
 from . import CLIP_RANDOM, RSREFSEG_RANDOM
@@ -41,7 +41,7 @@ def _rsrefseg_random(sentence: str, device: str):
     spec = get_spec(DEFAULT_MODELS["sentence"])
     config = {k: v for k, v in spec.config.items() if k not in ("clip_weights", "sam_weights")}
     spec = replace(spec, id=RSREFSEG_RANDOM, config=config, weights=(), real=False)
-    return BUILDERS[spec.builder](spec, [sentence], "sigmoid", device, {})
+    return get_builder(spec.builder)(spec, [sentence], "sigmoid", device, {})
 
 
 def _model(model_id: str, prompt, device: str):
@@ -56,7 +56,7 @@ def _model(model_id: str, prompt, device: str):
         return RandomViTTileModel(classes, device)
     if model_id == CLIP_RANDOM:
         spec = replace(get_spec(DEFAULT_MODELS["classes"]), id=CLIP_RANDOM, weights=())
-        return BUILDERS[spec.builder](spec, classes, "softmax", device, {})
+        return get_builder(spec.builder)(spec, classes, "softmax", device, {})
     return build_model(model_id, classes, None, device)
 
 

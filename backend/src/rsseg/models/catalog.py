@@ -85,9 +85,9 @@ def _open_clip_architecture(clip: dict[str, Any]) -> dict[str, Any]:
     """
     if "open_clip_model" not in clip:
         return clip
-    from .clip.builder import _open_clip
+    from .clip.builder import open_clip_module
 
-    architecture = copy.deepcopy(_open_clip().get_model_config(clip["open_clip_model"]))
+    architecture = copy.deepcopy(open_clip_module().get_model_config(clip["open_clip_model"]))
     if architecture is None:
         raise ValueError(f"unknown open_clip model {clip['open_clip_model']!r}")
     hf_text = "hf_model_name" in architecture.get("text_cfg", {})
@@ -152,7 +152,9 @@ def model_row(spec: ModelSpec) -> dict:
                 "urls": list(w.urls), "path": str(st.path), "present": st.present, "verified": st.verified}
                for original, (w, st) in zip(spec.weights, status)]
     counts = parameter_counts(spec)
+    # test_model: the `test` model and the "-tiny" twins (random or no weights), which a UI hides by default
     return {"id": spec.id, "task": spec.task, "description": spec.description, "real": spec.real,
+            "test_model": not spec.real,
             "licence": spec.licence, "weights": weights, "weights_present": all_present(status),
             "parameters_trainable": counts[0] if counts else None,
             "parameters_total": counts[1] if counts else None}

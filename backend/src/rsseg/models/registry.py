@@ -1,16 +1,9 @@
-"""The model registry: every model the backend can run, as data (see spec.py)."""
+"""The model registry: every model the backend can run, as data (spec.py). Building them is the
+factory's job (factory.py), with the builders each family registers from its own package."""
 
 from __future__ import annotations
 
-import functools
-import threading
-from collections import OrderedDict
-from pathlib import Path
-from typing import Any, Callable
-
-from ..errors import ModelError, request_rules
-from ..execution.tile_model import SIGMOID, SOFTMAX, TileModel
-from ..protocol.contracts import check_prompt
+from ..errors import ModelError
 from ..spec import ModelSpec, Preprocess, WeightFile
 from .clip import configs as clip_configs
 from .rsrefseg import configs as rsrefseg_configs
@@ -38,7 +31,7 @@ def register(spec: ModelSpec) -> ModelSpec:
 register(ModelSpec(
     id="test",
     task="both",
-    builder="colour-prototype",
+    builder="colour_prototype",
     description="Pipeline test model: deterministic, weight-free colour matching (not a segmenter).",
     config={"radius": 2, "sharpness": 20.0},
     licence="GPL-2.0-or-later",
@@ -87,10 +80,10 @@ _register_sam("litemedsam-tiny", sam_configs.LITEMEDSAM_TINY,
 def _register_clip(model_id: str, open_clip_model: str, description: str, weight: WeightFile, licence: str) -> None:
     """A real open-vocabulary CLIP and its tiny twin (same classes, random weights, runs anywhere)."""
     preprocess = Preprocess(3, clip_configs.OPENAI_MEAN, clip_configs.OPENAI_STD, None)
-    register(ModelSpec(id=model_id, task="classes", builder="open-vocab-clip", description=description,
+    register(ModelSpec(id=model_id, task="classes", builder="clip:open-vocab", description=description,
                        config={"open_clip_model": open_clip_model, **clip_configs.OPEN_VOCAB, "sam": "sam-vit-b"},
                        preprocess=preprocess, weights=(weight,), licence=licence, real=True))
-    register(ModelSpec(id=f"{model_id}-tiny", task="classes", builder="open-vocab-clip",
+    register(ModelSpec(id=f"{model_id}-tiny", task="classes", builder="clip:open-vocab",
                        description=f"Test-size twin of {model_id} (2-block 64-wide CLIP), random weights.",
                        config={"architecture": clip_configs.TINY_CLIP, **clip_configs.OPEN_VOCAB,
                                "sam": "sam-vit-b-tiny"},
@@ -144,7 +137,7 @@ _register_clip(
 _SIGLIP = clip_configs.SIGLIP_SO400M_384
 _SIGLIP_URL = f"{_HF}/timm/ViT-SO400M-14-SigLIP-384/resolve/5fbd414b43637ff6c24d5e7ce903e3a9ed425bea/"
 register(ModelSpec(
-    id="siglip-so400m-14-384", task="component", builder="vl-encoder",
+    id="siglip-so400m-14-384", task="component", builder="clip:vl-encoder",
     description="SigLIP so400m/14, 384 px (Google, via open_clip/timm): both towers and its tokenizer.",
     config=_SIGLIP, preprocess=Preprocess(3, rsrefseg_configs.SIGLIP_MEAN, rsrefseg_configs.SIGLIP_STD, 384),
     weights=(WeightFile(f"{_SIGLIP['tokenizer_dir']}/open_clip_model.safetensors", None,
@@ -154,7 +147,7 @@ register(ModelSpec(
                for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"))),
     licence="Apache-2.0", real=True))
 register(ModelSpec(
-    id="siglip-so400m-14-384-tiny", task="component", builder="vl-encoder",
+    id="siglip-so400m-14-384-tiny", task="component", builder="clip:vl-encoder",
     description="Test-size twin of siglip-so400m-14-384 (2-block CLIP with a Linear text projection), random "
                 "weights.",
     config=rsrefseg_configs.TINY["clip"], preprocess=Preprocess(3, rsrefseg_configs.SIGLIP_MEAN,
@@ -198,166 +191,9 @@ register(ModelSpec(
 ))
 
 
-def _no_options(spec: ModelSpec, options: dict[str, Any]) -> None:
-    if options:
-        raise ModelError(f"model {spec.id!r} takes no {', '.join(sorted(options))} option "
-                         "(only the open-vocabulary CLIP models refine their logits)")
-
-
-def _build_colour_prototype(spec: ModelSpec, prompts: list[str], activation: str, device: str,
-                            options: dict[str, Any]) -> TileModel:
-    from .colour_prototype import ColourPrototypeModel
-
-    _no_options(spec, options)
-    return ColourPrototypeModel(prompts, activation, bands=spec.preprocess.bands, **spec.config)
-
-
-def _weights_id(spec: ModelSpec) -> str:
-    from ..weights.attest import pinned
-
-    return f"{spec.id}:{','.join((pinned(w).sha256 or w.name)[:16] for w in spec.weights) or 'random'}"
-
-
-def _build_open_vocab(spec: ModelSpec, prompts: list[str], activation: str, device: str,
-                      options: dict[str, Any]) -> TileModel:
-    from .clip.builder import load_clip
-    from .clip.open_vocab import OpenVocabCLIP, OpenVocabConfig
-
-    unknown = set(options) - set(OpenVocabConfig.__dataclass_fields__)
-    if unknown:
-        raise ModelError(f"model {spec.id!r} takes no {', '.join(sorted(unknown))} option")
-    merged = {**spec.config, **options}
-    for choice, tuning in (("upsample", "upsample_options"), ("sam_refine", "sam_options")):
-        if merged.get(choice) != spec.config.get(choice) and tuning not in options:
-            merged[tuning] = {}  # another method than the registry's: that method's own defaults
-    config = OpenVocabConfig.from_dict(merged)
-    clip, tokenizer = warm(spec, device, load_clip)
-    encoder_id, sam = _weights_id(spec), None
-    if config.sam_refine != "off":
-        sam = load_component(config.sam, device)
-        encoder_id += f"+{_weights_id(get_spec(config.sam))}"
-    return OpenVocabCLIP(clip, tokenizer, prompts, activation, mean=spec.preprocess.mean, std=spec.preprocess.std,
-                         config=config, device=device, encoder_id=encoder_id, sam=sam)
-
-
-def _load_rsrefseg(spec: ModelSpec, device: str) -> Any:
-    from .rsrefseg.configs import TINY_SEED
-    from .rsrefseg.weights import load_base
-
-    return load_base(spec, device, seed=TINY_SEED)
-
-
-def _build_rsrefseg(spec: ModelSpec, prompts: list[str], activation: str, device: str,
-                    options: dict[str, Any]) -> TileModel:
-    from .rsrefseg.tile_model import RSRefSegTileModel
-
-    options = dict(options)
-    checkpoint = options.pop("checkpoint", None)
-    _no_options(spec, options)
-    if checkpoint is None:
-        if spec.real:
-            raise ModelError(f"{spec.id} has no released trained weights: give the checkpoint of an `rsseg train` "
-                             f"run (--checkpoint RUN/checkpoints/step-N.json)")
-        return RSRefSegTileModel(warm(spec, device, _load_rsrefseg), prompts[0], device, _weights_id(spec))
-    path = Path(checkpoint).resolve()
-    stamp = path.stat().st_mtime_ns if path.is_file() else None
-    model, trained_id = warm(spec, device, functools.partial(_load_trained, checkpoint=str(path)),
-                             variant=("checkpoint", str(path), stamp))
-    return RSRefSegTileModel(model, prompts[0], device, f"{_weights_id(spec)}+ckpt:{trained_id}")
-
-
-def _load_trained(spec: ModelSpec, device: str, checkpoint: str) -> tuple[Any, str]:
-    """(the trained model, its checkpoint's content id), kept warm together: hashed once per load."""
-    from .rsrefseg.weights import checkpoint_id, load_trained
-
-    return load_trained(spec, device, checkpoint), checkpoint_id(checkpoint)
-
-
-# builder name -> callable(spec, prompts, activation, device, options) -> TileModel; options are
-# per-request overrides of the spec's config (e.g. {"upsample": "bilinear", "sam_refine": "peaks"})
-BUILDERS: dict[str, Callable[[ModelSpec, list[str], str, str, dict[str, Any]], TileModel]] = {
-    "colour-prototype": _build_colour_prototype,
-    "open-vocab-clip": _build_open_vocab,
-    "rsrefseg": _build_rsrefseg,
-}
-
-
-def _load_sam(spec: ModelSpec, device: str) -> Any:
-    from .sam.builder import load_sam
-
-    return load_sam(spec, device)
-
-
-def _load_vl_encoder(spec: ModelSpec, device: str) -> Any:
-    from .clip.builder import load_clip
-
-    return load_clip(spec, device)
-
-
-# builder name -> callable(spec, device) -> the loaded component (e.g. a segment_anything Sam)
-COMPONENT_LOADERS: dict[str, Callable[[ModelSpec, str], Any]] = {
-    "sam": _load_sam,
-    "vl-encoder": _load_vl_encoder,
-}
-
-
-WARM_MODELS = 2  # loaded backbones kept in memory, so a worker's next request skips loading weights
-_warm: "OrderedDict[tuple, Any]" = OrderedDict()
-_warm_lock = threading.Lock()
-
-
-def warm(spec: ModelSpec, device: str, load: Callable[[ModelSpec, str], Any], variant: tuple = ()) -> Any:
-    """`load(spec, device)`, remembered for the last WARM_MODELS (id, device, weight mtimes, and
-    `variant`, which names what else the loaded instance depends on, e.g. a checkpoint).
-
-    Callers share the returned instance and must not modify it (wrap it instead, e.g. with LoRA).
-    """
-    from ..weights import weight_path
-
-    stamps = tuple(weight_path(w).stat().st_mtime_ns if weight_path(w).exists() else None for w in spec.weights)
-    key = (spec.id, device, stamps, variant or load)
-    with _warm_lock:
-        if key in _warm:
-            _warm.move_to_end(key)
-            return _warm[key]
-        loaded = load(spec, device)
-        _warm[key] = loaded
-        while len(_warm) > WARM_MODELS:
-            _warm.popitem(last=False)
-        return loaded
-
-
-def load_component(model_id: str, device: str = "cpu") -> Any:
-    """A component model (task "component") with its weights, for the models that build on it."""
-    spec = get_spec(model_id)
-    if spec.runnable:
-        raise ModelError(f"{model_id!r} is a segmenter, not a component: build it with build_model()")
-    return warm(spec, device, COMPONENT_LOADERS[spec.builder])
-
-
 def get_spec(model_id: str) -> ModelSpec:
     try:
         return MODELS[model_id]
     except KeyError:
         raise ModelError(f"unknown model {model_id!r}; registered models: {', '.join(sorted(MODELS))} "
                          "(see `rsseg models`)") from None
-
-
-def build_model(model_id: str, classes: list[str] | None, sentence: str | None, device: str = "cpu",
-                options: dict[str, Any] | None = None) -> TileModel:
-    """Build the model for one prompt: a class list (softmax) or a referring sentence (sigmoid);
-    `options` override the model's config for this request (refinement, see SegmentRequest)."""
-    spec = get_spec(model_id)
-    if not spec.runnable:
-        raise ModelError(f"{model_id} is a component used by other models, not a segmenter you can run directly")
-    mode = "sentence" if sentence is not None else "classes"
-    if not spec.accepts(mode):
-        raise ModelError(f"model {model_id!r} takes {spec.task}, "
-                         f"not a {'sentence' if mode == 'sentence' else 'class list'}")
-    with request_rules():
-        check_prompt(classes, sentence)
-    if mode == "sentence":
-        prompts, activation = [sentence.strip()], SIGMOID
-    else:
-        prompts, activation = [c.strip() for c in classes], SOFTMAX
-    return BUILDERS[spec.builder](spec, prompts, activation, device, dict(options or {}))

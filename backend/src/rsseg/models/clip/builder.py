@@ -14,7 +14,7 @@ TINY_SEED = 0  # tiny twins are random but reproducible: the same id gives the s
 STRIP_PREFIXES = ("module.", "model.")  # DataParallel / wrapper prefixes some checkpoints carry
 
 
-def _open_clip():
+def open_clip_module():
     # open_clip imports torchvision, whose C++ ops may not match a CPU torch.
     from ...compat import ensure_torchvision
 
@@ -26,7 +26,7 @@ def _open_clip():
 
 def build_vl_encoder(config: dict[str, Any], seed: int = TINY_SEED) -> nn.Module:
     """A randomly initialised open_clip model: a named architecture, or an explicit (test) one, seeded."""
-    open_clip = _open_clip()
+    open_clip = open_clip_module()
     if "open_clip_model" in config:
         return open_clip.create_model(config["open_clip_model"], pretrained=None)
     cls = open_clip.model.CustomTextCLIP if config.get("custom_text") else open_clip.model.CLIP
@@ -40,12 +40,12 @@ def build_tokenizer(config: dict[str, Any]) -> Any:
     is read from its `tokenizer_dir` in the weights dir, where the registry downloads it."""
     if "tokenizer_dir" in config:
         if "open_clip_model" in config:
-            text_cfg = (_open_clip().get_model_config(config["open_clip_model"]) or {}).get("text_cfg", {})
+            text_cfg = (open_clip_module().get_model_config(config["open_clip_model"]) or {}).get("text_cfg", {})
         else:
             text_cfg = config["architecture"].get("text_cfg", {})
         return local_hf_tokenizer(config["tokenizer_dir"], text_cfg)
     name = config.get("open_clip_model") or config.get("tokenizer", TINY_TOKENIZER)
-    return _open_clip().get_tokenizer(name)
+    return open_clip_module().get_tokenizer(name)
 
 
 def local_hf_tokenizer(folder: str, text_cfg: dict[str, Any]) -> Any:
@@ -57,7 +57,7 @@ def local_hf_tokenizer(folder: str, text_cfg: dict[str, Any]) -> Any:
     if not (path / "tokenizer.json").is_file():
         raise WeightsError(f"the tokenizer is not installed in {path}: run `rsseg models download` for the model "
                            "that uses it")
-    return _open_clip().tokenizer.HFTokenizer(str(path), context_length=text_cfg.get("context_length", 77),
+    return open_clip_module().tokenizer.HFTokenizer(str(path), context_length=text_cfg.get("context_length", 77),
                                               local_files_only=True, **text_cfg.get("tokenizer_kwargs", {}))
 
 
@@ -66,7 +66,7 @@ def build_clip(config: dict[str, Any]) -> tuple[nn.Module, Any]:
     return build_vl_encoder(config), build_tokenizer(config)
 
 
-def _strip(state: dict) -> dict:
+def strip_prefixes(state: dict) -> dict:
     for prefix in STRIP_PREFIXES:
         if state and all(k.startswith(prefix) for k in state):
             state = {k[len(prefix):]: v for k, v in state.items()}
@@ -80,5 +80,5 @@ def load_clip(spec: ModelSpec, device: str = "cpu"):
     path = installed_path(spec) if spec.weights else None
     model, tokenizer = build_clip(spec.config)
     if path is not None:
-        load_state_strict(model, _strip(load_checkpoint(path)), f"{path} (weights for {spec.id})")
+        load_state_strict(model, strip_prefixes(load_checkpoint(path)), f"{path} (weights for {spec.id})")
     return model.eval().to(device), tokenizer

@@ -36,9 +36,9 @@ def vl_model_config(clip_config: dict[str, Any]) -> dict[str, Any]:
     """The open_clip architecture dict (embed_dim, vision_cfg, text_cfg) a CLIP config names."""
     if "architecture" in clip_config:
         return clip_config["architecture"]
-    from ..clip.builder import _open_clip
+    from ..clip.builder import open_clip_module
 
-    config = _open_clip().get_model_config(clip_config["open_clip_model"])
+    config = open_clip_module().get_model_config(clip_config["open_clip_model"])
     if config is None:
         raise ValueError(f"unknown open_clip model {clip_config['open_clip_model']!r}")
     return config

@@ -1,0 +1,1 @@
+"""The `test` model's family: weight-free colour matching that lets the whole pipeline run anywhere."""
