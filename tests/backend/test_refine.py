@@ -3,7 +3,7 @@
 Properties of the filters that a wrong implementation breaks (constant guide, huge eps, guide =
 input, range sigma -> infinity), a synthetic scene whose true edges are known, the SAM API on a
 tiny random SAM, and one real LiteMedSAM case on SpaceNet Atlanta. The comparison on real imagery
-is `python -m rsseg.bench.refine_study` (docs/refinement.md), not a test.
+is `tools/refine_study.py` (docs/refinement.md), not a test.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rsseg.bench.refine_study import simulate_coarse
 from rsseg.compat.torchvision_ops import ensure_torchvision
 from rsseg.models.refine import METHODS, encode_image, sam_refine, upsample_logits
 from rsseg.models.refine.metrics import boundary_counts, boundary_f, boundary_iou, intersection_union
 from rsseg.models.refine.sam_refine import region_map, sam_input_size, vote_in_regions
+from rsseg.models.refine.simulate import simulate_coarse
 from rsseg.models.refine.upsample import box_mean, guided_filter, joint_bilateral_upsample
 
 DATA = Path(__file__).parents[1] / "data"

