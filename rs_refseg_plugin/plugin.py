@@ -12,7 +12,7 @@ from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction, QFileDialog
 
 from .core.backend import close_shared_backend
-from .core.result_layers import ResultError, add_result_layers
+from .core.result_layers import ResultError, add_result_layers, read_result
 from .processing.provider import RsSegProvider
 from .ui.messages import push
 
@@ -103,7 +103,7 @@ class RsRefSegPlugin:
 
     def add_result(self, path: str) -> None:
         try:
-            added = add_result_layers(path)
+            added = add_result_layers(read_result(path))
         except ResultError as exc:
             push(self.iface.messageBar(), str(exc), Qgis.Critical)
             return

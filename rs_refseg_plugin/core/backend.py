@@ -12,11 +12,10 @@ import os
 import subprocess  # nosec B404  # runs the configured backend interpreter, no shell
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ..protocol.client import BackendError, WorkerClient, WorkerConfig, WorkerStartError
-from ..protocol.contracts import OUTPUTS, SegmentRequest
+from ..protocol.contracts import SegmentRequest, SegmentResult
 from .settings import PluginSettings
 
 # QGIS (notably on Windows) exports its own Python's home and path; the backend is another Python.
@@ -26,8 +25,7 @@ STAGE_WEIGHT = {"load model": (0, 5), "segment": (5, 90), "vectorise": (90, 100)
 
 @dataclass
 class JobOutcome:
-    result: dict[str, Any]
-    result_path: str
+    result: SegmentResult  # the record the worker sent (result.json is never re-read)
 
 
 def _percent(stage: str, done: int, total: int) -> float:
@@ -65,10 +63,14 @@ class Backend:
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
         try:
-            result = self.client.segment(request, on_progress)
+            record = self.client.segment(request, on_progress)
         finally:
             stop.set()
-        return JobOutcome(result, str(Path(request.out_dir) / OUTPUTS["result"]))
+        try:
+            return JobOutcome(SegmentResult.from_dict(record))
+        except ValueError as exc:
+            raise BackendError(f"the backend's result cannot be read by this plugin ({exc}): update the backend "
+                               "with “Set up backend”") from None
 
     def models(self) -> list[dict[str, Any]]:
         return self.client.models(timeout=120)

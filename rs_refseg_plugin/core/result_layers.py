@@ -1,4 +1,4 @@
-"""Turn a backend result record (result.json) into styled layers in the project.
+"""Turn a backend result record (the worker's, or a result.json a user opens) into styled layers.
 
 The raster gets a paletted renderer with the class names and colours, the polygons a categorized
 renderer with the same colours, both in a group named after the prompt. Layers are built and
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from qgis.core import (
     QgsCategorizedSymbolRenderer,
@@ -23,7 +24,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QColor
 
-from ..protocol.contracts import POLYGON_LAYER
+from ..protocol.contracts import POLYGON_LAYER, ClassSummary, SegmentResult
 
 
 class ResultError(Exception):
@@ -37,49 +38,46 @@ class AddedResult:
     vector: QgsVectorLayer | None
 
 
-def read_result(path: str | Path) -> dict:
+def read_result(path: str | Path) -> SegmentResult:
+    """A result.json a user opens ("Load result…"); a job's own result comes with the worker's record."""
     path = Path(path)
     try:
-        record = json.loads(path.read_text())
+        return SegmentResult.from_dict(json.loads(path.read_text()))
     except FileNotFoundError:
         raise ResultError(f"result record not found: {path}") from None
     except (OSError, ValueError) as exc:
         raise ResultError(f"{path} is not a readable result record (expected rsseg's result.json): {exc}") from None
-    if not isinstance(record, dict) or "mask" not in record or "classes" not in record:
-        raise ResultError(f"{path} is not an rsseg result record (no 'mask' or 'classes')")
-    return record
 
 
-def style_raster(layer: QgsRasterLayer, classes: list[dict]) -> None:
-    entries = [QgsPalettedRasterRenderer.Class(c["id"], QColor(c["colour"]), c["name"]) for c in classes]
+def style_raster(layer: QgsRasterLayer, classes: Sequence[ClassSummary]) -> None:
+    entries = [QgsPalettedRasterRenderer.Class(c.id, QColor(c.colour), c.name) for c in classes]
     layer.setRenderer(QgsPalettedRasterRenderer(layer.dataProvider(), 1, entries))
 
 
-def style_vector(layer: QgsVectorLayer, classes: list[dict]) -> None:
+def style_vector(layer: QgsVectorLayer, classes: Sequence[ClassSummary]) -> None:
     categories = []
     for c in classes:
         symbol = QgsSymbol.defaultSymbol(layer.geometryType())
-        symbol.setColor(QColor(c["colour"]))
+        symbol.setColor(QColor(c.colour))
         symbol.setOpacity(0.6)
-        categories.append(QgsRendererCategory(c["id"], symbol, c["name"]))
+        categories.append(QgsRendererCategory(c.id, symbol, c.name))
     layer.setRenderer(QgsCategorizedSymbolRenderer("class_id", categories))
 
 
-def add_result_layers(result_path: str | Path, project: QgsProject | None = None) -> AddedResult:
+def add_result_layers(result: SegmentResult, project: QgsProject | None = None) -> AddedResult:
     """Load the outputs of one job as styled layers; raises ResultError and adds nothing on failure."""
-    record = read_result(result_path)
     project = project or QgsProject.instance()
-    prompt = record.get("prompt") or "segmentation"
-    raster = QgsRasterLayer(record["mask"], f"{prompt} (mask)", "gdal")
+    prompt = result.prompt or "segmentation"
+    raster = QgsRasterLayer(result.mask, f"{prompt} (mask)", "gdal")
     if not raster.isValid():
-        raise ResultError(f"cannot load the mask raster {record['mask']} (missing or not a GeoTIFF)")
+        raise ResultError(f"cannot load the mask raster {result.mask} (missing or not a GeoTIFF)")
     vector = None
-    if record.get("polygons"):
-        vector = QgsVectorLayer(f"{record['polygons']}|layername={POLYGON_LAYER}", f"{prompt} (polygons)", "ogr")
+    if result.polygons:
+        vector = QgsVectorLayer(f"{result.polygons}|layername={POLYGON_LAYER}", f"{prompt} (polygons)", "ogr")
         if not vector.isValid():
-            raise ResultError(f"cannot load the polygons {record['polygons']} (missing or not a GeoPackage)")
-        style_vector(vector, record["classes"])
-    style_raster(raster, record["classes"])
+            raise ResultError(f"cannot load the polygons {result.polygons} (missing or not a GeoPackage)")
+        style_vector(vector, result.classes)
+    style_raster(raster, result.classes)
     group = project.layerTreeRoot().insertGroup(0, prompt)
     for layer in (vector, raster):
         if layer is not None:

@@ -32,7 +32,7 @@ from ..core.job import JobError, JobParameters
 from ..core.layers import local_raster
 from ..core.settings import PluginSettings
 from ..protocol.client import BackendError, JobCancelled
-from ..protocol.contracts import DEVICES
+from ..protocol.contracts import DEVICES, SegmentResult
 from .outputs import check_destinations, deliver_raster, deliver_vector, discard_raster, style_on_load
 
 ICON = Path(__file__).parents[1] / "icon.svg"
@@ -107,20 +107,19 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
         try:
             result = self._run(job, feedback)
             feedback.setProgressText("writing the outputs")
-            deliver_raster(result["mask"], dest_raster, raster_label)
-            if result.get("polygons"):
+            deliver_raster(result.mask, dest_raster, raster_label)
+            if result.polygons:
                 try:
-                    deliver_vector(result["polygons"], dest_vector, vector_label)
+                    deliver_vector(result.polygons, dest_vector, vector_label)
                 except QgsProcessingException:
                     discard_raster(dest_raster)  # all or nothing: no mask without its polygons
                     raise
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        classes = result.get("classes", [])
-        style_on_load(context, dest_raster, classes)
-        style_on_load(context, dest_vector, classes)
-        for c in classes:
-            feedback.pushInfo(f"{c['name']}: {c.get('pixels', 0)} px, {c.get('polygons', 0)} polygons")
+        style_on_load(context, dest_raster, result.classes)
+        style_on_load(context, dest_vector, result.classes)
+        for c in result.classes:
+            feedback.pushInfo(f"{c.name}: {c.pixels} px, {c.polygons} polygons")
         return {self.OUTPUT_RASTER: dest_raster, self.OUTPUT_VECTOR: dest_vector}
 
     def parameter_label(self, name: str) -> str:
@@ -128,7 +127,7 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
         definition = self.parameterDefinition(name)
         return definition.description() if definition is not None else name
 
-    def _run(self, job: JobParameters, feedback) -> dict:
+    def _run(self, job: JobParameters, feedback) -> SegmentResult:
         try:
             request = job.to_request()
         except JobError as exc:

@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
 from osgeo import gdal
 from qgis.core import (
@@ -31,7 +31,7 @@ from qgis.core import (
 )
 
 from ..core.result_layers import style_raster, style_vector
-from ..protocol.contracts import POLYGON_LAYER
+from ..protocol.contracts import POLYGON_LAYER, ClassSummary
 
 RASTER_NATIVE = (".tif", ".tiff")
 VECTOR_NATIVE = (".gpkg",)
@@ -292,7 +292,7 @@ def deliver_vector(source: str, destination: str, label: str = "Polygons") -> st
 class ResultStyler(QgsProcessingLayerPostProcessorInterface):
     """Applies the result's class palette to a loaded output (raster: paletted, vector: categorized)."""
 
-    def __init__(self, classes: list[dict]):
+    def __init__(self, classes: Sequence[ClassSummary]):
         super().__init__()
         self.classes = classes
 
@@ -319,6 +319,6 @@ def keep(styler: ResultStyler) -> ResultStyler:
     return styler
 
 
-def style_on_load(context, destination: str, classes: list[dict]) -> None:
+def style_on_load(context, destination: str, classes: Sequence[ClassSummary]) -> None:
     if context.willLoadLayerOnCompletion(destination):
         context.layerToLoadOnCompletionDetails(destination).setPostProcessor(keep(ResultStyler(classes)))

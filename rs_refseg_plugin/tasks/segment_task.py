@@ -52,7 +52,7 @@ class SegmentTask(QgsTask):
     def finished(self, ok: bool) -> None:  # main thread
         if ok and not self.isCanceled() and self.outcome is not None:
             try:
-                added = add_result_layers(self.outcome.result_path, self.project or QgsProject.instance())
+                added = add_result_layers(self.outcome.result, self.project or QgsProject.instance())
             except ResultError as exc:
                 self._discard()
                 self.on_done(None, f"could not add the results: {exc}", "")

@@ -274,3 +274,25 @@ def test_nan_from_a_dataclass_request_is_refused_by_the_client_too():
     request = SegmentRequest(**BASE, resolution=math.nan)
     with pytest.raises(InvalidRequest, match="request.resolution is nan"):
         InProcessRunner().segment(request)
+
+
+def test_result_record_round_trips_and_refuses_what_does_not_fit(tmp_path):
+    """The plugin builds its layers from the worker's record through SegmentResult.from_dict."""
+    from rsseg.protocol.contracts import SegmentResult
+    from rsseg.service.segment import run_segment
+
+    neon = Path(__file__).parents[1] / "data" / "neon_osbs_rgb.tif"
+    result = run_segment(SegmentRequest(raster=str(neon), out_dir=str(tmp_path / "out"), classes=["tree", "soil"],
+                                        tile=256, overlap=32, device="cpu"))
+    record = json.loads(json.dumps(result.to_dict()))  # as it travels
+    def travelled(r: SegmentResult) -> dict:
+        return json.loads(json.dumps(r.to_dict()))
+
+    assert travelled(SegmentResult.from_dict(record)) == record
+    assert SegmentResult.from_dict(record).classes == result.classes and result.transform == tuple(record["transform"])
+    assert travelled(SegmentResult.from_dict({**record, "added_later": 1})) == record  # a newer backend's field
+    without_mask = {k: v for k, v in record.items() if k != "mask"}
+    for broken, words in ((["a list"], "is an object"), (without_mask, "lacks mask"),
+                          ({**record, "classes": [{"id": 1}]}, "does not fit")):
+        with pytest.raises(ValueError, match=words):
+            SegmentResult.from_dict(broken)

@@ -9,7 +9,7 @@ import pytest
 from qgis.core import QgsProject, QgsRasterLayer
 
 from rs_refseg_plugin import classFactory
-from rs_refseg_plugin.core.result_layers import ResultError, add_result_layers
+from rs_refseg_plugin.core.result_layers import ResultError, add_result_layers, read_result
 from rsseg.protocol.contracts import SegmentRequest
 from rsseg.service import run_segment
 
@@ -27,7 +27,8 @@ def job(tmp_path_factory):
 def test_layers_are_georeferenced_styled_and_grouped(qgis_new_project, job):
     result, path = job
     project = QgsProject.instance()
-    added = add_result_layers(path, project)
+    added = add_result_layers(read_result(path), project)
+    assert json.dumps(read_result(path).to_dict()) == json.dumps(result.to_dict())  # the record the job returned
     source = QgsRasterLayer(str(DATA / "neon_osbs_rgb.tif"), "source", "gdal")
     assert added.group.name() == "tree, grass, soil"
     assert {child.layer().id() for child in added.group.findLayers()} == {added.raster.id(), added.vector.id()}
@@ -54,10 +55,13 @@ def test_a_broken_result_adds_nothing(qgis_new_project, job, tmp_path):
     project = QgsProject.instance()
     before = (len(project.mapLayers()), len(project.layerTreeRoot().children()))
     with pytest.raises(ResultError, match="missing.gpkg"):
-        add_result_layers(broken, project)
-    with pytest.raises(ResultError, match="not an rsseg result record"):
+        add_result_layers(read_result(broken), project)
+    with pytest.raises(ResultError, match="not a readable result record.*a result record is an object"):
         (tmp_path / "other.json").write_text("[1, 2]")
-        add_result_layers(tmp_path / "other.json", project)
+        read_result(tmp_path / "other.json")
+    with pytest.raises(ResultError, match="lacks mask"):
+        (tmp_path / "other.json").write_text(json.dumps({k: v for k, v in record.items() if k != "mask"}))
+        read_result(tmp_path / "other.json")
     assert (len(project.mapLayers()), len(project.layerTreeRoot().children())) == before
 
 

@@ -14,7 +14,7 @@ from qgis.core import QgsProject, QgsRasterLayer
 
 from rs_refseg_plugin.core.result_layers import add_result_layers
 from rs_refseg_plugin.protocol.client import WorkerClient, WorkerConfig
-from rs_refseg_plugin.protocol.contracts import SegmentRequest
+from rs_refseg_plugin.protocol.contracts import SegmentRequest, SegmentResult
 
 DATA = Path(__file__).parents[1] / "data"
 
@@ -33,7 +33,8 @@ def test_job_through_the_worker_becomes_layers(qgis_new_project, tmp_path):
     with WorkerClient(WorkerConfig(sys.executable)) as client:
         result = client.segment(request, on_progress=lambda p: stages.append(p.stage))
     assert "segment" in stages
-    added = add_result_layers(tmp_path / "out" / "result.json", QgsProject.instance())
+    (tmp_path / "out" / "result.json").unlink()  # the layers come from the worker's record, not the file
+    added = add_result_layers(SegmentResult.from_dict(result), QgsProject.instance())
     source = QgsRasterLayer(str(DATA / "neon_osbs_rgb.tif"), "source", "gdal")
     assert added.group.name() == result["prompt"] == "tree, soil"
     assert added.raster.crs() == source.crs() and added.raster.extent() == source.extent()

@@ -384,3 +384,23 @@ class SegmentResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "SegmentResult":
+        """The record as the worker sends it (or result.json holds it); ValueError names what is wrong."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a result record is an object, got {type(data).__name__}")
+        names = {f.name for f in fields(cls)}
+        missing = sorted(f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
+                         and f.name not in data)
+        if missing:
+            raise ValueError(f"the result record lacks {', '.join(missing)}")
+        classes = data["classes"]
+        if not isinstance(classes, list) or not all(isinstance(c, dict) for c in classes):
+            raise ValueError("the result record's classes must be a list of objects")
+        try:
+            summaries = [ClassSummary(**c) for c in classes]
+        except TypeError as exc:
+            raise ValueError(f"a class of the result record does not fit: {exc}") from None
+        known = {k: v for k, v in data.items() if k in names}  # newer backends may add fields
+        return cls(**{**known, "classes": summaries, "transform": tuple(data["transform"])})
