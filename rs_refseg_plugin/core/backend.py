@@ -69,8 +69,8 @@ class Backend:
         try:
             return JobOutcome(SegmentResult.from_dict(record))
         except ValueError as exc:
-            raise BackendError(f"the backend's result cannot be read by this plugin ({exc}): update the backend "
-                               "with “Set up backend”") from None
+            raise BackendError(f"the backend's result cannot be read by this plugin ({exc}): install a matching "
+                               "backend with “Set up backend”") from None
 
     def models(self) -> list[dict[str, Any]]:
         return self.client.models(timeout=120)
