@@ -218,6 +218,12 @@ def _hints(cls: type) -> dict[str, Any]:
     return get_type_hints(cls)
 
 
+def _missing(cls: type, data: dict[str, Any], prefix: str = "") -> list[str]:
+    """The required fields of dataclass `cls` (no default) that `data` lacks."""
+    return [prefix + f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
+            and f.name not in data]
+
+
 def _from_fields(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     """Build dataclass `cls` from a JSON object; unknown, missing or mistyped fields raise ValueError."""
     names = {f.name for f in fields(cls)}
@@ -225,8 +231,7 @@ def _from_fields(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     if unknown:
         raise ValueError(f"unknown field(s) {', '.join(repr(prefix + u) for u in unknown)}; known: "
                          f"{', '.join(sorted(names))}")
-    missing = [prefix + f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
-               and f.name not in data]
+    missing = _missing(cls, data, prefix)
     if missing:
         raise ValueError(f"missing required field(s) {', '.join(missing)}")
     hints = _hints(cls)
@@ -391,8 +396,7 @@ class SegmentResult:
         if not isinstance(data, dict):
             raise ValueError(f"a result record is an object, got {type(data).__name__}")
         names = {f.name for f in fields(cls)}
-        missing = sorted(f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
-                         and f.name not in data)
+        missing = sorted(_missing(cls, data))
         if missing:
             raise ValueError(f"the result record lacks {', '.join(missing)}")
         classes = data["classes"]
