@@ -128,9 +128,10 @@ class Spill:
             self._empty.discard(tile.index)
             return None
         self._saved.discard(tile.index)
-        logits, valid = (np.load(self._path(tile, part)) for part in ("logits", "valid"))
-        for part in ("logits", "valid"):
-            self._path(tile, part).unlink()
+        paths = [self._path(tile, part) for part in ("logits", "valid")]
+        logits, valid = (np.load(path) for path in paths)
+        for path in paths:
+            path.unlink()
         return logits, valid, tile.x + tile.width - valid.shape[1]
 
     def close(self) -> None:

@@ -169,9 +169,6 @@ def _segment(request: SegmentRequest, model: TileModel, progress: Optional[Progr
                 tiles_run = _stream(grid, _TileReader(source, region, stretch), model, runner,
                                     feature_identity(request, source, stretch), writer, tally, request,
                                     strip_width, timings, progress, cancel, spill)
-            except BaseException:
-                writer.gdal_output.failed = True  # closing after a failure prints about it again: keep that
-                raise
             finally:
                 try:
                     writer.close()  # flushes: a full disk can fail here too
