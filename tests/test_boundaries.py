@@ -81,8 +81,9 @@ FLOORS = {
     "execution": 3,  # the tile runner and the feature cache
     "models": 4,  # the model families and their registry
     "raster": 5,  # the engine
-    "service": 6,
-    "training": 7, "eval": 7, "bench": 7, "diagnostics": 7,
+    "service": 6, "diagnostics": 6,  # the worker answers `doctor` requests with the report
+    "datasets": 6,  # readers, layouts, chips, synthetic sets: rasterio at most; below training and eval
+    "training": 7, "eval": 7, "bench": 7,
     "cli": 8, "__main__": 8,
 }
 

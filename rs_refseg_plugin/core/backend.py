@@ -1,31 +1,25 @@
-"""The plugin's one way to the models: a worker client on the configured backend interpreter.
+"""The plugin's one way to the backend: a worker client on the configured backend interpreter.
 
-The dock's task, the right-click action and the Processing algorithms all call `run_job` (the
-QuickOSM pattern: one core, several front ends). It runs in a background thread (QgsTask or
-Processing), reports progress as a percentage, turns cancellation into the worker's `cancel`, and
-raises BackendError subclasses whose `str()` is a message for the user.
+The dock's task, the right-click action and the Processing algorithms all call `run_job`; the
+dock's model list, downloads and diagnostics are requests to the same worker (the QuickOSM pattern:
+one core, several front ends). Calls run in a background thread (QgsTask or Processing), report
+progress as a percentage, turn cancellation into the worker's `cancel`, and raise BackendError
+subclasses whose `str()` is a message for the user.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess  # nosec B404  # runs the configured backend interpreter, no shell
 import threading
-from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from ..protocol.client import BackendError, WorkerClient, WorkerConfig, WorkerStartError
+from ..protocol.client import BackendError, Stop, WorkerClient, WorkerConfig, WorkerStartError
 from ..protocol.contracts import SegmentRequest, SegmentResult
+from ..protocol.launch import FOREIGN_PYTHON_ENV
+from ..protocol.messages import ProgressRecord
 from .settings import PluginSettings
 
-# QGIS (notably on Windows) exports its own Python's home and path; the backend is another Python.
-CLEAN_ENV = {"PYTHONHOME": "", "PYTHONPATH": ""}  # CPython ignores empty PYTHON* variables
 STAGE_WEIGHT = {"load model": (0, 5), "segment": (5, 90), "vectorise": (90, 100)}
-
-
-@dataclass
-class JobOutcome:
-    result: SegmentResult  # the record the worker sent (result.json is never re-read)
+Percent = Callable[[float, str], None]
 
 
 def _percent(stage: str, done: int, total: int) -> float:
@@ -38,39 +32,35 @@ class Backend:
 
     def __init__(self, python: str, log: Optional[Callable[[str], None]] = None):
         if not python:
-            raise WorkerStartError("no backend interpreter is set: use “Set up backend” in the RS RefSeg dock, or "
-                                   "set the Python of an environment with rsseg installed")
+            raise WorkerStartError("no backend interpreter is set: press “Set up backend…” in the RS RefSeg "
+                                   "dock, or choose the Python of an environment with rsseg installed")
         self.python = python
-        self.client = WorkerClient(WorkerConfig(python, env=dict(CLEAN_ENV), log=log))
+        self.client = WorkerClient(WorkerConfig(python, drop_env=FOREIGN_PYTHON_ENV, log=log))
 
-    def run_job(self, request: SegmentRequest, progress: Optional[Callable[[float, str], None]] = None,
-                cancelled: Optional[Callable[[], bool]] = None) -> JobOutcome:
-        """Run one job to its result; `cancelled` is polled on every progress event and every second."""
-        stop = threading.Event()
+    def run_job(self, request: SegmentRequest, progress: Optional[Percent] = None,
+                cancelled: Optional[Stop] = None, queue: bool = False) -> SegmentResult:
+        """Run one job to its result (the record the worker sent; result.json is never re-read).
 
-        def watch() -> None:  # a job that sends no progress for a while can still be cancelled
-            while not stop.wait(1.0):
-                if cancelled is not None and cancelled():
-                    self.client.cancel()
-                    return
-
-        def on_progress(record) -> None:
-            if progress is not None:
-                progress(_percent(record.stage, record.done, record.total), record.stage)
-            if cancelled is not None and cancelled():
-                self.client.cancel()
-
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
+        `cancelled` is polled on every progress event and every second; `queue` waits for a running
+        job to end (Processing batches) instead of refusing with WorkerBusy (the dock)."""
+        record = self._watched(lambda on_progress, wait: self.client.segment(request, on_progress, wait=wait),
+                               progress, cancelled, queue)
         try:
-            record = self.client.segment(request, on_progress)
-        finally:
-            stop.set()
-        try:
-            return JobOutcome(SegmentResult.from_dict(record))
+            return SegmentResult.from_dict(record)
         except ValueError as exc:
             raise BackendError(f"the backend's result cannot be read by this plugin ({exc}): install a matching "
-                               "backend with “Set up backend”") from None
+                               "backend with “Set up backend…”") from None
+
+    def download(self, model: str, progress: Optional[Percent] = None,
+                 cancelled: Optional[Stop] = None) -> list[str]:
+        """A model's weight files, verified; returns their paths. A cancelled download is resumed next time."""
+        record = self._watched(lambda on_progress, wait: self.client.download(model, on_progress, wait=wait),
+                               progress, cancelled, False)
+        return list(record.get("files", []))
+
+    def doctor(self) -> str:
+        """The backend's environment report as Markdown (for bug reports)."""
+        return str(self.client.doctor(timeout=120).get("markdown", ""))
 
     def models(self) -> list[dict[str, Any]]:
         return self.client.models(timeout=120)
@@ -78,24 +68,29 @@ class Backend:
     def close(self) -> None:
         self.client.close()
 
+    def _watched(self, call: Callable[[Callable[[ProgressRecord], None], Optional[Stop]], dict],
+                 progress: Optional[Percent], cancelled: Optional[Stop], queue: bool) -> dict:
+        """`call(on_progress, wait)` with progress as a percentage and `cancelled` turned into the worker's cancel."""
+        stop = threading.Event()
 
-def doctor_report(python: str, timeout: float = 120) -> str:
-    """`rsseg doctor --markdown` of the backend environment (for bug reports)."""
-    if not python:
-        raise WorkerStartError("no backend interpreter is set")
-    try:
-        proc = subprocess.run([python, "-m", "rsseg", "doctor", "--markdown"], capture_output=True,  # nosec B603
-                              text=True, timeout=timeout, env=backend_environ(), check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise WorkerStartError(f"cannot run {python} -m rsseg doctor: {exc}") from None
-    if proc.returncode != 0:
-        raise BackendError(f"rsseg doctor failed (exit code {proc.returncode}):\n{proc.stderr[-2000:]}")
-    return proc.stdout
+        def watch() -> None:  # a job that sends no progress for a while can still be cancelled
+            while not stop.wait(1.0):
+                if cancelled is not None and cancelled() and self.client.cancel():
+                    return
 
+        def on_progress(record: ProgressRecord) -> None:
+            if progress is not None:
+                progress(_percent(record.stage, record.done, record.total), record.stage)
+            if cancelled is not None and cancelled():
+                self.client.cancel()
 
-def backend_environ() -> dict[str, str]:
-    """This process's environment for a backend-interpreter subprocess (see CLEAN_ENV)."""
-    return {**os.environ, **CLEAN_ENV}
+        wait = (cancelled or (lambda: False)) if queue else None
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            return call(on_progress, wait)
+        finally:
+            stop.set()
 
 
 _shared: Optional[Backend] = None

@@ -22,6 +22,8 @@ from pathlib import Path
 from queue import Empty, Queue
 from typing import Callable, Optional, Sequence, Union
 
+from ..protocol.launch import FOREIGN_PYTHON_ENV, start
+
 PLUGIN_DIR = Path(__file__).resolve().parents[1]
 TORCH_INDEX = "https://download.pytorch.org/whl/"
 # (CUDA wheel tag, minimum Linux driver, minimum Windows driver): NVIDIA's CUDA toolkit release notes.
@@ -38,8 +40,7 @@ CUDA_WHEELS = (
 # those before Volta (7.0): older cards get the newest wheel that still runs on them.
 NEWEST_FOR_CAPABILITY = ((7.0, "cu126"), (7.5, "cu128"))
 PROGRESS = re.compile(r"^Progress (\d+) of (\d+)$")  # pip >= 24.1 with --progress-bar raw
-# QGIS exports its own Python's home and path (notably on Windows); the venv is another Python.
-DROP_ENV = ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP", "VIRTUAL_ENV", "PIP_REQUIRE_VIRTUALENV")
+PIP_ENV = {"PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
 
 
 class SetupError(Exception):
@@ -249,12 +250,6 @@ def plan_setup(venv: Union[str, Path], *, base_python: Optional[str] = None,
 
 # ------------------------------------------------------------------------------------------ running
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in DROP_ENV}
-    env.update(PYTHONUNBUFFERED="1", PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
-    return env
-
-
 def _kill(proc: subprocess.Popen) -> None:
     """Stop a step and whatever it started (pip runs build backends as child processes)."""
     if proc.poll() is not None:
@@ -321,11 +316,10 @@ def run_plan(plan: SetupPlan, on_line: Optional[Callable[[str], None]] = None,
             if on_line is not None:
                 on_line(f"[{index}/{len(plan.steps)}] {step.description}")
             try:
-                proc = subprocess.Popen(list(step.argv), stdin=subprocess.DEVNULL,  # nosec B603
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                        encoding="utf-8", errors="replace", bufsize=1, env=_env(),
-                                        start_new_session=sys.platform != "win32",
-                                        creationflags=getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0))
+                proc = start(step.argv, FOREIGN_PYTHON_ENV, PIP_ENV, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             start_new_session=sys.platform != "win32",
+                             creationflags=getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0))
             except OSError as exc:
                 raise SetupError(f"{step.description} failed: cannot run {step.argv[0]}: {exc}") from exc
             lines: Queue = Queue()

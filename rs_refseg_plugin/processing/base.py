@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import threading
 from pathlib import Path
 from typing import Optional
 
@@ -36,8 +35,6 @@ from ..protocol.contracts import DEVICES, SegmentResult
 from .outputs import check_destinations, deliver_raster, deliver_vector, discard_raster, style_on_load
 
 ICON = Path(__file__).parents[1] / "icon.svg"
-# The backend runs one job at a time: concurrent Processing runs (batch, models) wait their turn.
-_one_job = threading.Lock()
 
 
 class SegmentAlgorithm(QgsProcessingAlgorithm):
@@ -140,20 +137,15 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
                 feedback.setProgressText(name)
             feedback.setProgress(percent)
 
-        while not _one_job.acquire(timeout=0.5):
-            if feedback.isCanceled():
-                raise QgsProcessingException("cancelled")
-        try:
-            if feedback.isCanceled():
-                raise QgsProcessingException("cancelled")
+        if feedback.isCanceled():
+            raise QgsProcessingException("cancelled")
+        try:  # queue=True: concurrent runs (batch, models) wait for the backend's one job at a time
             backend = shared_backend(self._settings or PluginSettings.load())
-            outcome = backend.run_job(request, progress, feedback.isCanceled)
+            result = backend.run_job(request, progress, feedback.isCanceled, queue=True)
         except JobCancelled:
             raise QgsProcessingException("cancelled") from None
         except BackendError as exc:
             raise QgsProcessingException(str(exc)) from None
-        finally:
-            _one_job.release()
         if feedback.isCanceled():  # cancelled after the last progress event: drop the finished job
             raise QgsProcessingException("cancelled")
-        return outcome.result
+        return result

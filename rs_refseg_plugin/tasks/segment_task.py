@@ -9,10 +9,10 @@ from typing import Callable, Optional
 
 from qgis.core import QgsProject, QgsTask
 
-from ..core.backend import Backend, JobOutcome
+from ..core.backend import Backend
 from ..core.result_layers import AddedResult, ResultError, add_result_layers
 from ..protocol.client import BackendError, JobCancelled, WorkerCrashed
-from ..protocol.contracts import SegmentRequest
+from ..protocol.contracts import SegmentRequest, SegmentResult
 
 
 class SegmentTask(QgsTask):
@@ -25,7 +25,7 @@ class SegmentTask(QgsTask):
         super().__init__(f"RS RefSeg: {request.prompt}", QgsTask.CanCancel)
         self.backend, self.request, self.temporary_out = backend, request, temporary_out
         self.on_done, self.on_progress, self.project = on_done, on_progress, project
-        self.outcome: Optional[JobOutcome] = None
+        self.result: Optional[SegmentResult] = None
         self.error: Optional[str] = None
         self.details = ""
         self.was_cancelled = False
@@ -37,7 +37,7 @@ class SegmentTask(QgsTask):
             self.setProgress(percent)
 
         try:
-            self.outcome = self.backend.run_job(self.request, progress, self.isCanceled)
+            self.result = self.backend.run_job(self.request, progress, self.isCanceled)
             return True
         except JobCancelled:
             self.was_cancelled = True
@@ -50,9 +50,9 @@ class SegmentTask(QgsTask):
         return False
 
     def finished(self, ok: bool) -> None:  # main thread
-        if ok and not self.isCanceled() and self.outcome is not None:
+        if ok and not self.isCanceled() and self.result is not None:
             try:
-                added = add_result_layers(self.outcome.result, self.project or QgsProject.instance())
+                added = add_result_layers(self.result, self.project or QgsProject.instance())
             except ResultError as exc:
                 self._discard()
                 self.on_done(None, f"could not add the results: {exc}", "")

@@ -1,22 +1,23 @@
-"""Diagnostics: `rsseg doctor --markdown` of the backend environment, with a copy button, for bug reports."""
+"""Diagnostics: the backend worker's environment report (Markdown), with a copy button, for bug reports."""
 
 from __future__ import annotations
 
 from qgis.core import QgsApplication
 from qgis.PyQt.QtWidgets import QApplication, QDialog, QDialogButtonBox, QPlainTextEdit, QPushButton, QVBoxLayout
 
+from ..core.backend import Backend
 from ..tasks.model_tasks import DoctorTask
 
 
 class DiagnosticsDialog(QDialog):
-    def __init__(self, python: str, parent=None):
+    def __init__(self, backend: Backend, parent=None):
         super().__init__(parent)
         self.setWindowTitle("RS RefSeg diagnostics")
         self.resize(700, 500)
         layout = QVBoxLayout(self)
         self.text = QPlainTextEdit(self)
         self.text.setReadOnly(True)
-        self.text.setPlainText(f"running {python or '(no backend Python set)'} -m rsseg doctor --markdown …")
+        self.text.setPlainText(f"asking the backend ({backend.python}) for its environment report …")
         layout.addWidget(self.text)
         buttons = QDialogButtonBox(QDialogButtonBox.Close, self)
         self.copy_button = QPushButton("Copy", self)
@@ -25,7 +26,7 @@ class DiagnosticsDialog(QDialog):
         buttons.addButton(self.copy_button, QDialogButtonBox.ActionRole)
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)
-        self.task = DoctorTask(python, self._done)
+        self.task = DoctorTask(backend, self._done)
         QgsApplication.taskManager().addTask(self.task)
 
     def _done(self, report: str, error: str) -> None:

@@ -318,30 +318,39 @@ class SegmentDock(QgsDockWidget):
 
     def download_model(self) -> None:
         model = self.model_id()
-        python = self.python.filePath()
-        if not model or not python:
-            push(self.iface.messageBar(), "choose a model and set the backend Python first", Qgis.Warning)
+        if not model:
+            push(self.iface.messageBar(), "choose a model first", Qgis.Warning)
             return
-        row = next((r for r in self.models if r["id"] == model), None)
-        if row is None:
-            push(self.iface.messageBar(), f"{model}: press Refresh to list the backend's models first", Qgis.Warning)
+        try:
+            backend = self.backend()
+        except BackendError as exc:
+            push(self.iface.messageBar(), str(exc), Qgis.Warning)
             return
         self.write_log(f"downloading the weights of {model}…")
-        task = DownloadTask(python, model, row.get("weights", []), self.write_log, self._downloaded)
+        task = DownloadTask(backend, model, lambda files, error: self._downloaded(model, files, error))
         task.progressChanged.connect(lambda v: self.progress.setValue(int(v)))
         self._side(task)
 
-    def _downloaded(self, model: str, error: str) -> None:
+    def _downloaded(self, model: str, files: Optional[list], error: str) -> None:
+        self.progress.setValue(0)
         if error:
+            self.write_log(f"download of {model} failed: {error}")
             push(self.iface.messageBar(), f"download of {model} failed: {error}", Qgis.Critical)
         else:
+            for path in files or []:
+                self.write_log(f"installed and verified: {path}")
             push(self.iface.messageBar(), f"{model}: weights installed and verified", Qgis.Success)
             self.refresh_models()
 
     def show_diagnostics(self) -> None:
         from .diagnostics import DiagnosticsDialog
 
-        DiagnosticsDialog(self.python.filePath(), self).show()
+        try:
+            backend = self.backend()
+        except BackendError as exc:
+            push(self.iface.messageBar(), str(exc), Qgis.Warning)
+            return
+        DiagnosticsDialog(backend, self).show()
 
     def set_up_backend(self) -> None:
         from .setup_dialog import SetupDialog

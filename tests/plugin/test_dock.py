@@ -11,7 +11,7 @@ import pytest
 from qgis.core import Qgis, QgsApplication, QgsMapLayerType, QgsProject, QgsRasterLayer, QgsSettings
 
 from rs_refseg_plugin import classFactory
-from rs_refseg_plugin.core.backend import close_shared_backend
+from rs_refseg_plugin.core.backend import Backend, close_shared_backend
 from rs_refseg_plugin.core.settings import PREFIX
 
 DATA = Path(__file__).parents[1] / "data"
@@ -234,17 +234,22 @@ def test_diagnostics_show_the_backend_report_and_copy_it(plugin, qgis_iface):
 
     from rs_refseg_plugin.ui.diagnostics import DiagnosticsDialog
 
-    dialog = DiagnosticsDialog(sys.executable)
-    deadline = time.monotonic() + 120
-    while dialog.task is not None and time.monotonic() < deadline:
-        QgsApplication.processEvents()
-        time.sleep(0.05)
-    text = dialog.text.toPlainText()
-    assert text.startswith("## rsseg environment") and "| worker round trip | ok" in text
-    dialog.copy()
-    assert QApplication.clipboard().text() == text
-    broken = DiagnosticsDialog(str(Path(sys.executable).with_name("no-such-python")))
-    while broken.task is not None and time.monotonic() < deadline:
-        QgsApplication.processEvents()
-        time.sleep(0.05)
-    assert broken.text.toPlainText().startswith("Diagnostics failed: cannot run") and not broken.copy_button.isEnabled()
+    backend, missing = Backend(sys.executable), Backend(str(Path(sys.executable).with_name("no-such-python")))
+    try:
+        dialog = DiagnosticsDialog(backend)
+        deadline = time.monotonic() + 120
+        while dialog.task is not None and time.monotonic() < deadline:
+            QgsApplication.processEvents()
+            time.sleep(0.05)
+        text = dialog.text.toPlainText()
+        assert text.startswith("## rsseg environment") and "| worker round trip | ok: started in " in text
+        dialog.copy()
+        assert QApplication.clipboard().text() == text
+        broken = DiagnosticsDialog(missing)
+        while broken.task is not None and time.monotonic() < deadline:
+            QgsApplication.processEvents()
+            time.sleep(0.05)
+    finally:
+        backend.close()
+    assert broken.text.toPlainText().startswith("Diagnostics failed: cannot start the backend interpreter") \
+        and not broken.copy_button.isEnabled()

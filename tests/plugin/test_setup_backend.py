@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from rs_refseg_plugin.core import setup_backend as sb
+from rs_refseg_plugin.protocol.launch import FOREIGN_PYTHON_ENV, child_environ
 from tools import package_plugin as pp
 
 ROOT = Path(__file__).parents[2]
@@ -99,8 +100,8 @@ def test_real_run_creates_a_venv_with_the_backend(tmp_path, packaged_backend):
     python = sb.run_plan(plan, on_line=lines.append, on_progress=progress.append)
     assert python == sb.venv_python(venv) and python.exists()
     code = "import rsseg; print(rsseg.__version__, rsseg.__file__)"
-    proc = subprocess.run([str(python), "-c", code],  # nosec B603
-                          capture_output=True, text=True, cwd=tmp_path, check=False, env=sb._env())
+    proc = subprocess.run([str(python), "-c", code], capture_output=True, text=True, cwd=tmp_path,  # nosec B603
+                          check=False, env=child_environ(FOREIGN_PYTHON_ENV))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split()[0] == "0.1.0" and str(venv) in proc.stdout  # installed, not the source tree
     assert lines[0].startswith("[1/2] Create") and any(line.startswith("[2/2] Install the rsseg") for line in lines)

@@ -99,6 +99,18 @@ def environment_report(models: list[dict] | None = None) -> dict:
     }
 
 
+def full_report(worker: dict | None = None) -> dict:
+    """The report `rsseg doctor` prints and the worker's `doctor` request answers: the environment, every
+    registered model's weight state and, when given, the worker round trip the caller measured."""
+    from rsseg.models.catalog import model_rows
+
+    report = environment_report([{"id": r["id"], "task": r["task"], "weights": weights_summary(r)}
+                                 for r in model_rows()])
+    if worker is not None:
+        report["worker"] = worker
+    return report
+
+
 def _rows(report: dict) -> list[tuple[str, str]]:
     torch_info, tv = report["torch"], report["torchvision"]
     if torch_info["cuda_available"]:
@@ -121,9 +133,15 @@ def _rows(report: dict) -> list[tuple[str, str]]:
     rows.append(("GDAL (rasterio)", report["gdal"]["rasterio"] or "missing"))
     worker = report.get("worker")
     if worker is not None:
-        rows.append(("worker round trip", f"ok: started in {worker['start_s']} s, ping {worker['ping_ms']} ms "
-                     f"(protocol {worker['protocol']})" if worker["ok"] else f"FAILED: {worker['error']}"))
+        rows.append(("worker round trip", _round_trip(worker)))
     return rows
+
+
+def _round_trip(worker: dict) -> str:
+    if not worker.get("ok"):
+        return f"FAILED: {worker.get('error')}"
+    started = f"started in {worker['start_s']} s, " if worker.get("start_s") is not None else ""
+    return f"ok: {started}ping {worker.get('ping_ms')} ms (protocol {worker.get('protocol')})"
 
 
 def _cell(value) -> str:

@@ -223,13 +223,9 @@ def cmd_models(args) -> int:
 
 
 def cmd_doctor(args) -> int:
-    from ..diagnostics import environment_report, format_report, weights_summary, worker_roundtrip
-    from ..models.catalog import model_rows
+    from ..diagnostics import format_report, full_report, worker_roundtrip
 
-    report = environment_report([{"id": r["id"], "task": r["task"], "weights": weights_summary(r)}
-                                 for r in model_rows()])
-    if not args.no_worker:
-        report["worker"] = worker_roundtrip()
+    report = full_report(None if args.no_worker else worker_roundtrip())
     print(json.dumps(report, indent=2) if args.json else format_report(report, markdown=args.markdown),
           end="\n" if args.json else "")
     return 0

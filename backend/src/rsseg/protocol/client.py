@@ -3,26 +3,29 @@
 Standard library only: the QGIS plugin uses this module and never imports torch. The worker keeps
 torch, CUDA and its own numpy out of QGIS's Python; when it crashes (even `kill -9` mid-job) the
 caller gets a WorkerCrashed carrying the tail of the worker's stderr, and the next request starts a
-fresh worker. One job at a time per session: a second concurrent request raises WorkerBusy.
+fresh worker. One job at a time per session: a second concurrent request raises WorkerBusy, or waits
+for its turn when the caller passes `wait`.
 """
 
 from __future__ import annotations
 
 import collections
-import os
 import queue
 import signal
-import subprocess  # nosec B404  # the worker is started from a configured interpreter, no shell
+import subprocess  # nosec B404  # only to wait for and stop the worker started by launch.start
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from .launch import start
 from .messages import (
     PROTOCOL_VERSION,
     Bye,
     Cancel,
+    Doctor,
+    Download,
     EncodeError,
     ErrorRecord,
     ListModels,
@@ -38,6 +41,7 @@ from .messages import (
 )
 
 ProgressHandler = Callable[[ProgressRecord], None]
+Stop = Callable[[], bool]  # polled while waiting for the running job: True gives up the wait
 STDERR_TAIL_LINES = 40
 
 
@@ -116,14 +120,29 @@ class Session:
                 "rtt_s": time.perf_counter() - t0}
 
     def segment(self, request: Any, on_progress: Optional[ProgressHandler] = None,
-                timeout: Optional[float] = None) -> dict[str, Any]:
-        """Run a SegmentRequest (dataclass or dict); returns the result record as a dict."""
+                timeout: Optional[float] = None, wait: Optional[Stop] = None) -> dict[str, Any]:
+        """Run a SegmentRequest (dataclass or dict); returns the result record as a dict.
+
+        With `wait`, a request made while another job runs waits its turn (polling `wait`, which gives
+        up by returning True); without it, it raises WorkerBusy at once."""
         try:
             payload = request.to_dict() if hasattr(request, "to_dict") else dict(request)
         except (TypeError, ValueError):
             raise InvalidRequest(f"a segment request is a SegmentRequest or a dict, got {type(request).__name__}") \
                 from None
-        return self._call(Segment(_new_id(), payload), on_progress, timeout).result
+        return self._call(Segment(_new_id(), payload), on_progress, timeout, wait).result
+
+    def download(self, model: str, on_progress: Optional[ProgressHandler] = None,
+                 timeout: Optional[float] = None, wait: Optional[Stop] = None) -> dict[str, Any]:
+        """Fetch a model's weight files; progress is bytes over all of them. Returns {"model", "files"}."""
+        return self._call(Download(_new_id(), model), on_progress, timeout, wait).result
+
+    def doctor(self, timeout: Optional[float] = None) -> dict[str, Any]:
+        """The backend's environment report {"report", "markdown"}, with this round trip in it."""
+        ping = self.ping(timeout)
+        worker = {"ok": True, "protocol": ping["protocol"], "pid": ping["pid"],
+                  "ping_ms": round(ping["rtt_s"] * 1000, 2), **self._started()}
+        return self._call(Doctor(_new_id(), worker), None, timeout).result
 
     def models(self, timeout: Optional[float] = None) -> list[dict[str, Any]]:
         return self._call(ListModels(_new_id()), None, timeout).result["models"]
@@ -159,13 +178,31 @@ class Session:
     def _on_lost(self, reason: str, timed_out: bool) -> BackendError:
         raise NotImplementedError
 
-    def _call(self, message: Message, on_progress: Optional[ProgressHandler], timeout: Optional[float]):
+    def _started(self) -> dict[str, Any]:
+        """What is known of the backend's start (the worker client: seconds to its handshake)."""
+        return {}
+
+    def _take_turn(self, wait: Optional[Stop]) -> None:
+        """The session's one job lock: taken at once, or (with `wait`) when the running job ends."""
+        if wait is None:
+            if not self._busy.acquire(blocking=False):
+                raise WorkerBusy("the backend is already running a job; wait for it to finish or cancel it")
+            return
+        given_up = JobCancelled(ErrorRecord("", "Cancelled", "cancelled while waiting for the running job"))
+        while not self._busy.acquire(timeout=0.25):
+            if wait():
+                raise given_up
+        if wait():
+            self._busy.release()
+            raise given_up
+
+    def _call(self, message: Message, on_progress: Optional[ProgressHandler], timeout: Optional[float],
+              wait: Optional[Stop] = None):
         try:  # before anything starts: a record that cannot be encoded would never be answered
             message.encode()
         except EncodeError as exc:
             raise InvalidRequest(f"the request cannot be sent: {exc.where}") from None
-        if not self._busy.acquire(blocking=False):
-            raise WorkerBusy("the backend is already running a job; wait for it to finish or cancel it")
+        self._take_turn(wait)
         try:
             self._prepare()
             self._current = message.id
@@ -201,6 +238,7 @@ class WorkerConfig:
     python: str
     args: tuple[str, ...] = ("-m", "rsseg", "serve")
     env: dict[str, str] = field(default_factory=dict)  # added to this process's environment
+    drop_env: tuple[str, ...] = ()  # removed from it (launch.FOREIGN_PYTHON_ENV when started from QGIS)
     start_timeout: float = 120.0  # the first import of torch can be slow on a cold disk
     idle_timeout: float = 600.0
     stop_grace: float = 5.0  # seconds a timed-out worker gets to cancel and clean up before SIGKILL
@@ -256,6 +294,7 @@ class WorkerClient(Session):
         if self.running:
             return
         self.close()  # reap a dead worker
+        started = time.perf_counter()
         self._spawn()
         try:
             pong = self._await_handshake()
@@ -266,7 +305,11 @@ class WorkerClient(Session):
             self._kill()
             raise WorkerStartError(f"the backend at {self.config.python} speaks protocol {pong.protocol}, this "
                                    f"client speaks {PROTOCOL_VERSION}: update the backend and the plugin together")
-        self.worker_info = {"protocol": pong.protocol, "version": pong.version, "pid": pong.pid}
+        self.worker_info = {"protocol": pong.protocol, "version": pong.version, "pid": pong.pid,
+                            "start_s": round(time.perf_counter() - started, 3)}
+
+    def _started(self) -> dict[str, Any]:
+        return {"start_s": self.worker_info["start_s"]} if "start_s" in self.worker_info else {}
 
     def _send(self, message: Message) -> None:
         proc = self._proc
@@ -303,11 +346,9 @@ class WorkerClient(Session):
     def _spawn(self) -> None:
         self._inbox = queue.Queue()
         self._stderr.clear()
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8", **self.config.env}
         try:
-            proc = subprocess.Popen(  # nosec B603  # argument list from the user's own settings, no shell
-                [self.config.python, *self.config.args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, env=env, text=True, encoding="utf-8", errors="replace", bufsize=1)
+            proc = start([self.config.python, *self.config.args], self.config.drop_env, self.config.env,
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         except OSError as exc:
             raise WorkerStartError(f"cannot start the backend interpreter {self.config.python!r}: "
                                    f"{exc.strerror or exc}; set the backend's Python in the settings") from None

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from itertools import accumulate
 from typing import Any, ClassVar, Optional
 
-PROTOCOL_VERSION = 2  # 2: segment requests carry upsample, sam_refine and checkpoint
+PROTOCOL_VERSION = 3  # 2: segment requests carry upsample, sam_refine and checkpoint; 3: download and doctor
 MAX_LINE_BYTES = 16 * 1024 * 1024  # a request with many region polygons stays far below this
 MAX_DEPTH = 64  # JSON nesting; a record with GeoJSON multipolygons needs about 10
 
@@ -105,6 +105,24 @@ class ListModels(Message):
 
 
 @dataclass
+class Download(Message):
+    """Fetch `model`'s weight files (resumable, sha256-checked): answered by progress records (stage
+    "download", bytes done and total over all the files), then a result {"model", "files"} or an error."""
+
+    model: str = ""
+    type: ClassVar[str] = "download"
+
+
+@dataclass
+class Doctor(Message):
+    """The environment report: answered by a result {"report": {...}, "markdown": "..."}. `worker` is what
+    the client measured of the worker (start time, ping), added to the report as given."""
+
+    worker: dict[str, Any] = field(default_factory=dict)
+    type: ClassVar[str] = "doctor"
+
+
+@dataclass
 class Shutdown(Message):
     """Cancel any running job and exit with status 0 (answered by `bye`)."""
 
@@ -151,8 +169,8 @@ class Bye(Message):
 
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
-    cls.type: cls for cls in (Ping, Segment, Cancel, ListModels, Shutdown, Pong, ProgressRecord, ResultRecord,
-                              ErrorRecord, Bye)
+    cls.type: cls for cls in (Ping, Segment, Cancel, ListModels, Download, Doctor, Shutdown, Pong, ProgressRecord,
+                              ResultRecord, ErrorRecord, Bye)
 }
 _FIELD_TYPES = {"int": int, "str": str, "dict[str, Any]": dict}
 

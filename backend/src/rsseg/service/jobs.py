@@ -1,8 +1,8 @@
 """The service behind both the worker and the in-process runner: protocol records in, records out.
 
-One job runs at a time on its own thread, so `cancel` and `ping` are answered while it runs. Built
-models and the image-feature cache live as long as the service, which keeps a worker warm between
-requests.
+One job (a segmentation, a download or the environment report) runs at a time on its own thread, so
+`cancel` and `ping` are answered while it runs. Built models and the image-feature cache live as long
+as the service, which keeps a worker warm between requests.
 """
 
 from __future__ import annotations
@@ -10,16 +10,18 @@ from __future__ import annotations
 import os
 import threading
 import traceback
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from .. import __version__
 from ..errors import RssegError
 from ..execution.feature_cache import FeatureCache
-from ..progress import CancelToken, Progress
+from ..progress import CancelToken, Progress, ProgressCallback
 from ..protocol.contracts import SegmentRequest
 from ..protocol.messages import (
     PROTOCOL_VERSION,
     Cancel,
+    Doctor,
+    Download,
     EncodeError,
     ErrorRecord,
     ListModels,
@@ -33,6 +35,7 @@ from ..protocol.messages import (
 )
 
 Emit = Callable[[Message], None]
+Work = Callable[[ProgressCallback, CancelToken], dict[str, Any]]  # a job: progress and cancel in, result out
 
 
 def error_record(msg_id: str, exc: BaseException, message: str = "") -> ErrorRecord:
@@ -61,7 +64,11 @@ class Service:
         if isinstance(message, Ping):
             self.emit(Pong(message.id, PROTOCOL_VERSION, __version__, os.getpid()))
         elif isinstance(message, Segment):
-            self._start(message)
+            self._segment(message)
+        elif isinstance(message, Download):
+            self._start(message.id, lambda progress, cancel: _download(message.model, progress, cancel))
+        elif isinstance(message, Doctor):
+            self._start(message.id, lambda progress, cancel: _doctor(message.worker))
         elif isinstance(message, Cancel):
             self._cancel_job(message)
         elif isinstance(message, ListModels):
@@ -90,31 +97,37 @@ class Service:
             self.emit(error_record(record.id, exc, f"the {record.type} could not be sent: {exc.where}"))
 
     # -- handlers ----------------------------------------------------------------------------------
-    def _start(self, message: Segment) -> None:
-        with self._lock:
-            if self.busy:
-                self.emit(ErrorRecord(message.id, "Busy", f"job {self._job_id} is still running; one job at a "
-                                                          "time (cancel it or wait for its result)"))
-                return
-            try:
-                request = SegmentRequest.from_dict(message.request)
-            except (TypeError, ValueError) as exc:
+    def _segment(self, message: Segment) -> None:
+        try:
+            request = SegmentRequest.from_dict(message.request)
+        except (TypeError, ValueError) as exc:
+            if not self._refuse_if_busy(message.id):
                 self.emit(ErrorRecord(message.id, "ProtocolError", f"invalid segment request: {exc}"))
+            return
+        self._start(message.id, lambda progress, cancel: _segment(request, progress, cancel, self.cache))
+
+    def _refuse_if_busy(self, msg_id: str) -> bool:
+        if self.busy:
+            self.emit(ErrorRecord(msg_id, "Busy", f"job {self._job_id} is still running; one job at a "
+                                                  "time (cancel it or wait for its result)"))
+        return self.busy
+
+    def _start(self, msg_id: str, work: Work) -> None:
+        with self._lock:
+            if self._refuse_if_busy(msg_id):
                 return
             self._cancel = CancelToken()
-            self._job_id = message.id
-            self._job = threading.Thread(target=self._run, args=(message.id, request, self._cancel),
-                                         name=f"rsseg-job-{message.id}", daemon=True)
+            self._job_id = msg_id
+            self._job = threading.Thread(target=self._run, args=(msg_id, work, self._cancel),
+                                         name=f"rsseg-job-{msg_id}", daemon=True)
             self._job.start()
 
-    def _run(self, msg_id: str, request: SegmentRequest, cancel: CancelToken) -> None:
-        from .segment import run_segment
-
+    def _run(self, msg_id: str, work: Work, cancel: CancelToken) -> None:
         def progress(event: Progress) -> None:
             self.emit(ProgressRecord(msg_id, event.stage, event.done, event.total))
 
         try:
-            record = ResultRecord(msg_id, run_segment(request, progress, cancel, self.cache).to_dict())
+            record = ResultRecord(msg_id, work(progress, cancel))
         except BaseException as exc:  # noqa: BLE001 - every failure becomes an error record
             record = error_record(msg_id, exc)
         with self._lock:  # free before answering: the caller may send its next request at once
@@ -134,3 +147,26 @@ class Service:
             self._answer(ResultRecord(message.id, {"models": model_rows()}))
         except Exception as exc:  # noqa: BLE001
             self.emit(error_record(message.id, exc))
+
+
+# -- the jobs (imported when first run: a worker that only pings never loads torch) ------------------
+def _segment(request: SegmentRequest, progress: ProgressCallback, cancel: CancelToken,
+             cache: FeatureCache) -> dict[str, Any]:
+    from .segment import run_segment
+
+    return run_segment(request, progress, cancel, cache).to_dict()
+
+
+def _download(model_id: str, progress: ProgressCallback, cancel: CancelToken) -> dict[str, Any]:
+    from ..models import get_spec
+    from ..weights import download_model
+
+    spec = get_spec(model_id)
+    return {"model": spec.id, "files": [str(p) for p in download_model(spec, progress, cancel)]}
+
+
+def _doctor(worker: dict[str, Any]) -> dict[str, Any]:
+    from ..diagnostics import format_report, full_report
+
+    report = full_report(worker or None)
+    return {"report": report, "markdown": format_report(report, markdown=True)}

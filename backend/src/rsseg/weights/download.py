@@ -109,7 +109,19 @@ def download_weight(weight: WeightFile, progress: Optional[ProgressCallback] = N
 
 def download_model(spec: ModelSpec, progress: Optional[ProgressCallback] = None,
                    cancel: Optional[CancelToken] = None) -> list[Path]:
-    return [download_weight(w, progress, cancel, model_id=spec.id) for w in spec.weights]
+    """Every weight file of `spec`; progress is one "download" count of bytes over all of them (a file
+    checked or resumed from disk counts as it is hashed), so a caller draws one bar per model."""
+    total = sum(w.size or 0 for w in spec.weights)
+    paths, before = [], 0
+    for weight in spec.weights:
+        def files_so_far(event, before=before, size=weight.size):
+            done = min(event.done, size) if size else 0  # a file of unknown size counts when it is done
+            report(progress, "download", before + done, total)
+
+        paths.append(download_weight(weight, files_so_far if progress else None, cancel, model_id=spec.id))
+        before += weight.size or 0
+        report(progress, "download", before, total)
+    return paths
 
 
 def _already_good(weight: WeightFile, target: Path, progress: Optional[ProgressCallback]) -> bool:
