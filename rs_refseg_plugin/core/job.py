@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
-from ..protocol.contracts import MODES, REGIONS, RegionSpec, RequestError, SegmentRequest, parse_class_list
+from ..protocol.contracts import REGIONS, RegionSpec, RequestError, SegmentRequest
 
 
 class JobError(Exception):
@@ -40,19 +40,12 @@ class JobParameters:
         if not self.raster or not Path(self.raster).is_file():
             raise JobError(f"the raster layer's file {self.raster!r} is not a local file (the backend reads files; "
                            "save or export the layer as a GeoTIFF first)")
-        if self.mode not in MODES:
-            raise JobError(f"prompt mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if not self.model:
             raise JobError("choose a model")
-        classes = sentence = None
         try:
-            if self.mode == "classes":
-                classes = parse_class_list(self.prompt)
-            else:
-                sentence = " ".join(self.prompt.split())
-            request = SegmentRequest(raster=self.raster, out_dir="", model=self.model, classes=classes,
-                                     sentence=sentence, region=self._region(), tile=self.tile, overlap=self.overlap,
-                                     device=self.device, checkpoint=self.checkpoint or None).validate()
+            request = SegmentRequest.from_prompt(
+                self.mode, self.prompt, raster=self.raster, out_dir="", model=self.model, region=self._region(),
+                tile=self.tile, overlap=self.overlap, device=self.device, checkpoint=self.checkpoint or None).validate()
         except RequestError as exc:  # e.g. the same class twice, an empty prompt, overlap over half a tile
             raise JobError(str(exc)) from None
         return replace(request, out_dir=self.out_dir or tempfile.mkdtemp(prefix="rs_refseg_"))

@@ -97,3 +97,16 @@ def test_model_tasks_and_default_models():
     assert [spec.accepts(m) for m in MODES] == [False, True]
     assert set(DEFAULT_MODELS) == set(MODES) and set(MODES) < set(TASKS)
     assert all(MODELS[DEFAULT_MODELS[m]].accepts(m) for m in MODES)  # registered, for their mode
+
+
+def test_from_prompt_makes_the_request_for_what_the_user_typed():
+    """The one place a typed prompt becomes classes or a sentence (the plugin's JobParameters, the bench)."""
+    typed = SegmentRequest.from_prompt("classes", " water,  Tree ", raster="in.tif", out_dir="out")
+    assert typed.classes == ["water", "Tree"] and typed.sentence is None
+    assert SegmentRequest.from_prompt("classes", ["a, b", "c"], raster="in.tif", out_dir="out").classes == ["a, b", "c"]
+    said = SegmentRequest.from_prompt("sentence", "  the  white\nbuilding ", raster="in.tif", out_dir="out", tile=256)
+    assert said.sentence == "the white building" and said.classes is None and said.tile == 256
+    with pytest.raises(RequestError, match="prompt mode must be one of classes, sentence, got 'words'"):
+        SegmentRequest.from_prompt("words", "water", raster="in.tif", out_dir="out")
+    with pytest.raises(ClassListError, match="duplicate class names"):
+        SegmentRequest.from_prompt("classes", "water, Water", raster="in.tif", out_dir="out")

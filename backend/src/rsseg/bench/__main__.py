@@ -64,9 +64,9 @@ def _run(raster: str, out: str, model_id: str, prompt, tile: int, overlap: int,
          cache: FeatureCache, device: str) -> dict:
     """One segment job; `prompt` is a class list, or a sentence (str)."""
     model = _model(model_id, prompt, device)
-    sentence = prompt if isinstance(prompt, str) else None
-    request = SegmentRequest(raster=raster, out_dir=out, model=model_id, classes=None if sentence else prompt,
-                             sentence=sentence, tile=tile, overlap=overlap, batch_size=4, device=device)
+    request = SegmentRequest.from_prompt("sentence" if isinstance(prompt, str) else "classes", prompt, raster=raster,
+                                         out_dir=out, model=model_id, tile=tile, overlap=overlap, batch_size=4,
+                                         device=device)
     raster_pass_peak = {}
 
     def on_progress(event) -> None:  # the first vectorise event ends the raster pass

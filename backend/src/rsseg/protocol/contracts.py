@@ -297,6 +297,16 @@ class SegmentRequest:
         return asdict(self)
 
     @classmethod
+    def from_prompt(cls, mode: str, prompt: Union[str, Sequence[str]], **fields: Any) -> "SegmentRequest":
+        """The request for what a user typed: a class list ("water, tree", or already a list) in mode
+        "classes", one sentence (whitespace collapsed) in mode "sentence"; `fields` are the others."""
+        if mode not in MODES:
+            raise RequestError(f"prompt mode must be one of {', '.join(MODES)}, got {mode!r}", "mode")
+        if mode == "classes":
+            return cls(classes=parse_class_list(prompt) if isinstance(prompt, str) else list(prompt), **fields)
+        return cls(sentence=" ".join(str(prompt).split()), **fields)
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SegmentRequest":
         """Inverse of to_dict, and the worker's check of what a client sent: an unknown, missing or
         mistyped field, a NaN or infinite number, or a repeated class name raises ValueError naming
