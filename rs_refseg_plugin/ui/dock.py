@@ -241,6 +241,14 @@ class SegmentDock(QgsDockWidget):
         self.settings.python = self.python.filePath()
         return shared_backend(self.settings)
 
+    def _backend_or_warn(self) -> Optional[Backend]:
+        """The backend for a side request, or None after saying in the bar why there is none."""
+        try:
+            return self.backend()
+        except BackendError as exc:
+            push(self.iface.messageBar(), str(exc), Qgis.Warning)
+            return None
+
     # -- actions -----------------------------------------------------------------------------------
     def run(self) -> None:
         if self.task is not None:
@@ -300,10 +308,8 @@ class SegmentDock(QgsDockWidget):
         QgsApplication.taskManager().addTask(task)
 
     def refresh_models(self) -> None:
-        try:
-            backend = self.backend()
-        except BackendError as exc:
-            push(self.iface.messageBar(), str(exc), Qgis.Warning)
+        backend = self._backend_or_warn()
+        if backend is None:
             return
         self.write_log("listing models…")
         self._side(ModelsTask(backend, self._models_listed))
@@ -321,10 +327,8 @@ class SegmentDock(QgsDockWidget):
         if not model:
             push(self.iface.messageBar(), "choose a model first", Qgis.Warning)
             return
-        try:
-            backend = self.backend()
-        except BackendError as exc:
-            push(self.iface.messageBar(), str(exc), Qgis.Warning)
+        backend = self._backend_or_warn()
+        if backend is None:
             return
         self.write_log(f"downloading the weights of {model}…")
         task = DownloadTask(backend, model, lambda files, error: self._downloaded(model, files, error))
@@ -345,10 +349,8 @@ class SegmentDock(QgsDockWidget):
     def show_diagnostics(self) -> None:
         from .diagnostics import DiagnosticsDialog
 
-        try:
-            backend = self.backend()
-        except BackendError as exc:
-            push(self.iface.messageBar(), str(exc), Qgis.Warning)
+        backend = self._backend_or_warn()
+        if backend is None:
             return
         DiagnosticsDialog(backend, self).show()
 
