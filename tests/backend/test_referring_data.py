@@ -11,8 +11,7 @@ import pytest
 import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 
-from rsseg.eval.metrics import ReferringAccumulator, intersection_union
-from rsseg.training.data import (
+from rsseg.datasets.referring import (
     ReferringDataError,
     decode_rle,
     encode_rle,
@@ -23,7 +22,7 @@ from rsseg.training.data import (
     uncompressed_rle,
     write_png,
 )
-from rsseg.training.synthetic import (
+from rsseg.datasets.referring.synthetic import (
     COLOURS,
     Desc,
     Query,
@@ -36,6 +35,7 @@ from rsseg.training.synthetic import (
     text_blind,
     write_folder,
 )
+from rsseg.eval.metrics import ReferringAccumulator, intersection_union
 
 # ---------------------------------------------------------------- metrics
 
@@ -304,7 +304,7 @@ def test_rrsisd_refer_release_reader(tmp_path):
     (tmp_path / "rrsisd").mkdir()
     (tmp_path / "rrsisd" / "instances.json").write_text(json.dumps(instances), encoding="utf-8")
     (tmp_path / "rrsisd" / "refs(unc).p").write_bytes(pickle.dumps(refs))
-    from rsseg.training.data import rrsisd_refer_samples
+    from rsseg.datasets.referring import rrsisd_refer_samples
 
     samples = list(rrsisd_refer_samples(tmp_path, "test"))
     assert [(s.sample_id, s.image_id, s.sentence) for s in samples] == [("9", "2934", "the field")]

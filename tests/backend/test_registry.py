@@ -56,7 +56,7 @@ def test_rsrefseg_rows_count_parameters_on_the_meta_device(tmp_path, monkeypatch
     from rsseg.models import catalog
     from rsseg.models.rsrefseg.configs import TINY
     from rsseg.models.rsrefseg.model import parameter_counts
-    from rsseg.training.trainer import build_trainable
+    from rsseg.training.rsrefseg import build_trainable
 
     monkeypatch.setenv(catalog.ENV_CACHE_DIR, str(tmp_path))
     catalog.clear_parameter_cache()

@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 import torch
 
+from rsseg.datasets.referring.synthetic import synthetic_dataset, text_blind
 from rsseg.models.rsrefseg.configs import TINY
 from rsseg.models.rsrefseg.lora import trainable_state_dict
+from rsseg.training.base import TrainConfig
+from rsseg.training.batches import EpochBatches
+from rsseg.training.rsrefseg import RSRefSegTrainer, build_trainable
 from rsseg.training.schedule import make_scheduler, warmup_cosine
-from rsseg.training.synthetic import synthetic_dataset, text_blind
-from rsseg.training.torch_data import EpochBatches, ReferringDataset
-from rsseg.training.trainer import TrainConfig, Trainer, build_trainable
+from rsseg.training.torch_data import ReferringDataset
 from rsseg.weights.trained_checkpoint import load_checkpoint
 
 SIZE = 64  # training size for the fast tests (the model resizes to its own encoders' sizes inside)
@@ -81,7 +83,7 @@ def test_batch_order_resumes_mid_epoch():
 
 def test_checkpoint_holds_only_the_trainable_state(samples, tmp_path):
     model = build_trainable(TINY)
-    trainer = Trainer(model, "rsrefseg-test", samples, _config(steps=1, out_dir=str(tmp_path)))
+    trainer = RSRefSegTrainer(model, "rsrefseg-test", samples, _config(steps=1, out_dir=str(tmp_path)))
     result = trainer.train()
     ckpt = load_checkpoint(result.checkpoint)
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
@@ -104,13 +106,14 @@ def test_resume_continues_exactly(samples, tmp_path):
     the resumed one differs by ~1e-7 relative (kernels on other memory addresses), while a resume
     that loses the dropout RNG is off by ~7e-6 on its first update and ~5e-5 by the last (the control at the end), so
     the bar is 1e-6 on the losses, and weights far closer than the last 3 updates moved them."""
-    straight = Trainer(build_trainable(TINY), "rsrefseg-test", samples,
-                       _config(checkpoint_every=3, out_dir=str(tmp_path / "a")))
+    straight = RSRefSegTrainer(build_trainable(TINY), "rsrefseg-test", samples,
+                               _config(checkpoint_every=3, out_dir=str(tmp_path / "a")))
     a = straight.train()
-    first = Trainer(build_trainable(TINY), "rsrefseg-test", samples, _config(out_dir=str(tmp_path / "b")))
+    first = RSRefSegTrainer(build_trainable(TINY), "rsrefseg-test", samples, _config(out_dir=str(tmp_path / "b")))
     first.train(until=3)  # stops after 3 of the 6 scheduled updates and saves there
     torch.manual_seed(1234)  # the resumed run must not depend on the RNG it starts with
-    second = Trainer(build_trainable(TINY, seed=0), "rsrefseg-test", samples, _config(out_dir=str(tmp_path / "b")))
+    second = RSRefSegTrainer(build_trainable(TINY, seed=0), "rsrefseg-test", samples,
+                             _config(out_dir=str(tmp_path / "b")))
     second.resume(tmp_path / "b" / "checkpoints" / "step-0000003.json")
     assert second.step == 3 and second.scheduler.get_last_lr() == first.scheduler.get_last_lr()
     b = second.train()
@@ -121,7 +124,7 @@ def test_resume_continues_exactly(samples, tmp_path):
     moved = torch.cat([(wa[k].float() - mid[k].float()).flatten() for k in wa]).norm()
     off = torch.cat([(wb[k].float() - wa[k].float()).flatten() for k in wa]).norm()
     assert moved > 0 and off < 0.02 * moved
-    control = Trainer(build_trainable(TINY), "rsrefseg-test", samples, _config(out_dir=str(tmp_path / "c")))
+    control = RSRefSegTrainer(build_trainable(TINY), "rsrefseg-test", samples, _config(out_dir=str(tmp_path / "c")))
     control.resume(tmp_path / "b" / "checkpoints" / "step-0000003.json")
     torch.manual_seed(1234)  # a resume that forgot the RNG: other dropout masks
     assert control.train().losses != pytest.approx(a.losses[3:], rel=1e-6)
@@ -136,7 +139,8 @@ def test_accumulation_matches_a_larger_batch(samples):
     config = _no_dropout(TINY)
     runs = []
     for batch, accum in ((2, 1), (1, 2)):
-        trainer = Trainer(build_trainable(config), "x", samples, _config(steps=2, batch_size=batch, accum=accum))
+        trainer = RSRefSegTrainer(build_trainable(config), "x", samples,
+                                  _config(steps=2, batch_size=batch, accum=accum))
         result = trainer.train()
         runs.append((result.losses, _weights(trainer.model)))
     assert runs[0][0] == pytest.approx(runs[1][0], rel=1e-4)
@@ -190,9 +194,9 @@ NAMING = ("colour", "colour+shape")  # sentences that name the target's colour
 def _learn(blind: bool) -> dict[str, float]:
     """Validation mIoU (all sentences, and those naming the colour) after training LEARNING, and
     the all-objects reference on the naming sentences (a perfect segmenter without language)."""
+    from rsseg.datasets.referring.synthetic import SyntheticDataset, all_objects_miou
     from rsseg.models.rsrefseg.configs import LEARNING
     from rsseg.training.evaluate import evaluate_referring
-    from rsseg.training.synthetic import SyntheticDataset, all_objects_miou
 
     p = LEARNING_RUN
     data = {"size": 128, "objects": p["objects"], "radius": p["radius"]}
@@ -206,7 +210,7 @@ def _learn(blind: bool) -> dict[str, float]:
     config = TrainConfig(steps=p["steps"], batch_size=p["batch_size"], lr=p["lr"], warmup_steps=p["warmup_steps"],
                          size=p["size"], seed=p["seed"], progress=False)
     start = time.perf_counter()
-    trainer = Trainer(build_trainable(LEARNING, p["seed"]), "rsrefseg-learning", train, config, val)
+    trainer = RSRefSegTrainer(build_trainable(LEARNING, p["seed"]), "rsrefseg-learning", train, config, val)
     result = trainer.train()
     naming = [s for s in val if s.meta["kind"] in NAMING]
     scores = {"miou": result.metrics["miou"], "naming": evaluate_referring(trainer.model, naming, p["size"]).miou,
@@ -227,7 +231,7 @@ def test_the_model_uses_the_sentence():
 
 def _rrsisd_jsonl_root(root, splits=("train", "val")):
     """A tiny RRSIS-D jsonl dataset in RSRefSeg's data-root layout (datainfo/ + RRSIS-D/images/...)."""
-    from rsseg.training.data import encode_rle, write_png
+    from rsseg.datasets.referring import encode_rle, write_png
 
     images = root / "RRSIS-D" / "images" / "rrsisd" / "JPEGImages"
     rng = np.random.default_rng(0)

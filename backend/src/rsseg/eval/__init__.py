@@ -1,4 +1,5 @@
-"""`rsseg eval`: score a model on benchmark datasets (metrics, dataset layouts, class-name files, runner).
+"""`rsseg eval`: score a model on benchmark datasets (metrics, class-name files, runner); the dataset
+layouts it reads are `rsseg.datasets.semantic`.
 
 Light to import: the runner pulls in the engine and the models only when an evaluation runs.
 """

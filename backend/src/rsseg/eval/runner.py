@@ -22,10 +22,11 @@ from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
 
+from ..datasets.semantic import DatasetError, DatasetSpec, LabelCoding, Pair, find_pairs, get_dataset, read_label
 from ..errors import ParameterError
 from ..models.prompts import display_name
 from ..protocol.contracts import NODATA, UNLABELLED, SegmentRequest
-from .datasets import DatasetError, DatasetSpec, LabelCoding, Pair, dataset_classes, find_pairs, get_dataset, read_label
+from .dataset_classes import dataset_class_file, dataset_classes
 from .metrics import NO_PREDICTION, ConfusionMatrix, SemanticScores
 
 ImageProgress = Callable[[int, int], None]  # (images done, images in all)
@@ -180,7 +181,7 @@ def evaluate(options: EvalOptions, progress: Optional[ImageProgress] = None) -> 
                 "resize": options.resize, "threshold": evaluator.threshold,
                 "background": names[evaluator.background] if evaluator.background is not None else None,
                 "stretch": "percentile" if options.percentile_stretch else "0..255 for 8-bit images",
-                "classes": classes, "classes_file": str(spec.class_file(options.classes_file)),
+                "classes": classes, "classes_file": str(dataset_class_file(spec, options.classes_file)),
                 "ignore_values": list(coding.ignore_values), "limit": options.limit}
     report = EvalReport(spec.name, spec.title, str(options.root), options.split, len(pairs), options.model,
                         evaluator.device, settings, time.perf_counter() - t0, matrix.scores(names))

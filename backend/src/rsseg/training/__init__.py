@@ -1,8 +1,11 @@
-"""Training of referring models: `rsseg train` and `rsseg eval-refer` (cli.py; see docs/training.md).
+"""Training: `rsseg train` and `rsseg eval-refer` (cli.py; see docs/training.md).
 
-Two sides. The data side imports no torch: `data/` (dataset readers with rasterio, COCO RLE with
-pycocotools) and `synthetic.py` (the seeded generator) give numpy arrays, so tests and tools can use
-them without a model. The torch side is `torch_data.py`, `trainer.py`, `schedule.py`, `checkpoint.py`
-and `evaluate.py`; `cli.py` imports torch and the models only inside its verbs, and this package
-imports nothing, so `rsseg --help` stays fast. Nothing here imports qgis.
+`base.py` is the loop every model family shares (`BaseTrainer`: optimizer, schedule.py's warm-up and
+cosine, AMP, accumulation, clipping, seeding, validation hooks, progress, cancel, checkpoints and
+exact resume, with batches.py's resumable batch order); a family subclasses it and registers the
+subclass by family name (registry.py), e.g. `rsrefseg.py` (`RSRefSegTrainer`, `build_trainable`).
+`torch_data.py` and `evaluate.py` are RSRefSeg's dataset wrapper and referring evaluation. The data
+itself (readers, synthetic sets) is `rsseg.datasets`, numpy only. `cli.py` imports torch and the
+models only inside its verbs, and this package imports nothing, so `rsseg --help` stays fast.
+Nothing here imports qgis.
 """

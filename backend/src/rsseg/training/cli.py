@@ -1,9 +1,10 @@
 """The `rsseg train` and `rsseg eval-refer` verbs (cli/main.py only registers them).
 
-Data sources: `synthetic` (the seeded generator: train scenes from seed 0, val from seed 1, test
-from seed 2, so the splits never share a scene), `folder` (the plain layout), `rrsisd` (the
-RMSIN refer-format release), `rrsisd-jsonl` (RSRefSeg's jsonl per split) and `refsegrs`. See
-docs/training.md.
+`rsseg train` trains with the trainer registered for the model's family (registry.py);
+`rsseg eval-refer` scores RSRefSeg models. Data sources (rsseg.datasets.referring): `synthetic`
+(the seeded generator: train scenes from seed 0, val from seed 1, test from seed 2, so the splits
+never share a scene), `folder` (the plain layout), `rrsisd` (the RMSIN refer-format release),
+`rrsisd-jsonl` (RSRefSeg's jsonl per split) and `refsegrs`. See docs/training.md.
 """
 
 from __future__ import annotations
@@ -104,9 +105,9 @@ def rrsisd_jsonl_paths(root: str, split: str, image_dir: Optional[str] = None) -
 
 def load_split(args, split: str) -> list:
     """The RefSamples of one split of the --data source."""
+    from ..datasets.referring import folder_samples, refsegrs_samples, rrsisd_refer_samples, rrsisd_samples
+    from ..datasets.referring.synthetic import synthetic_dataset, text_blind
     from ..errors import RssegError
-    from .data import folder_samples, refsegrs_samples, rrsisd_refer_samples, rrsisd_samples
-    from .synthetic import synthetic_dataset, text_blind
 
     if args.image_dir and args.data != "rrsisd-jsonl":
         raise RssegError("--image-dir is for --data rrsisd-jsonl")
@@ -134,19 +135,18 @@ def load_split(args, split: str) -> list:
     return text_blind(samples) if args.text_blind else samples
 
 
-def _model(args, seed: int):
+def _trainer(args, family: Optional[str] = None):
+    """(spec, trainer class) of --model: the trainer its family registered, or that of `family` only."""
     from ..errors import RssegError
     from ..models import get_spec
-    from .trainer import build_trainable
+    from .registry import family_of, find_trainer
 
     spec = get_spec(args.model)
-    if spec.builder != "rsrefseg":
+    found = family_of(spec.builder)
+    cls = find_trainer(found) if family in (None, found) else None
+    if cls is None:
         raise RssegError(f"{args.model} is not a trainable referring model (builder {spec.builder!r})")
-    if not spec.weights:
-        return build_trainable(spec.config, seed)
-    from ..models.rsrefseg.weights import load_base
-
-    return build_trainable(spec.config, seed, base=load_base(spec, "cpu", seed))  # the encoders' registry weights
+    return spec, cls
 
 
 def _device(name: str) -> str:
@@ -158,7 +158,7 @@ def _device(name: str) -> str:
 def cmd_train(args) -> int:
     import torch
 
-    from .trainer import TrainConfig, Trainer
+    from .base import TrainConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -175,7 +175,8 @@ def cmd_train(args) -> int:
                          checkpoint_every=args.checkpoint_every, eval_every=args.eval_every,
                          progress=not args.quiet and not args.json, out_dir=args.out)
     extra = {"data": args.data, "split": args.split, "val_split": args.val_split, "text_blind": args.text_blind}
-    trainer = Trainer(_model(args, args.seed), args.model, train, config, val, extra)
+    spec, trainer_class = _trainer(args)
+    trainer = trainer_class(trainer_class.build_model(spec, args.seed), args.model, train, config, val, extra)
     if args.resume:
         trainer.resume(args.resume)
     result = trainer.train()
@@ -187,8 +188,8 @@ def cmd_train(args) -> int:
     else:
         print(f"trained {result.step} steps in {result.seconds:.1f} s; checkpoint {result.checkpoint}")
         if result.metrics:
-            print(f"validation mIoU {result.metrics['miou']:.4f} oIoU {result.metrics['oiou']:.4f} "
-                  f"({result.metrics['samples']} samples)")
+            samples = f" ({result.metrics['samples']} samples)" if "samples" in result.metrics else ""
+            print(f"validation {trainer.summarise(result.metrics)}{samples}")
     return 0
 
 
@@ -198,14 +199,15 @@ def cmd_eval_refer(args) -> int:
     from ..errors import RssegError
     from ..models.rsrefseg.lora import load_trainable_state_dict
     from ..weights.trained_checkpoint import load_checkpoint
+    from .base import autocast_dtype
     from .evaluate import evaluate_referring
-    from .trainer import autocast_dtype
 
     if args.threads:
         torch.set_num_threads(args.threads)
     samples = load_split(args, args.split)
     device = _device(args.device)
-    model = _model(args, 0)
+    spec, trainer_class = _trainer(args, family="rsrefseg")  # the referring scores read RSRefSeg's outputs
+    model = trainer_class.build_model(spec, 0)
     if args.checkpoint:
         ckpt = load_checkpoint(args.checkpoint)
         if ckpt.record.get("model") != args.model:

@@ -11,9 +11,10 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..datasets.referring.sample import RefSample
 from ..eval.metrics.referring import ReferringAccumulator, ReferringScores
-from .data.common import RefSample
-from .torch_data import ReferringDataset, eval_loader
+from .batches import eval_loader
+from .torch_data import ReferringDataset
 
 
 @torch.no_grad()

@@ -1,7 +1,8 @@
 """Training checkpoints: the trainable state only, as safetensors (tensors) + JSON (everything else).
 
-What is written: the model's `trainable_state_dict` (LoRA adapters, prompter, SAM prompt encoder
-and mask decoder; never the frozen base weights), the optimizer's per-parameter tensors, the
+What is written: the trainer's trainable state (for RSRefSeg its `trainable_state_dict`: LoRA
+adapters, prompter, SAM prompt encoder and mask decoder, never the frozen base weights; for other
+families what their trainer's `trainable_state` returns), the optimizer's per-parameter tensors, the
 torch RNG state(s); the JSON holds the model config id, step, the optimizer's hyper-parameters,
 the scheduler and grad-scaler state and metrics. Both files are written under temporary names and
 renamed into place, the JSON last, so an interrupted save leaves the previous checkpoint intact

@@ -1,10 +1,12 @@
-"""Benchmark datasets as data: where the (image, label) pairs are, and what the label values mean.
+"""Semantic-segmentation benchmark datasets as data: where the (image, label) pairs are, and what
+the label values mean.
 
 Each DatasetSpec lists one or more folder layouts (tried in order; the first that yields pairs
-wins), the label value -> class index map, the values that are ignored, and the class-name file
-whose lines are the prompts in class-index order. Protocol facts (which classes are scored, the
-background class and score threshold) follow SegEarth-OV's mmsegmentation configs; docs/eval.md
-cites the source of each.
+wins), the label value -> class index map, the values that are ignored, and the name of the
+class-name file whose lines are the prompts in class-index order (the files are eval's package
+data: `rsseg.eval.dataset_classes` finds and reads them). Protocol facts (which classes are
+scored, the background class and score threshold) follow SegEarth-OV's mmsegmentation configs;
+docs/eval.md cites the source of each.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
 from ..errors import RssegError
-from .class_files import builtin_classnames, load_classnames
 
 IGNORE = 255  # class-index value of ignored label pixels (the confusion matrix's ignore index)
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
@@ -27,7 +28,7 @@ LABEL_SUFFIXES = (".png", ".tif", ".tiff")
 
 
 class DatasetError(RssegError):
-    """A dataset root, layout or label file the evaluation cannot use."""
+    """A dataset root, layout, label or raster file the readers cannot use."""
 
 
 @dataclass(frozen=True)
@@ -53,21 +54,13 @@ class DatasetSpec:
     name: str
     title: str
     layouts: tuple[Layout, ...]
-    classnames: Optional[str]  # package class-name file; None: the user gives one (--classes-file)
+    classnames: Optional[str]  # eval's class-name file; None: the user gives one (--classes-file)
     label_values: Optional[dict[int, int]]  # label value -> class index; None: value i is class i
     ignore_values: tuple[int, ...]
     colours: Optional[dict[tuple[int, int, int], int]] = None  # RGB-coded labels -> label value
     background: Optional[int] = None  # class index that unlabelled (low-score) pixels count as
     threshold: Optional[float] = None  # score under which a pixel is unlabelled (SegEarth-OV's prob_thd)
     notes: str = ""
-
-    def class_file(self, override: Optional[str] = None) -> Path:
-        if override:
-            return Path(override)
-        if self.classnames is None:
-            raise DatasetError(f"the {self.name} layout needs a class-name file: give --classes-file "
-                               "(one class per line, label value i is line i+1)")
-        return builtin_classnames(self.classnames)
 
     def coding(self, num_classes: int, ignore_index: Optional[int] = None,
                reduce_zero_label: bool = False) -> "LabelCoding":
@@ -249,13 +242,3 @@ def read_label(pair: Pair, coding: LabelCoding, dataset: str) -> np.ndarray:
         raise DatasetError(f"cannot read the label {pair.label}: {exc}") from exc
     return map_labels(values, coding.value_map, coding.ignore_values, pair.label, dataset)
 
-
-def dataset_classes(spec: DatasetSpec, classes_file: Optional[str] = None) -> list[str]:
-    """The prompts in class-index order; a file given for a fixed-class dataset must match its count."""
-    lines = load_classnames(spec.class_file(classes_file))
-    if spec.label_values is not None:
-        expected = len(set(spec.label_values.values()))
-        if len(lines) != expected:
-            raise DatasetError(f"{classes_file}: {len(lines)} classes, but {spec.title} has {expected} "
-                               "(one line per class, in label order)")
-    return lines

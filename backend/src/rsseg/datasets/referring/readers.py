@@ -15,8 +15,8 @@ from typing import Any, Iterator, Optional, Union
 
 import numpy as np
 
-from .common import IMAGE_SUFFIXES, ReferringDataError, RefSample, read_mask
 from .rle import decode_rle
+from .sample import IMAGE_SUFFIXES, ReferringDataError, RefSample, read_mask
 
 PathLike = Union[str, Path]
 
