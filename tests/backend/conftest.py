@@ -19,3 +19,15 @@ def _private_cache_dir(tmp_path_factory):
         os.environ.pop(ENV_CACHE_DIR, None)
     else:
         os.environ[ENV_CACHE_DIR] = before
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Two threads on a shared 2-core machine can be ~50x slower than one; the results don't change.
+    Training tests use it with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -25,13 +25,7 @@ from rsseg.weights.trained_checkpoint import load_checkpoint
 SIZE = 64  # training size for the fast tests (the model resizes to its own encoders' sizes inside)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Two threads on a shared 2-core machine can be ~50x slower than one; the results don't change."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -64,6 +64,23 @@ def _segmentation(value: Any) -> np.ndarray:
     return np.logical_or.reduce(masks)
 
 
+def _json_lines(path: Path) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """(line number, "path:line", object) of each non-blank line of a JSONL file; anything but a JSON
+    object on a line is a ReferringDataError naming the line."""
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ReferringDataError(f"{where}: not valid JSON ({exc.msg})") from None
+            if not isinstance(item, dict):
+                raise ReferringDataError(f"{where}: expected a JSON object per line")
+            yield number, where, item
+
+
 def rrsisd_samples(ann_file: PathLike, image_dir: PathLike, check_images: bool = True,
                    limit: Optional[int] = None) -> Iterator[RefSample]:
     """Samples of one RRSIS-D jsonl split (e.g. datainfo/rrsisd_test.jsonl); images under image_dir
@@ -75,50 +92,40 @@ def rrsisd_samples(ann_file: PathLike, image_dir: PathLike, check_images: bool =
     if not image_dir.is_dir():
         raise ReferringDataError(f"image folder not found: {image_dir}")
     count = 0
-    with ann_file.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            where = f"{ann_file}:{number}"
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ReferringDataError(f"{where}: not valid JSON ({exc.msg})") from None
-            if not isinstance(item, dict):
-                raise ReferringDataError(f"{where}: expected a JSON object per line")
-            file_name = _first(item, IMAGE_FIELDS)
-            if not isinstance(file_name, str):
-                raise ReferringDataError(f"{where}: no image name (one of {', '.join(IMAGE_FIELDS)})")
-            sentence_value = _first(item, SENTENCE_FIELDS)
-            if sentence_value is None:
-                raise ReferringDataError(f"{where}: no sentence (one of {', '.join(SENTENCE_FIELDS)})")
-            if "segmentation" not in item:
-                raise ReferringDataError(f"{where}: no 'segmentation' (COCO RLE with counts and size)")
-            try:
-                sentences = _sentences(sentence_value)
-                mask = _segmentation(item["segmentation"])
-            except ValueError as exc:
-                raise ReferringDataError(f"{where}: {exc}") from None
-            image = image_dir / file_name
-            if check_images and not image.is_file():
-                raise ReferringDataError(f"{where}: image {image} not found")
-            image_id = str(item.get("image_id", Path(file_name).stem))
-            base = _first(item, SAMPLE_ID_FIELDS)
-            base = str(base) if base is not None else f"line{number}"
-            sent_ids = item.get("sent_ids") if isinstance(item.get("sent_ids"), list) else None
-            meta = {k: item[k] for k in ("split", "category_id", "category_name", "bbox", "area") if k in item}
-            meta["source"] = where
-            for k, sentence in enumerate(sentences):
-                if len(sentences) == 1:
-                    sample_id = base
-                elif sent_ids is not None and len(sent_ids) == len(sentences):
-                    sample_id = f"{base}-{sent_ids[k]}"
-                else:
-                    sample_id = f"{base}-{k}"
-                yield RefSample(image, sentence.strip(), mask, image_id, sample_id, dict(meta))
-                count += 1
-                if limit is not None and count >= limit:
-                    return
+    for number, where, item in _json_lines(ann_file):
+        file_name = _first(item, IMAGE_FIELDS)
+        if not isinstance(file_name, str):
+            raise ReferringDataError(f"{where}: no image name (one of {', '.join(IMAGE_FIELDS)})")
+        sentence_value = _first(item, SENTENCE_FIELDS)
+        if sentence_value is None:
+            raise ReferringDataError(f"{where}: no sentence (one of {', '.join(SENTENCE_FIELDS)})")
+        if "segmentation" not in item:
+            raise ReferringDataError(f"{where}: no 'segmentation' (COCO RLE with counts and size)")
+        try:
+            sentences = _sentences(sentence_value)
+            mask = _segmentation(item["segmentation"])
+        except ValueError as exc:
+            raise ReferringDataError(f"{where}: {exc}") from None
+        image = image_dir / file_name
+        if check_images and not image.is_file():
+            raise ReferringDataError(f"{where}: image {image} not found")
+        image_id = str(item.get("image_id", Path(file_name).stem))
+        base = _first(item, SAMPLE_ID_FIELDS)
+        base = str(base) if base is not None else f"line{number}"
+        sent_ids = item.get("sent_ids") if isinstance(item.get("sent_ids"), list) else None
+        meta = {k: item[k] for k in ("split", "category_id", "category_name", "bbox", "area") if k in item}
+        meta["source"] = where
+        for k, sentence in enumerate(sentences):
+            if len(sentences) == 1:
+                sample_id = base
+            elif sent_ids is not None and len(sent_ids) == len(sentences):
+                sample_id = f"{base}-{sent_ids[k]}"
+            else:
+                sample_id = f"{base}-{k}"
+            yield RefSample(image, sentence.strip(), mask, image_id, sample_id, dict(meta))
+            count += 1
+            if limit is not None and count >= limit:
+                return
 
 
 def _by_stem(folder: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> dict[str, Path]:
@@ -178,17 +185,8 @@ SENTENCE_FILES = ("sentences.jsonl", "sentences.csv")
 def _sentence_rows(path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """(location, row) of a sentences file: JSONL objects or a CSV with a header row."""
     if path.suffix.lower() == ".jsonl":
-        with path.open(encoding="utf-8") as lines:
-            for number, line in enumerate(lines, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ReferringDataError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-                if not isinstance(row, dict):
-                    raise ReferringDataError(f"{path}:{number}: expected a JSON object per line")
-                yield f"{path}:{number}", {k: str(v) for k, v in row.items() if v is not None}
+        for _, where, row in _json_lines(path):
+            yield where, {k: str(v) for k, v in row.items() if v is not None}
     elif path.suffix.lower() == ".csv":
         with path.open(encoding="utf-8", newline="") as handle:
             reader = csv.DictReader(handle)
