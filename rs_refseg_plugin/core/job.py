@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Optional
 
 from ..protocol.contracts import REGIONS, RegionSpec, RequestError, SegmentRequest
@@ -21,7 +20,7 @@ class JobError(Exception):
 
 @dataclass
 class JobParameters:
-    raster: str  # the raster layer's file
+    raster: str  # the raster layer's local file: core/layers.local_raster, the one check that it is one
     mode: str  # "classes" or "sentence"
     prompt: str  # "building, road, tree" or "the large white building"
     model: str
@@ -37,9 +36,6 @@ class JobParameters:
     checkpoint: Optional[str] = None  # trained referring models
 
     def to_request(self) -> SegmentRequest:
-        if not self.raster or not Path(self.raster).is_file():
-            raise JobError(f"the raster layer's file {self.raster!r} is not a local file (the backend reads files; "
-                           "save or export the layer as a GeoTIFF first)")
         if not self.model:
             raise JobError("choose a model")
         try:
