@@ -5,10 +5,12 @@ Shared by the CLIP text side, the eval class files and anything that names class
 
 from __future__ import annotations
 
+from ..protocol.contracts import class_names
+
 
 def synonyms(line: str) -> list[str]:
-    names = [n.strip() for n in line.split(",") if n.strip()]
-    return names or [line.strip()]
+    """The class line's names (the protocol's split); a line naming none (refused in requests) is itself."""
+    return class_names(line) or [line.strip()]
 
 
 def display_name(line: str) -> str:

@@ -92,8 +92,9 @@ def check_bbox(bbox: Sequence[float]) -> None:
         raise RequestError(f"bbox {values} is empty or invalid (expected minx < maxx and miny < maxy)", "region")
 
 
-def _names(line: str) -> list[str]:
-    """The synonyms of one class line, as the models split it (models/prompts.synonyms)."""
+def class_names(line: str) -> list[str]:
+    """The names of one class line, its synonyms ("road, parking lot" -> ["road", "parking lot"]; [] when it
+    names none): the one split of the request checks here and of the models' text side (models/prompts.py)."""
     return [n.strip() for n in line.split(",") if n.strip()]
 
 
@@ -111,13 +112,13 @@ def check_class_names(classes: Sequence[str]) -> list[str]:
     """
     owner: dict[str, int] = {}
     for index, line in enumerate(classes):
-        if not _names(line):
+        if not class_names(line):
             raise ClassListError(f"classes[{index}] ({line!r}) names no class; give a non-empty name")
-        for name in _names(line):
+        for name in class_names(line):
             first = owner.setdefault(_key(name), index)
             if first == index:
                 continue
-            if [_key(n) for n in _names(classes[first])] == [_key(n) for n in _names(line)]:
+            if [_key(n) for n in class_names(classes[first])] == [_key(n) for n in class_names(line)]:
                 raise ClassListError(f"duplicate class names: {classes[first]!r} and {line!r} "
                                      "(case and spacing ignored); give each class once")
             raise ClassListError(f"duplicate class names: {name!r} is a name of both {classes[first]!r} and "
