@@ -9,7 +9,12 @@ from typing import Optional
 from qgis.core import Qgis, QgsApplication, QgsMapLayerType, QgsRasterLayer
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
-from qgis.PyQt.QtWidgets import QAction, QFileDialog
+from qgis.PyQt.QtWidgets import QFileDialog
+
+try:  # Qt6 (QGIS 4) moved QAction to QtGui
+    from qgis.PyQt.QtGui import QAction
+except ImportError:  # Qt5 (QGIS 3)
+    from qgis.PyQt.QtWidgets import QAction
 
 from .core.backend import close_shared_backend
 from .core.result_layers import ResultError, add_result_layers, read_result
@@ -82,7 +87,7 @@ class RsRefSegPlugin:
             from .ui.dock import SegmentDock
 
             self.dock = SegmentDock(self.iface, self.iface.mainWindow())
-            self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+            self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
         if layer is not None:
             self.dock.set_layer(layer)
         self.dock.show()
@@ -105,6 +110,6 @@ class RsRefSegPlugin:
         try:
             added = add_result_layers(read_result(path))
         except ResultError as exc:
-            push(self.iface.messageBar(), str(exc), Qgis.Critical)
+            push(self.iface.messageBar(), str(exc), Qgis.MessageLevel.Critical)
             return
-        push(self.iface.messageBar(), f"added “{added.group.name()}”", Qgis.Success)
+        push(self.iface.messageBar(), f"added “{added.group.name()}”", Qgis.MessageLevel.Success)

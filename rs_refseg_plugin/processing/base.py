@@ -72,7 +72,7 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
     def add_outputs(self) -> None:
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT_RASTER, "Mask"))
         self.addParameter(QgsProcessingParameterVectorDestination(self.OUTPUT_VECTOR, "Polygons",
-                                                                  type=QgsProcessing.TypeVectorPolygon))
+                                                                  type=QgsProcessing.SourceType.TypeVectorPolygon))
 
     # -- running -----------------------------------------------------------------------------------
     def prepareAlgorithm(self, parameters, context, feedback):  # noqa: N802 - runs in the main thread

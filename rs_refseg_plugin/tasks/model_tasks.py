@@ -40,7 +40,7 @@ class BackendTask(QgsTask):
 
 class ModelsTask(BackendTask):
     def __init__(self, backend: Backend, on_done: Callable[[Optional[list], str], None]):
-        super().__init__("RS RefSeg: list models", QgsTask.Flags(), on_done)
+        super().__init__("RS RefSeg: list models", QgsTask.Flag(0), on_done)
         self.backend = backend
 
     def call(self) -> list:
@@ -55,7 +55,7 @@ class DownloadTask(BackendTask):
     partial file, which the next download resumes."""
 
     def __init__(self, backend: Backend, model: str, on_done: Callable[[Optional[list], str], None]):
-        super().__init__(f"RS RefSeg: download {model}", QgsTask.CanCancel, on_done)
+        super().__init__(f"RS RefSeg: download {model}", QgsTask.Flag.CanCancel, on_done)
         self.backend, self.model = backend, model
 
     def call(self) -> list:
@@ -68,7 +68,7 @@ class DownloadTask(BackendTask):
 
 class DoctorTask(BackendTask):
     def __init__(self, backend: Backend, on_done: Callable[[Optional[str], str], None]):
-        super().__init__("RS RefSeg: diagnostics", QgsTask.Flags(), on_done)
+        super().__init__("RS RefSeg: diagnostics", QgsTask.Flag(0), on_done)
         self.backend = backend
 
     def call(self) -> str:

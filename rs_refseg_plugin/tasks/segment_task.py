@@ -22,7 +22,7 @@ class SegmentTask(QgsTask):
                  on_done: Callable[[Optional[AddedResult], str, str], None],
                  on_progress: Optional[Callable[[float, str], None]] = None,
                  project: Optional[QgsProject] = None):
-        super().__init__(f"RS RefSeg: {request.prompt}", QgsTask.CanCancel)
+        super().__init__(f"RS RefSeg: {request.prompt}", QgsTask.Flag.CanCancel)
         self.backend, self.request, self.temporary_out = backend, request, temporary_out
         self.on_done, self.on_progress, self.project = on_done, on_progress, project
         self.result: Optional[SegmentResult] = None

@@ -16,7 +16,7 @@ class SetupTask(QgsTask):
     done = pyqtSignal(str, str)  # (interpreter, error): one of them is empty
 
     def __init__(self, plan: SetupPlan):
-        super().__init__("RS RefSeg: set up backend", QgsTask.CanCancel)
+        super().__init__("RS RefSeg: set up backend", QgsTask.Flag.CanCancel)
         self.plan = plan
         self.python: Optional[str] = None
         self.error = ""

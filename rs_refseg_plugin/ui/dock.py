@@ -61,7 +61,7 @@ class SegmentDock(QgsDockWidget):
         layout = QVBoxLayout(body)
         form = QFormLayout()
         self.layer = QgsMapLayerComboBox(body)
-        self.layer.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.layer.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
         form.addRow("Raster layer", self.layer)
 
         modes = QHBoxLayout()
@@ -75,13 +75,13 @@ class SegmentDock(QgsDockWidget):
         form.addRow("Prompt", modes)
         self.prompt = QComboBox(body)
         self.prompt.setEditable(True)
-        self.prompt.setInsertPolicy(QComboBox.NoInsert)
+        self.prompt.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
         form.addRow("", self.prompt)
 
         models = QHBoxLayout()
         self.model = QComboBox(body)
         self.model.setEditable(True)  # an id the list does not show yet still works
-        self.model.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.model.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.model.setMinimumContentsLength(22)
         self.refresh_button = QPushButton("Refresh", body)
         self.refresh_button.setToolTip("List the backend's models and which have their weights installed")
@@ -107,14 +107,14 @@ class SegmentDock(QgsDockWidget):
         for key, label in zip(REGIONS, REGION_LABELS):
             self.region.addItem(label, key)
         self.polygons = QgsMapLayerComboBox(body)
-        self.polygons.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.polygons.setFilters(QgsMapLayerProxyModel.Filter.PolygonLayer)
         self.region.currentIndexChanged.connect(lambda _: self.polygons.setEnabled(self.region_key() == "polygons"))
         self.polygons.setEnabled(False)
         form.addRow("Region", self.region)
         form.addRow("Polygon layer", self.polygons)
 
         self.out_dir = QgsFileWidget(body)
-        self.out_dir.setStorageMode(QgsFileWidget.GetDirectory)
+        self.out_dir.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
         self.out_dir.setFilePath(self.settings.out_dir)
         self.out_dir.lineEdit().setPlaceholderText("temporary outputs")
         form.addRow("Output folder", self.out_dir)
@@ -246,7 +246,7 @@ class SegmentDock(QgsDockWidget):
         try:
             return self.backend()
         except BackendError as exc:
-            push(self.iface.messageBar(), str(exc), Qgis.Warning)
+            push(self.iface.messageBar(), str(exc), Qgis.MessageLevel.Warning)
             return None
 
     # -- actions -----------------------------------------------------------------------------------
@@ -258,7 +258,7 @@ class SegmentDock(QgsDockWidget):
             request = params.to_request()
             backend = self.backend()
         except (JobError, BackendError) as exc:
-            push(self.iface.messageBar(), str(exc), Qgis.Warning)
+            push(self.iface.messageBar(), str(exc), Qgis.MessageLevel.Warning)
             return
         self._save_settings(params)
         self.last_added = None
@@ -290,15 +290,15 @@ class SegmentDock(QgsDockWidget):
             self.last_added = added
             self.progress.setValue(100)
             self.write_log(f"done: added “{added.group.name()}”")
-            push(bar, f"added “{added.group.name()}”", Qgis.Success)
+            push(bar, f"added “{added.group.name()}”", Qgis.MessageLevel.Success)
         elif message.startswith("cancelled"):
             self.progress.setValue(0)
             self.write_log(message)
-            push(bar, message, Qgis.Info)
+            push(bar, message, Qgis.MessageLevel.Info)
         else:
             self.progress.setValue(0)
             self.write_log(f"failed: {message}" + (f"\n{details}" if details else ""))
-            push(bar, message, Qgis.Critical, details)
+            push(bar, message, Qgis.MessageLevel.Critical, details)
 
     def write_log(self, text: str) -> None:
         self.log.appendPlainText(text)
@@ -316,7 +316,7 @@ class SegmentDock(QgsDockWidget):
 
     def _models_listed(self, rows: Optional[list], error: str) -> None:
         if error:
-            push(self.iface.messageBar(), f"could not list the models: {error}", Qgis.Warning)
+            push(self.iface.messageBar(), f"could not list the models: {error}", Qgis.MessageLevel.Warning)
             return
         self.models = rows or []
         self._fill_models()
@@ -325,7 +325,7 @@ class SegmentDock(QgsDockWidget):
     def download_model(self) -> None:
         model = self.model_id()
         if not model:
-            push(self.iface.messageBar(), "choose a model first", Qgis.Warning)
+            push(self.iface.messageBar(), "choose a model first", Qgis.MessageLevel.Warning)
             return
         backend = self._backend_or_warn()
         if backend is None:
@@ -339,11 +339,11 @@ class SegmentDock(QgsDockWidget):
         self.progress.setValue(0)
         if error:
             self.write_log(f"download of {model} failed: {error}")
-            push(self.iface.messageBar(), f"download of {model} failed: {error}", Qgis.Critical)
+            push(self.iface.messageBar(), f"download of {model} failed: {error}", Qgis.MessageLevel.Critical)
         else:
             for path in files or []:
                 self.write_log(f"installed and verified: {path}")
-            push(self.iface.messageBar(), f"{model}: weights installed and verified", Qgis.Success)
+            push(self.iface.messageBar(), f"{model}: weights installed and verified", Qgis.MessageLevel.Success)
             self.refresh_models()
 
     def show_diagnostics(self) -> None:

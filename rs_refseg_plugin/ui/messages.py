@@ -12,8 +12,8 @@ from qgis.gui import QgsMessageBar
 TITLE = "RS RefSeg"
 
 
-def push(bar: QgsMessageBar, text: str, level=Qgis.Info, details: str = "", duration: int = 8) -> None:
-    duration = 0 if level == Qgis.Critical else duration  # errors stay until closed
+def push(bar: QgsMessageBar, text: str, level=Qgis.MessageLevel.Info, details: str = "", duration: int = 8) -> None:
+    duration = 0 if level == Qgis.MessageLevel.Critical else duration  # errors stay until closed
     if details:
         bar.pushMessage(TITLE, text, details, level, duration)
     else:
