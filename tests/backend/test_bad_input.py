@@ -144,6 +144,10 @@ def _cases(d: Path):
         "empty-class-list": (dict(classes=[]), ModelError, ["prompt is empty", "class list"]),
         "blank-class-names": (dict(classes=["", "  "]), ParameterError, ["names no class"]),
         "blank-sentence": (dict(classes=None, sentence="   "), ModelError, ["prompt is empty"]),
+        "class-name-too-long": (dict(classes=["road", "x" * 10_000]), ParameterError,
+                                ["classes[1]", "10000 characters", "at most 100"]),
+        "sentence-too-long": (dict(classes=None, sentence="the red roof " * 800), ParameterError,
+                              ["sentence is 10399 characters", "at most 1000"]),
         "classes-and-sentence": (dict(classes=["building"], sentence="the white building"), ModelError,
                                  ["either a class list or a referring sentence"]),
         "no-prompt": (dict(classes=None), ModelError, ["either a class list or a referring sentence"]),
@@ -161,8 +165,8 @@ def test_bad_input_raises_specific_error(tmp_path, inputs, case):
     before = tree(tmp_path)
     with pytest.raises(exc_type) as info:
         run_segment(make_request(out, **kwargs))
-    message = str(info.value)
-    assert isinstance(info.value, RssegError)
+    message = info.value.text("cli")  # as the CLI prints it: the message and its fixes as commands
+    assert isinstance(info.value, RssegError) and "`" not in str(info.value)
     assert "\n" not in message.strip()
     for fragment in fragments:
         assert fragment in message, f"{fragment!r} not in {message!r}"

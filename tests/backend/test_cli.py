@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import rasterio
 
 from rsseg.cli.main import main
@@ -100,3 +102,24 @@ def test_class_list_syntax_with_synonyms():
     assert classes("road, parking lot; tree;\nwater") == ["road, parking lot", "tree", "water"]
     assert classes("road, parking lot\ntree\n\n") == ["road, parking lot", "tree"]  # one class per line
     assert classes("  ;  ,") == []
+
+
+def test_segment_nodata_option_blanks_a_zero_collar(tmp_path, capsys):
+    """`--nodata 0`: a black collar the file does not flag (NEON declares 255) is nodata, not a class."""
+    path = tmp_path / "collar.tif"
+    shutil.copy(ROOT / "tests" / "data" / "neon_osbs_rgb.tif", path)
+    with rasterio.open(path, "r+") as ds:
+        data = ds.read()
+        data[:, :16] = 0
+        ds.write(data)
+    args = ["segment", str(path), "--classes", "tree, water", "--tile", "128", "--overlap", "32", "--no-polygons",
+            "--quiet", "--json", "--out"]
+    assert main([*args, str(tmp_path / "out"), "--nodata", "0"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["request"]["nodata"] == 0 and record["nodata_pixels"] == 16 * 400
+    with rasterio.open(tmp_path / "out" / "mask.tif") as ds:
+        assert (ds.read(1)[:16] == 255).all() and (ds.read(1)[16:] != 255).all()
+    assert np.count_nonzero(data == 0) == 3 * 16 * 400
+    assert main([*args, str(tmp_path / "nan"), "--nodata", "nan"]) == 2
+    assert "nodata value must be a finite number, got nan" in capsys.readouterr().err
+    assert not (tmp_path / "nan").exists()

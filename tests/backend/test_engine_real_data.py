@@ -6,11 +6,14 @@ Nothing is ever written into tests/data: modified copies of a fixture are made i
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import math
 import os
 import shutil
+import tarfile
+import zipfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,7 +25,7 @@ import rasterio
 import shapely
 from shapely.geometry import Polygon, box, mapping, shape
 
-from rsseg.errors import Cancelled
+from rsseg.errors import Cancelled, NotARasterError, RasterNotFoundError
 from rsseg.models import build_model
 from rsseg.progress import CancelToken
 from rsseg.protocol.contracts import NODATA, UNLABELLED, RegionSpec, SegmentRequest
@@ -220,6 +223,20 @@ def test_whole_raster_outputs(tmp_path, raster, classes, tile, overlap, geograph
         assert_polygons_match(result, out, ", ".join(classes), geographic, pixel_area)
 
 
+def test_class_colours_by_meaning_in_the_mask_and_the_record(tmp_path):
+    """`rsseg demo`'s classes (synonyms after the first ignored) get their conventional colours, an unknown
+    class the palette; mask.tif's colour table and result.json say the same."""
+    out = tmp_path / "out"
+    classes = ["tree", "grass", "bare soil, sand", "shadow", "helipad"]
+    run_segment(request(NEON, out, classes=classes, tile=128, vectorise=False))
+    record = json.loads((out / "result.json").read_text())
+    colours = [c["colour"] for c in record["classes"]]
+    assert colours == ["#238b45", "#a6d96a", "#d2b48c", "#252525", "#9467bd"]
+    _, info = read_mask(out)
+    assert [info["colormap"][i][:3] for i in range(1, 6)] == [
+        tuple(int(c[k:k + 2], 16) for k in (1, 3, 5)) for c in colours]
+
+
 def test_rgb_nodata_255_needs_all_bands(tmp_path):
     """NEON RGB declares nodata 255: only pixels with all three bands at 255 are nodata."""
     with rasterio.open(NEON) as src:
@@ -276,6 +293,62 @@ def test_nodata_block_in_uint16_pan(tmp_path):
     assert polys and all(p["geometry"].intersection(block_geom).area < 1e-6 for p in polys)
 
 
+def copy_with_zero_collar(src: Path, dst: Path, width: int) -> np.ndarray:
+    """A copy of `src` whose outer `width` pixels are 0 in every band, as a scene's black collar, with
+    no nodata flag for it; returns the collar's mask."""
+    shutil.copy(src, dst)
+    with rasterio.open(dst, "r+") as ds:
+        data = ds.read()
+        collar = np.ones(data.shape[1:], bool)
+        collar[width:-width, width:-width] = False
+        data[:, collar] = 0
+        data[:, 200:210, 200:210] = np.array([0, 90, 120], np.uint8)[:, None, None]  # one band 0: a valid pixel
+        ds.write(data)
+    return collar
+
+
+def test_nodata_override_blanks_a_zero_collar_the_file_does_not_flag(tmp_path):
+    """NEON with a black collar of 0 (the file declares 255): with nodata 0 the collar is nodata like a declared
+    value (not segmented, 255 in the mask, counted), and the file's own 255 no longer is."""
+    path = tmp_path / "collar.tif"
+    collar = copy_with_zero_collar(NEON, path, 24)
+    white = (rasterio.open(path).read() == 255).all(axis=0)
+    assert white.sum() > 100 and not (white & collar).any()
+
+    plain = run_segment(request(path, tmp_path / "plain", classes=["tree", "water"], tile=128, vectorise=False))
+    mask, _ = read_mask(tmp_path / "plain")
+    assert (mask[collar] != NODATA).all()  # the problem: the collar was labelled (dark: "water")
+    assert plain.nodata_pixels == int(white.sum())
+
+    out = tmp_path / "out"
+    result = run_segment(request(path, out, classes=["tree", "water"], tile=128, nodata=0, write_scores=True))
+    mask, info = read_mask(out)
+    assert (mask[collar] == NODATA).all() and (mask[~collar] != NODATA).all()  # incl. (0, 90, 120) and white
+    assert result.nodata_pixels == int(collar.sum())
+    assert result.request["nodata"] == 0
+    assert_counts_match_mask(result, mask)
+    with rasterio.open(out / "scores.tif") as ds:
+        assert np.isnan(ds.read(1)[collar]).all()
+    t = info["transform"]
+    inner = box(t.c + 24 * t.a, t.f + 376 * t.e, t.c + 376 * t.a, t.f + 24 * t.e)
+    assert all(p["geometry"].difference(inner).area < 1e-6 for p in read_polygons(out))  # no polygon on it
+
+
+def test_nodata_override_through_a_processing_resolution(tmp_path):
+    """At a coarser processing grid the warper leaves the override out of its averages too."""
+    path = tmp_path / "collar.tif"
+    copy_with_zero_collar(NEON, path, 40)  # 40 px at 0.1 m: 10 px at 0.4 m
+    result = run_segment(request(path, tmp_path / "out", classes=["tree", "water"], tile=64, overlap=16,
+                                 resolution=0.4, nodata=0, vectorise=False))
+    mask, _ = read_mask(tmp_path / "out")
+    assert mask.shape == (100, 100)
+    outer, inner = np.ones(mask.shape, bool), np.zeros(mask.shape, bool)
+    outer[8:-8, 8:-8] = False  # on the collar (its edge pixel is GDAL's averaging footprint's business)
+    inner[12:-12, 12:-12] = True
+    assert (mask[outer] == NODATA).all() and (mask[inner] != NODATA).all()
+    assert result.nodata_pixels == int((mask == NODATA).sum()) >= int(outer.sum())
+
+
 @pytest.mark.parametrize("rows", [
     pytest.param(slice(0, 300), id="top-tile-row"),
     pytest.param(slice(600, 900), id="bottom-tile-row"),
@@ -293,6 +366,63 @@ def test_nodata_covering_a_whole_tile_row(tmp_path, rows):
     assert result.nodata_pixels == 300 * 900
     assert result.tiles < 16  # the all-nodata tile row skipped the model
     assert_counts_match_mask(result, mask)
+
+
+# ----------------------------------------------------------------------------------------------
+# GDAL virtual paths: rasters in local archives are read as QGIS names them; network paths are refused
+
+
+def _archived(folder: Path, kind: str) -> str:
+    """NEON packed into a `kind` archive in `folder`; the GDAL path of the raster inside, as QGIS gives it."""
+    if kind == "zip":
+        with zipfile.ZipFile(folder / "scene.zip", "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.write(NEON, f"images/{NEON.name}")
+        return f"/vsizip/{folder / 'scene.zip'}/images/{NEON.name}"
+    if kind == "tar":
+        with tarfile.open(folder / "scene.tar", "w") as archive:
+            archive.add(NEON, NEON.name)
+        return f"/vsitar/{folder / 'scene.tar'}/{NEON.name}"
+    (folder / "scene.tif.gz").write_bytes(gzip.compress(NEON.read_bytes()))
+    return f"/vsigzip/{folder / 'scene.tif.gz'}"
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar", "gzip"])
+def test_raster_in_a_local_archive_is_read_as_is(tmp_path, kind):
+    virtual = _archived(tmp_path, kind)
+    assert virtual.startswith(f"/vsi{kind}//")  # "//": a Path() of it would fold it into a relative path
+    plain = run_segment(request(NEON, tmp_path / "plain", classes=["tree", "grass"], tile=128))
+    result = run_segment(request(virtual, tmp_path, classes=["tree", "grass"], tile=128))  # out beside the archive
+    assert result.request["raster"] == virtual
+    assert np.array_equal(read_mask(tmp_path)[0], read_mask(tmp_path / "plain")[0])
+    assert [c.pixels for c in result.classes] == [c.pixels for c in plain.classes]
+    again = run_segment(request(virtual, tmp_path, classes=["tree", "grass"], tile=128))  # replaces its outputs
+    assert again.classes == result.classes
+
+
+def test_archive_errors_name_the_archive(tmp_path):
+    virtual = _archived(tmp_path, "zip")
+    with pytest.raises(NotARasterError, match=r"not a raster GDAL can read in the archive .*scene\.zip"):
+        run_segment(request(virtual.replace(NEON.name, "other.tif"), tmp_path / "out"))
+    with pytest.raises(RasterNotFoundError, match="raster not found: /vsizip//.*missing.zip"):
+        run_segment(request(virtual.replace("scene.zip", "missing.zip"), tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("path", [
+    "/vsicurl/https://example.com/scene.tif", "https://example.com/scene.tif", "ftp://example.com/scene.tif",
+    "/vsis3/bucket/scene.tif", "/vsigs/bucket/scene.tif", "/vsiaz/container/scene.tif",
+    "/vsizip//vsicurl/https://example.com/scenes.zip/scene.tif", "/vsicurl_streaming/http://example.com/a.tif",
+])
+def test_network_paths_are_refused_with_a_clear_message(tmp_path, path):
+    with pytest.raises(NotARasterError) as info:
+        run_segment(request(path, tmp_path / "out"))
+    assert str(info.value).startswith(f"{path} is a network address; the backend reads local files only")
+    assert not (tmp_path / "out").exists()
+
+
+def test_memory_paths_of_another_process_are_refused(tmp_path):
+    with pytest.raises(NotARasterError, match=r"^/vsimem/layer\.tif is an in-memory GDAL file of another process"):
+        run_segment(request("/vsimem/layer.tif", tmp_path / "out"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -465,6 +595,7 @@ def test_sentence_prompt_gives_binary_mask(tmp_path):
     assert json.loads(info["tags"]["CLASS_NAMES"]) == {"0": "unlabelled", "1": sentence}
     assert info["tags"]["PROMPT"] == sentence
     assert [(c.id, c.name) for c in result.classes] == [(1, sentence)]
+    assert result.classes[0].colour == "#ff00ff"  # a referring mask keeps its colour, whatever it names
     assert_counts_match_mask(result, mask)
     assert any(str(int((mask == 0).sum())) in n for n in result.notes)
     with rasterio.open(out / "scores.tif") as ds:

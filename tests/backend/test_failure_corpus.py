@@ -574,6 +574,10 @@ def test_client_timeout_stops_the_worker_and_the_next_job_cleans_up(tmp_path, sl
     out = tmp_path / "out"
     with WorkerClient(WorkerConfig(sys.executable, start_timeout=60, idle_timeout=2, stop_grace=2)) as client:
         pid = client.start()["pid"]
+        # Warm the worker first (torch and the model loaded, with time to spare on a busy machine), so the
+        # 2 s silence below is the frozen worker's, not a slow first import's.
+        client.segment(SegmentRequest(raster=str(NEON), out_dir=str(tmp_path / "warm"), classes=["tree", "grass"],
+                                      tile=128, overlap=16, vectorise=False), timeout=300)
 
         def freeze(event):  # a worker that stops answering mid-job (a hung driver, a stopped process)
             if event.stage == "segment" and event.done >= 3:

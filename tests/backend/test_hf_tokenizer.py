@@ -59,10 +59,27 @@ def test_rsrefseg_reads_sentences_with_a_local_hugging_face_tokenizer(tokenizer_
     assert logits.shape == (1, 1, 256, 256) and torch.isfinite(logits).all()
 
 
+def test_a_sentence_longer_than_the_context_is_noted_with_a_hugging_face_tokenizer(tokenizer_dir):
+    """SigLIP reads 64 tokens, its end token included (which pads here too): 63 words of this vocabulary."""
+    from rsseg.models.clip.tokens import sentence_notes, words_read
+
+    tokenizer = build_tokenizer({"open_clip_model": "ViT-SO400M-14-SigLIP-384", "tokenizer_dir": tokenizer_dir})
+    sentence = " ".join(["the red roof left of a roof"] * 10)  # 70 words
+    assert words_read(tokenizer, " ".join(sentence.split()[:63])) is None
+    assert words_read(tokenizer, sentence) == 63
+    assert sentence_notes(tokenizer, sentence) == [
+        "the sentence was shortened to the first 63 words the text encoder reads (of 70)"]
+
+
 def test_a_missing_tokenizer_names_the_fix(tmp_path, monkeypatch):
     monkeypatch.setenv("RSSEG_WEIGHTS_DIR", str(tmp_path))
-    with pytest.raises(WeightsError, match=r"tokenizer is not installed in .*absent.*rsseg models download"):
+    with pytest.raises(WeightsError, match=r"tokenizer is not installed in .*absent") as info:
         build_tokenizer({"open_clip_model": "ViT-SO400M-14-SigLIP-384", "tokenizer_dir": "absent"})
+    assert info.value.fixes == ("download",) and "rsseg models download" in info.value.text("cli")
+    folder = configs.REFERENCE["clip"]["tokenizer_dir"]  # SigLIP's own folder: the fix names the entry bringing it
+    with pytest.raises(WeightsError) as info:
+        build_tokenizer({"open_clip_model": "ViT-SO400M-14-SigLIP-384", "tokenizer_dir": folder})
+    assert info.value.text("cli").endswith("run `rsseg models download siglip-so400m-14-384`")
 
 
 def test_the_reference_entry_keeps_siglips_files_together_with_sam_b():

@@ -168,8 +168,9 @@ def test_tiny_twins_are_deterministic_and_real_models_need_weights(tmp_path, mon
     b = build_model("clip-vit-b-16-tiny", ["x"], None)(batch)
     np.testing.assert_array_equal(a, b)  # same tiny architecture and seed
     monkeypatch.setenv("RSSEG_WEIGHTS_DIR", str(tmp_path))
-    with pytest.raises(WeightsError, match="rsseg models download clip-vit-b-16"):
+    with pytest.raises(WeightsError, match="weights for clip-vit-b-16 are not installed") as info:
         build_model("clip-vit-b-16", ["x"], None)
+    assert "run `rsseg models download clip-vit-b-16`" in info.value.text("cli")
     assert get_spec("clip-vit-b-16").config["open_clip_model"] == "ViT-B-16-quickgelu"
 
 

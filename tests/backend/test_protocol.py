@@ -15,6 +15,7 @@ from rsseg.protocol.messages import (
     Doctor,
     Download,
     ErrorRecord,
+    ImportWeights,
     ListModels,
     Ping,
     Pong,
@@ -32,10 +33,13 @@ REQUEST = SegmentRequest(raster="/data/a.tif", out_dir="/tmp/out", classes=["bui
 RECORDS = [
     Ping("p1"), Pong("p1", 1, "0.1.0", 123), Segment("j1", json.loads(json.dumps(REQUEST.to_dict()))),
     Cancel("c1", "j1"), ListModels("m1"), Download("d1", "clip-vit-b-16"),
+    ImportWeights("i1", "litemedsam", "/data/lite_medsam.pth"),
     Doctor("x1", {"ok": True, "protocol": 3, "ping_ms": 1.5, "start_s": 2.25}),
     Shutdown("s1"), Bye("s1"), ProgressRecord("j1", "segment", 3, 10),
     ResultRecord("j1", {"mask": "/tmp/out/mask.tif", "classes": [{"id": 1, "name": "building"}]}),
     ErrorRecord("j1", "BandError", "band 4 is out of range", ""),
+    ErrorRecord("j2", "WeightsError", "weights for sam-vit-b are not installed", "", ["download", "import"],
+                "sam-vit-b"),
 ]
 
 
@@ -46,6 +50,16 @@ def test_records_round_trip_through_one_json_line(record):
     data = json.loads(line)
     assert data["id"] == record.id and data["type"] == record.type
     assert decode(line) == record
+
+
+def test_error_fixes_are_a_list_of_strings():
+    """fixes and subject (protocol 4) are checked like every field: a peer gets a ProtocolError, not a crash."""
+    line = ErrorRecord("j", "WeightsError", "m", "", ["download"], "x").encode()
+    assert json.loads(line)["fixes"] == ["download"] and json.loads(line)["subject"] == "x"
+    assert decode('{"id": "j", "type": "error", "code": "X", "message": "m"}').fixes == []  # both optional
+    for bad in ('"download"', '[1]', '[["download"]]'):
+        with pytest.raises(ProtocolError, match="fixes"):
+            decode('{"id": "j", "type": "error", "code": "X", "message": "m", "fixes": %s}' % bad)
 
 
 def test_every_type_is_covered():

@@ -38,7 +38,7 @@ from rsseg.raster.areas import pixel_area_m2, row_pixel_areas_m2
 from rsseg.raster.engine import decide, segment
 from rsseg.raster.normalize import SAMPLE_GRID, SAMPLE_PIXELS, Stretch, estimate_stretch, sample_windows
 from rsseg.raster.outputs import StagedFile, prepare_out_dir
-from rsseg.raster.palette import SENTENCE_COLOUR, class_colour, colour_table
+from rsseg.raster.palette import _COLOURS, _MEANINGS, MIN_DISTANCE, SENTENCE_COLOUR, class_colours, colour_table
 from rsseg.raster.region import Region, resolve_region
 from rsseg.raster.source import RasterSource, open_raster, resolve_bands
 from rsseg.raster.writer import BLOCK, ClassRasterWriter
@@ -590,23 +590,100 @@ def test_region_errors(utm_raster, spec, fragment):
         region_of(utm_raster, **spec)
 
 
+def test_region_errors_round_coordinates_to_what_the_crs_warrants(tmp_path):
+    """QGIS extents arrive with 14 digits; messages show degrees to 6 decimals, metres and feet to 2."""
+    odd = Affine(10, 0, 500000.123456789012, 0, -10, 5000000.987654321098)
+    path = write(tmp_path / "odd.tif", np.ones((3, 200, 300), np.uint8), transform=odd)
+    bounds = "raster bounds (500000.12, 4998000.99, 503000.12, 5000000.99) in EPSG:32633"
+    with pytest.raises(RegionError) as info:
+        region_of(path, bbox=(-10.123456789012345, -50.98765432109876, -9.000000000000012, -49.1),
+                  bbox_crs="EPSG:4326")
+    assert str(info.value) == f"bbox (-10.123457, -50.987654, -9.0, -49.1) in EPSG:4326 lies outside {path} ({bounds})"
+    with pytest.raises(RegionError) as info:
+        region_of(path, bbox=(600000.123456789, 4999000.000000001, 600100.98765432, 4999800.5))
+    assert str(info.value).startswith("bbox (600000.12, 4999000.0, 600100.99, 4999800.5) in EPSG:32633 lies outside")
+    far = Polygon([(0.123456789, 0.987654321), (10.5, 0.0), (10.5, 10.000000001)])
+    with pytest.raises(RegionError, match=r"region polygons \(bounds \(0\.12, 0\.0, 10\.5, 10\.0\)\) lies outside"):
+        region_of(path, polygons=[mapping(far)])
+    feet = CRS.from_epsg(2263)  # NAD83 / New York Long Island, US survey feet
+    path = write(tmp_path / "feet.tif", np.ones((3, 20, 30), np.uint8), crs=feet,
+                 transform=Affine(1, 0, 1000000.0, 0, -1, 200000.0))
+    with pytest.raises(RegionError, match=r"bbox \(0\.33, 0\.0, 1\.67, 1\.0\) in EPSG:2263 lies outside"):
+        region_of(path, bbox=(1 / 3, 0.0, 5 / 3, 1.0))
+
+
 # --------------------------------------------------------------------------------------------
 # writer and palette
 # --------------------------------------------------------------------------------------------
 
+def _rgb(colour: str) -> tuple[int, int, int]:
+    return int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16)
+
+
 def test_colour_table():
-    table = colour_table(3)
+    names = ["alpha", "beta", "gamma"]  # no known meaning: the qualitative palette in class order
+    table = colour_table(names)
     assert set(table) == {0, 1, 2, 3, 255}
     assert table[UNLABELLED] == table[NODATA] == (0, 0, 0, 0)  # transparent
     assert table[1] == (0x1F, 0x77, 0xB4, 255) and table[2] == (0xFF, 0x7F, 0x0E, 255)
-    for i in (1, 2, 3):
-        colour = class_colour(i)
-        assert table[i] == (int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16), 255)
+    for i, colour in enumerate(class_colours(names), start=1):
+        assert table[i] == (*_rgb(colour), 255)
     assert len({table[i] for i in (1, 2, 3)}) == 3
-    full = colour_table(254)
+    full = colour_table([f"class {i}" for i in range(1, 255)])
     assert set(full) == set(range(256))
     assert len({full[i] for i in range(1, 21)}) == 20 and full[21] == full[1]  # 20 colours, then repeats
-    assert colour_table(2, sentence=True)[1] == (255, 0, 255, 255) and class_colour(5, True) == SENTENCE_COLOUR
+    sentence = class_colours(["the water tower"], sentence=True)
+    assert colour_table(["the water tower"], sentence=True)[1] == (255, 0, 255, 255) and sentence == [SENTENCE_COLOUR]
+
+
+DEMO = {"tree": "#238b45", "grass": "#a6d96a", "bare soil, sand": "#d2b48c", "shadow": "#252525"}
+
+
+@pytest.mark.parametrize("names, expected", [
+    (list(DEMO), list(DEMO.values())),  # `rsseg demo`'s classes
+    (["building", "road", "tree", "water"], ["#e31a1c", "#737373", "#238b45", "#1f78b4"]),  # the example prompt
+    (["Water Bodies", "Trees", "LAWNS", "Houses", "streets", "bare ground"],  # plurals, case
+     ["#1f78b4", "#238b45", "#a6d96a", "#e31a1c", "#737373", "#d2b48c"]),
+    (["crop", "field", "snow", "cloud", "wetland"], ["#ffd92f", "#fee391", "#c6e9ff", "#f5f5f5", "#2a9d8f"]),
+    (["tall trees", "tree shadows", "red roofs", "parking lots"],  # the longest known phrase, the last on a tie
+     ["#238b45", "#252525", "#e31a1c", "#737373"]),
+])
+def test_known_classes_get_their_conventional_colour(names, expected):
+    assert class_colours(names) == expected
+
+
+@pytest.mark.parametrize("benchmark, expected", [
+    ("vaihingen", ["#737373", "#e31a1c", "#a6d96a", "#238b45", "#ff7f00", "#d0d0d0"]),
+    ("potsdam", ["#737373", "#e31a1c", "#a6d96a", "#238b45", "#ff7f00", "#d0d0d0"]),
+    ("loveda", ["#d0d0d0", "#e31a1c", "#737373", "#1f78b4", "#d2b48c", "#00441b", "#ffd92f"]),
+    ("openearthmap", ["#d0d0d0", "#d2b48c", "#a6d96a", "#737373", "#a3a3a3", "#238b45", "#1f78b4", "#ffd92f",
+                      "#e31a1c"]),  # pavement and road: two greys
+])
+def test_benchmark_classes_get_their_usual_colours(benchmark, expected):
+    from rsseg.eval.class_files import builtin_classnames, load_classnames
+
+    assert class_colours(load_classnames(builtin_classnames(f"{benchmark}.txt"))) == expected
+
+
+def test_classes_of_one_meaning_get_distinct_shades_and_others_skip_them():
+    greens = class_colours(["tree", "forest", "woodland", "vegetation", "shrubs"])
+    assert len(set(greens)) == 5 and greens[:2] == ["#238b45", "#00441b"]
+    assert class_colours(["forest", "tree"]) == ["#00441b", "#238b45"]  # each its own shade, in any order
+    waters = class_colours(["water", "river", "lakes", "sea"])
+    assert waters[0] == "#1f78b4" and len(set(waters)) == 4
+    assert class_colours(["lake", "lakes"]) == ["#1f78b4", "#6baed6"]  # the same word twice: a second shade
+    # unknown classes take the palette, skipping a colour a known class already reads as (blue, water)
+    assert class_colours(["helipad", "water"]) == ["#ff7f0e", "#1f78b4"]
+    assert class_colours(["solar panel", "greenhouse"]) == list(_COLOURS[:2])
+    colours = class_colours(["water", "lake", "river", "pond", "ocean", "tree", "x", "y"])
+    assert len(set(colours)) == len(colours)
+    for a in range(len(colours)):
+        for b in range(a):
+            assert colours[a] != colours[b]
+    for shades, _ in _MEANINGS.values():  # every meaning's shades read as different colours
+        for a, first in enumerate(shades):
+            for second in shades[a + 1:]:
+                assert np.linalg.norm(np.subtract(_rgb(first), _rgb(second))) >= MIN_DISTANCE
 
 
 def test_class_raster_writer(tmp_path):
@@ -629,7 +706,7 @@ def test_class_raster_writer(tmp_path):
         assert ds.block_shapes == [(BLOCK, BLOCK)] and ds.compression.value == "DEFLATE"
         np.testing.assert_array_equal(ds.read(1), classes)
         cmap = ds.colormap(1)
-        for i, rgba in colour_table(3).items():
+        for i, rgba in colour_table(names).items():
             assert cmap[i][:3] == rgba[:3]  # colours (a GeoTIFF palette has no alpha; the plugin styles 0 and 255)
         tags = ds.tags()
         assert json.loads(tags["CLASS_NAMES"]) == {"0": "unlabelled", "1": "building", "2": "road", "3": "tree"}

@@ -104,3 +104,96 @@ def test_real_size_rsrefseg_configs_count_on_meta():
 
     assert count_parameters(configs.CLIP_B16_SAM_B) == (9_267_761, 248_297_266)
     assert count_parameters(configs.REFERENCE) == (14_621_744, 982_253_154)  # docs/rsrefseg.md
+
+
+# --- the rows a model picker reads (docs/weights.md: state, runnable, download_bytes) -------------------
+
+@pytest.fixture
+def empty_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("RSSEG_WEIGHTS_DIR", str(tmp_path / "weights"))
+    monkeypatch.delenv("RSSEG_WEIGHTS_MIRROR", raising=False)
+    return tmp_path / "weights"
+
+
+def test_every_row_has_a_state_for_a_model_picker(empty_weights):
+    from rsseg.models.catalog import model_rows
+    from rsseg.protocol.contracts import MODEL_STATES
+
+    rows = {r["id"]: r for r in model_rows()}
+    assert set(rows) == set(MODELS) and all(r["state"] in MODEL_STATES for r in rows.values())
+    for model_id, row in rows.items():
+        spec = MODELS[model_id]
+        assert row["runnable"] == (spec.task != "component") == (row["state"] != "component"), model_id
+        assert row["test_model"] == (not spec.real) and row["description"] == spec.description
+        assert "`" not in row["description"] and "rsseg " not in row["description"], model_id  # shown in the GUI
+    assert {r["id"] for r in rows.values() if r["state"] == "component"} >= {"sam-vit-b", "litemedsam",
+                                                                             "siglip-so400m-14-384"}
+    clip, sam = MODELS["clip-vit-b-16"], MODELS["sam-vit-b"]
+    clip_row = rows["clip-vit-b-16"]
+    assert (clip_row["state"], clip_row["download_bytes"]) == ("download", clip.weights[0].size)
+    assert rows["rsrefseg-clip-b16-sam-b"]["download_bytes"] == clip.weights[0].size + sam.weights[0].size
+    assert rows["rsrefseg-clip-b16-sam-b"]["needs_checkpoint"] and not rows["clip-vit-b-16"]["needs_checkpoint"]
+    assert (rows["georsclip-vit-b-32"]["state"], rows["georsclip-vit-b-32"]["download_bytes"]) == ("download", None)
+    for ready in ("test", "rsrefseg-test", "clip-vit-b-16-tiny", "rsrefseg-clip-b16-sam-b-tiny"):
+        assert (rows[ready]["state"], rows[ready]["runnable"], rows[ready]["download_bytes"]) == ("ready", True, None)
+    assert rows["sam-vit-b"]["download_bytes"] is None and rows["sam-vit-b"]["weights_present"] is False
+
+
+def test_row_states_follow_the_files(empty_weights, monkeypatch):
+    """import (no URL), download (a mirror gives one), ready (present), needs checkpoint (a referring model
+    whose base files are present): real files in a temporary weights folder, through model_row."""
+    import hashlib
+    from dataclasses import replace
+
+    from rsseg.models.catalog import model_row
+    from rsseg.spec import WeightFile
+
+    data = b"weights of a model with no download URL"
+    weight = WeightFile("no-url.bin", len(data), hashlib.sha256(data).hexdigest())
+    offline = replace(MODELS["clip-vit-b-16"], id="offline-clip", weights=(weight,))
+    referring = replace(MODELS["rsrefseg-clip-b16-sam-b"], id="referring", weights=(weight,))
+    assert (model_row(offline)["state"], model_row(offline)["runnable"]) == ("import", True)
+    assert model_row(referring)["state"] == "import"  # files first: the checkpoint is of no use without them
+    monkeypatch.setenv("RSSEG_WEIGHTS_MIRROR", "https://mirror.invalid/weights")
+    assert (model_row(offline)["state"], model_row(offline)["download_bytes"]) == ("download", len(data))
+    monkeypatch.delenv("RSSEG_WEIGHTS_MIRROR")
+    empty_weights.mkdir()
+    (empty_weights / "no-url.bin").write_bytes(b"short")
+    assert model_row(offline)["state"] == "import"  # a wrong size is as good as missing
+    (empty_weights / "no-url.bin").write_bytes(data)
+    assert model_row(offline)["state"] == "ready"  # present with its size: hashed at its first load
+    row = model_row(referring)
+    assert (row["state"], row["runnable"], row["needs_checkpoint"]) == ("needs checkpoint", True, True)
+    assert (model_row(MODELS["sam-vit-b"])["state"], model_row(MODELS["sam-vit-b"])["runnable"]) == ("component",
+                                                                                                     False)
+
+
+def test_the_cli_and_the_worker_list_the_same_rows(empty_weights, capsys):
+    import json
+
+    from rsseg.cli.main import main
+    from rsseg.service.inprocess import InProcessRunner
+
+    assert main(["models", "--json"]) == 0
+    printed = {r["id"]: r for r in json.loads(capsys.readouterr().out)}
+    with InProcessRunner() as runner:
+        answered = {r["id"]: r for r in runner.models()}
+    keys = ("state", "runnable", "download_bytes", "needs_checkpoint", "test_model", "description")
+    def fields(rows: dict) -> dict:
+        return {i: [r[k] for k in keys] for i, r in rows.items()}
+
+    assert fields(printed) == fields(answered)
+    assert printed["clip-vit-b-16"]["state"] == "download"
+
+
+def test_an_unknown_model_lists_only_the_models_a_job_can_run():
+    from rsseg.errors import ModelError
+    from rsseg.models import get_spec
+
+    with pytest.raises(ModelError) as info:
+        get_spec("no-such-model")
+    message = str(info.value)
+    assert "'no-such-model'" in message and "clip-vit-b-16" in message and "rsrefseg-test" in message
+    assert "sam-vit" not in message and "litemedsam" not in message and "siglip-so400m-14-384" not in message
+    assert get_spec("sam-vit-b").task == "component"  # still found by id: the models that use it load it
+    assert info.value.fixes == ("models",) and info.value.text("cli").endswith(": see `rsseg models`")

@@ -10,6 +10,8 @@ from rsseg.models import MODELS
 from rsseg.protocol.contracts import (
     DEFAULT_MODELS,
     DEVICES,
+    MAX_CLASS_CHARS,
+    MAX_SENTENCE_CHARS,
     MODES,
     TASKS,
     ClassListError,
@@ -17,6 +19,7 @@ from rsseg.protocol.contracts import (
     RequestError,
     SegmentRequest,
     check_device,
+    parse_class_list,
     task_accepts,
 )
 from rsseg.spec import ModelSpec
@@ -35,6 +38,11 @@ RULES = {
     "blank-sentence": (dict(classes=None, sentence="  "), "prompt", ModelError, "prompt is empty: type a sentence"),
     "blank-class": (dict(classes=["water", " "]), "classes", ParameterError, "names no class"),
     "duplicate-class": (dict(classes=["water", "WATER"]), "classes", ParameterError, "duplicate class names"),
+    "class-too-long": (dict(classes=["water", "x" * 10_000]), "classes", ParameterError,
+                       "classes[1] ('xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'...) is 10000 characters long; a class, "
+                       "its synonyms included, may have at most 100"),
+    "sentence-too-long": (dict(classes=None, sentence="a " * 1000), "sentence", ParameterError,
+                          "the sentence is 1999 characters long; a referring sentence may have at most 1000"),
     "tile": (dict(tile=15), "tile", ParameterError, "tile size must be at least 16 pixels, got 15"),
     "overlap": (dict(tile=64, overlap=33), "overlap", ParameterError, "half the tile size (32), got 33"),
     "overlap-negative": (dict(overlap=-1), "overlap", ParameterError, "got -1"),
@@ -72,6 +80,22 @@ def test_a_good_request_passes_and_the_engine_leaves_the_prompt_to_the_model():
                    region=RegionSpec(bbox=(0.0, 0.0, 1.0, 1.0)))
     assert good.validate() is good
     assert request(classes=None).validate(prompt=False) is not None
+
+
+def test_prompt_caps_are_documented_constants_and_their_limits_pass():
+    """A class line of MAX_CLASS_CHARS and a sentence of MAX_SENTENCE_CHARS pass; one character more is refused
+    by every entry point's check (validate, the class-list parser of the CLI and the dock, from_dict of the worker)."""
+    assert (MAX_CLASS_CHARS, MAX_SENTENCE_CHARS) == (100, 1000)
+    longest = "road, " + "x" * (MAX_CLASS_CHARS - 6)
+    assert request(classes=[longest]).validate() and parse_class_list(longest + "; tree") == [longest, "tree"]
+    assert request(classes=None, sentence="y" * MAX_SENTENCE_CHARS + "   ").validate()  # white space collapsed
+    with pytest.raises(ClassListError, match="is 101 characters long"):
+        parse_class_list(longest + "x; tree")
+    with pytest.raises(ValueError, match="is 101 characters long"):
+        SegmentRequest.from_dict({**request().to_dict(), "classes": [longest + "x"]})
+    with pytest.raises(RequestError, match="is 1001 characters long") as info:
+        request(classes=None, sentence="y" * (MAX_SENTENCE_CHARS + 1)).validate()
+    assert info.value.field == "sentence" and "\n" not in str(info.value)
 
 
 def test_class_list_errors_are_request_errors():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +13,12 @@ import rasterio
 import torch
 
 from rsseg.devices import autocast_dtype, batch_from_memory, is_out_of_memory, precision_name
-from rsseg.errors import DeviceError
+from rsseg.errors import Cancelled, DeviceError
 from rsseg.execution.feature_cache import FeatureCache
 from rsseg.execution.tile_runner import TileRunner
 from rsseg.models import build_model
 from rsseg.models.colour_prototype.model import ColourPrototypeModel
+from rsseg.progress import CancelToken
 from rsseg.protocol.contracts import SegmentRequest
 from rsseg.raster.engine import segment
 from rsseg.service import run_segment
@@ -80,6 +83,71 @@ def test_other_model_errors_are_not_mistaken_for_out_of_memory():
     assert runner.oom_halvings == 0
 
 
+class CountingLayer(torch.nn.Module):
+    """One layer of a deep model: counts the layers run and cancels the job at the `cancel_at`-th."""
+
+    def __init__(self, model: "DeepCountingModel"):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        model = self.model
+        model.layers_run += 1
+        if model.layers_run == model.cancel_at and model.token is not None:
+            model.token.cancel()
+            other = threading.Thread(target=model.run_elsewhere)  # another thread's model is not stopped
+            other.start()
+            other.join()
+        return x
+
+
+class DeepCountingModel(ColourPrototypeModel):
+    """The test model behind `depth` torch layers run on the whole batch: one long CPU batch."""
+
+    def __init__(self, classes: list[str], depth: int, token: CancelToken | None = None, cancel_at: int = 0):
+        super().__init__(classes, "softmax")
+        self.depth, self.token, self.cancel_at = depth, token, cancel_at
+        self.layers_run, self.batches, self.elsewhere = 0, [], None
+        self.net = torch.nn.Sequential(*(CountingLayer(self) for _ in range(depth)))
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        self.batches.append(len(batch))
+        with torch.inference_mode():
+            return super().__call__(self.net(torch.from_numpy(batch)).numpy())
+
+    def run_elsewhere(self) -> None:
+        self.elsewhere = torch.nn.Identity()(torch.ones(1)).item()
+
+
+def test_cancel_stops_a_cpu_batch_inside_the_model(tmp_path):
+    """A cancel takes effect before the model's next layer, not after the batch (seconds on CPU)."""
+    token = CancelToken()
+    model = DeepCountingModel(["tree", "grass", "soil"], depth=40, token=token, cancel_at=10)
+    out = tmp_path / "out"
+    with pytest.raises(Cancelled):
+        segment(request(tmp_path, "out"), model, cancel=token, runner=TileRunner(model, "cpu", batch_size=8))
+    assert model.batches == [8]  # cancelled in the first batch of 8 tiles...
+    assert model.layers_run == 10 < model.depth  # ...right after the layer that cancelled, 30 layers early
+    assert model.elsewhere == 1.0  # the stop applies to the job's thread only
+    assert not any(p.name in ("mask.tif", "result.json") for p in out.iterdir())
+    model.token = None
+    model(np.zeros((1, 3, 16, 16), np.float32))  # the stop ends with the batch: the model runs again
+    assert model.layers_run == 10 + model.depth
+
+
+def test_a_cancel_token_leaves_the_logits_bit_identical():
+    model = DeepCountingModel(["tree", "water"], depth=3)
+    batch = np.random.default_rng(0).random((4, 3, 32, 32), dtype=np.float32)
+    runner = TileRunner(model, "cpu", 4)
+    plain = runner(batch, list("abcd"))
+    watched = runner(batch, list("abcd"), CancelToken())
+    assert np.array_equal(plain, watched) and model.batches == [4, 4]
+    cancelled = CancelToken()
+    cancelled.cancel()
+    with pytest.raises(Cancelled):  # checked before each model call too (models without torch)
+        TileRunner(build_model("test", ["a"], None), "cpu", 4)(batch, list("abcd"), cancelled)
+
+
 def test_out_of_memory_detection_and_batch_arithmetic():
     assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory"))
     assert is_out_of_memory(RuntimeError("MPS backend out of memory (MPS allocated: 1 GB)"))
@@ -137,7 +205,7 @@ def test_second_prompt_on_the_same_extent_runs_no_image_encoder(tmp_path):
     assert np.array_equal(read_mask(second), read_mask(uncached))
 
 
-@pytest.mark.parametrize("change", ["percentiles", "bands", "region", "raster touched", "resolution"])
+@pytest.mark.parametrize("change", ["percentiles", "bands", "region", "raster touched", "resolution", "nodata"])
 def test_anything_that_changes_the_model_input_misses_the_cache(tmp_path, change):
     raster = tmp_path / "copy.tif"
     raster.write_bytes(NEON.read_bytes())
@@ -151,6 +219,8 @@ def test_anything_that_changes_the_model_input_misses_the_cache(tmp_path, change
         kw["resolution"] = 0.1  # the raster's own pixel size: same grid, but read through a resampled view
     elif change == "bands":
         kw["bands"] = (3, 2, 1)
+    elif change == "nodata":
+        kw["nodata"] = 0.0  # other pixels are nodata, so other tiles go into the model
     elif change == "region":
         with rasterio.open(raster) as ds:
             b = ds.bounds
@@ -164,6 +234,22 @@ def test_anything_that_changes_the_model_input_misses_the_cache(tmp_path, change
         kw["region"] = RegionSpec(**kw["region"])
     second, encoded = run_counting(tmp_path, "b", cache, ["tree"], **kw)
     assert encoded == second.tiles > 0
+
+
+def test_cache_key_of_a_raster_in_an_archive_follows_the_archive(tmp_path):
+    """/vsizip/ paths name no file to stat: the key takes the archive's size and time."""
+    archive = tmp_path / "scene.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.write(NEON, NEON.name)
+    virtual = dict(raster=f"/vsizip/{archive}/{NEON.name}")
+    cache = FeatureCache()
+    first, encoded_first = run_counting(tmp_path, "a", cache, ["tree"], **virtual)
+    second, encoded_second = run_counting(tmp_path, "b", cache, ["grass"], **virtual)
+    assert encoded_first == first.tiles > 0 and encoded_second == 0
+    stat = archive.stat()
+    os.utime(archive, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    third, encoded_third = run_counting(tmp_path, "c", cache, ["grass"], **virtual)
+    assert encoded_third == third.tiles
 
 
 def test_memory_cache_is_bounded_in_bytes_and_least_recently_used():

@@ -110,8 +110,10 @@ def test_real_spec_without_installed_weights_says_how_to_get_them(tmp_path, monk
     monkeypatch.setenv(ENV_DIR, str(tmp_path))
     with pytest.raises(WeightsError) as err:
         load_sam(get_spec("sam-vit-b"))
-    assert str(err.value) == ("weights for sam-vit-b are not installed: run `rsseg models download sam-vit-b` "
-                              "(or `rsseg models import sam-vit-b FILE`)")
+    assert str(err.value) == "weights for sam-vit-b are not installed"  # no command: the front end adds its fix
+    assert (err.value.fixes, err.value.subject) == (("download", "import"), "sam-vit-b")
+    assert err.value.text("cli") == ("weights for sam-vit-b are not installed: run `rsseg models download sam-vit-b` "
+                                     "(or `rsseg models import sam-vit-b FILE`)")
 
 
 def test_checkpoint_keys_must_match_exactly(tmp_path):

@@ -259,7 +259,11 @@ def test_interpreter_without_the_backend():
     with WorkerClient(config) as client:
         with pytest.raises(WorkerStartError) as info:
             client.ping()
-    assert "is the backend installed" in str(info.value) and "No module named" in str(info.value)
+    assert "not installed in that environment" in str(info.value) and "No module named" in str(info.value)
+    assert info.value.fixes == ("setup",) and "`pip install rsseg`" not in str(info.value)
+    first, *tail = info.value.text("gui").splitlines()  # the fix follows the first line, before the log tail
+    assert first.endswith(": press Set up backend… in the RS RefSeg dock") and tail
+    assert "`pip install rsseg`" in info.value.text("cli").splitlines()[0]
 
 
 def test_handshake_timeout_and_protocol_mismatch(tmp_path):
@@ -423,3 +427,20 @@ def test_a_request_that_may_wait_runs_after_the_running_job(session, tmp_path, b
     assert isinstance(outcome["first"], JobCancelled), outcome
     assert isinstance(outcome["second"], dict) and Path(outcome["second"]["mask"]).exists(), outcome
     assert not (tmp_path / "given-up").exists()
+
+
+def test_import_copies_a_checked_weights_file_and_refuses_a_wrong_one(session, tmp_path, monkeypatch):
+    monkeypatch.setenv("RSSEG_WEIGHTS_DIR", str(tmp_path / "weights"))
+    if isinstance(session, WorkerClient):
+        session.close()  # the next request starts a worker that sees this weights folder
+    events = []
+    result = session.import_weights("litemedsam", str(SHIPPED), events.append)
+    target = tmp_path / "weights" / "lite_medsam.pth"
+    assert result == {"model": "litemedsam", "files": [str(target)]}
+    assert target.stat().st_size == SHIPPED.stat().st_size and SHIPPED.exists()  # copied, the source kept
+    assert events and events[-1].done == events[-1].total == SHIPPED.stat().st_size
+    wrong = tmp_path / "wrong.pth"
+    wrong.write_bytes(b"not the weights")
+    with pytest.raises(JobFailed) as info:
+        session.import_weights("litemedsam", str(wrong))
+    assert info.value.code == "WeightsError" and "wrong.pth" in str(info.value)

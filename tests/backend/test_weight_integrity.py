@@ -49,7 +49,8 @@ def weights(tmp_path, monkeypatch) -> Path:
 @pytest.fixture
 def spec(clip_file, weights, monkeypatch):
     data = clip_file.read_bytes()
-    weight = WeightFile(NAME, len(data), hashlib.sha256(data).hexdigest())
+    # a download URL, as every real entry has (never contacted here): the fixes offer a download and an import
+    weight = WeightFile(NAME, len(data), hashlib.sha256(data).hexdigest(), (f"https://example.invalid/{NAME}",))
     entry = replace(get_spec("clip-vit-b-16-tiny"), id=MODEL_ID, weights=(weight,), real=True)
     monkeypatch.setitem(MODELS, MODEL_ID, entry)
     return entry
@@ -84,7 +85,7 @@ def test_a_file_that_failed_verify_is_not_loaded(spec, clip_file, capsys):
     capsys.readouterr()
     with pytest.raises(WeightsError) as info:
         _build()
-    message = _one_line(str(info.value))
+    message = _one_line(info.value.text("cli"))
     assert f"{path} was not loaded: it failed its checksum" in message and spec.weights[0].sha256 in message
     assert f"`rsseg models download {MODEL_ID}`" in message and f"`rsseg models import {MODEL_ID} FILE`" in message
 
@@ -96,7 +97,7 @@ def test_a_seven_byte_file_is_refused_before_torch_load(spec, weights, capsys):
     assert any(line.startswith(MODEL_ID) and "weights missing" in line for line in capsys.readouterr().out.splitlines())
     with pytest.raises(WeightsError) as info:
         _build()
-    message = _one_line(str(info.value))
+    message = _one_line(info.value.text("cli"))
     assert message == (f"{weights / NAME} was not loaded: it is 7 bytes, but {NAME} is {spec.weights[0].size} bytes: "
                        f"run `rsseg models download {MODEL_ID}` (or `rsseg models import {MODEL_ID} FILE`)")
     assert "weights_only" not in message
@@ -201,7 +202,7 @@ def test_a_pickle_in_place_of_safetensors_is_never_unpickled(tmp_path, capsys):
 
 def test_a_raster_given_as_checkpoint_is_named_as_given(tmp_path, capsys):
     err = _segment_error(NEON, tmp_path, capsys)
-    assert f"{NEON} is not an rsseg checkpoint JSON: expected the .json that `rsseg train` writes" in err
+    assert f"{NEON} is not an rsseg checkpoint JSON: expected the .json that a training run writes" in err
     assert "neon_osbs_rgb.json" not in err
 
 

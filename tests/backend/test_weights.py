@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import threading
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -253,15 +254,17 @@ def test_unreachable_host_gives_the_offline_message(tmp_path):
     weight = _weight(PTH)
     with pytest.raises(WeightsError) as info:
         download_weight(weight, urls=[_closed_port_url(PTH)], model_id="sam-vit-b")
-    message = str(info.value)
+    message = info.value.text("cli")
     assert "could not reach 127.0.0.1" in message and "no network was reachable" in message
     assert "`rsseg models import sam-vit-b FILE`" in message and "\n" not in message
+    assert info.value.fixes == ("import",) and "`" not in str(info.value)
     assert not weight_path(weight).exists()
 
 
 def test_no_url_asks_for_an_import():
-    with pytest.raises(WeightsError, match=r"has no download URL.*rsseg models import m FILE"):
+    with pytest.raises(WeightsError, match=r"has no download URL") as info:
         download_weight(_weight(PTH), model_id="m")
+    assert info.value.fixes == ("import",) and info.value.text("cli").endswith("run `rsseg models import m FILE`")
 
 
 def test_only_http_urls_and_redirects_are_followed(base):
@@ -326,8 +329,13 @@ def test_status_of_missing_weights(weights_env):
     [state] = weight_status(spec)
     assert (state.present, state.verified, state.size, state.path) == (False, None, None, weights_env / PTH)
     assert not weights_present(spec) and weights_present(ModelSpec("n", "both", "x", ""))
-    with pytest.raises(WeightsError, match=r"tiny_state.pth is missing.*rsseg models download m"):
+    with pytest.raises(WeightsError, match=r"tiny_state.pth is missing") as info:
         verify_model(spec)
+    assert info.value.text("cli").endswith(": run `rsseg models import m FILE`")  # no URL: only an import helps
+    with_url = ModelSpec("m", "component", "x", "", weights=(replace(_weight(PTH), urls=("https://example.invalid/x",)),))
+    with pytest.raises(WeightsError) as info:
+        verify_model(with_url)
+    assert info.value.text("cli").endswith("run `rsseg models download m` (or `rsseg models import m FILE`)")
 
 
 # --- files the registry has no checksum for: the hub's record, then a pin -------------------------
@@ -388,8 +396,9 @@ def test_an_unpublished_file_imports_only_once_a_download_pinned_it(base, tmp_pa
     spec = ModelSpec("m", "component", "x", "", weights=(weight,))
     copy = tmp_path / "copy.safetensors"
     copy.write_bytes(FILES[SAFE])
-    with pytest.raises(WeightsError, match=f"{SAFE} cannot be imported before `rsseg models download m`"):
+    with pytest.raises(WeightsError, match=f"{SAFE} cannot be imported before a download of m") as info:
         import_weight(spec, copy)
+    assert info.value.text("cli").endswith(": run `rsseg models download m`")
     weights_env.mkdir(parents=True)
     (weights_env / SAFE).write_bytes(FILES[SAFE])  # copied in by hand: nothing to check it against yet
     assert weight_status(spec)[0].verified is None and not weights_present(spec)

@@ -6,14 +6,32 @@ message bar can show it as one line without a traceback.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
-from .protocol.contracts import RequestError, SegmentRequest
+from .protocol.contracts import FIXES, RequestError, SegmentRequest, with_fixes
 
 
 class RssegError(Exception):
-    """Base class: an error the user can act on (shown as one line, no traceback)."""
+    """Base class: an error the user can act on (shown as one line, no traceback).
+
+    The message says what is wrong, never which command fixes it: that is `fixes` (names of
+    protocol.contracts.FIXES) and `subject` (usually the model id), which each front end words its own
+    way, the CLI as commands (`text("cli")`), the QGIS plugin as the dock's buttons (the worker's error
+    record carries both fields).
+    """
+
+    def __init__(self, message: str = "", *, fixes: Iterable[str] = (), subject: str = ""):
+        super().__init__(message)
+        self.fixes = tuple(fixes)
+        unknown = [f for f in self.fixes if f not in FIXES]
+        if unknown:
+            raise ValueError(f"unknown fix(es) {', '.join(unknown)}; known: {', '.join(FIXES)}")
+        self.subject = subject
+
+    def text(self, front_end: str = "cli") -> str:
+        """The one line `front_end` ("cli" or "gui") shows: the message and its fixes in that front end's words."""
+        return with_fixes(str(self), self.fixes, self.subject, front_end)
 
 
 class RasterNotFoundError(RssegError):

@@ -59,6 +59,9 @@ class ModelSpec:
     weights: tuple[WeightFile, ...] = ()
     licence: str = ""
     real: bool = False  # False for test and "-tiny" models (random or no weights, not for real use)
+    # True for a model whose trained weights were never released: it runs only with the checkpoint of a
+    # training run (the request's `checkpoint`), as the real RSRefSeg entries
+    needs_checkpoint: bool = False
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:

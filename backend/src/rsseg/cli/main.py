@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="per-band stretch percentiles (default 2,98)")
     seg.add_argument("--value-range", type=lambda t: _floats(t, 2, "--value-range"),
                      help="fixed stretch low,high instead of percentiles")
+    seg.add_argument("--nodata", type=float, metavar="VALUE",
+                     help="source value that is nodata when every band read has it, instead of the file's own "
+                          "(e.g. 0 for a black collar the file does not flag)")
     seg.add_argument("--threshold", type=float, help="score under which a pixel is unlabelled")
     seg.add_argument("--upsample", choices=("bilinear", "guided", "jbu"),
                      help="how class-list CLIP logits reach pixels (default: the model's, jbu; docs/refinement.md)")
@@ -156,7 +159,7 @@ def _request(args):
         raster=args.raster, out_dir=args.out, model=args.model, classes=args.classes, sentence=args.sentence,
         bands=args.bands, region=region, resolution=args.resolution, tile=args.tile, overlap=args.overlap,
         batch_size=args.batch_size,
-        device=args.device, percentiles=tuple(args.percentiles), value_range=args.value_range,
+        device=args.device, percentiles=tuple(args.percentiles), value_range=args.value_range, nodata=args.nodata,
         threshold=args.threshold, upsample=args.upsample, sam_refine=args.sam_refine, checkpoint=args.checkpoint,
         write_scores=args.scores, vectorise=not args.no_polygons,
         simplify_tolerance=args.simplify, min_area_m2=args.min_area)
@@ -259,7 +262,7 @@ def _demo_model(args) -> str:
         try:
             download_model(spec, progress=bar)
         except RssegError as exc:
-            print(f"Could not download the demo model {DEMO_MODEL}: {exc}", file=sys.stderr)
+            print(f"Could not download the demo model {DEMO_MODEL}: {exc.text('cli')}", file=sys.stderr)
         finally:
             bar.close()
     if weights_present(spec):
@@ -310,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     except RssegError as exc:
         if args.debug:
             raise
-        print(f"rsseg: error: {exc}", file=sys.stderr)
+        print(f"rsseg: error: {exc.text('cli')}", file=sys.stderr)  # the message and its fixes as commands
         return EXIT_INPUT
     except Exception as exc:  # noqa: BLE001 - one line for the user; --debug shows the traceback
         if args.debug:

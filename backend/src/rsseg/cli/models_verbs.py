@@ -27,9 +27,12 @@ def add_models_parser(sub) -> None:
 
 
 def _row_state(row: dict) -> str:
+    """The weight files' state (a component's too: other models load it), then a needed checkpoint."""
     if not row["weights_present"]:
         return "weights missing"
-    return "ready" if all(w["verified"] for w in row["weights"]) else "not verified"
+    if not all(w["verified"] for w in row["weights"]):
+        return "not verified"
+    return "needs checkpoint" if row["state"] == "needs checkpoint" else "ready"
 
 
 def _models_list(args) -> int:

@@ -5,12 +5,18 @@ engine stays device-agnostic and every model gets the same behaviour:
 - autocast to bf16/fp16 on GPU, fp32 on CPU;
 - batch size 0 ("auto") is measured on CUDA from one tile's peak memory and the free memory;
 - on out-of-memory the batch halves and the job goes on (the result record says so);
-- models with an image encoder (EncodedTileModel) reuse cached features per tile.
+- models with an image encoder (EncodedTileModel) reuse cached features per tile;
+- on CPU a cancel stops the batch inside the model (before its next torch module runs): one CPU
+  batch of a ViT-B-sized model takes seconds, and splitting it into single tiles would change the
+  logits' last bits (batched and single-tile matrix products round differently).
 """
 
 from __future__ import annotations
 
 import contextlib
+import sys
+import threading
+from collections.abc import Iterator
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -24,6 +30,7 @@ from ..devices import (
     precision_name,
 )
 from ..errors import DeviceError
+from ..progress import CancelToken
 from .feature_cache import FeatureCache, cache_key
 from .tile_model import EncodedTileModel, TileModel
 
@@ -63,10 +70,18 @@ class TileRunner:
         self.encoded = self.reused = 0
         self._dtype = autocast_dtype(device)
 
-    def __call__(self, batch: np.ndarray, keys: Sequence[str]) -> np.ndarray:
-        """[B, C, h, w] tiles and their cache keys -> [B, K, h, w] float32 logits."""
+    def __call__(self, batch: np.ndarray, keys: Sequence[str], cancel: Optional[CancelToken] = None) -> np.ndarray:
+        """[B, C, h, w] tiles and their cache keys -> [B, K, h, w] float32 logits.
+
+        `cancel` is checked before each model call, and on CPU also inside it (`_stop_inside`)."""
+        with self._stop_inside(cancel):
+            return self._batches(batch, keys, cancel)
+
+    def _batches(self, batch: np.ndarray, keys: Sequence[str], cancel: Optional[CancelToken]) -> np.ndarray:
         outputs, i = [], 0
         while i < len(batch):
+            if cancel is not None:
+                cancel.check()
             n = min(self.batch_size, len(batch) - i)
             try:
                 outputs.append(self._measured(batch[i:i + n], keys[i:i + n]))
@@ -97,6 +112,32 @@ class TileRunner:
                 f"{self.batch_size} tile(s); the job went on"]
 
     # -- internals ---------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _stop_inside(self, cancel: Optional[CancelToken]) -> Iterator[None]:
+        """On CPU, raise Cancelled before the next torch module of this thread runs once `cancel` is set.
+
+        Why: a CPU batch of a real-size model runs for seconds, and the engine can only check between
+        batches. A global forward pre-hook (limited to this thread: other threads' models are not
+        touched) stops it within one layer, and computes nothing, so the logits stay bit-identical.
+        GPU batches take well under a second and keep the plain path. Models without torch (torch
+        not even imported) are stopped between model calls only."""
+        if cancel is None or self.device != "cpu" or "torch" not in sys.modules:
+            yield
+            return
+        import torch
+
+        thread = threading.get_ident()
+
+        def check(_module, _inputs) -> None:
+            if cancel.cancelled and threading.get_ident() == thread:
+                cancel.check()
+
+        handle = torch.nn.modules.module.register_module_forward_pre_hook(check)
+        try:
+            yield
+        finally:
+            handle.remove()
+
     def _measured(self, batch: np.ndarray, keys: Sequence[str]) -> np.ndarray:
         if not self._probe:
             return self._run(batch, keys)

@@ -15,11 +15,14 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from ..jsonfile import read_json_file, write_json_file
-from ..spec import ModelSpec
+from ..spec import ModelSpec, WeightFile
 from .registry import MODELS, get_spec
+
+if TYPE_CHECKING:
+    from ..weights.verify import WeightState
 
 COUNTED_BUILDERS = ("rsrefseg",)
 ENV_CACHE_DIR = "RSSEG_CACHE_DIR"
@@ -143,7 +146,30 @@ def clear_parameter_cache() -> None:
         _counts.clear()
 
 
+def model_state(spec: ModelSpec, status: list[tuple[WeightFile, "WeightState"]]) -> tuple[str, Optional[int]]:
+    """(state, download_bytes) of a model for a model picker (contracts.MODEL_STATES, docs/weights.md).
+
+    A component is "component" whatever its files; otherwise missing files come first ("download" when every
+    one has a source, with the bytes still to fetch, None while a size is unknown; else "import"), then a
+    needed checkpoint; "ready" means every file is present with its size and not known bad (one never hashed
+    here is hashed at its first load).
+    """
+    from ..weights.store import candidate_urls
+
+    if not spec.runnable:
+        return "component", None
+    missing = [w for w, st in status if not (st.present and w.size is not None and st.size == w.size)]
+    if missing:
+        if not all(candidate_urls(w) for w in missing):
+            return "import", None
+        sizes = [w.size for w in missing]
+        return "download", None if None in sizes else sum(sizes)
+    return ("needs checkpoint" if spec.needs_checkpoint else "ready"), None
+
+
 def model_row(spec: ModelSpec) -> dict:
+    """One model as plain data: what `rsseg models --json`, the worker's `models` answer and the plugin show
+    (the fields are documented in docs/weights.md)."""
     from ..weights.verify import all_present, resolved_status
 
     status = resolved_status(spec)
@@ -152,9 +178,11 @@ def model_row(spec: ModelSpec) -> dict:
                 "urls": list(w.urls), "path": str(st.path), "present": st.present, "verified": st.verified}
                for original, (w, st) in zip(spec.weights, status)]
     counts = parameter_counts(spec)
+    state, download_bytes = model_state(spec, status)
     # test_model: the `test` model and the "-tiny" twins (random or no weights), which a UI hides by default
     return {"id": spec.id, "task": spec.task, "description": spec.description, "real": spec.real,
-            "test_model": not spec.real,
+            "test_model": not spec.real, "state": state, "runnable": spec.runnable,
+            "needs_checkpoint": spec.needs_checkpoint, "download_bytes": download_bytes,
             "licence": spec.licence, "weights": weights, "weights_present": all_present(status),
             "parameters_trainable": counts[0] if counts else None,
             "parameters_total": counts[1] if counts else None}
@@ -164,4 +192,5 @@ def model_rows() -> list[dict]:
     return [model_row(s) for s in MODELS.values()]
 
 
-__all__ = ["get_spec", "model_row", "model_rows", "parameter_counts", "count_parameters", "clear_parameter_cache"]
+__all__ = ["get_spec", "model_row", "model_rows", "model_state", "parameter_counts", "count_parameters",
+           "clear_parameter_cache"]

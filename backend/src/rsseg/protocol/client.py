@@ -19,6 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from .contracts import with_fixes
 from .launch import start
 from .messages import (
     PROTOCOL_VERSION,
@@ -28,6 +29,7 @@ from .messages import (
     Download,
     EncodeError,
     ErrorRecord,
+    ImportWeights,
     ListModels,
     Message,
     Ping,
@@ -46,18 +48,33 @@ STDERR_TAIL_LINES = 40
 
 
 class BackendError(Exception):
-    """Base class of everything the client raises; `str()` is a message fit for the user."""
+    """Base class of everything the client raises; `str()` is a message fit for the user, without commands.
+
+    `fixes` (names of contracts.FIXES) and `subject` (usually a model id) say what the user can do about
+    it; `text(front_end)` words them for the CLI ("cli": commands) or the QGIS plugin ("gui": the dock's
+    buttons), so a message box never tells a QGIS user to type a command.
+    """
 
     code = "BackendError"
+    fixes: tuple[str, ...] = ()
+    subject = ""
+
+    def text(self, front_end: str = "gui") -> str:
+        """The message with its fixes in `front_end`'s words ("gui" or "cli")."""
+        return with_fixes(str(self), self.fixes, self.subject, front_end)
 
 
 class JobFailed(BackendError):
-    """The worker answered with an error record: bad input, missing weights, internal error..."""
+    """The worker answered with an error record: bad input, missing weights, internal error...
+
+    `.code`, `.detail`, and the record's `.fixes` and `.subject` (see BackendError.text)."""
 
     def __init__(self, record: ErrorRecord):
         super().__init__(record.message)
         self.code = record.code
         self.detail = record.detail
+        self.fixes = tuple(record.fixes)
+        self.subject = record.subject
 
 
 class JobCancelled(JobFailed):
@@ -76,6 +93,10 @@ class WorkerBusy(BackendError):
 
 class WorkerStartError(BackendError):
     code = "WorkerStartError"
+
+    def __init__(self, message: str, fixes: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.fixes = fixes
 
 
 class WorkerCrashed(BackendError):
@@ -136,6 +157,11 @@ class Session:
                  timeout: Optional[float] = None, wait: Optional[Stop] = None) -> dict[str, Any]:
         """Fetch a model's weight files; progress is bytes over all of them. Returns {"model", "files"}."""
         return self._call(Download(_new_id(), model), on_progress, timeout, wait).result
+
+    def import_weights(self, model: str, file: str, on_progress: Optional[ProgressHandler] = None,
+                       timeout: Optional[float] = None, wait: Optional[Stop] = None) -> dict[str, Any]:
+        """Copy a weights file downloaded elsewhere into place for `model` (size and sha256 checked)."""
+        return self._call(ImportWeights(_new_id(), model, file), on_progress, timeout, wait).result
 
     def doctor(self, timeout: Optional[float] = None) -> dict[str, Any]:
         """The backend's environment report {"report", "markdown"}, with this round trip in it."""
@@ -364,10 +390,11 @@ class WorkerClient(Session):
             record = self._await(ping.id, None, self.config.start_timeout)
         except (WorkerCrashed, JobFailed) as exc:
             tail = getattr(exc, "stderr_tail", "")
-            hint = " (is the backend installed in that environment? `pip install rsseg`)" \
-                if "No module named" in tail else ""
+            missing = "No module named" in tail
+            hint = " (the backend is not installed in that environment)" if missing else ""
             raise WorkerStartError(f"the backend at {self.config.python!r} did not start{hint}: "
-                                   f"{str(exc).splitlines()[0]}" + (f"\n{tail}" if tail else "")) from None
+                                   f"{str(exc).splitlines()[0]}" + (f"\n{tail}" if tail else ""),
+                                   ("setup",) if missing else ()) from None
         return record
 
     def _write(self, proc: subprocess.Popen, message: Message) -> None:

@@ -32,6 +32,59 @@ DEVICE_CHOICES = "auto, cpu, cuda, cuda:N, mps"
 OUTPUTS = {"mask": "mask.tif", "scores": "scores.tif", "polygons": "polygons.gpkg", "result": "result.json"}
 POLYGON_LAYER = "polygons"  # the layer of polygons.gpkg
 MIN_TILE = 16  # pixels
+# Prompt caps: a class line and a sentence name layers, legend entries and the layer group, and the
+# text encoders read at most a few dozen words (a longer sentence is shortened, and a result note says so).
+MAX_CLASS_CHARS = 100  # one class line, its synonyms included
+MAX_SENTENCE_CHARS = 1000  # one referring sentence (white space collapsed)
+
+# What a `models` row's `state` says about a model (rsseg.models.catalog, docs/weights.md), for a model
+# picker: "ready" to run; weights missing that "download" fetches, or that must be imported ("import");
+# "needs checkpoint" (a referring model that runs only with a trained checkpoint); "component" (used by
+# other models, never chosen for a job itself).
+MODEL_STATES = ("ready", "download", "import", "needs checkpoint", "component")
+STATE_FIXES = {"download": "download", "import": "import", "needs checkpoint": "checkpoint"}  # state -> FIXES
+
+# --- fixes: what the user can do about an error, as data each front end words its own way -------------
+# An error (rsseg.errors.RssegError, the worker's error record, client.JobFailed) carries `fixes`, names
+# from FIXES, and a `subject` (usually a model id, `{model}` here). Its message never holds a command: the
+# CLI appends the "cli" wording (commands), the QGIS plugin the "gui" wording (the RS RefSeg dock's
+# buttons: Download, Import weights…, Choose checkpoint…, Set up backend…). See with_fixes.
+FRONT_ENDS = ("cli", "gui")
+FIXES: dict[str, dict[str, str]] = {
+    "download": {"cli": "run `rsseg models download {model}`",
+                 "gui": "press Download in the RS RefSeg dock to fetch the weights of {model}"},
+    "import": {"cli": "run `rsseg models import {model} FILE`",
+               "gui": "press Import weights… in the RS RefSeg dock and choose the weight file of {model}"},
+    "checkpoint": {"cli": "give the checkpoint of an `rsseg train` run (--checkpoint RUN/checkpoints/step-N.json)",
+                   "gui": "press Choose checkpoint… in the RS RefSeg dock and pick the step-N.json of a "
+                          "training run"},
+    "model": {"cli": "run it with --model {model}", "gui": "choose the model {model} in the RS RefSeg dock"},
+    "models": {"cli": "see `rsseg models`", "gui": "choose a model from the RS RefSeg dock's model list"},
+    "setup": {"cli": "install the backend in that environment (`pip install rsseg`)",
+              "gui": "press Set up backend… in the RS RefSeg dock"},
+}
+_NO_SUBJECT = {"cli": "ID", "gui": "the model"}  # `{model}` of an error that names none
+
+
+def fix_text(fixes: Sequence[str], subject: str = "", front_end: str = "cli") -> str:
+    """The fixes in `front_end`'s words, the first one first and the others as " (or ...)", without repeating
+    the first one's verb ("run `a` (or `b`)"); "" for none. Names this version does not know (from a newer
+    backend) are left out rather than shown raw."""
+    if front_end not in FRONT_ENDS:
+        raise ValueError(f"front end must be one of {', '.join(FRONT_ENDS)}, got {front_end!r}")
+    words = [FIXES[f][front_end].format(model=subject or _NO_SUBJECT[front_end]) for f in fixes if f in FIXES]
+    if not words:
+        return ""
+    verb = words[0].split(" ", 1)[0] + " "
+    return words[0] + "".join(f" (or {w.removeprefix(verb)})" for w in words[1:])
+
+
+def with_fixes(message: str, fixes: Sequence[str], subject: str = "", front_end: str = "cli") -> str:
+    """What a front end shows for an error: "MESSAGE: FIX (or FIX)", or the message alone. The fixes
+    follow the message's first line (a log tail may follow it)."""
+    fix = fix_text(fixes, subject, front_end)
+    first, newline, rest = message.partition("\n")
+    return f"{first}: {fix}{newline}{rest}" if fix else message
 
 
 def task_accepts(task: str, mode: str) -> bool:
@@ -109,11 +162,15 @@ def check_class_names(classes: Sequence[str]) -> list[str]:
     A class scores as its best synonym, and ties go to the first class: a class repeating another
     ("water, WATER") or made of another's synonyms would always get 0 px, a result that misleads.
     The one check behind parse_class_list (CLI, dock, Processing) and SegmentRequest.from_dict (worker).
+    A class line longer than MAX_CLASS_CHARS is refused too: it would become a layer name that long.
     """
     owner: dict[str, int] = {}
     for index, line in enumerate(classes):
         if not class_names(line):
             raise ClassListError(f"classes[{index}] ({line!r}) names no class; give a non-empty name")
+        if len(line.strip()) > MAX_CLASS_CHARS:
+            raise ClassListError(f"classes[{index}] ({line.strip()[:40]!r}...) is {len(line.strip())} characters "
+                                 f"long; a class, its synonyms included, may have at most {MAX_CLASS_CHARS}")
         for name in class_names(line):
             first = owner.setdefault(_key(name), index)
             if first == index:
@@ -137,6 +194,10 @@ def check_prompt(classes: Optional[Sequence[str]], sentence: Optional[str]) -> N
                                f'"{EXAMPLE_PROMPTS["classes"]}"', "prompt")
     elif not sentence.strip():
         raise RequestError(f'the prompt is empty: type a sentence, e.g. "{EXAMPLE_PROMPTS["sentence"]}"', "prompt")
+    elif len(" ".join(sentence.split())) > MAX_SENTENCE_CHARS:
+        raise RequestError(f"the sentence is {len(' '.join(sentence.split()))} characters long; a referring "
+                           f"sentence may have at most {MAX_SENTENCE_CHARS} (the text encoders read only its first "
+                           "few dozen words)", "sentence")
 
 
 def parse_class_list(text: str) -> list[str]:
@@ -271,6 +332,7 @@ class SegmentRequest:
     resolution: Optional[float] = None  # processing grid in metres per pixel; None: the raster's own grid
     percentiles: tuple[float, float] = (2.0, 98.0)
     value_range: Optional[tuple[float, float]] = None  # fixed stretch instead of percentiles
+    nodata: Optional[float] = None  # a source value that is nodata in every band read, instead of the file's own
     threshold: Optional[float] = None  # score under which a pixel is "unlabelled"
     # Logit refinement of the open-vocabulary models (None: the model's default; docs/refinement.md)
     upsample: Optional[str] = None  # "bilinear", "guided" or "jbu"
@@ -332,7 +394,7 @@ class SegmentRequest:
             raise RequestError(f"batch size must be at least 1 (or 0 for automatic), got {self.batch_size}",
                                "batch_size")
         numbers = {"threshold": "threshold", "simplify_tolerance": "simplify tolerance", "min_area_m2": "minimum area",
-                   "percentiles": "percentiles", "value_range": "value range"}
+                   "percentiles": "percentiles", "value_range": "value range", "nodata": "nodata value"}
         for name, label in numbers.items():  # (the bbox and the resolution have their own messages)
             value = getattr(self, name)
             several = isinstance(value, (tuple, list))

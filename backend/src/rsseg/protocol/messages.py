@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, field, fields
 from itertools import accumulate
 from typing import Any, ClassVar, Optional
 
-PROTOCOL_VERSION = 3  # 2: segment requests carry upsample, sam_refine and checkpoint; 3: download and doctor
+PROTOCOL_VERSION = 4  # 2: segment requests carry upsample, sam_refine and checkpoint; 3: download and doctor;
+# 4: error records carry fixes and subject, segment requests a nodata field
 MAX_LINE_BYTES = 16 * 1024 * 1024  # a request with many region polygons stays far below this
 MAX_DEPTH = 64  # JSON nesting; a record with GeoJSON multipolygons needs about 10
 
@@ -114,6 +115,17 @@ class Download(Message):
 
 
 @dataclass
+class ImportWeights(Message):
+    """Copy `file`, a weights file downloaded elsewhere, into the weights folder as `model`'s file once its
+    size and sha256 match (the file itself is never moved or changed): progress records (stage "verify",
+    bytes hashed), then a result {"model", "files"} or an error."""
+
+    model: str = ""
+    file: str = ""
+    type: ClassVar[str] = "import"
+
+
+@dataclass
 class Doctor(Message):
     """The environment report: answered by a result {"report": {...}, "markdown": "..."}. `worker` is what
     the client measured of the worker (start time, ping), added to the report as given."""
@@ -158,8 +170,10 @@ class ErrorRecord(Message):
     """`code` names the error class (e.g. "BandError", "Cancelled", "Busy", "ProtocolError")."""
 
     code: str = ""
-    message: str = ""
+    message: str = ""  # one line for the user, without commands: a front end adds `fixes` in its own words
     detail: str = ""  # a traceback for internal errors; never shown to users by default
+    fixes: list[str] = field(default_factory=list)  # names of contracts.FIXES, the first the likeliest
+    subject: str = ""  # what the fixes act on, usually a model id (contracts.FIXES' `{model}`)
     type: ClassVar[str] = "error"
 
 
@@ -169,10 +183,10 @@ class Bye(Message):
 
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
-    cls.type: cls for cls in (Ping, Segment, Cancel, ListModels, Download, Doctor, Shutdown, Pong, ProgressRecord,
-                              ResultRecord, ErrorRecord, Bye)
+    cls.type: cls for cls in (Ping, Segment, Cancel, ListModels, Download, ImportWeights, Doctor, Shutdown, Pong,
+                              ProgressRecord, ResultRecord, ErrorRecord, Bye)
 }
-_FIELD_TYPES = {"int": int, "str": str, "dict[str, Any]": dict}
+_FIELD_TYPES = {"int": int, "str": str, "dict[str, Any]": dict, "list[str]": list}
 
 # Nesting depth on the raw line, without decoding it: drop the strings, keep the brackets, sum +1/-1.
 _STRINGS = {str: re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"'), bytes: re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')}
@@ -222,6 +236,8 @@ def decode(line: str | bytes) -> Message:
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             raise ProtocolError(f"field {f.name!r} of a {kind!r} record must be {expected.__name__}, "
                                 f"got {type(value).__name__}", msg_id)
+        if expected is list and not all(isinstance(item, str) for item in value):
+            raise ProtocolError(f"field {f.name!r} of a {kind!r} record must be a list of strings", msg_id)
         values[f.name] = value
     unknown = set(data) - {f.name for f in fields(cls)} - {"type"}
     if unknown:

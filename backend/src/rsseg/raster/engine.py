@@ -31,9 +31,9 @@ from .blend import DEFAULT_STRIP_WIDTH, Spill, StripAccumulator, finished_rows, 
 from .memory import bound_heap_growth
 from .normalize import Stretch, estimate_stretch
 from .outputs import StagedFile, check_outputs, new_job_id, output_failure, prepare_out_dir, remove_stale
-from .palette import class_colour
+from .palette import class_colours
 from .region import Region, resolve_region
-from .source import RasterSource
+from .source import RasterSource, backing_file, is_virtual
 from .tiling import Tile, TileGrid
 from .vectorize import VectorizeOptions, vectorize_classes
 from .writer import BLOCK, ClassRasterWriter
@@ -115,10 +115,12 @@ class _TileReader:
 
 def feature_identity(request: SegmentRequest, source: RasterSource, stretch: Stretch) -> str:
     """What makes a tile's model input unique besides its window: the cache key's job part."""
-    stat = os.stat(request.raster)
-    return json.dumps({"raster": os.path.realpath(request.raster), "size": stat.st_size,
-                       "mtime_ns": stat.st_mtime_ns, "bands": list(source.bands), "stretch": stretch.to_dict(),
-                       "region": request.to_dict()["region"], "resolution": request.resolution}, sort_keys=True)
+    local = backing_file(request.raster)  # a raster in an archive: the archive's size and time
+    stat = os.stat(local) if local else None
+    return json.dumps({"raster": request.raster if is_virtual(request.raster) else os.path.realpath(request.raster),
+                       "size": stat and stat.st_size, "mtime_ns": stat and stat.st_mtime_ns,
+                       "bands": list(source.bands), "stretch": stretch.to_dict(), "region": request.to_dict()["region"],
+                       "resolution": request.resolution, "nodata": request.nodata}, sort_keys=True)
 
 
 def segment(request: SegmentRequest, model: TileModel, progress: Optional[ProgressCallback] = None,
@@ -151,7 +153,8 @@ def _segment(request: SegmentRequest, model: TileModel, progress: Optional[Progr
     staged: dict[str, StagedFile] = {}
     writer = None
     try:
-        with RasterSource(request.raster, request.bands, model.n_inputs, request.resolution) as source:
+        with RasterSource(request.raster, request.bands, model.n_inputs, request.resolution,
+                          request.nodata) as source:
             region = resolve_region(request.region, source.dataset)
             grid = tile_grid(request, model, region.height, region.width)
             stretch = estimate_stretch(source, region, request.percentiles, request.value_range)
@@ -190,8 +193,8 @@ def _segment(request: SegmentRequest, model: TileModel, progress: Optional[Progr
         cancel.check()
         timings["total"] = time.perf_counter() - t_start
         timings["outside_model"] = timings["total"] - timings["model"]
-        sentence = request.sentence is not None
-        classes = [ClassSummary(i + 1, n, class_colour(i + 1, sentence), int(tally.pixels[i + 1]),
+        colours = class_colours(names, request.sentence is not None)  # the mask's colour table (writer.py)
+        classes = [ClassSummary(i + 1, n, colours[i], int(tally.pixels[i + 1]),
                                 float(tally.area[i + 1]), polygon_counts.get(i + 1, 0),
                                 float(tally.score[i + 1] / tally.pixels[i + 1]) if tally.pixels[i + 1] else None)
                    for i, n in enumerate(names)]
@@ -272,7 +275,7 @@ def _stream(grid: TileGrid, reader: _TileReader, model: TileModel, runner: TileR
             if todo:
                 t0 = time.perf_counter()
                 keys = [f"{identity}|{t.x},{t.y},{t.width},{t.height}" for t in chunk if t.index in todo]
-                out = runner(np.stack([reads[i][0] for i in todo]), keys)
+                out = runner(np.stack([reads[i][0] for i in todo]), keys, cancel)
                 timings["model"] += time.perf_counter() - t0
                 expected = (len(todo), len(model.class_names), grid.tile_height, grid.tile_width)
                 if out.shape != expected:

@@ -24,6 +24,7 @@ import rasterio
 
 from ..errors import OutputError
 from ..protocol.contracts import OUTPUTS
+from .source import backing_file
 
 JOB_TAG = "RSSEG_JOB"  # GeoTIFF metadata item naming the job that wrote the file
 GPKG_DESCRIPTION = "rsseg polygons"  # prefix of the polygon layer's description in gpkg_contents
@@ -110,7 +111,7 @@ def check_outputs(folder: Path, raster: str) -> None:
         path = folder / name
         if not (path.exists() or path.is_symlink()):
             continue
-        if _same_file(path, raster):
+        if _same_file(path, backing_file(raster) or raster):  # a raster in an archive: the archive
             same = "" if str(path) == str(raster) else f" ({raster})"
             raise OutputError(f"{path} is the input raster{same}: writing the results into {folder} would replace "
                               "it; choose another output folder")

@@ -50,6 +50,24 @@ class Region:
         return data, valid
 
 
+def coordinate_decimals(crs: Optional[CRS]) -> int:
+    """Decimals that show a coordinate of `crs` to about a centimetre: 6 for degrees (0.1 m), 2 for metres and
+    feet, more for larger units (kilometres: 5). Why: error messages quoted QGIS's extents with 14 digits."""
+    if crs is None or crs.is_geographic:
+        return 6
+    try:
+        metres = crs.linear_units_factor[1]
+    except CRSError:  # an engineering or unusual CRS: no known unit
+        return 6
+    return min(6, max(0, math.ceil(math.log10(metres * 100) - 1e-9)))
+
+
+def format_coords(values, crs: Optional[CRS]) -> str:
+    """"(x0, y0, x1, y1)" rounded to what `crs` warrants (coordinate_decimals), for messages."""
+    decimals = coordinate_decimals(crs)
+    return "(" + ", ".join(repr(round(float(v), decimals) + 0.0) for v in values) + ")"
+
+
 def _crs(value: Optional[str], default: CRS, what: str) -> CRS:
     if not value:
         return default
@@ -70,7 +88,7 @@ def _window_for_bounds(bounds, dataset, described: str) -> Window:
     row1 = min(dataset.height, math.ceil(win.row_off + win.height - 1e-9))
     if col1 <= col0 or row1 <= row0:
         raise RegionError(
-            f"{described} lies outside {dataset.name} (raster bounds {tuple(round(v, 6) for v in dataset.bounds)} "
+            f"{described} lies outside {dataset.name} (raster bounds {format_coords(dataset.bounds, dataset.crs)} "
             f"in {dataset.crs})"
         )
     return Window(col0, row0, col1 - col0, row1 - row0)
@@ -97,7 +115,7 @@ def resolve_region(spec: RegionSpec, dataset) -> Region:
             raise RegionError("region polygons are empty")
         bounds = np.array([shape(g).bounds for g in geoms])
         box = (bounds[:, 0].min(), bounds[:, 1].min(), bounds[:, 2].max(), bounds[:, 3].max())
-        window = _window_for_bounds(box, dataset, f"region polygons (bounds {tuple(round(v, 6) for v in box)})")
+        window = _window_for_bounds(box, dataset, f"region polygons (bounds {format_coords(box, dataset.crs)})")
         region = Region(window, geoms)
         if not region.mask(window, dataset.transform).any():
             raise RegionError(f"region polygons cover no pixel centre of {dataset.name}")
@@ -106,7 +124,7 @@ def resolve_region(spec: RegionSpec, dataset) -> Region:
     with request_rules():
         check_bbox(spec.bbox)
     bbox = tuple(float(v) for v in spec.bbox)
-    described = f"bbox {bbox} in {src.to_string()}"
+    described = f"bbox {format_coords(bbox, src)} in {src.to_string()}"
     box = transform_bounds(src, dataset.crs, *bbox, densify_pts=21) if src != dataset.crs else bbox
     if not all(math.isfinite(v) for v in box):
         raise RegionError(

@@ -9,6 +9,7 @@ region, the stretch and the outputs all work on that grid (outputs carry its tra
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import rasterio
 from affine import Affine
@@ -31,9 +32,11 @@ def native_resolution_m(dataset: rasterio.DatasetReader) -> tuple[float, float]:
     return abs(geod.inv(x, y, xr, yr)[2]), abs(geod.inv(x, y, xd, yd)[2])
 
 
-def resampled_view(dataset: rasterio.DatasetReader, resolution_m: float) -> WarpedVRT:
+def resampled_view(dataset: rasterio.DatasetReader, resolution_m: float,
+                   nodata: Optional[float] = None) -> WarpedVRT:
     """The dataset on a grid of `resolution_m` metres per pixel (same CRS and extent); a positive number,
-    checked by SegmentRequest.validate()."""
+    checked by SegmentRequest.validate(). `nodata` (the request's override of the file's nodata) is what
+    the warper leaves out of its averages and writes where no valid pixel was."""
     if dataset.crs is None:
         raise ParameterError(f"{dataset.name} has no CRS, so a processing resolution in metres cannot be applied")
     res_x, res_y = native_resolution_m(dataset)
@@ -42,5 +45,6 @@ def resampled_view(dataset: rasterio.DatasetReader, resolution_m: float) -> Warp
     transform = dataset.transform * Affine.scale(dataset.width / width, dataset.height / height)
     coarser = width < dataset.width or height < dataset.height
     # float32 output keeps interpolated values exact; the warper carries nodata (all-bands rule still applies)
+    override = {} if nodata is None else {"src_nodata": nodata, "nodata": nodata}
     return WarpedVRT(dataset, crs=dataset.crs, transform=transform, width=width, height=height, dtype="float32",
-                     resampling=Resampling.average if coarser else Resampling.bilinear)
+                     resampling=Resampling.average if coarser else Resampling.bilinear, **override)

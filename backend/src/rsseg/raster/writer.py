@@ -41,7 +41,7 @@ class ClassRasterWriter:
         except rasterio.errors.RasterioIOError as exc:
             self.close()
             raise OutputError(f"cannot write {mask.final.parent}: {exc}") from exc
-        self.mask.write_colormap(1, colour_table(len(class_names), sentence))
+        self.mask.write_colormap(1, colour_table(class_names, sentence))  # result.json's colours
         names = {str(i + 1): n for i, n in enumerate(class_names)}
         self.mask.update_tags(CLASS_NAMES=json.dumps({"0": "unlabelled", **names}), PROMPT=prompt,
                               **{f"CLASS_{k}": v for k, v in names.items()}, **{JOB_TAG: job})

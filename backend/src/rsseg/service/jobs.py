@@ -24,6 +24,7 @@ from ..protocol.messages import (
     Download,
     EncodeError,
     ErrorRecord,
+    ImportWeights,
     ListModels,
     Message,
     Ping,
@@ -39,9 +40,10 @@ Work = Callable[[ProgressCallback, CancelToken], dict[str, Any]]  # a job: progr
 
 
 def error_record(msg_id: str, exc: BaseException, message: str = "") -> ErrorRecord:
-    """User errors keep their class name as the code; anything else is an InternalError with a traceback."""
+    """User errors keep their class name as the code, and their fixes and subject as data for the front end
+    to word (the message holds no command); anything else is an InternalError with a traceback."""
     if isinstance(exc, RssegError):
-        return ErrorRecord(msg_id, type(exc).__name__, str(exc))
+        return ErrorRecord(msg_id, type(exc).__name__, str(exc), fixes=list(exc.fixes), subject=exc.subject)
     detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return ErrorRecord(msg_id, "InternalError", f"internal error: {message or f'{type(exc).__name__}: {exc}'}", detail)
 
@@ -67,6 +69,8 @@ class Service:
             self._segment(message)
         elif isinstance(message, Download):
             self._start(message.id, lambda progress, cancel: _download(message.model, progress, cancel))
+        elif isinstance(message, ImportWeights):
+            self._start(message.id, lambda progress, cancel: _import(message.model, message.file, progress))
         elif isinstance(message, Doctor):
             self._start(message.id, lambda progress, cancel: _doctor(message.worker))
         elif isinstance(message, Cancel):
@@ -163,6 +167,14 @@ def _download(model_id: str, progress: ProgressCallback, cancel: CancelToken) ->
 
     spec = get_spec(model_id)
     return {"model": spec.id, "files": [str(p) for p in download_model(spec, progress, cancel)]}
+
+
+def _import(model_id: str, file: str, progress: ProgressCallback) -> dict[str, Any]:
+    from ..models import get_spec
+    from ..weights import import_weight
+
+    spec = get_spec(model_id)
+    return {"model": spec.id, "files": [str(import_weight(spec, file, progress))]}
 
 
 def _doctor(worker: dict[str, Any]) -> dict[str, Any]:

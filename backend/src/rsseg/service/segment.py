@@ -15,6 +15,14 @@ from ..protocol.contracts import SegmentRequest, SegmentResult
 from ..raster.engine import segment
 
 
+class _NotedRunner(TileRunner):
+    """A TileRunner whose notes also carry the model's own (`notes`, e.g. a sentence its text encoder read
+    only in part): the engine puts the runner's notes in the result, which the model never reaches."""
+
+    def notes(self) -> list[str]:
+        return [*getattr(self.model, "notes", ()), *super().notes()]
+
+
 def run_segment(request: SegmentRequest, progress: Optional[ProgressCallback] = None,
                 cancel: Optional[CancelToken] = None, cache: Optional[FeatureCache] = None) -> SegmentResult:
     """The one path every caller takes; `cache` (the worker's) lets later prompts reuse image features."""
@@ -24,4 +32,4 @@ def run_segment(request: SegmentRequest, progress: Optional[ProgressCallback] = 
     model = build_model(request.model, request.classes, request.sentence, device, request.model_options)
     report(progress, "load model", 1, 1)
     request = replace(request, device=device)
-    return segment(request, model, progress, cancel, runner=TileRunner(model, device, request.batch_size, cache))
+    return segment(request, model, progress, cancel, runner=_NotedRunner(model, device, request.batch_size, cache))

@@ -24,10 +24,9 @@ from ..errors import Cancelled, WeightsError
 from ..progress import CancelToken, ProgressCallback, report
 from ..spec import ModelSpec, WeightFile
 from .attest import attest, git_blob_sha1, pinned, record_pin
-from .store import weight_path, weights_dir
+from .store import candidate_urls, weight_path, weights_dir
 from .verify import CHUNK, forget_verified, record_verified, update_hash, verify_file, weight_state
 
-ENV_MIRROR = "RSSEG_WEIGHTS_MIRROR"  # institutional mirror / offline cache: tried before the registry URLs
 SCHEMES = ("https", "http")
 TIMEOUT_S = 30.0
 
@@ -41,22 +40,13 @@ class _Attempt:
     offline: bool = False
     reason: str = ""
     restart: bool = False  # the kept .part was at fault (removed): worth one fresh try on the same URL
+    resumable: bool = False  # stopped part-way with the .part kept: the next download resumes it
 
 
 class _SourceError(Exception):
     def __init__(self, attempt: _Attempt):
         super().__init__(attempt.message)
         self.attempt = attempt
-
-
-def candidate_urls(weight: WeightFile, urls: Optional[Sequence[str]] = None) -> list[str]:
-    """The mirror (if $RSSEG_WEIGHTS_MIRROR is set) first, then `urls` or the registry's URLs."""
-    found = []
-    mirror = os.environ.get(ENV_MIRROR, "").strip()
-    if mirror:
-        found.append(f"{mirror.rstrip('/')}/{weight.name}")
-    found.extend(weight.urls if urls is None else urls)
-    return list(dict.fromkeys(found))
 
 
 def host_of(url: str) -> str:
@@ -73,10 +63,11 @@ def part_path(weight: WeightFile) -> Path:
 
 def download_weight(weight: WeightFile, progress: Optional[ProgressCallback] = None,
                     cancel: Optional[CancelToken] = None, urls: Optional[Sequence[str]] = None,
-                    model_id: str = "ID") -> Path:
+                    model_id: str = "") -> Path:
     """Fetch `weight` into the weights dir (resuming a previous .part) and return its verified path.
 
     A file already there is hashed once (or trusted from the verified record) instead of downloaded again.
+    `model_id` (the model the file belongs to) is the subject of the errors' fixes.
     """
     weight, git_sha1, vouched_by = pinned(weight), None, None
     if not weight.published:  # the registry cannot say what the file is: the hub's record of it decides
@@ -88,10 +79,11 @@ def download_weight(weight: WeightFile, progress: Optional[ProgressCallback] = N
         if vouched_by:
             record_pin(weight, vouched_by)
         return target
-    import_hint = f"download {weight.name} elsewhere and run `rsseg models import {model_id} FILE`"
     candidates = candidate_urls(weight, urls)
     if not candidates:
-        raise WeightsError(f"{weight.name} (model {model_id!r}) has no download URL: {import_hint}")
+        named = f" (model {model_id!r})" if model_id else ""
+        raise WeightsError(f"{weight.name}{named} has no download URL; download it elsewhere and import it",
+                           fixes=("import",), subject=model_id)
     target.parent.mkdir(parents=True, exist_ok=True)
     attempts: list[_Attempt] = []
     for url in candidates:
@@ -104,7 +96,8 @@ def download_weight(weight: WeightFile, progress: Optional[ProgressCallback] = N
             record_pin(done, vouched_by)
         record_verified(done)
         return target
-    raise WeightsError(_failure_message(weight, attempts, import_hint))
+    message, fixes = _failure(weight, attempts)
+    raise WeightsError(message, fixes=fixes, subject=model_id)
 
 
 def download_model(spec: ModelSpec, progress: Optional[ProgressCallback] = None,
@@ -139,15 +132,17 @@ def _already_good(weight: WeightFile, target: Path, progress: Optional[ProgressC
     return False
 
 
-def _failure_message(weight: WeightFile, attempts: list[_Attempt], import_hint: str) -> str:
+def _failure(weight: WeightFile, attempts: list[_Attempt]) -> tuple[str, tuple[str, ...]]:
+    """The message and the fixes (protocol.contracts.FIXES) of a download that no source completed."""
     if all(a.offline for a in attempts):
         hosts = ", ".join(dict.fromkeys(host_of(a.url) for a in attempts))
         reasons = "; ".join(dict.fromkeys(a.reason for a in attempts))
         return (f"could not reach {hosts} to download {weight.name} ({reasons}): no network was reachable; "
-                f"{import_hint} (from {', '.join(a.url for a in attempts)})")
+                f"download it elsewhere (from {', '.join(a.url for a in attempts)}) and import it"), ("import",)
+    fixes = ("download",) if any(a.resumable for a in attempts) else ()
     if len(attempts) == 1:
-        return attempts[0].message
-    return f"could not download {weight.name} from any source: " + " | ".join(a.message for a in attempts)
+        return attempts[0].message, fixes
+    return f"could not download {weight.name} from any source: " + " | ".join(a.message for a in attempts), fixes
 
 
 def _open(url: str, offset: int):
@@ -276,7 +271,7 @@ def _stream(response, url: str, weight: WeightFile, part: Path, offset: int, has
     if done < weight.size:
         raise _SourceError(_Attempt(url, f"download of {weight.name} from {host_of(url)} stopped at {done} of "
                                          f"{weight.size} bytes (connection closed early); {part} is kept and the "
-                                         "next `rsseg models download` resumes it"))
+                                         "next download resumes it", resumable=True))
 
 
 def _finish(part: Path, weight: WeightFile, actual: str, url: str, resumed: bool,

@@ -37,10 +37,11 @@ def import_weight(spec: ModelSpec, file: str | Path, progress: Optional[Progress
     candidates = [w for w in known if w.published and w.size == size]
     if not candidates:
         unknown = [w.name for w in known if not w.published]
-        unchecked = (f"; {', '.join(unknown)} cannot be imported before `rsseg models download {spec.id}` has "
-                     "pinned their checksums (the registry has none of its own)") if unknown else ""
+        unchecked = (f"; {', '.join(unknown)} cannot be imported before a download of {spec.id} has pinned their "
+                     "checksums (the registry has none of its own)") if unknown else ""
         raise WeightsError(f"{source} is {size} bytes, which matches no weight file of model {spec.id!r}: expected "
-                           f"{_expected([w for w in known if w.published])}{unchecked}")
+                           f"{_expected([w for w in known if w.published])}{unchecked}",
+                           fixes=("download",) if unknown else (), subject=spec.id)
     folder = weights_dir()
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=".import-", suffix=".tmp")

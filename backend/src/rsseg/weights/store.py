@@ -7,14 +7,27 @@ a component (SAM for refinement and for RSRefSeg) share one download.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from ..errors import WeightsError
 from ..jsonfile import read_json_file, write_json_file
 from ..spec import ModelSpec, WeightFile
 
 ENV_DIR = "RSSEG_WEIGHTS_DIR"
+ENV_MIRROR = "RSSEG_WEIGHTS_MIRROR"  # institutional mirror / offline cache: tried before the registry URLs
+
+
+def candidate_urls(weight: WeightFile, urls: Optional[Sequence[str]] = None) -> list[str]:
+    """Where a download looks for `weight`: the mirror (if $RSSEG_WEIGHTS_MIRROR is set) first, then `urls`
+    or the registry's URLs. Empty: the file can only be imported."""
+    found = []
+    mirror = os.environ.get(ENV_MIRROR, "").strip()
+    if mirror:
+        found.append(f"{mirror.rstrip('/')}/{weight.name}")
+    found.extend(weight.urls if urls is None else urls)
+    return list(dict.fromkeys(found))
 
 
 def weights_dir() -> Path:

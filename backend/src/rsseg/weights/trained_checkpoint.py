@@ -91,7 +91,7 @@ def _json_of(path: Path) -> Path:
         return path
     if path.suffix == ".safetensors" or (path.suffix == "" and not path.exists()):
         return path.with_suffix(".json")
-    raise ModelError(f"{path} is not an rsseg checkpoint JSON: expected the .json that `rsseg train` writes "
+    raise ModelError(f"{path} is not an rsseg checkpoint JSON: expected the .json that a training run writes "
                      "(RUN/checkpoints/step-N.json, beside its .safetensors)")
 
 

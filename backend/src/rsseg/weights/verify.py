@@ -21,7 +21,7 @@ from ..errors import WeightsError
 from ..progress import ProgressCallback, report
 from ..spec import ModelSpec, WeightFile
 from .attest import pinned, read_pins
-from .store import read_json, weight_path, write_json
+from .store import candidate_urls, read_json, weight_path, write_json
 
 CHUNK = 1 << 20  # 1 MiB: bounded memory whatever the file size
 RECORD = ".verified.json"
@@ -61,12 +61,22 @@ def sha256_file(path: str | Path, progress: Optional[ProgressCallback] = None) -
     return hasher.hexdigest()
 
 
-def verify_file(path: str | Path, weight: WeightFile, progress: Optional[ProgressCallback] = None) -> None:
-    """Raise WeightsError unless `path` has the registry's (or the pinned) size and sha256 for `weight`."""
+def replace_fixes(spec: ModelSpec) -> tuple[str, ...]:
+    """The fixes (protocol.contracts.FIXES) for a missing or bad file of `spec`: a download, or an import of
+    a file fetched elsewhere; only the import when a file has nowhere to be downloaded from."""
+    if all(candidate_urls(w) for w in spec.weights):
+        return ("download", "import")
+    return ("import",)
+
+
+def verify_file(path: str | Path, weight: WeightFile, progress: Optional[ProgressCallback] = None,
+                model_id: str = "") -> None:
+    """Raise WeightsError unless `path` has the registry's (or the pinned) size and sha256 for `weight`
+    (`model_id`: the model it belongs to, which the fix names)."""
     path, weight = Path(path), pinned(weight)
     if not weight.published:
         raise WeightsError(f"{weight.name} has no published checksum and was never downloaded here, so there is "
-                           "nothing to check it against: fetch it with `rsseg models download`")
+                           "nothing to check it against", fixes=("download",), subject=model_id)
     if not path.is_file():
         raise WeightsError(f"weight file {path} does not exist (expected {weight.name}, {weight.size} bytes)")
     size = path.stat().st_size
@@ -148,23 +158,26 @@ def weights_present(spec: ModelSpec) -> bool:
 
 
 def verify_model(spec: ModelSpec, progress: Optional[ProgressCallback] = None) -> list[WeightState]:
-    """Re-hash every weight file of `spec`; records the good ones and raises one WeightsError for the bad."""
-    problems = []
+    """Re-hash every weight file of `spec`; records the good ones and raises one WeightsError for the bad
+    (a missing or bad file is fixed by a download or an import; an unpinned one by a download)."""
+    problems, fixes, replace = [], set(), replace_fixes(spec)
     for weight in spec.weights:
         path = weight_path(weight)
         if not path.is_file():
-            problems.append(f"{weight.name} is missing from {path.parent} (run `rsseg models download {spec.id}` "
-                            f"or `rsseg models import {spec.id} FILE`)")
+            problems.append(f"{weight.name} is missing from {path.parent}")
+            fixes.update(replace)
             continue
         try:
-            verify_file(path, weight, progress)
+            verify_file(path, weight, progress, spec.id)
         except WeightsError as exc:
             forget_verified(weight)
             problems.append(str(exc))
+            fixes.update(exc.fixes or replace)
         else:
             record_verified(weight)
     if problems:
-        raise WeightsError(f"model {spec.id!r}: " + "; ".join(problems))
+        raise WeightsError(f"model {spec.id!r}: " + "; ".join(problems),
+                           fixes=[f for f in ("download", "import") if f in fixes], subject=spec.id)
     return weight_status(spec)
 
 
@@ -175,17 +188,17 @@ def checked_paths(spec: ModelSpec) -> list[Path]:
     refused without being opened; a file the verified record does not vouch for (never verified, or
     its size, mtime or inode changed since) is re-hashed now, recorded when good and forgotten when bad.
     """
-    fix = f"run `rsseg models download {spec.id}` (or `rsseg models import {spec.id} FILE`)"
+    fix = {"fixes": replace_fixes(spec), "subject": spec.id}
     status = resolved_status(spec)
     if not all(state.present for _, state in status):
-        raise WeightsError(f"weights for {spec.id} are not installed: {fix}")
+        raise WeightsError(f"weights for {spec.id} are not installed", **fix)
     for weight, state in status:
         if not weight.published:
             raise WeightsError(f"{state.path} was not loaded: it has no checksum to be checked against (the registry "
-                               f"states none and no download here pinned one): run `rsseg models download {spec.id}`")
+                               "states none and no download here pinned one)", fixes=("download",), subject=spec.id)
         if state.size != weight.size:
             raise WeightsError(f"{state.path} was not loaded: it is {state.size} bytes, but {weight.name} is "
-                               f"{weight.size} bytes: {fix}")
+                               f"{weight.size} bytes", **fix)
         if state.verified is not True:
             try:
                 before = state.path.stat()
@@ -195,7 +208,7 @@ def checked_paths(spec: ModelSpec) -> list[Path]:
             if actual != weight.sha256:
                 forget_verified(weight)
                 raise WeightsError(f"{state.path} was not loaded: it failed its checksum (sha256 {actual}, expected "
-                                   f"{weight.sha256}): {fix}")
+                                   f"{weight.sha256})", **fix)
             record_verified(weight, before)
     return [state.path for _, state in status]
 
@@ -203,7 +216,8 @@ def checked_paths(spec: ModelSpec) -> list[Path]:
 def checked_copy(path: Path, spec: ModelSpec) -> Path:
     """`path`, a copy of `spec`'s (single) weight file kept outside the weights dir, after a full hash."""
     try:
-        verify_file(path, spec.weights[0])
+        verify_file(path, spec.weights[0], model_id=spec.id)
     except WeightsError as exc:
-        raise WeightsError(f"{exc}; it was not loaded as the weights of {spec.id}") from None
+        raise WeightsError(f"{exc}; it was not loaded as the weights of {spec.id}", fixes=exc.fixes,
+                           subject=spec.id) from None
     return path

@@ -43,20 +43,30 @@ def build_tokenizer(config: dict[str, Any]) -> Any:
             text_cfg = (open_clip_module().get_model_config(config["open_clip_model"]) or {}).get("text_cfg", {})
         else:
             text_cfg = config["architecture"].get("text_cfg", {})
-        return local_hf_tokenizer(config["tokenizer_dir"], text_cfg)
+        return local_hf_tokenizer(config["tokenizer_dir"], text_cfg, _tokenizer_owner(config["tokenizer_dir"]))
     name = config.get("open_clip_model") or config.get("tokenizer", TINY_TOKENIZER)
     return open_clip_module().get_tokenizer(name)
 
 
-def local_hf_tokenizer(folder: str, text_cfg: dict[str, Any]) -> Any:
-    """open_clip's HFTokenizer with the text tower's settings (context length, cleaning), from disk only."""
+def _tokenizer_owner(folder: str) -> str:
+    """The first registry entry whose weight files bring the tokenizer in `folder` ("" for none): the model
+    a missing tokenizer's fix downloads."""
+    from ..registry import MODELS
+
+    wanted = f"{folder}/tokenizer.json"
+    return next((spec.id for spec in MODELS.values() if any(w.name == wanted for w in spec.weights)), "")
+
+
+def local_hf_tokenizer(folder: str, text_cfg: dict[str, Any], model_id: str = "") -> Any:
+    """open_clip's HFTokenizer with the text tower's settings (context length, cleaning), from disk only;
+    `model_id`: the registry entry whose download brings it (the fix's subject)."""
     from ...errors import WeightsError
     from ...weights import weights_dir
 
     path = weights_dir() / folder
     if not (path / "tokenizer.json").is_file():
-        raise WeightsError(f"the tokenizer is not installed in {path}: run `rsseg models download` for the model "
-                           "that uses it")
+        raise WeightsError(f"the tokenizer is not installed in {path}; it comes with the weights of "
+                           f"{model_id or 'the model that uses it'}", fixes=("download",), subject=model_id)
     return open_clip_module().tokenizer.HFTokenizer(str(path), context_length=text_cfg.get("context_length", 77),
                                               local_files_only=True, **text_cfg.get("tokenizer_kwargs", {}))
 

@@ -20,9 +20,10 @@ import torch.nn.functional as F
 
 from ...errors import ModelError
 from ...windows import tile_starts
-from ..prompts import display_name
+from ..prompts import display_name, synonyms
 from .dense import dense_features
-from .text import class_embeddings, class_logits
+from .text import IMAGENET_TEMPLATES, class_embeddings, class_logits
+from .tokens import class_name_notes
 
 SAM_MODES = ("off", "peaks", "vote")
 
@@ -78,6 +79,9 @@ class OpenVocabCLIP:
         self._mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self._std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self._text, self._owner = class_embeddings(clip, tokenizer, list(prompts), device=device)
+        # CLIP reads 77 tokens of each prompt template: say which class names did not fit (result notes)
+        self.notes = class_name_notes(tokenizer, [name for line in prompts for name in synonyms(line)],
+                                      IMAGENET_TEMPLATES)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.decode(self.encode(batch))

@@ -71,13 +71,6 @@ def text_tokens(clip: nn.Module, text: torch.Tensor) -> tuple[torch.Tensor, torc
     return project_text(tower.text_projection, x), project_text(tower.text_projection, pooled)
 
 
-def pad_id(tokenizer: Any) -> int:
-    """The id the tokenizer pads with (CLIP's BPE: 0; Hugging Face ones say); padding is left out of the local
-    semantics."""
-    value = getattr(getattr(tokenizer, "tokenizer", None), "pad_token_id", None)
-    return int(value) if value is not None else 0
-
-
 def logit_scale_bias(clip: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(s, b): the encoder's learned logit scale (exponentiated) and bias (None for CLIP, which has none)."""
     return clip.logit_scale.exp(), getattr(clip, "logit_bias", None)

@@ -6,7 +6,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from ...errors import ModelError
+from ...errors import ModelError, WeightsError
 from ...execution.tile_model import TileModel
 from ...spec import ModelSpec
 from ..factory import builder, refuse_options, warm, weights_id
@@ -20,8 +20,17 @@ def _load_seeded(spec: ModelSpec, device: str) -> Any:
 
 
 def _load_trained(spec: ModelSpec, device: str, checkpoint: str) -> tuple[Any, str]:
-    """(the trained model, its checkpoint's content id), kept warm together: hashed once per load."""
-    return load_trained(spec, device, checkpoint), checkpoint_id(checkpoint)
+    """(the trained model, its checkpoint's content id), kept warm together: hashed once per load.
+
+    A checkpoint that is missing, unreadable or does not fit is fixed by choosing another one (the
+    "checkpoint" fix); errors that name their own fix (missing base weights, another model's checkpoint)
+    keep it."""
+    try:
+        return load_trained(spec, device, checkpoint), checkpoint_id(checkpoint)
+    except ModelError as exc:
+        if exc.fixes or isinstance(exc, WeightsError):
+            raise
+        raise ModelError(str(exc), fixes=("checkpoint",), subject=spec.id) from None
 
 
 @builder("rsrefseg")
@@ -31,9 +40,8 @@ def build_rsrefseg(spec: ModelSpec, prompts: list[str], activation: str, device:
     checkpoint = options.pop("checkpoint", None)
     refuse_options(spec, options)
     if checkpoint is None:
-        if spec.real:
-            raise ModelError(f"{spec.id} has no released trained weights: give the checkpoint of an `rsseg train` "
-                             f"run (--checkpoint RUN/checkpoints/step-N.json)")
+        if spec.needs_checkpoint:
+            raise ModelError(f"{spec.id} has no released trained weights", fixes=("checkpoint",), subject=spec.id)
         return RSRefSegTileModel(warm(spec, device, _load_seeded), prompts[0], device, weights_id(spec))
     path = Path(checkpoint).resolve()
     stamp = path.stat().st_mtime_ns if path.is_file() else None

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..clip.builder import build_tokenizer, build_vl_encoder
-from .encoders import logit_scale_bias, pad_id, text_tokens, visual_tokens
+from ..clip.tokens import pad_id
+from .encoders import logit_scale_bias, text_tokens, visual_tokens
 from .prompter import AttnPrompter, global_logits, local_semantics
 
 

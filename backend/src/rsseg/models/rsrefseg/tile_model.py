@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ...execution.tile_model import SIGMOID
+from ..clip.tokens import sentence_notes
 from .model import ImageFeatures, RSRefSeg
 
 
@@ -29,6 +30,8 @@ class RSRefSegTileModel:
         self.whole_region = True
         with torch.no_grad():
             self._text = model.tokenize([sentence]).to(device)
+        # the text encoder's context holds a few dozen tokens: say when the sentence did not fit (result notes)
+        self.notes = sentence_notes(model.tokenizer, sentence)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.decode(self.encode(batch))

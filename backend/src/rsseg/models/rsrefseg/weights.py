@@ -47,8 +47,9 @@ def load_trained(spec: ModelSpec, device: str, checkpoint: Optional[str]) -> Any
     ckpt = load_trained_checkpoint(checkpoint)
     trained_for = ckpt.record.get("model")
     if trained_for != spec.id:
-        raise ModelError(f"{checkpoint} was trained for model {trained_for!r}, not {spec.id!r}: "
-                         f"run it with --model {trained_for}")
+        raise ModelError(f"{checkpoint} was trained for model {trained_for!r}, not {spec.id!r}",
+                         fixes=("model",) if isinstance(trained_for, str) and trained_for else (),
+                         subject=trained_for if isinstance(trained_for, str) else "")
     model = apply_lora_config(load_base(spec, "cpu"), spec.config)
     try:
         load_trainable_state_dict(model, ckpt.model)
