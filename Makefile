@@ -32,7 +32,7 @@ help:
 	@echo "make lint   ruff and Bandit over the sources (must stay clean)"
 	@echo "make bench  print the engine benchmark table"
 	@echo "make package  build dist/rs_refseg_plugin-<version>.zip (validated, backend source inside)"
-	@echo "make deploy   install that zip into a QGIS profile and enable it (PROFILE_DIR=... to choose)"
+	@echo "make deploy   install that zip into a QGIS profile, enable it, use .venv's backend (PROFILE_DIR=...)"
 
 # python3-qgis for PyQGIS; the desktop (qgis) with xvfb, xauth and xdotool for the end-to-end GUI test.
 APT_PACKAGES := python3-qgis python3-venv qgis xvfb xauth x11-utils xdotool
@@ -72,8 +72,11 @@ bench: setup
 package:
 	@$(TOOL_PY) tools/package_plugin.py package --out $(DIST)
 
+# deploy also points the profile's backend Python (QgsSettings rs_refseg/python) at $(VENV)'s, when it
+# has rsseg and the user has not chosen another interpreter there (tools/deploy_backend.py).
 deploy: package
 	@$(TOOL_PY) tools/package_plugin.py deploy --zip $(DIST)/rs_refseg_plugin-$$(sed -n 's/^version=//p' rs_refseg_plugin/metadata.txt | tr -d '[:space:]').zip $(if $(PROFILE_DIR),--profile "$(PROFILE_DIR)")
+	@$(TOOL_PY) tools/deploy_backend.py --python "$(abspath $(PY))" $(if $(PROFILE_DIR),--profile "$(PROFILE_DIR)")
 
 clean:
 	rm -rf $(STAMPS) $(DEMO_OUT) out $(DIST)

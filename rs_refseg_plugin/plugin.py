@@ -1,5 +1,6 @@
-"""The plugin object QGIS creates: the dock, its menu and toolbar action, the Layers panel's
-"Segment this layer..." action, the result loader; `unload` removes all of it and stops the worker."""
+"""The plugin object QGIS creates: the dock's action (Raster menu and the Plugins toolbar, which a
+fresh profile shows), "Add segmentation result…", "Help", the Layers panel's "Segment this layer..."
+action, the Processing provider; `unload` removes all of it and stops the worker."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ except ImportError:  # Qt5 (QGIS 3)
     from qgis.PyQt.QtWidgets import QAction
 
 from .core.backend import close_shared_backend
+from .core.help import HELP_URL, open_help
 from .core.result_layers import ResultError, add_result_layers, read_result
 from .processing.provider import RsSegProvider
 from .ui.messages import push
@@ -27,7 +29,8 @@ MENU = "&RS RefSeg"
 class RsRefSegPlugin:
     def __init__(self, iface):
         self.iface = iface
-        self.actions: list[QAction] = []
+        self.actions: list[QAction] = []  # in the Raster menu
+        self.toolbar_action: Optional[QAction] = None  # on the Plugins toolbar
         self.layer_action: Optional[QAction] = None
         self.dock = None
         self.provider: Optional[RsSegProvider] = None
@@ -51,13 +54,19 @@ class RsRefSegPlugin:
         show.setToolTip("Open the RS RefSeg dock: segment a raster from a class list or a sentence")
         show.triggered.connect(lambda: self.show_dock())
         self.iface.addPluginToRasterMenu(MENU, show)
-        self.iface.addRasterToolBarIcon(show)
+        self.iface.addToolBarIcon(show)  # the Plugins toolbar: the Raster toolbar is hidden in a fresh profile
+        self.toolbar_action = show
         self.actions.append(show)
         load = QAction(icon, "Add segmentation result…", window)
         load.setToolTip("Load an rsseg result.json as styled mask and polygon layers")
         load.triggered.connect(self.add_result_dialog)
         self.iface.addPluginToRasterMenu(MENU, load)
         self.actions.append(load)
+        help_action = QAction(QgsApplication.getThemeIcon("/mActionHelpContents.svg"), "Help", window)
+        help_action.setToolTip(f"Open the plugin's documentation in the browser ({HELP_URL})")
+        help_action.triggered.connect(lambda: self.open_help())
+        self.iface.addPluginToRasterMenu(MENU, help_action)
+        self.actions.append(help_action)
         self.layer_action = QAction(icon, "Segment this layer…", window)
         self.layer_action.triggered.connect(self.segment_active_layer)
         self.iface.addCustomActionForLayerType(self.layer_action, "", QgsMapLayerType.RasterLayer, True)
@@ -68,9 +77,11 @@ class RsRefSegPlugin:
             self.iface.removeCustomActionForLayerType(self.layer_action)
             self.layer_action.deleteLater()
             self.layer_action = None
+        if self.toolbar_action is not None:
+            self.iface.removeToolBarIcon(self.toolbar_action)
+            self.toolbar_action = None
         for action in self.actions:
             self.iface.removePluginRasterMenu(MENU, action)
-            self.iface.removeRasterToolBarIcon(action)
             action.deleteLater()
         self.actions.clear()
         if self.dock is not None:
@@ -98,6 +109,13 @@ class RsRefSegPlugin:
         """The Layers panel's "Segment this layer...": the dock, set to the layer right-clicked."""
         layer = self.iface.activeLayer()
         self.show_dock(layer if isinstance(layer, QgsRasterLayer) else None)
+
+    # -- help --------------------------------------------------------------------------------------
+    def open_help(self) -> None:
+        """The Raster menu's "Help": docs/plugin.md in the browser, or its address when none opens."""
+        if not open_help():
+            push(self.iface.messageBar(), f"could not open a browser; the documentation is at {HELP_URL}",
+                 Qgis.MessageLevel.Warning)
 
     # -- results -----------------------------------------------------------------------------------
     def add_result_dialog(self) -> None:

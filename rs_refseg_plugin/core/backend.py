@@ -58,6 +58,14 @@ class Backend:
                                progress, cancelled, False)
         return list(record.get("files", []))
 
+    def import_weights(self, model: str, path: str, progress: Optional[Percent] = None,
+                       cancelled: Optional[Stop] = None) -> list[str]:
+        """Copy a weights file downloaded elsewhere into place once its size and sha256 match `model`'s entry."""
+        record = self._watched(lambda on_progress, wait: self.client.import_weights(model, path, on_progress,
+                                                                                    wait=wait),
+                               progress, cancelled, False)
+        return list(record.get("files", []))
+
     def doctor(self) -> str:
         """The backend's environment report as Markdown (for bug reports)."""
         return str(self.client.doctor(timeout=120).get("markdown", ""))

@@ -7,11 +7,11 @@ one clear message instead of a backend round trip.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 from ..protocol.contracts import REGIONS, RegionSpec, RequestError, SegmentRequest
+from .run_folder import default_root, new_run_folder
 
 
 class JobError(Exception):
@@ -32,19 +32,30 @@ class JobParameters:
     polygons_crs: Optional[str] = None
     tile: int = 512
     overlap: int = 64
-    out_dir: str = ""  # empty: a new temporary folder
+    out_dir: str = ""  # the folder each run gets a new sub-folder in; empty: run_folder.default_root()
     checkpoint: Optional[str] = None  # trained referring models
+    bands: Optional[tuple[int, ...]] = None  # 1-based source bands for the model's inputs; None: automatic
+    resolution: Optional[float] = None  # processing grid in metres per pixel; None: the raster's own
+    nodata: Optional[float] = None  # treat this source value as nodata (a collar without a nodata flag)
 
     def to_request(self) -> SegmentRequest:
         if not self.model:
             raise JobError("choose a model")
         try:
+            optional = {"nodata": self.nodata} if self.nodata is not None else {}  # older backends lack it
             request = SegmentRequest.from_prompt(
                 self.mode, self.prompt, raster=self.raster, out_dir="", model=self.model, region=self._region(),
-                tile=self.tile, overlap=self.overlap, device=self.device, checkpoint=self.checkpoint or None).validate()
+                tile=self.tile, overlap=self.overlap, device=self.device, checkpoint=self.checkpoint or None,
+                bands=tuple(self.bands) if self.bands else None, resolution=self.resolution, **optional).validate()
         except RequestError as exc:  # e.g. the same class twice, an empty prompt, overlap over half a tile
             raise JobError(str(exc)) from None
-        return replace(request, out_dir=self.out_dir or tempfile.mkdtemp(prefix="rs_refseg_"))
+        root = self.out_dir or str(default_root())
+        try:
+            folder = new_run_folder(root, request.prompt)
+        except OSError as exc:
+            raise JobError(f"cannot create a run folder in the output folder {root}: {exc.strerror or exc}; "
+                           "choose another output folder") from None
+        return replace(request, out_dir=str(folder))
 
     def _region(self) -> RegionSpec:
         if self.region == "extent":

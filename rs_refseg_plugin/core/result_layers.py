@@ -1,20 +1,26 @@
 """Turn a backend result record (the worker's, or a result.json a user opens) into styled layers.
 
 The raster gets a paletted renderer with the class names and colours, the polygons a categorized
-renderer with the same colours, both in a group named after the prompt. Layers are built and
-checked first and added only when all are valid, so a failure adds nothing to the project.
+renderer with the same colours, both in a group named "<prompt> — <model> <HH:MM>" (the prompt
+shortened to one line, so repeated runs are told apart and a long sentence stays a short name).
+The full prompt, the model, the source raster and the job's summary go into each layer's metadata
+(kept in the project). Layers are built and checked first and added only when all are valid, so a
+failure adds nothing to the project.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 from qgis.core import (
     QgsCategorizedSymbolRenderer,
     QgsLayerTreeGroup,
+    QgsMapLayer,
     QgsPalettedRasterRenderer,
     QgsProject,
     QgsRasterLayer,
@@ -25,6 +31,11 @@ from qgis.core import (
 from qgis.PyQt.QtGui import QColor
 
 from ..protocol.contracts import POLYGON_LAYER, ClassSummary, SegmentResult
+from .summary import MAX_LABEL, short, summary_lines
+
+LEGEND_LABEL = 40  # characters of a class name in the legend (the full names are in the metadata)
+KEYWORDS_MODEL = "rsseg model"  # QgsLayerMetadata keyword vocabularies
+KEYWORDS_CLASSES = "rsseg classes"
 
 
 class ResultError(Exception):
@@ -50,7 +61,7 @@ def read_result(path: str | Path) -> SegmentResult:
 
 
 def style_raster(layer: QgsRasterLayer, classes: Sequence[ClassSummary]) -> None:
-    entries = [QgsPalettedRasterRenderer.Class(c.id, QColor(c.colour), c.name) for c in classes]
+    entries = [QgsPalettedRasterRenderer.Class(c.id, QColor(c.colour), short(c.name, LEGEND_LABEL)) for c in classes]
     layer.setRenderer(QgsPalettedRasterRenderer(layer.dataProvider(), 1, entries))
 
 
@@ -60,25 +71,108 @@ def style_vector(layer: QgsVectorLayer, classes: Sequence[ClassSummary]) -> None
         symbol = QgsSymbol.defaultSymbol(layer.geometryType())
         symbol.setColor(QColor(c.colour))
         symbol.setOpacity(0.6)
-        categories.append(QgsRendererCategory(c.id, symbol, c.name))
+        categories.append(QgsRendererCategory(c.id, symbol, short(c.name, LEGEND_LABEL)))
     layer.setRenderer(QgsCategorizedSymbolRenderer("class_id", categories))
+
+
+# -- names and metadata ----------------------------------------------------------------------------
+
+def _model(result: SegmentResult) -> str:
+    model = result.request.get("model") if isinstance(result.request, dict) else None
+    return model.strip() if isinstance(model, str) else ""
+
+
+def _as_time(value) -> Optional[datetime]:
+    """An epoch (seconds) or an ISO 8601 text as local time; None for anything else."""
+    try:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return datetime.fromtimestamp(value)
+        if isinstance(value, str) and value.strip():
+            parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+            return parsed.astimezone() if parsed.tzinfo else parsed
+    except (OverflowError, OSError, ValueError):
+        pass
+    return None
+
+
+def finished_at(result: SegmentResult) -> Optional[datetime]:
+    """When the job finished: the record's `finished` (of `run` or `timings`, where a backend writes
+    one), else the mask file's modification time (written at the end of the job); None if neither."""
+    for record in (result.run, result.timings):
+        found = _as_time(record.get("finished")) if isinstance(record, dict) else None
+        if found is not None:
+            return found
+    try:
+        return datetime.fromtimestamp(os.stat(result.mask).st_mtime)
+    except (OSError, TypeError, ValueError):
+        return None
+
+
+def _with_run(name: str, result: SegmentResult, when: Optional[datetime]) -> str:
+    """"NAME — <model> <HH:MM>", leaving out what the record does not say."""
+    tail = " ".join(part for part in (short(_model(result), 40), when.strftime("%H:%M:%S") if when else "") if part)
+    return f"{name} — {tail}" if tail else name
+
+
+def group_name(result: SegmentResult, when: Optional[datetime] = None) -> str:
+    """"<short prompt> — <model> <HH:MM>" (the time: finished_at unless given)."""
+    when = when if when is not None else finished_at(result)
+    return _with_run(short(result.prompt or "segmentation", MAX_LABEL), result, when)
+
+
+def layer_name(result: SegmentResult, kind: str) -> str:
+    """"<short prompt> (mask)" or "(polygons)": the group names the model and the time."""
+    return f"{short(result.prompt or 'segmentation', MAX_LABEL)} ({kind})"
+
+
+def describe(result: SegmentResult, when: Optional[datetime] = None) -> str:
+    """The metadata abstract: the full prompt, the model, the source raster, when, and the summary."""
+    request = result.request if isinstance(result.request, dict) else {}
+    lines = [f"Prompt: {result.prompt}"]
+    if _model(result):
+        lines.append(f"Model: {_model(result)}")
+    if request.get("checkpoint"):
+        lines.append(f"Checkpoint: {request['checkpoint']}")
+    if request.get("raster"):
+        lines.append(f"Source raster: {request['raster']}")
+    if when is not None:
+        lines.append(f"Finished: {when.strftime('%Y-%m-%d %H:%M:%S')}")
+    return "\n".join(lines + [""] + summary_lines(result))
+
+
+def set_metadata(layer: QgsMapLayer, result: SegmentResult, kind: str, when: Optional[datetime] = None) -> None:
+    """Title, abstract (describe) and keywords (the model, the class names) in the layer's metadata."""
+    metadata = layer.metadata()  # keeps what the provider or a side-car file filled in
+    metadata.setTitle(_with_run(layer_name(result, kind), result, when))
+    metadata.setAbstract(describe(result, when))
+    metadata.setType("dataset")
+    keywords = {KEYWORDS_CLASSES: [c.name for c in result.classes]}
+    if _model(result):
+        keywords[KEYWORDS_MODEL] = [_model(result)]
+    metadata.setKeywords(keywords)
+    if layer.crs().isValid():
+        metadata.setCrs(layer.crs())
+    layer.setMetadata(metadata)
 
 
 def add_result_layers(result: SegmentResult, project: QgsProject | None = None) -> AddedResult:
     """Load the outputs of one job as styled layers; raises ResultError and adds nothing on failure."""
     project = project or QgsProject.instance()
-    prompt = result.prompt or "segmentation"
-    raster = QgsRasterLayer(result.mask, f"{prompt} (mask)", "gdal")
+    raster = QgsRasterLayer(result.mask, layer_name(result, "mask"), "gdal")
     if not raster.isValid():
         raise ResultError(f"cannot load the mask raster {result.mask} (missing or not a GeoTIFF)")
     vector = None
     if result.polygons:
-        vector = QgsVectorLayer(f"{result.polygons}|layername={POLYGON_LAYER}", f"{prompt} (polygons)", "ogr")
+        vector = QgsVectorLayer(f"{result.polygons}|layername={POLYGON_LAYER}", layer_name(result, "polygons"), "ogr")
         if not vector.isValid():
             raise ResultError(f"cannot load the polygons {result.polygons} (missing or not a GeoPackage)")
         style_vector(vector, result.classes)
     style_raster(raster, result.classes)
-    group = project.layerTreeRoot().insertGroup(0, prompt)
+    when = finished_at(result)
+    for layer, kind in ((raster, "mask"), (vector, "polygons")):
+        if layer is not None:
+            set_metadata(layer, result, kind, when)
+    group = project.layerTreeRoot().insertGroup(0, group_name(result, when))
     for layer in (vector, raster):
         if layer is not None:
             project.addMapLayer(layer, False)

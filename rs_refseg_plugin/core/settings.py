@@ -49,7 +49,8 @@ class PluginSettings:
     model_classes: str = DEFAULT_MODELS["classes"]
     model_sentence: str = DEFAULT_MODELS["sentence"]
     device: str = "auto"
-    out_dir: str = ""  # empty: temporary outputs
+    out_dir: str = ""  # empty: run_folder.default_root() (beside the saved project)
+    show_test_models: bool = False
 
     @classmethod
     def load(cls) -> "PluginSettings":
@@ -61,7 +62,8 @@ class PluginSettings:
                    model_classes=s.value(PREFIX + "model_classes", defaults.model_classes),
                    model_sentence=s.value(PREFIX + "model_sentence", defaults.model_sentence),
                    device=s.value(PREFIX + "device", defaults.device),
-                   out_dir=s.value(PREFIX + "out_dir", ""))
+                   out_dir=s.value(PREFIX + "out_dir", ""),
+                   show_test_models=s.value(PREFIX + "show_test_models", False, type=bool))
 
     def save(self) -> None:
         s = QgsSettings()

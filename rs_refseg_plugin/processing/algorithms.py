@@ -5,12 +5,31 @@ from __future__ import annotations
 from qgis.core import QgsProcessingParameterExtent, QgsProcessingParameterFile, QgsProcessingParameterString
 
 from ..core.job import JobParameters
-from ..protocol.contracts import DEFAULT_MODELS
+from ..protocol.contracts import DEFAULT_MODELS, DEVICES, EXAMPLE_PROMPTS
 from .base import SegmentAlgorithm
+
+# Each parameter in a line: the dialog's label, the script's name (processing.run), what it takes.
+MODEL_HELP = ("Model (MODEL): the models the RS RefSeg dock last listed that take {what} (press Refresh in the "
+              "dock to update the list; default {default}).\n"
+              "Custom model id (CUSTOM_MODEL, advanced): a model the list does not show; used instead of Model when "
+              "set.\n"
+              f"Device (DEVICE): {', '.join(DEVICES)}; auto picks a GPU when there is one.\n")
+RASTER_HELP = ("Bands (BANDS, advanced): the raster's bands fed to the model, in order (e.g. 3, 2, 1 for a "
+               "raster stored blue, green, red; one band is repeated); empty: the red, green and blue bands by "
+               "their colour, else the first ones.\n"
+               "Resolution (RESOLUTION, advanced): the pixel size in metres to segment at, and of the mask "
+               "(e.g. 0.3 for a 5 cm drone image); empty: the raster's own.\n"
+               "Nodata value (NODATA, advanced): pixels of this value are left out (e.g. 0 for a black border "
+               "that the raster does not mark as nodata).\n"
+               "Mask (OUTPUT_RASTER): the class raster; Polygons (OUTPUT_VECTOR): its polygons (attributes "
+               "class, class_id, score).\n\n"
+               "The models run in the backend environment chosen in the RS RefSeg dock (Advanced → Backend "
+               "Python, or Set up backend…).")
 
 
 class SegmentClassesAlgorithm(SegmentAlgorithm):
     CLASSES = "CLASSES"
+    mode = "classes"
     default_model = DEFAULT_MODELS["classes"]
 
     def name(self):
@@ -21,16 +40,17 @@ class SegmentClassesAlgorithm(SegmentAlgorithm):
 
     def shortHelpString(self):  # noqa: N802
         return ("Labels every pixel of the raster with one of the classes you type, and writes the class mask "
-                "and its polygons (attributes class, class_id, score).\n\n"
-                "CLASSES: comma-separated, e.g. \"building, road, tree, water\". With semicolons, commas give "
-                "synonyms of one class: \"road, parking lot; tree; water\".\n"
-                "MODEL: an open-vocabulary model id of `rsseg models` (clip-vit-b-16, remoteclip-vit-b-32...).\n"
-                "The models run in the rsseg backend environment set in the RS RefSeg settings.")
+                "and its polygons.\n\n"
+                "Input raster (INPUT): a raster layer of a local file.\n"
+                f"Classes (CLASSES): comma-separated, e.g. \"{EXAMPLE_PROMPTS['classes']}\". With semicolons, "
+                "commas give synonyms of one class: \"road, parking lot; tree; water\".\n"
+                + MODEL_HELP.format(what="a class list", default=self.default_model) + RASTER_HELP)
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.add_input()
         self.addParameter(QgsProcessingParameterString(self.CLASSES, "Classes (e.g. building, road, tree)"))
         self.add_model_and_device()
+        self.add_raster_options()
         self.add_outputs()
 
     def job_parameters(self, parameters, context, layer, raster):
@@ -40,7 +60,10 @@ class SegmentClassesAlgorithm(SegmentAlgorithm):
 
 class SegmentSentenceAlgorithm(SegmentAlgorithm):
     SENTENCE, EXTENT, CHECKPOINT = "SENTENCE", "EXTENT", "CHECKPOINT"
+    mode = "sentence"
     default_model = DEFAULT_MODELS["sentence"]
+    FIX_WORDS = {**SegmentAlgorithm.FIX_WORDS,
+                 "checkpoint": "choose the step-N.json of a training run in Trained checkpoint"}
 
     def name(self):
         return "segment_sentence"
@@ -49,12 +72,13 @@ class SegmentSentenceAlgorithm(SegmentAlgorithm):
         return "Segment from a sentence (referring)"
 
     def shortHelpString(self):  # noqa: N802
-        return ("Finds the object a sentence describes, e.g. \"the large white building next to the parking lot\", "
-                "and writes its mask and polygons.\n\n"
-                "EXTENT: the region to look in (default: the whole layer).\n"
-                "MODEL: a referring model id of `rsseg models`; CHECKPOINT: the JSON of a checkpoint trained with "
-                "`rsseg train` (the released RSRefSeg configuration needs one).\n"
-                "The models run in the rsseg backend environment set in the RS RefSeg settings.")
+        return ("Finds the object a sentence describes and writes its mask and polygons.\n\n"
+                "Input raster (INPUT): a raster layer of a local file.\n"
+                f"Sentence (SENTENCE): e.g. \"{EXAMPLE_PROMPTS['sentence']}\".\n"
+                + MODEL_HELP.format(what="a sentence", default=self.default_model)
+                + "Region (EXTENT): where to look (default: the whole layer).\n"
+                "Trained checkpoint (CHECKPOINT): the step-N.json of a training run; the RSRefSeg models need "
+                "one (no trained weights were released).\n" + RASTER_HELP)
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.add_input()
@@ -62,8 +86,10 @@ class SegmentSentenceAlgorithm(SegmentAlgorithm):
         self.add_model_and_device()
         self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Region (default: the whole layer)",
                                                        optional=True))
-        self.addParameter(QgsProcessingParameterFile(self.CHECKPOINT, "Trained checkpoint (rsseg train JSON)",
+        self.addParameter(QgsProcessingParameterFile(self.CHECKPOINT,
+                                                     "Trained checkpoint (step-N.json of a training run)",
                                                      extension="json", optional=True))
+        self.add_raster_options()
         self.add_outputs()
 
     def job_parameters(self, parameters, context, layer, raster):

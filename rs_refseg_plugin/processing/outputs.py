@@ -5,7 +5,8 @@ the file by an atomic move (a rename, or across file systems a copy to a hidden 
 destination then a rename), any other format is converted with GDAL (gdal.Translate /
 gdal.VectorTranslate). check_destinations refuses, before the job runs, a destination that cannot
 be written. Every failure is a one-line QgsProcessingException naming the output and the file, and
-leaves no partial file behind.
+leaves no partial file behind. Loaded outputs get the class palette, a name of the prompt, the model
+and the time ("water, tree — clip-vit-b-16 14:05 (mask)"), and the full prompt in their metadata.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import re
 import shutil
 import tempfile
 import threading
+from datetime import datetime
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
@@ -30,8 +32,8 @@ from qgis.core import (
     QgsVectorFileWriter,
 )
 
-from ..core.result_layers import style_raster, style_vector
-from ..protocol.contracts import POLYGON_LAYER, ClassSummary
+from ..core.result_layers import group_name, set_metadata, style_raster, style_vector
+from ..protocol.contracts import POLYGON_LAYER, ClassSummary, SegmentResult
 
 RASTER_NATIVE = (".tif", ".tiff")
 VECTOR_NATIVE = (".gpkg",)
@@ -290,11 +292,14 @@ def deliver_vector(source: str, destination: str, label: str = "Polygons") -> st
 
 
 class ResultStyler(QgsProcessingLayerPostProcessorInterface):
-    """Applies the result's class palette to a loaded output (raster: paletted, vector: categorized)."""
+    """Applies the result's class palette to a loaded output (raster: paletted, vector: categorized) and,
+    given the result, its metadata (title, the full prompt in the abstract, the model, the summary)."""
 
-    def __init__(self, classes: Sequence[ClassSummary]):
+    def __init__(self, classes: Sequence[ClassSummary], result: Optional[SegmentResult] = None, kind: str = "",
+                 when: Optional[datetime] = None):
         super().__init__()
         self.classes = classes
+        self.result, self.kind, self.when = result, kind, when
 
     def postProcessLayer(self, layer, context, feedback):  # noqa: N802 - QGIS API
         if layer is None or not layer.isValid():
@@ -303,7 +308,14 @@ class ResultStyler(QgsProcessingLayerPostProcessorInterface):
             style_raster(layer, self.classes)
         elif layer.type() == QgsMapLayer.VectorLayer:
             style_vector(layer, self.classes)
+        if self.result is not None:
+            set_metadata(layer, self.result, self.kind, self.when)
         layer.triggerRepaint()
+
+
+def output_name(result: SegmentResult, kind: str, when: Optional[datetime] = None) -> str:
+    """A loaded output's name: "<short prompt> — <model> <HH:MM> (<kind>)"."""
+    return f"{group_name(result, when)} ({kind})"
 
 
 # Processing keeps only a pointer to a post-processor: the Python object must outlive the run.
@@ -319,6 +331,11 @@ def keep(styler: ResultStyler) -> ResultStyler:
     return styler
 
 
-def style_on_load(context, destination: str, classes: Sequence[ClassSummary]) -> None:
+def style_on_load(context, destination: str, result: SegmentResult, kind: str,
+                  when: Optional[datetime] = None) -> None:
+    """For an output loaded when the algorithm ends: its name (output_name; QGIS still names a file
+    after itself where its "prefer file name as layer name" setting says so), palette and metadata."""
     if context.willLoadLayerOnCompletion(destination):
-        context.layerToLoadOnCompletionDetails(destination).setPostProcessor(keep(ResultStyler(classes)))
+        details = context.layerToLoadOnCompletionDetails(destination)
+        details.name = output_name(result, kind, when)
+        details.setPostProcessor(keep(ResultStyler(result.classes, result, kind, when)))

@@ -1,5 +1,5 @@
 """Small background tasks of the dock, each one request to the backend's worker: list the models,
-download a model's weights, build the diagnostics report. Each reports back in the main thread
+download or import a model's weights, build the diagnostics report. Each reports back in the main thread
 through its callback."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class BackendTask(QgsTask):
         except JobCancelled:
             self.error = "cancelled"
         except BackendError as exc:
-            self.error = str(exc)
+            self.error = exc.text("gui")
         return False
 
     def finished(self, ok: bool) -> None:
@@ -47,7 +47,7 @@ class ModelsTask(BackendTask):
         try:
             return self.backend.models()
         except BackendError as exc:
-            raise BackendError(str(exc).split("\n", 1)[0]) from None  # the first line: the bar has room for one
+            raise BackendError(exc.text("gui").split("\n", 1)[0]) from None  # the bar has room for one line
 
 
 class DownloadTask(BackendTask):
@@ -64,6 +64,20 @@ class DownloadTask(BackendTask):
                                          self.isCanceled)
         except JobCancelled:
             raise BackendError("cancelled (the partial file is kept and resumed next time)") from None
+
+
+class ImportTask(BackendTask):
+    """The worker's `import` request: a weights file downloaded elsewhere is copied into the backend's
+    weights folder once its size and sha256 match the model's registry entry (the user's file is
+    never moved or changed)."""
+
+    def __init__(self, backend: Backend, model: str, path: str, on_done: Callable[[Optional[list], str], None]):
+        super().__init__(f"RS RefSeg: import weights for {model}", QgsTask.Flag(0), on_done)  # one hash: no cancel
+        self.backend, self.model, self.path = backend, model, path
+
+    def call(self) -> list:
+        return self.backend.import_weights(self.model, self.path,
+                                           lambda percent, _stage: self.setProgress(percent), self.isCanceled)
 
 
 class DoctorTask(BackendTask):

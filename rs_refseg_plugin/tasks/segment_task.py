@@ -18,16 +18,18 @@ from ..protocol.contracts import SegmentRequest, SegmentResult
 class SegmentTask(QgsTask):
     """Runs `request` on `backend`; `on_done(added, message, details)` is called in the main thread."""
 
-    def __init__(self, backend: Backend, request: SegmentRequest, temporary_out: bool,
+    def __init__(self, backend: Backend, request: SegmentRequest,
                  on_done: Callable[[Optional[AddedResult], str, str], None],
                  on_progress: Optional[Callable[[float, str], None]] = None,
                  project: Optional[QgsProject] = None):
         super().__init__(f"RS RefSeg: {request.prompt}", QgsTask.Flag.CanCancel)
-        self.backend, self.request, self.temporary_out = backend, request, temporary_out
+        self.backend, self.request = backend, request
         self.on_done, self.on_progress, self.project = on_done, on_progress, project
         self.result: Optional[SegmentResult] = None
         self.error: Optional[str] = None
         self.details = ""
+        self.fixes: tuple[str, ...] = ()  # what would fix the error (contracts.FIXES), and for which model
+        self.subject = ""
         self.was_cancelled = False
         self.stage = ""
 
@@ -37,14 +39,16 @@ class SegmentTask(QgsTask):
             self.setProgress(percent)
 
         try:
-            self.result = self.backend.run_job(self.request, progress, self.isCanceled)
+            # queue: a run pressed while the model list or a download is on the worker waits for it
+            self.result = self.backend.run_job(self.request, progress, self.isCanceled, queue=True)
             return True
         except JobCancelled:
             self.was_cancelled = True
         except WorkerCrashed as exc:
             self.error, self.details = str(exc).split("\n", 1)[0], getattr(exc, "stderr_tail", "")
         except BackendError as exc:
-            self.error, self.details = str(exc), getattr(exc, "detail", "") or ""
+            self.error, self.details = exc.text("gui"), getattr(exc, "detail", "") or ""
+            self.fixes, self.subject = tuple(exc.fixes or ()), exc.subject or ""
         except Exception as exc:  # noqa: BLE001 - reported in the bar, never raised into QGIS
             self.error, self.details = f"unexpected error: {exc}", repr(exc)
         return False
@@ -66,7 +70,6 @@ class SegmentTask(QgsTask):
             self.on_done(None, self.error or "the job failed", self.details)
 
     def _discard(self) -> None:
-        """A temporary output folder of a job that added nothing goes away (the backend has already
-        removed partial files; this removes the folder it wrote into)."""
-        if self.temporary_out:
-            shutil.rmtree(Path(self.request.out_dir), ignore_errors=True)
+        """The run's own folder (run_folder.new_run_folder made it for this job) goes when the job added
+        nothing; the backend has already removed its partial files."""
+        shutil.rmtree(Path(self.request.out_dir), ignore_errors=True)

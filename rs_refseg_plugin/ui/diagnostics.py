@@ -6,6 +6,7 @@ from qgis.core import QgsApplication
 from qgis.PyQt.QtWidgets import QApplication, QDialog, QDialogButtonBox, QPlainTextEdit, QPushButton, QVBoxLayout
 
 from ..core.backend import Backend
+from ..core.help import open_help
 from ..tasks.model_tasks import DoctorTask
 
 
@@ -24,6 +25,7 @@ class DiagnosticsDialog(QDialog):
         self.copy_button.setEnabled(False)
         self.copy_button.clicked.connect(self.copy)
         buttons.addButton(self.copy_button, QDialogButtonBox.ButtonRole.ActionRole)
+        buttons.addButton(QDialogButtonBox.StandardButton.Help).clicked.connect(lambda: open_help("the-backend"))
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)
         self.task = DoctorTask(backend, self._done)

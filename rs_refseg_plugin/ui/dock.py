@@ -7,13 +7,24 @@ else (the worker, progress, cancel, adding layers) lives in the shared core and 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Optional
 
-from qgis.core import Qgis, QgsApplication, QgsMapLayerProxyModel, QgsRasterLayer, QgsTask
-from qgis.gui import QgsCollapsibleGroupBox, QgsDockWidget, QgsFileWidget, QgsMapLayerComboBox
+from qgis.core import Qgis, QgsApplication, QgsMapLayerProxyModel, QgsRasterLayer, QgsSettings, QgsTask
+from qgis.gui import (
+    QgsCollapsibleGroupBox,
+    QgsDockWidget,
+    QgsDoubleSpinBox,
+    QgsFileWidget,
+    QgsMapLayerComboBox,
+    QgsMapToolExtent,
+)
+from qgis.PyQt.QtCore import QDir, Qt
 from qgis.PyQt.QtWidgets import (
     QButtonGroup,
+    QCheckBox,
     QComboBox,
+    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -27,17 +38,26 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from ..core.backend import Backend, shared_backend
+from ..core.help import open_help
 from ..core.job import JobError, JobParameters
 from ..core.layers import local_raster
 from ..core.result_layers import AddedResult
-from ..core.settings import PluginSettings
+from ..core.run_folder import default_root
+from ..core.settings import PREFIX, PluginSettings
+from ..core.summary import summary_lines
 from ..protocol.client import BackendError
-from ..protocol.contracts import DEVICES, EXAMPLE_PROMPTS, REGIONS, task_accepts
-from ..tasks.model_tasks import DownloadTask, ModelsTask
+from ..protocol.contracts import DEVICES, EXAMPLE_PROMPTS
+from ..tasks.model_tasks import DownloadTask, ImportTask, ModelsTask
 from ..tasks.segment_task import SegmentTask
+from .band_picker import BandPicker
+from .first_run import FirstRunPanel, Step, next_step
 from .messages import push
+from .model_picker import fill_combo, picker_items
 
-REGION_LABELS = ("Whole layer", "Current map view", "Selected polygons")  # of contracts.REGIONS, in order
+# The region choices: (label, JobParameters.region, how its bounds are found).
+REGION_CHOICES = (("Whole layer", "layer"), ("Current map view", "extent"), ("Drawn rectangle", "drawn"),
+                  ("Selected polygons", "polygons"))
+MODELS_CACHE = PREFIX + "models_cache"  # the last model list, for the Processing algorithms' choices
 
 
 class SegmentDock(QgsDockWidget):
@@ -51,17 +71,27 @@ class SegmentDock(QgsDockWidget):
         self.task: Optional[SegmentTask] = None
         self.side_task: Optional[QgsTask] = None  # model list / download / diagnostics
         self.models: list[dict] = []
+        self.fix_subject = ""  # the model a failed job said to download or import (may be a component)
+        self.python_dialog: Optional[QFileDialog] = None
         self.last_added: Optional[AddedResult] = None
+        self.last_result = None  # the SegmentResult of the last run that added layers
         self._build()
         self._refresh_prompts()
+        self._layer_changed(self.layer.currentLayer())
+        self._show_default_folder()
+        if self.python.filePath():
+            self.refresh_models()  # so the list and the first-run panel say what is installed
 
     # -- construction ------------------------------------------------------------------------------
     def _build(self) -> None:
         body = QWidget(self)
         layout = QVBoxLayout(body)
+        self.first_run = FirstRunPanel(self._act, body)
+        layout.addWidget(self.first_run)
         form = QFormLayout()
         self.layer = QgsMapLayerComboBox(body)
         self.layer.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
+        self.layer.layerChanged.connect(self._layer_changed)
         form.addRow("Raster layer", self.layer)
 
         modes = QHBoxLayout()
@@ -83,6 +113,8 @@ class SegmentDock(QgsDockWidget):
         self.model.setEditable(True)  # an id the list does not show yet still works
         self.model.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.model.setMinimumContentsLength(22)
+        self.model.currentIndexChanged.connect(lambda _: self._update_first_run())
+        self.model.editTextChanged.connect(lambda _: self._update_first_run())  # a typed id
         self.refresh_button = QPushButton("Refresh", body)
         self.refresh_button.setToolTip("List the backend's models and which have their weights installed")
         self.refresh_button.clicked.connect(self.refresh_models)
@@ -95,7 +127,9 @@ class SegmentDock(QgsDockWidget):
         form.addRow("Model", models)
         self.checkpoint = QgsFileWidget(body)
         self.checkpoint.setFilter("rsseg checkpoint (*.json)")
-        self.checkpoint.setToolTip("A trained referring model: RUN/checkpoints/step-N.json of `rsseg train`")
+        self.checkpoint.setToolTip("A trained referring model: the step-N.json file in the checkpoints folder "
+                                   "of a training run")
+        self.checkpoint.fileChanged.connect(lambda _: self._update_first_run())
         form.addRow("Checkpoint", self.checkpoint)
 
         self.device = QComboBox(body)
@@ -104,21 +138,57 @@ class SegmentDock(QgsDockWidget):
         form.addRow("Device", self.device)
 
         self.region = QComboBox(body)
-        for key, label in zip(REGIONS, REGION_LABELS):
+        for label, key in REGION_CHOICES:
             self.region.addItem(label, key)
+        self.draw_button = QPushButton("Draw…", body)
+        self.draw_button.setToolTip("Drag a rectangle on the map: the region to segment")
+        self.draw_button.clicked.connect(self.draw_rectangle)
+        regions = QHBoxLayout()
+        regions.addWidget(self.region, 1)
+        regions.addWidget(self.draw_button)
+        self.drawn: Optional[tuple[tuple[float, float, float, float], str]] = None  # bbox and CRS WKT
+        self.rectangle_tool: Optional[QgsMapToolExtent] = None
         self.polygons = QgsMapLayerComboBox(body)
         self.polygons.setFilters(QgsMapLayerProxyModel.Filter.PolygonLayer)
-        self.region.currentIndexChanged.connect(lambda _: self.polygons.setEnabled(self.region_key() == "polygons"))
+        self.region.currentIndexChanged.connect(lambda _: self._region_changed())
         self.polygons.setEnabled(False)
-        form.addRow("Region", self.region)
+        form.addRow("Region", regions)
         form.addRow("Polygon layer", self.polygons)
 
         self.out_dir = QgsFileWidget(body)
         self.out_dir.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
         self.out_dir.setFilePath(self.settings.out_dir)
-        self.out_dir.lineEdit().setPlaceholderText("temporary outputs")
+        self.out_dir.setToolTip("Each run writes a new sub-folder here; empty: beside the saved project "
+                                "(rs_refseg_outputs), or in the QGIS profile while the project is unsaved")
         form.addRow("Output folder", self.out_dir)
         layout.addLayout(form)
+
+        inputs = QgsCollapsibleGroupBox("Bands, resolution and nodata", body)
+        inputs.setCollapsed(True)
+        inp = QFormLayout(inputs)
+        self.bands = BandPicker(inputs)
+        inp.addRow("Bands", self.bands)
+        self.resolution = QgsDoubleSpinBox(inputs)
+        self.resolution.setRange(0.0, 10000.0)
+        self.resolution.setDecimals(2)
+        self.resolution.setSpecialValueText("the raster's own")
+        self.resolution.setSuffix(" m/px")
+        self.resolution.setClearValue(0.0)
+        self.resolution.setToolTip("Process on a grid of this many metres per pixel (0: the raster's own grid)")
+        inp.addRow("Resolution", self.resolution)
+        nodata = QHBoxLayout()
+        self.nodata_on = QCheckBox("Treat", inputs)
+        self.nodata = QgsDoubleSpinBox(inputs)
+        self.nodata.setRange(-1e12, 1e12)
+        self.nodata.setDecimals(4)
+        self.nodata.setEnabled(False)
+        self.nodata_on.toggled.connect(self.nodata.setEnabled)
+        nodata.addWidget(self.nodata_on)
+        nodata.addWidget(self.nodata, 1)
+        nodata.addWidget(QLabel("as nodata", inputs))
+        self.nodata_on.setToolTip("For a black collar without a nodata flag: pixels of this value are left out")
+        inp.addRow("Nodata", nodata)
+        layout.addWidget(inputs)
 
         advanced = QgsCollapsibleGroupBox("Advanced", body)
         advanced.setCollapsed(True)
@@ -134,7 +204,12 @@ class SegmentDock(QgsDockWidget):
         self.python = QgsFileWidget(advanced)
         self.python.setFilePath(self.settings.python)
         self.python.setToolTip("The Python interpreter of the environment with the rsseg backend")
+        self.python.fileChanged.connect(lambda _: self._python_changed())
         adv.addRow("Backend Python", self.python)
+        self.show_test = QCheckBox("Show test models (random weights, for checking the set-up)", advanced)
+        self.show_test.setChecked(self.settings.show_test_models)
+        self.show_test.toggled.connect(lambda _: self._fill_models())
+        adv.addRow(self.show_test)
         tools = QHBoxLayout()
         self.setup_button = QPushButton("Set up backend…", advanced)
         self.setup_button.clicked.connect(self.set_up_backend)
@@ -151,8 +226,12 @@ class SegmentDock(QgsDockWidget):
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self.cancel_button.setEnabled(False)
+        self.help_button = QPushButton("Help", body)
+        self.help_button.setToolTip("Open the plugin's documentation in the browser")
+        self.help_button.clicked.connect(lambda: open_help("the-dock"))
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
+        buttons.addWidget(self.help_button)
         layout.addLayout(buttons)
         self.progress = QProgressBar(body)
         self.progress.setRange(0, 100)
@@ -160,6 +239,12 @@ class SegmentDock(QgsDockWidget):
         layout.addWidget(self.progress)
         self.status = QLabel("", body)
         layout.addWidget(self.status)
+        self.summary = QLabel("", body)
+        self.summary.setObjectName("RsRefSegSummary")
+        self.summary.setWordWrap(True)
+        self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.summary.setVisible(False)
+        layout.addWidget(self.summary)
         self.log = QPlainTextEdit(body)
         self.log.setReadOnly(True)
         self.log.setMaximumBlockCount(2000)
@@ -176,6 +261,47 @@ class SegmentDock(QgsDockWidget):
     def set_layer(self, layer: QgsRasterLayer) -> None:
         self.layer.setLayer(layer)
 
+    def _layer_changed(self, layer) -> None:
+        self.bands.set_layer(layer if isinstance(layer, QgsRasterLayer) else None)
+
+    def _region_changed(self) -> None:
+        key = self.region_key()
+        self.polygons.setEnabled(key == "polygons")
+        if key == "polygons":
+            self._prefer_user_polygons()
+        if key == "drawn" and self.drawn is None:
+            self.draw_rectangle()
+
+    def _prefer_user_polygons(self) -> None:
+        """The polygon list starts on one of the user's layers, not on a result the plugin added."""
+        current = self.polygons.currentLayer()
+        if current is not None and not current.customProperty("rs_refseg/result", False):
+            return
+        for i in range(self.polygons.count()):
+            layer = self.polygons.layer(i)
+            if layer is not None and not layer.customProperty("rs_refseg/result", False):
+                self.polygons.setLayer(layer)
+                return
+
+    def draw_rectangle(self) -> None:
+        """Let the user drag a rectangle on the map; it becomes the "Drawn rectangle" region."""
+        canvas = self.iface.mapCanvas()
+        self.rectangle_tool = QgsMapToolExtent(canvas)
+        self.rectangle_tool.extentChanged.connect(self.rectangle_drawn)
+        canvas.setMapTool(self.rectangle_tool)
+        self.write_log("drag a rectangle on the map…")
+
+    def rectangle_drawn(self, rect) -> None:
+        canvas = self.iface.mapCanvas()
+        if rect.isEmpty():
+            return
+        self.drawn = ((rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()),
+                      canvas.mapSettings().destinationCrs().toWkt())
+        self.region.setCurrentIndex(self.region.findData("drawn"))
+        if self.rectangle_tool is not None:
+            canvas.unsetMapTool(self.rectangle_tool)
+        self.write_log(f"region: the drawn rectangle {rect.toString(2)}")
+
     def _refresh_prompts(self) -> None:
         mode = self.mode()
         recent = self.settings.recent_sentences if mode == "sentence" else self.settings.recent_classes
@@ -188,32 +314,72 @@ class SegmentDock(QgsDockWidget):
 
     def _fill_models(self) -> None:
         mode = self.mode()
-        chosen = self.settings.model_sentence if mode == "sentence" else self.settings.model_classes
-        self.model.clear()
-        for row in self.models:
-            if task_accepts(row.get("task"), mode):
-                state = "installed" if row.get("weights_present") else "download needed"
-                self.model.addItem(f"{row['id']} ({state})", row["id"])
-        index = self.model.findData(chosen)
-        if index >= 0:
-            self.model.setCurrentIndex(index)
-        else:
-            self.model.setEditText(chosen)
+        chosen = self.model_id() if self.model.count() else \
+            self.settings.model_sentence if mode == "sentence" else self.settings.model_classes
+        self.model.blockSignals(True)
+        fill_combo(self.model, picker_items(self.models, mode, self.show_test.isChecked()), chosen)
+        self.model.blockSignals(False)
+        self._update_first_run()
 
     def model_id(self) -> str:
-        """The id typed, or picked from the list (whose items read "id (state)")."""
-        return self.model.currentText().split(" (")[0].strip()
+        """The id picked from the list (its item data), or typed."""
+        data = self.model.currentData()
+        if data and self.model.currentText() == self.model.itemText(self.model.currentIndex()):
+            return str(data)
+        return self.model.currentText().split(" — ")[0].strip()
+
+    def _offer_fix(self, fixes: tuple[str, ...], subject: str) -> None:
+        """A failed job's fixes become the first-run panel's buttons (a download is of `subject`, which may be
+        a part of the chosen model, e.g. its SAM)."""
+        actions = [f for f in fixes if f in ("download", "import", "checkpoint", "setup")]
+        if not actions:
+            return
+        self.fix_subject = subject
+        needs = {"download": f"“{subject}” needs its weights.", "import": f"“{subject}” needs its weights file.",
+                 "checkpoint": "This model needs a trained checkpoint.",
+                 "setup": "The backend environment is not usable."}
+        self.first_run.show_step(Step(needs[actions[0]] + " Press the button below, then Run again.", actions))
+
+    def _update_first_run(self) -> None:
+        self.fix_subject = ""
+        listing = isinstance(self.side_task, ModelsTask)
+        rows = self.models if self.models or not self.python.filePath() else None
+        checkpoint = self.checkpoint.filePath() if self.mode() == "sentence" else ""
+        self.first_run.show_step(next_step(self.python.filePath(), rows, self.model_id(), checkpoint, listing))
+
+    def _act(self, action: str) -> None:
+        """A first-run panel button."""
+        if action == "setup":
+            self.set_up_backend()
+        elif action == "python":
+            self.choose_python()
+        elif action == "download":
+            self.download_model()
+        elif action == "import":
+            self.import_weights()
+        elif action == "checkpoint":
+            self.choose_checkpoint()
+        elif action == "refresh":
+            self.refresh_models()
 
     def parameters(self) -> JobParameters:
         """The job the dock describes (raises JobError for what is missing)."""
         layer = self.layer.currentLayer()
         if layer is None:
             raise JobError("choose a raster layer")
+        region = self.region_key()
         params = JobParameters(raster=local_raster(layer), mode=self.mode(), prompt=self.prompt.currentText(),
-                               model=self.model_id(), device=self.device.currentText(), region=self.region_key(),
+                               model=self.model_id(), device=self.device.currentText(),
+                               region="extent" if region == "drawn" else region,
                                tile=self.tile.value(), overlap=self.overlap.value(), out_dir=self.out_dir.filePath(),
-                               checkpoint=(self.checkpoint.filePath() or None) if self.mode() == "sentence" else None)
-        if params.region == "extent":
+                               checkpoint=(self.checkpoint.filePath() or None) if self.mode() == "sentence" else None,
+                               bands=self.bands.bands(), resolution=self.resolution.value() or None,
+                               nodata=self.nodata.value() if self.nodata_on.isChecked() else None)
+        if region == "drawn":
+            if self.drawn is None:
+                raise JobError("no rectangle drawn yet: press Draw… and drag a rectangle on the map")
+            params.bbox, params.bbox_crs = self.drawn
+        elif params.region == "extent":
             canvas = self.iface.mapCanvas()
             extent = canvas.extent()
             params.bbox = (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum())
@@ -226,8 +392,12 @@ class SegmentDock(QgsDockWidget):
             params.polygons_crs = polygons.crs().toWkt()
         return params
 
+    def _show_default_folder(self) -> None:
+        self.out_dir.lineEdit().setPlaceholderText(f"{default_root()} (a new sub-folder per run)")
+
     def _save_settings(self, params: JobParameters) -> None:
         self.settings.python = self.python.filePath()
+        self.settings.show_test_models = self.show_test.isChecked()
         self.settings.device = params.device
         self.settings.out_dir = self.out_dir.filePath()
         if params.mode == "sentence":
@@ -262,7 +432,8 @@ class SegmentDock(QgsDockWidget):
             return
         self._save_settings(params)
         self.last_added = None
-        self.task = SegmentTask(backend, request, temporary_out=not params.out_dir, on_done=self._done)
+        self.summary.setVisible(False)
+        self.task = SegmentTask(backend, request, on_done=self._done)
         self.task.progressChanged.connect(self._progress)
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
@@ -281,7 +452,10 @@ class SegmentDock(QgsDockWidget):
             self.status.setText(self.task.stage)
 
     def _done(self, added: Optional[AddedResult], message: str, details: str) -> None:
-        self.task = None
+        task, self.task = self.task, None
+        result = task.result if task is not None else None
+        if task is not None and task.fixes:
+            self._offer_fix(task.fixes, task.subject or self.model_id())
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         self.status.setText("")
@@ -289,6 +463,11 @@ class SegmentDock(QgsDockWidget):
         if added is not None:
             self.last_added = added
             self.progress.setValue(100)
+            for layer in (added.raster, added.vector):
+                if layer is not None:
+                    layer.setCustomProperty("rs_refseg/result", True)
+            self.last_result = result
+            self.show_summary(added, result)
             self.write_log(f"done: added “{added.group.name()}”")
             push(bar, f"added “{added.group.name()}”", Qgis.MessageLevel.Success)
         elif message.startswith("cancelled"):
@@ -299,6 +478,15 @@ class SegmentDock(QgsDockWidget):
             self.progress.setValue(0)
             self.write_log(f"failed: {message}" + (f"\n{details}" if details else ""))
             push(bar, message, Qgis.MessageLevel.Critical, details)
+
+    def show_summary(self, added: AddedResult, result) -> None:
+        lines = summary_lines(result) if result is not None else []
+        folder = Path(result.mask).parent if result is not None else None
+        text = "\n".join([f"“{added.group.name()}”", *lines] + ([f"Outputs: {folder}"] if folder else []))
+        self.summary.setText(text)
+        self.summary.setVisible(True)
+        for line in lines:
+            self.write_log(f"  {line}")
 
     def write_log(self, text: str) -> None:
         self.log.appendPlainText(text)
@@ -313,17 +501,27 @@ class SegmentDock(QgsDockWidget):
             return
         self.write_log("listing models…")
         self._side(ModelsTask(backend, self._models_listed))
+        self._update_first_run()
+
+    def _python_changed(self) -> None:
+        self.models = []
+        self._fill_models()
+        if self.python.filePath():
+            self.refresh_models()
 
     def _models_listed(self, rows: Optional[list], error: str) -> None:
+        self.side_task = None
         if error:
             push(self.iface.messageBar(), f"could not list the models: {error}", Qgis.MessageLevel.Warning)
+            self._update_first_run()
             return
         self.models = rows or []
+        QgsSettings().setValue(MODELS_CACHE, json.dumps(self.models))
         self._fill_models()
         self.write_log(f"{len(self.models)} models")
 
     def download_model(self) -> None:
-        model = self.model_id()
+        model = self.fix_subject or self.model_id()
         if not model:
             push(self.iface.messageBar(), "choose a model first", Qgis.MessageLevel.Warning)
             return
@@ -336,6 +534,7 @@ class SegmentDock(QgsDockWidget):
         self._side(task)
 
     def _downloaded(self, model: str, files: Optional[list], error: str) -> None:
+        self.side_task = None
         self.progress.setValue(0)
         if error:
             self.write_log(f"download of {model} failed: {error}")
@@ -345,6 +544,42 @@ class SegmentDock(QgsDockWidget):
                 self.write_log(f"installed and verified: {path}")
             push(self.iface.messageBar(), f"{model}: weights installed and verified", Qgis.MessageLevel.Success)
             self.refresh_models()
+
+    def import_weights(self) -> None:
+        """Copy a weights file downloaded elsewhere into the backend's weights folder (size and sha256 checked)."""
+        model = self.fix_subject or self.model_id()
+        if not model:
+            push(self.iface.messageBar(), "choose a model first", Qgis.MessageLevel.Warning)
+            return
+        path, _ = QFileDialog.getOpenFileName(self, f"Import the weights file of {model}", "",
+                                              "Weights (*.pt *.pth *.bin *.safetensors *.ckpt);;All files (*)")
+        if not path:
+            return
+        backend = self._backend_or_warn()
+        if backend is None:
+            return
+        self.write_log(f"importing {path} as the weights of {model}…")
+        task = ImportTask(backend, model, path, lambda files, error: self._downloaded(model, files, error))
+        task.progressChanged.connect(lambda v: self.progress.setValue(int(v)))
+        self._side(task)
+
+    def choose_checkpoint(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a trained checkpoint", "",
+                                              "Trained checkpoint (*.json)")
+        if path:
+            self.checkpoint.setFilePath(path)
+
+    def choose_python(self) -> None:
+        """An environment that already has the backend: its Python interpreter (a window-modal dialog that
+        does not block QGIS; `python_dialog` is kept for whoever drives it)."""
+        self.python_dialog = QFileDialog(self, "Choose the Python of an environment with the rsseg backend "
+                                               "(bin/python, or python.exe on Windows)")
+        self.python_dialog.setFileMode(QFileDialog.FileMode.ExistingFile)
+        # Qt's own dialog: it shows hidden folders such as .venv, and behaves the same on every platform
+        self.python_dialog.setOption(QFileDialog.Option.DontUseNativeDialog, True)
+        self.python_dialog.setFilter(self.python_dialog.filter() | QDir.Filter.Hidden)
+        self.python_dialog.fileSelected.connect(self._backend_installed)
+        self.python_dialog.open()
 
     def show_diagnostics(self) -> None:
         from .diagnostics import DiagnosticsDialog
@@ -362,11 +597,13 @@ class SegmentDock(QgsDockWidget):
         dialog.show()
 
     def _backend_installed(self, python: str) -> None:
-        self.python.setFilePath(python)
         self.settings.python = python
         self.settings.save()
         self.write_log(f"backend ready: {python}")
-        self.refresh_models()
+        if self.python.filePath() == python:
+            self.refresh_models()
+        else:
+            self.python.setFilePath(python)  # fileChanged: lists the models
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
         self.settings.python = self.python.filePath()

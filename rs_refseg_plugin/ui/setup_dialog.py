@@ -15,6 +15,7 @@ from qgis.PyQt.QtWidgets import (
     QVBoxLayout,
 )
 
+from ..core.help import open_help
 from ..core.settings import managed_venv
 from ..core.setup_backend import SetupError, plan_setup
 from ..tasks.setup_task import SetupTask
@@ -43,6 +44,7 @@ class SetupDialog(QDialog):
         self.cancel_button = QPushButton("Cancel", self)
         buttons.addButton(self.start_button, QDialogButtonBox.ButtonRole.AcceptRole)
         buttons.addButton(self.cancel_button, QDialogButtonBox.ButtonRole.RejectRole)
+        buttons.addButton(QDialogButtonBox.StandardButton.Help).clicked.connect(lambda: open_help("the-backend"))
         self.start_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel)
         layout.addWidget(buttons)

@@ -3,6 +3,7 @@ same rules and messages as the CLI and the worker, as a JobError before any work
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -42,4 +43,24 @@ def test_good_parameters_give_a_request_with_an_output_folder(tmp_path):
     assert request.sentence == "the tall tree" and request.device == "cuda:1" and request.region.bbox == (0, 0, 1, 1)
     assert Path(request.out_dir).is_dir()
     Path(request.out_dir).rmdir()
-    assert job(out_dir=str(tmp_path)).to_request().out_dir == str(tmp_path)
+    first, second = (Path(job(out_dir=str(tmp_path)).to_request().out_dir) for _ in range(2))
+    assert first.parent == second.parent == tmp_path and first != second  # a new sub-folder per run
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d{6} tree soil( 2)?", f.name) for f in (first, second))
+
+
+def test_without_a_folder_runs_go_beside_the_saved_project(tmp_path):
+    from qgis.core import QgsProject
+
+    from rs_refseg_plugin.core.run_folder import PROJECT_FOLDER, default_root
+
+    project = QgsProject()
+    assert default_root(project).parts[-2:] == ("rs_refseg", "outputs")  # unsaved: the QGIS profile
+    assert project.write(str(tmp_path / "work.qgz"))
+    assert default_root(project) == tmp_path / PROJECT_FOLDER
+
+
+def test_a_folder_that_cannot_hold_runs_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "a file"
+    blocker.write_text("x")
+    with pytest.raises(JobError, match="cannot create a run folder in the output folder .*a file.*choose another"):
+        job(out_dir=str(blocker)).to_request()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -47,9 +48,10 @@ def test_plugin_registers_and_removes_the_provider(qgis_iface, qgis_processing):
 def test_provider_lists_both_algorithms_with_their_parameters(provider):
     names = {a.id(): [p.name() for p in a.parameterDefinitions()] for a in provider.algorithms()}
     assert names == {
-        "rsseg:segment_classes": ["INPUT", "CLASSES", "MODEL", "DEVICE", "OUTPUT_RASTER", "OUTPUT_VECTOR"],
-        "rsseg:segment_sentence": ["INPUT", "SENTENCE", "MODEL", "DEVICE", "EXTENT", "CHECKPOINT",
-                                   "OUTPUT_RASTER", "OUTPUT_VECTOR"],
+        "rsseg:segment_classes": ["INPUT", "CLASSES", "MODEL", "CUSTOM_MODEL", "DEVICE", "BANDS", "RESOLUTION",
+                                  "NODATA", "OUTPUT_RASTER", "OUTPUT_VECTOR"],
+        "rsseg:segment_sentence": ["INPUT", "SENTENCE", "MODEL", "CUSTOM_MODEL", "DEVICE", "EXTENT", "CHECKPOINT",
+                                   "BANDS", "RESOLUTION", "NODATA", "OUTPUT_RASTER", "OUTPUT_VECTOR"],
     }
     registry = QgsApplication.processingRegistry()
     classes = registry.algorithmById("rsseg:segment_classes")
@@ -108,6 +110,10 @@ def test_other_formats_are_converted_and_loaded_layers_are_styled(provider, tmp_
     assert [c.label for c in raster.renderer().classes()] == ["tree", "soil"]
     assert vector.renderer().type() == "categorizedSymbol"
     assert vector.renderer().classAttribute() == "class_id"
+    for layer, kind, file_name in ((raster, "mask", "mask"), (vector, "polygons", "polygons")):
+        # named after the run, or after the file where QGIS prefers file names; the prompt in the metadata
+        assert re.fullmatch(rf"tree, soil — test \d\d:\d\d \({kind}\)|{file_name}", layer.name()), layer.name()
+        assert "Prompt: tree, soil" in layer.metadata().abstract()
     assert out["OUTPUT_RASTER"] == str(tmp_path / "mask.img")
 
 
@@ -165,14 +171,14 @@ def test_bad_inputs_raise_clear_messages(provider, tmp_path):
         for params, expected in (
             ({"INPUT": RASTER, "CLASSES": " , ;"}, "type at least one class"),
             ({"INPUT": RASTER, "CLASSES": "water, WATER"}, "duplicate class names: 'water' and 'WATER'"),
-            ({"INPUT": RASTER, "CLASSES": "tree", "MODEL": "no-such-model"}, "no-such-model"),
-            ({"INPUT": RASTER, "CLASSES": "tree", "MODEL": " "}, "choose a model"),
+            ({"INPUT": RASTER, "CLASSES": "tree", "MODEL": "no-such-model"}, "no-such-model.*Model list"),
+            ({"INPUT": RASTER, "CLASSES": "tree", "MODEL": " "}, "Incorrect parameter value for MODEL"),
             ({"INPUT": vsimem, "CLASSES": "tree"}, "“in memory” is not a local file"),
             ({"INPUT": str(tmp_path / "missing.tif"), "CLASSES": "tree"}, "INPUT"),
         ):
             with pytest.raises(QgsProcessingException, match=expected) as caught:
                 run("rsseg:segment_classes", {"MODEL": "test", "DEVICE": "cpu", **params, **outputs})
-            assert "Traceback" not in str(caught.value)
+            assert "Traceback" not in str(caught.value) and "`" not in str(caught.value)
     finally:  # the layer (and its GDAL dataset) goes before its in-memory file does
         project.removeMapLayer(layer_id)
         gdal.Unlink("/vsimem/not_a_file.tif")

@@ -36,6 +36,6 @@ def test_job_through_the_worker_becomes_layers(qgis_new_project, tmp_path):
     (tmp_path / "out" / "result.json").unlink()  # the layers come from the worker's record, not the file
     added = add_result_layers(SegmentResult.from_dict(result), QgsProject.instance())
     source = QgsRasterLayer(str(DATA / "neon_osbs_rgb.tif"), "source", "gdal")
-    assert added.group.name() == result["prompt"] == "tree, soil"
+    assert result["prompt"] == "tree, soil" and added.group.name().startswith("tree, soil — test ")
     assert added.raster.crs() == source.crs() and added.raster.extent() == source.extent()
     assert added.vector is not None and added.vector.featureCount() > 0
