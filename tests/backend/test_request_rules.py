@@ -134,3 +134,9 @@ def test_from_prompt_makes_the_request_for_what_the_user_typed():
         SegmentRequest.from_prompt("words", "water", raster="in.tif", out_dir="out")
     with pytest.raises(ClassListError, match="duplicate class names"):
         SegmentRequest.from_prompt("classes", "water, Water", raster="in.tif", out_dir="out")
+
+
+def test_a_bad_bbox_is_shown_with_ten_significant_digits_at_most():
+    with pytest.raises(RequestError) as info:
+        request(region=RegionSpec(bbox=(404251.912345678901, 3285102.5, 404211.81234567891, 3285143.0))).validate()
+    assert "bbox (404251.9123, 3285102.5, 404211.8123, 3285143) is empty or invalid" in str(info.value)

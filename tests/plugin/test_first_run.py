@@ -228,7 +228,7 @@ def test_help_buttons_open_the_matching_section(fresh):
     from qgis.PyQt.QtGui import QDesktopServices
 
     from rs_refseg_plugin.core.help import HELP_URL
-    from test_result_layers import UrlCatcher
+    from tests.plugin.test_result_layers import UrlCatcher
 
     catcher = UrlCatcher()
     QDesktopServices.setUrlHandler("https", catcher, "open")

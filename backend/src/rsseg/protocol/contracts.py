@@ -139,10 +139,11 @@ def _finite(value: Any) -> bool:
 def check_bbox(bbox: Sequence[float]) -> None:
     """Four finite numbers minx < maxx, miny < maxy (in any CRS; whether it meets the raster is the engine's)."""
     values = tuple(bbox)
+    shown = "(" + ", ".join(f"{v:.10g}" if isinstance(v, (int, float)) else repr(v) for v in values) + ")"
     if len(values) != 4 or not all(_finite(v) for v in values):
-        raise RequestError(f"bbox {values} is empty or invalid (expected four finite numbers)", "region")
+        raise RequestError(f"bbox {shown} is empty or invalid (expected four finite numbers)", "region")
     if values[2] <= values[0] or values[3] <= values[1]:
-        raise RequestError(f"bbox {values} is empty or invalid (expected minx < maxx and miny < maxy)", "region")
+        raise RequestError(f"bbox {shown} is empty or invalid (expected minx < maxx and miny < maxy)", "region")
 
 
 def class_names(line: str) -> list[str]:
