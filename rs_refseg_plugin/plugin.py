@@ -85,8 +85,7 @@ class RsRefSegPlugin:
             action.deleteLater()
         self.actions.clear()
         if self.dock is not None:
-            if self.dock.task is not None:
-                self.dock.task.cancel()
+            self.dock.shutdown()
             self.iface.removeDockWidget(self.dock)
             self.dock.deleteLater()
             self.dock = None

@@ -23,6 +23,11 @@ import zipfile
 from pathlib import Path
 from typing import Optional
 
+try:
+    from tools import qsettings_ini
+except ImportError:  # run as a script: tools/ is sys.path[0]
+    import qsettings_ini  # type: ignore[no-redef]
+
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN_NAME = "rs_refseg_plugin"
 MAX_BYTES = 25 * 1024 * 1024  # plugins.qgis.org's upload limit
@@ -202,43 +207,8 @@ def default_profile() -> Path:
 
 
 def enable_in_ini(ini: Path, name: str = PLUGIN_NAME) -> None:
-    """Set `[PythonPlugins] name=true` in a QSettings ini file, leaving every other line as it was.
-
-    configparser would rewrite the file (lower-cased keys, QSettings' `\\` and `%` escapes, @Variant
-    values), so the file is edited as lines.
-    """
-    text = ""
-    if ini.exists():
-        with ini.open(encoding="utf-8", errors="surrogateescape", newline="") as f:
-            text = f.read()
-    newline = "\r\n" if "\r\n" in text else "\n"
-    lines = text.splitlines(keepends=True)
-    entry = f"{name}=true{newline}"
-    start = next((i for i, line in enumerate(lines) if line.strip() == "[PythonPlugins]"), None)
-    if start is None:
-        if lines and not lines[-1].endswith(("\n", "\r")):
-            lines[-1] += newline
-        if lines and lines[-1].strip():
-            lines.append(newline)
-        lines += [f"[PythonPlugins]{newline}", entry]
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].lstrip().startswith("[")), len(lines))
-        found = [i for i in range(start + 1, end) if lines[i].split("=", 1)[0].strip() == name]
-        if found:
-            lines[found[0]] = entry
-            for i in reversed(found[1:]):
-                del lines[i]
-        else:
-            insert = end
-            while insert > start + 1 and not lines[insert - 1].strip():
-                insert -= 1  # keep the blank line that separates sections after our entry
-            if insert > 0 and not lines[insert - 1].endswith(("\n", "\r")):
-                lines[insert - 1] += newline
-            lines.insert(insert, entry)
-    ini.parent.mkdir(parents=True, exist_ok=True)
-    partial = ini.with_name(ini.name + ".part")
-    partial.write_text("".join(lines), encoding="utf-8", errors="surrogateescape", newline="")
-    partial.replace(ini)
+    """Set `[PythonPlugins] name=true` in QGIS's settings file, leaving every other line as it was."""
+    qsettings_ini.write_ini_value(ini, "true", "PythonPlugins", name)
 
 
 def deploy(zip_path: Path, profile: Optional[Path] = None) -> Path:

@@ -28,7 +28,8 @@ def _percent(stage: str, done: int, total: int) -> float:
 
 
 class Backend:
-    """One worker per QGIS session, restarted by the client after a crash; one job at a time."""
+    """One worker per QGIS session, restarted by the client after a crash; one job at a time, the others
+    wait for their turn (a dock run pressed while the model list loads, Processing batch rows)."""
 
     def __init__(self, python: str, log: Optional[Callable[[str], None]] = None):
         if not python:
@@ -55,7 +56,7 @@ class Backend:
                  cancelled: Optional[Stop] = None) -> list[str]:
         """A model's weight files, verified; returns their paths. A cancelled download is resumed next time."""
         record = self._watched(lambda on_progress, wait: self.client.download(model, on_progress, wait=wait),
-                               progress, cancelled, False)
+                               progress, cancelled, True)
         return list(record.get("files", []))
 
     def import_weights(self, model: str, path: str, progress: Optional[Percent] = None,
@@ -63,15 +64,15 @@ class Backend:
         """Copy a weights file downloaded elsewhere into place once its size and sha256 match `model`'s entry."""
         record = self._watched(lambda on_progress, wait: self.client.import_weights(model, path, on_progress,
                                                                                     wait=wait),
-                               progress, cancelled, False)
+                               progress, cancelled, True)
         return list(record.get("files", []))
 
     def doctor(self) -> str:
         """The backend's environment report as Markdown (for bug reports)."""
-        return str(self.client.doctor(timeout=120).get("markdown", ""))
+        return str(self.client.doctor(timeout=120, wait=lambda: False).get("markdown", ""))
 
     def models(self) -> list[dict[str, Any]]:
-        return self.client.models(timeout=120)
+        return self.client.models(timeout=120, wait=lambda: False)  # after a running job, not refused
 
     def close(self) -> None:
         self.client.close()

@@ -1,7 +1,7 @@
 """Turn a backend result record (the worker's, or a result.json a user opens) into styled layers.
 
 The raster gets a paletted renderer with the class names and colours, the polygons a categorized
-renderer with the same colours, both in a group named "<prompt> — <model> <HH:MM>" (the prompt
+renderer with the same colours, both in a group named "<prompt> — <model> <HH:MM:SS>" (the prompt
 shortened to one line, so repeated runs are told apart and a long sentence stays a short name).
 The full prompt, the model, the source raster and the job's summary go into each layer's metadata
 (kept in the project). Layers are built and checked first and added only when all are valid, so a
@@ -109,13 +109,13 @@ def finished_at(result: SegmentResult) -> Optional[datetime]:
 
 
 def _with_run(name: str, result: SegmentResult, when: Optional[datetime]) -> str:
-    """"NAME — <model> <HH:MM>", leaving out what the record does not say."""
+    """"NAME — <model> <HH:MM:SS>", leaving out what the record does not say."""
     tail = " ".join(part for part in (short(_model(result), 40), when.strftime("%H:%M:%S") if when else "") if part)
     return f"{name} — {tail}" if tail else name
 
 
 def group_name(result: SegmentResult, when: Optional[datetime] = None) -> str:
-    """"<short prompt> — <model> <HH:MM>" (the time: finished_at unless given)."""
+    """"<short prompt> — <model> <HH:MM:SS>" (the time: finished_at unless given)."""
     when = when if when is not None else finished_at(result)
     return _with_run(short(result.prompt or "segmentation", MAX_LABEL), result, when)
 

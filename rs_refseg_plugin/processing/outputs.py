@@ -6,7 +6,7 @@ destination then a rename), any other format is converted with GDAL (gdal.Transl
 gdal.VectorTranslate). check_destinations refuses, before the job runs, a destination that cannot
 be written. Every failure is a one-line QgsProcessingException naming the output and the file, and
 leaves no partial file behind. Loaded outputs get the class palette, a name of the prompt, the model
-and the time ("water, tree — clip-vit-b-16 14:05 (mask)"), and the full prompt in their metadata.
+and the time ("water, tree — clip-vit-b-16 14:05:12 (mask)"), and the full prompt in their metadata.
 """
 
 from __future__ import annotations
@@ -314,7 +314,7 @@ class ResultStyler(QgsProcessingLayerPostProcessorInterface):
 
 
 def output_name(result: SegmentResult, kind: str, when: Optional[datetime] = None) -> str:
-    """A loaded output's name: "<short prompt> — <model> <HH:MM> (<kind>)"."""
+    """A loaded output's name: "<short prompt> — <model> <HH:MM:SS> (<kind>)"."""
     return f"{group_name(result, when)} ({kind})"
 
 

@@ -496,6 +496,8 @@ class SegmentDock(QgsDockWidget):
         QgsApplication.taskManager().addTask(task)
 
     def refresh_models(self) -> None:
+        if isinstance(self.side_task, ModelsTask):
+            return  # already listing
         backend = self._backend_or_warn()
         if backend is None:
             return
@@ -604,6 +606,15 @@ class SegmentDock(QgsDockWidget):
             self.refresh_models()
         else:
             self.python.setFilePath(python)  # fileChanged: lists the models
+
+    def shutdown(self) -> None:
+        """Before the dock goes (plugin unload): its running tasks are cancelled and will not call back into
+        it (a task finishing later would otherwise call a deleted widget)."""
+        for task in (self.task, self.side_task):
+            if task is not None:
+                task.on_done = lambda *args: None
+                task.cancel()
+        self.task = self.side_task = None
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
         self.settings.python = self.python.filePath()

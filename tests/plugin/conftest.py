@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
-from qgis.core import QgsApplication
+from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
 
 from rs_refseg_plugin.core.backend import close_shared_backend
 from rs_refseg_plugin.core.settings import PREFIX
 from rs_refseg_plugin.processing.provider import RsSegProvider
+
+NEON = Path(__file__).parents[1] / "data" / "neon_osbs_rgb.tif"
 
 
 @pytest.fixture(scope="module")
@@ -33,3 +36,12 @@ def provider(qgis_app, qgis_processing):
     else:
         settings.setValue(PREFIX + "python", before)
     mp.undo()
+
+
+@pytest.fixture
+def neon():
+    """The NEON RGB orthophoto (tests/data) as a layer of the current project."""
+    layer = QgsRasterLayer(str(NEON), "neon", "gdal")
+    assert layer.isValid()
+    QgsProject.instance().addMapLayer(layer)
+    return layer

@@ -32,14 +32,6 @@ def plugin(qgis_iface, qgis_new_project, monkeypatch):
     close_shared_backend()
 
 
-@pytest.fixture
-def neon():
-    layer = QgsRasterLayer(str(NEON), "neon", "gdal")
-    assert layer.isValid()
-    QgsProject.instance().addMapLayer(layer)
-    return layer
-
-
 def wait(dock, seconds: float = 180) -> None:
     deadline = time.monotonic() + seconds
     while dock.task is not None and time.monotonic() < deadline:

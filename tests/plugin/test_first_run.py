@@ -81,14 +81,6 @@ def fresh(qgis_iface, qgis_new_project, monkeypatch):
         settings.remove(PREFIX + key)
 
 
-@pytest.fixture
-def neon():
-    layer = QgsRasterLayer(str(NEON), "neon", "gdal")
-    assert layer.isValid()
-    QgsProject.instance().addMapLayer(layer)
-    return layer
-
-
 def wait_for(condition, seconds: float = 180) -> None:
     deadline = time.monotonic() + seconds
     while not condition() and time.monotonic() < deadline:

@@ -112,7 +112,7 @@ def test_other_formats_are_converted_and_loaded_layers_are_styled(provider, tmp_
     assert vector.renderer().classAttribute() == "class_id"
     for layer, kind, file_name in ((raster, "mask", "mask"), (vector, "polygons", "polygons")):
         # named after the run, or after the file where QGIS prefers file names; the prompt in the metadata
-        assert re.fullmatch(rf"tree, soil — test \d\d:\d\d \({kind}\)|{file_name}", layer.name()), layer.name()
+        assert re.fullmatch(rf"tree, soil — test \d\d:\d\d:\d\d \({kind}\)|{file_name}", layer.name()), layer.name()
         assert "Prompt: tree, soil" in layer.metadata().abstract()
     assert out["OUTPUT_RASTER"] == str(tmp_path / "mask.img")
 

@@ -107,7 +107,7 @@ def test_a_documented_example_runs(provider, qgis_new_project, tmp_path, index):
         raster, vector = result["OUTPUT_RASTER"], result["OUTPUT_VECTOR"]
         if how == "runAndLoadResults":  # loaded, named after the prompt, the model and the time
             names = sorted(lay.name() for lay in project.mapLayers().values() if lay is not layer)
-            assert len(names) == 2 and all(re.search(r" — test \d\d:\d\d \((mask|polygons)\)$|^scene_", n)
+            assert len(names) == 2 and all(re.search(r" — test \d\d:\d\d:\d\d \((mask|polygons)\)$|^scene_", n)
                                            for n in names), names
         else:
             raster = QgsRasterLayer(raster, "mask", "gdal")

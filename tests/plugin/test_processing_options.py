@@ -182,7 +182,7 @@ def test_loaded_outputs_are_named_after_the_prompt_model_and_time(provider, qgis
     layers = {type(layer): layer for layer in project.mapLayers().values()}
     raster, vector = layers[QgsRasterLayer], layers[QgsVectorLayer]
     short = prompt[:MAX_LABEL - 1].rstrip() + "…"
-    assert re.fullmatch(re.escape(short) + r" — rsrefseg-test \d\d:\d\d \(mask\)", raster.name()), raster.name()
+    assert re.fullmatch(re.escape(short) + r" — rsrefseg-test \d\d:\d\d:\d\d \(mask\)", raster.name()), raster.name()
     assert vector.name() == raster.name().replace("(mask)", "(polygons)")
     for layer in (raster, vector):
         assert prompt in layer.metadata().abstract() and "rsrefseg-test" in layer.metadata().abstract()

@@ -128,7 +128,7 @@ def test_a_long_prompt_gives_short_names_and_legend_labels_and_stays_whole_in_th
     name = short(sentence)
     assert name.startswith("the large white building next to the parking lot and")  # one line
     assert len(name) == 60 and name.endswith("…")
-    assert added.group.name() == f"{name} — clip-vit-b-16 09:07"
+    assert added.group.name() == f"{name} — clip-vit-b-16 09:07:30"
     assert (added.raster.name(), added.vector.name()) == (f"{name} (mask)", f"{name} (polygons)")
     labels = [c.label for c in added.raster.renderer().classes()]
     assert labels[0] == short(long_class, 40) and len(labels[0]) <= 40 and labels[0].endswith("…")

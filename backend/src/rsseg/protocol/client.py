@@ -133,10 +133,10 @@ class Session:
         self._current: Optional[str] = None
 
     # -- public interface ---------------------------------------------------------------------------
-    def ping(self, timeout: Optional[float] = None) -> dict[str, Any]:
+    def ping(self, timeout: Optional[float] = None, wait: Optional[Stop] = None) -> dict[str, Any]:
         """Round trip: the worker's protocol, version and pid, plus `rtt_s` measured here."""
         t0 = time.perf_counter()
-        pong = self._call(Ping(_new_id()), None, timeout)
+        pong = self._call(Ping(_new_id()), None, timeout, wait)
         return {"protocol": pong.protocol, "version": pong.version, "pid": pong.pid,
                 "rtt_s": time.perf_counter() - t0}
 
@@ -163,15 +163,15 @@ class Session:
         """Copy a weights file downloaded elsewhere into place for `model` (size and sha256 checked)."""
         return self._call(ImportWeights(_new_id(), model, file), on_progress, timeout, wait).result
 
-    def doctor(self, timeout: Optional[float] = None) -> dict[str, Any]:
+    def doctor(self, timeout: Optional[float] = None, wait: Optional[Stop] = None) -> dict[str, Any]:
         """The backend's environment report {"report", "markdown"}, with this round trip in it."""
-        ping = self.ping(timeout)
+        ping = self.ping(timeout, wait)
         worker = {"ok": True, "protocol": ping["protocol"], "pid": ping["pid"],
                   "ping_ms": round(ping["rtt_s"] * 1000, 2), **self._started()}
-        return self._call(Doctor(_new_id(), worker), None, timeout).result
+        return self._call(Doctor(_new_id(), worker), None, timeout, wait).result
 
-    def models(self, timeout: Optional[float] = None) -> list[dict[str, Any]]:
-        return self._call(ListModels(_new_id()), None, timeout).result["models"]
+    def models(self, timeout: Optional[float] = None, wait: Optional[Stop] = None) -> list[dict[str, Any]]:
+        return self._call(ListModels(_new_id()), None, timeout, wait).result["models"]
 
     def cancel(self) -> bool:
         """Ask the running job to stop at its next batch; False when nothing is running."""
