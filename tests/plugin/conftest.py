@@ -45,3 +45,28 @@ def neon():
     assert layer.isValid()
     QgsProject.instance().addMapLayer(layer)
     return layer
+
+
+SETTINGS = ("python", "recent_classes", "recent_sentences", "model_classes", "model_sentence", "out_dir",
+            "show_test_models", "models_cache")
+
+
+@pytest.fixture
+def started_plugin(qgis_iface, qgis_new_project):
+    """The plugin as QGIS starts it, on settings as a fresh profile has them (the dock reads them when it
+    opens); unloaded and cleared after."""
+    from qgis.core import QgsSettings
+
+    from rs_refseg_plugin import classFactory
+
+    settings = QgsSettings()
+    for key in SETTINGS:
+        settings.remove(PREFIX + key)
+    qgis_iface.messageBar().clear_messages()
+    instance = classFactory(qgis_iface)
+    instance.initGui()
+    yield instance
+    instance.unload()
+    close_shared_backend()
+    for key in SETTINGS:
+        settings.remove(PREFIX + key)

@@ -8,28 +8,19 @@ import time
 from pathlib import Path
 
 import pytest
-from qgis.core import Qgis, QgsApplication, QgsMapLayerType, QgsProject, QgsRasterLayer, QgsSettings
+from qgis.core import Qgis, QgsApplication, QgsMapLayerType, QgsProject, QgsRasterLayer
 
 from rs_refseg_plugin import classFactory
 from rs_refseg_plugin.core.backend import Backend, close_shared_backend
-from rs_refseg_plugin.core.settings import PREFIX
 
 DATA = Path(__file__).parents[1] / "data"
 NEON = DATA / "neon_osbs_rgb.tif"
 
 
 @pytest.fixture
-def plugin(qgis_iface, qgis_new_project, monkeypatch):
+def plugin(started_plugin, monkeypatch):
     monkeypatch.setenv("RSSEG_PYTHON", sys.executable)  # the worker runs on this venv's interpreter
-    settings = QgsSettings()
-    for key in ("python", "recent_classes", "recent_sentences", "model_classes", "model_sentence", "out_dir"):
-        settings.remove(PREFIX + key)
-    qgis_iface.messageBar().clear_messages()
-    instance = classFactory(qgis_iface)
-    instance.initGui()
-    yield instance
-    instance.unload()
-    close_shared_backend()
+    return started_plugin
 
 
 def wait(dock, seconds: float = 180) -> None:

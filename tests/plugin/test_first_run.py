@@ -13,8 +13,6 @@ from pathlib import Path
 import pytest
 from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer, QgsRectangle, QgsSettings, QgsVectorLayer
 
-from rs_refseg_plugin import classFactory
-from rs_refseg_plugin.core.backend import close_shared_backend
 from rs_refseg_plugin.core.layers import local_raster
 from rs_refseg_plugin.core.settings import PREFIX
 from rs_refseg_plugin.ui.first_run import next_step
@@ -63,22 +61,11 @@ def test_the_picker_groups_models_by_what_they_need_and_hides_test_models():
 # --- the dock ------------------------------------------------------------------------------------------------
 
 @pytest.fixture
-def fresh(qgis_iface, qgis_new_project, monkeypatch):
+def fresh(started_plugin, monkeypatch):
     """A fresh profile: no backend interpreter set, no remembered prompts or folders."""
     monkeypatch.delenv("RSSEG_PYTHON", raising=False)
     monkeypatch.setattr("rs_refseg_plugin.core.settings.default_python", lambda: "")
-    settings = QgsSettings()
-    for key in ("python", "recent_classes", "recent_sentences", "model_classes", "model_sentence", "out_dir",
-                "show_test_models", "models_cache"):
-        settings.remove(PREFIX + key)
-    qgis_iface.messageBar().clear_messages()
-    instance = classFactory(qgis_iface)
-    instance.initGui()
-    yield instance
-    instance.unload()
-    close_shared_backend()
-    for key in ("python", "models_cache", "show_test_models"):
-        settings.remove(PREFIX + key)
+    return started_plugin
 
 
 def wait_for(condition, seconds: float = 180) -> None:
