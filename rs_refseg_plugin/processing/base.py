@@ -87,6 +87,7 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
     FIX_WORDS = {
         "models": "choose another model in the Model list, or type an id the backend knows in Custom model id",
         "model": "choose {model} in the Model list (or type it in Custom model id)",
+        "bands": "choose the bands in the Bands field (Advanced Parameters)",
     }
 
     def __init__(self):

@@ -137,8 +137,11 @@ def test_band_errors(tmp_path, bands, fragment):
 
 def test_two_band_raster_needs_a_mapping(tmp_path):
     path = write(tmp_path / "two.tif", np.ones((2, 3, 3), np.uint8))
-    with pytest.raises(BandError, match="--bands"):
+    with pytest.raises(BandError, match="2 bands but the model takes 3$") as info:
         RasterSource(path)
+    assert info.value.text("cli").endswith("takes 3: choose the bands with --bands (e.g. --bands 1 to replicate "
+                                           "one band)")
+    assert "Bands, resolution and nodata" in info.value.text("gui") and "--" not in info.value.text("gui")
     with RasterSource(path, bands=(2,)) as src:
         assert src.bands == (2, 2, 2)
 

@@ -230,5 +230,6 @@ def test_a_band_error_of_the_backend_names_the_bands_field(provider, tmp_path):
     with pytest.raises(QgsProcessingException) as caught:
         run({"INPUT": str(two_bands)})
     message = str(caught.value)
-    assert "2 band" in message and "Bands" in message and "--" not in message and "`" not in message, message
+    assert "2 band" in message and "Bands field" in message and "--" not in message and "`" not in message, message
     run({"INPUT": str(two_bands), "BANDS": [2]})  # what it says to do works
+

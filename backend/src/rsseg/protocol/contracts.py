@@ -60,6 +60,9 @@ FIXES: dict[str, dict[str, str]] = {
                           "training run"},
     "model": {"cli": "run it with --model {model}", "gui": "choose the model {model} in the RS RefSeg dock"},
     "models": {"cli": "see `rsseg models`", "gui": "choose a model from the RS RefSeg dock's model list"},
+    "bands": {"cli": "choose the bands with --bands (e.g. --bands 1 to replicate one band)",
+              "gui": "choose the bands under “Bands, resolution and nodata” in the RS RefSeg dock (Bands in the "
+                     "Processing dialog)"},
     "setup": {"cli": "install the backend in that environment (`pip install rsseg`)",
               "gui": "press Set up backend… in the RS RefSeg dock"},
 }

@@ -144,10 +144,7 @@ def resolve_bands(dataset: rasterio.DatasetReader, bands: Optional[Sequence[int]
             return tuple(interp.index(c) + 1 for c in wanted)
     if count >= n_inputs:
         return tuple(range(1, n_inputs + 1))
-    raise BandError(
-        f"{name} has {count} bands but the model takes {n_inputs}: choose the bands with --bands "
-        "(e.g. 1 to replicate one band)"
-    )
+    raise BandError(f"{name} has {count} bands but the model takes {n_inputs}", fixes=("bands",))
 
 
 class RasterSource:
