@@ -7,6 +7,7 @@
   folder) and their label codings (docs/eval.md).
 - `chips.py`: fixed-size (image, label, window) chips from an image raster and a label raster on
   one grid, for training on georeferenced rasters.
+- `labels.py`, `blocks.py`, `layer_chips.py`: chips from a raster + polygon layer (docs/training-from-layers.md).
 
 Torch wrappers stay with their users (training/torch_data.py). The engine benchmark's rasters
 (bench/synthetic.py) are not a dataset and stay in bench. This package imports nothing, so each

@@ -56,7 +56,8 @@ def labelled_fraction(label: np.ndarray, ignore_index: Optional[int]) -> float:
     return float(np.count_nonzero(label != ignore_index)) / label.size
 
 
-def _same_transform(a, b) -> bool:
+def same_transform(a, b) -> bool:
+    """Whether two affine transforms name one grid, up to float noise of the writers (GRID_TOLERANCE)."""
     tolerance = GRID_TOLERANCE * max(abs(a.a), abs(a.b), abs(a.d), abs(a.e))
     return all(abs(x - y) <= tolerance for x, y in zip(a[:6], b[:6]))
 
@@ -67,7 +68,7 @@ def check_same_grid(image: DatasetReader, label: DatasetReader) -> None:
     problems = []
     if (image.width, image.height) != (label.width, label.height):
         problems.append(f"size {image.width}x{image.height} vs {label.width}x{label.height} px")
-    if not _same_transform(image.transform, label.transform):
+    if not same_transform(image.transform, label.transform):
         problems.append(f"transform {tuple(image.transform)[:6]} vs {tuple(label.transform)[:6]}")
     if image.crs != label.crs:
         problems.append(f"CRS {image.crs} vs {label.crs}")
