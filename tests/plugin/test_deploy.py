@@ -127,7 +127,8 @@ def test_the_script_and_make_deploy(tmp_path):
     assert proc.stdout.startswith("backend: set ") and qt_value(tmp_path / "p" / "QGIS" / "QGIS3.ini") == str(PYTHON)
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
-    dry = subprocess.run(["make", "-n", "deploy", f"PROFILE_DIR={tmp_path / 'p'}"], cwd=ROOT,  # nosec
+    dry = subprocess.run(["make", "--no-print-directory", "-n", "deploy", f"PROFILE_DIR={tmp_path / 'p'}"],  # nosec
+                         cwd=ROOT,
                          capture_output=True, text=True, check=False, timeout=60)
     assert dry.returncode == 0, dry.stderr
     lines = dry.stdout.splitlines()
