@@ -348,19 +348,10 @@ class SegmentDock(QgsDockWidget):
         self.first_run.show_step(next_step(self.python.filePath(), rows, self.model_id(), checkpoint, listing))
 
     def _act(self, action: str) -> None:
-        """A first-run panel button."""
-        if action == "setup":
-            self.set_up_backend()
-        elif action == "python":
-            self.choose_python()
-        elif action == "download":
-            self.download_model()
-        elif action == "import":
-            self.import_weights()
-        elif action == "checkpoint":
-            self.choose_checkpoint()
-        elif action == "refresh":
-            self.refresh_models()
+        """A first-run panel button (first_run.ACTIONS) runs the dock's action of the same name."""
+        {"setup": self.set_up_backend, "python": self.choose_python, "download": self.download_model,
+         "import": self.import_weights, "checkpoint": self.choose_checkpoint,
+         "refresh": self.refresh_models}[action]()
 
     def parameters(self) -> JobParameters:
         """The job the dock describes (raises JobError for what is missing)."""

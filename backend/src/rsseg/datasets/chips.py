@@ -77,7 +77,8 @@ def check_same_grid(image: DatasetReader, label: DatasetReader) -> None:
                            f"{'; '.join(problems)} (resample the label onto the image's grid first)")
 
 
-def _open(path: PathLike) -> DatasetReader:
+def open_dataset(path: PathLike) -> DatasetReader:
+    """The raster at `path`, opened for reading; DatasetError (one line) when it is missing or unreadable."""
     if not Path(path).is_file():
         raise DatasetError(f"raster not found: {path}")
     try:
@@ -101,7 +102,7 @@ def sample_chips(image: PathLike, label: PathLike, size: int, stride: Optional[i
     """
     if not 0.0 <= min_labelled <= 1.0:
         raise ParameterError(f"min_labelled is a fraction between 0 and 1, got {min_labelled}")
-    with _open(image) as image_src, _open(label) as label_src:
+    with open_dataset(image) as image_src, open_dataset(label) as label_src:
         check_same_grid(image_src, label_src)
         if not 1 <= label_band <= label_src.count:
             raise ParameterError(f"label band {label_band} is not in {label} ({label_src.count} bands)")
@@ -112,7 +113,7 @@ def sample_chips(image: PathLike, label: PathLike, size: int, stride: Optional[i
 
 def _read_chips(image: PathLike, label: PathLike, windows: list[Window], label_band: int, min_labelled: float,
                 ignore_index: Optional[int]) -> Iterator[Chip]:
-    with _open(image) as image_src, _open(label) as label_src:
+    with open_dataset(image) as image_src, open_dataset(label) as label_src:
         for window in windows:
             values = label_src.read(label_band, window=window)
             if labelled_fraction(values, ignore_index) >= min_labelled:

@@ -22,7 +22,6 @@ Rules (docs/training-from-layers.md):
 
 from __future__ import annotations
 
-import warnings
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -31,12 +30,11 @@ from typing import Any, Optional, Union
 
 import fiona
 import numpy as np
-import rasterio
 import shapely
 from affine import Affine
 from fiona.errors import FionaError
 from rasterio.crs import CRS
-from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioIOError
+from rasterio.errors import CRSError
 from rasterio.features import rasterize
 from rasterio.warp import transform_geom
 from rasterio.windows import Window
@@ -46,6 +44,7 @@ from shapely.geometry import box, shape
 from shapely.geometry.base import BaseGeometry
 
 from ..errors import ParameterError
+from .chips import open_dataset
 from .semantic import IGNORE, DatasetError
 
 PathLike = Union[str, Path]
@@ -100,6 +99,7 @@ class RasterGrid:
     transform: Affine
     width: int
     height: int
+    count: int = 1  # bands
 
     @property
     def footprint(self) -> BaseGeometry:
@@ -110,15 +110,8 @@ class RasterGrid:
 
 def raster_grid(path: PathLike) -> RasterGrid:
     """The grid of the raster at `path`; DatasetError when it is missing or unreadable."""
-    if not Path(path).is_file():
-        raise DatasetError(f"raster not found: {path}")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(path) as src:
-                return RasterGrid(str(path), src.crs, src.transform, src.width, src.height)
-    except RasterioIOError as exc:
-        raise DatasetError(f"{path}: not a readable raster ({exc})") from None
+    with open_dataset(path) as src:
+        return RasterGrid(str(path), src.crs, src.transform, src.width, src.height, src.count)
 
 
 def format_extent(bounds: Iterable[float], crs: Optional[CRS]) -> str:

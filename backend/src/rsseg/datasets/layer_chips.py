@@ -9,19 +9,16 @@ window and pairs them with its labels. Windows come from the chip grid (`chips.c
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
-import rasterio
-from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from ..errors import ParameterError
-from .chips import Chip, labelled_fraction, same_transform
+from .chips import Chip, labelled_fraction, open_dataset, same_transform
 from .labels import LayerLabels, raster_grid
 from .semantic import DatasetError
 
@@ -90,10 +87,7 @@ def read_chips(raster: PathLike, labels: LayerLabels, windows: Sequence[Window],
             or not same_transform(grid.transform, labels.grid.transform):
         raise DatasetError(f"{raster} is not the raster the labels were loaded for ({labels.grid.name}): "
                            f"load the labels for this raster")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(raster) as src:
-            count = src.count
+    count = grid.count
     chosen = list(bands) if bands is not None else list(range(1, count + 1))
     bad = [b for b in chosen if not 1 <= b <= count]
     if bad or not chosen:
@@ -103,10 +97,7 @@ def read_chips(raster: PathLike, labels: LayerLabels, windows: Sequence[Window],
 
 def _read(raster: PathLike, labels: LayerLabels, windows: list[Window], bands: list[int], min_labelled: float,
           mask_nodata: bool) -> Iterator[Chip]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        src = rasterio.open(raster)
-    with src:
+    with open_dataset(raster) as src:
         nodata = src.nodata if mask_nodata else None
         for window in windows:
             label = labels.rasterize_window(window)
