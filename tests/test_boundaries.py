@@ -77,14 +77,16 @@ FLOORS = {
     "protocol": 0,  # standard-library contracts, shared with the plugin
     "": 1, "errors": 1, "progress": 1, "devices": 1, "jsonfile": 1, "signals": 1, "compat": 1, "spec": 1,
     "grid": 1,
-    "weights": 2,
+    "weights": 2, "bundles": 2,  # trained-model bundles: manifest + safetensors
+    "metrics": 2,  # confusion matrices and scores, numpy only: training and eval score with them
     "execution": 3,  # the tile runner and the feature cache
     "models": 4,  # the model families and their registry
     "raster": 5,  # the engine
-    "service": 6, "diagnostics": 6,  # the worker answers `doctor` requests with the report
     "datasets": 6,  # readers, layouts, chips, synthetic sets: rasterio at most; below training and eval
-    "training": 7, "eval": 7, "bench": 7,
-    "cli": 8, "__main__": 8,
+    "training": 7,  # the service runs training jobs (train from layers)
+    "service": 8, "diagnostics": 8,  # the worker answers `doctor` requests with the report
+    "eval": 9, "bench": 9,
+    "cli": 10, "__main__": 10,
 }
 
 

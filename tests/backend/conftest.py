@@ -21,6 +21,20 @@ def _private_cache_dir(tmp_path_factory):
         os.environ[ENV_CACHE_DIR] = before
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_models_dir(tmp_path_factory):
+    """Finished training runs are remembered under "My models" (bundles/index.py): never in the user's list."""
+    from rsseg.bundles.index import ENV_MODELS_DIR
+
+    before = os.environ.get(ENV_MODELS_DIR)
+    os.environ[ENV_MODELS_DIR] = str(tmp_path_factory.mktemp("rsseg-models"))
+    yield
+    if before is None:
+        os.environ.pop(ENV_MODELS_DIR, None)
+    else:
+        os.environ[ENV_MODELS_DIR] = before
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Two threads on a shared 2-core machine can be ~50x slower than one; the results don't change.

@@ -22,7 +22,7 @@ from rsseg.datasets.semantic import DATASETS, ISPRS_COLOURS
 from rsseg.eval import load_classnames
 from rsseg.eval.class_files import builtin_classnames
 from rsseg.eval.cli import DATASET_CHOICES
-from rsseg.eval.metrics import NO_PREDICTION, ConfusionMatrix
+from rsseg.metrics import NO_PREDICTION, ConfusionMatrix
 from rsseg.models.colour_prototype.model import prototype
 
 BLOCK, SIZE = 32, 96  # label blocks of 32 px in 96 px images: the test model's 5 px filter blurs 2 px

@@ -24,8 +24,10 @@ from rsseg.protocol.messages import (
     ResultRecord,
     Segment,
     Shutdown,
+    Train,
     decode,
 )
+from rsseg.protocol.training import TrainLayersRequest
 
 REQUEST = SegmentRequest(raster="/data/a.tif", out_dir="/tmp/out", classes=["building", "road"], bands=(3, 2, 1),
                          region=RegionSpec(bbox=(0.0, 0.0, 10.0, 10.0), bbox_crs="EPSG:4326"), value_range=(0, 255))
@@ -36,6 +38,9 @@ RECORDS = [
     ImportWeights("i1", "litemedsam", "/data/lite_medsam.pth"),
     Doctor("x1", {"ok": True, "protocol": 3, "ping_ms": 1.5, "start_s": 2.25}),
     Shutdown("s1"), Bye("s1"), ProgressRecord("j1", "segment", 3, 10),
+    Train("t1", json.loads(json.dumps(TrainLayersRequest("/data/a.tif", "/data/l.gpkg", "kind", "/tmp/run",
+                                                         classes={"1": "tree", "2": None}).to_dict()))),
+    ProgressRecord("t1", "train", 2, 20, {"epoch": 2, "loss": 0.5, "val_miou": 0.61, "iou": {"tree": 0.7}}),
     ResultRecord("j1", {"mask": "/tmp/out/mask.tif", "classes": [{"id": 1, "name": "building"}]}),
     ErrorRecord("j1", "BandError", "band 4 is out of range", ""),
     ErrorRecord("j2", "WeightsError", "weights for sam-vit-b are not installed", "", ["download", "import"],

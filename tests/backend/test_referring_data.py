@@ -35,7 +35,7 @@ from rsseg.datasets.referring.synthetic import (
     text_blind,
     write_folder,
 )
-from rsseg.eval.metrics import ReferringAccumulator, intersection_union
+from rsseg.metrics import ReferringAccumulator, intersection_union
 
 # ---------------------------------------------------------------- metrics
 

@@ -117,13 +117,13 @@ def empty_weights(tmp_path, monkeypatch):
 
 def test_every_row_has_a_state_for_a_model_picker(empty_weights):
     from rsseg.models.catalog import model_rows
-    from rsseg.protocol.contracts import MODEL_STATES
+    from rsseg.protocol.contracts import MODEL_STATES, NOT_RUN
 
     rows = {r["id"]: r for r in model_rows()}
     assert set(rows) == set(MODELS) and all(r["state"] in MODEL_STATES for r in rows.values())
     for model_id, row in rows.items():
         spec = MODELS[model_id]
-        assert row["runnable"] == (spec.task != "component") == (row["state"] != "component"), model_id
+        assert row["runnable"] == (spec.task not in NOT_RUN) == (row["state"] not in NOT_RUN), model_id
         assert row["test_model"] == (not spec.real) and row["description"] == spec.description
         assert "`" not in row["description"] and "rsseg " not in row["description"], model_id  # shown in the GUI
     assert {r["id"] for r in rows.values() if r["state"] == "component"} >= {"sam-vit-b", "litemedsam",

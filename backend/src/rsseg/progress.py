@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
-from typing import Callable, Optional
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
 
 from .errors import Cancelled
 
@@ -16,6 +16,7 @@ class Progress:
     stage: str
     done: int
     total: int
+    detail: dict[str, Any] = field(default_factory=dict)  # stage-specific numbers (training: loss, IoU)
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -39,6 +40,7 @@ class CancelToken:
             raise Cancelled("cancelled by the user; partial outputs were removed")
 
 
-def report(callback: Optional[ProgressCallback], stage: str, done: int, total: int) -> None:
+def report(callback: Optional[ProgressCallback], stage: str, done: int, total: int,
+           detail: Optional[dict[str, Any]] = None) -> None:
     if callback is not None:
-        callback(Progress(stage, done, total))
+        callback(Progress(stage, done, total, dict(detail or {})))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
-from .protocol.contracts import TASKS, task_accepts
+from .protocol.contracts import NOT_RUN, TASKS, task_accepts
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,9 @@ class Preprocess:
     mean: tuple[float, ...] = (0.0, 0.0, 0.0)
     std: tuple[float, ...] = (1.0, 1.0, 1.0)
     input_size: Optional[int] = None  # None: any tile size
+    # Defaults for a request that names none: a trained bundle's bands and grid (bundles/spec.py)
+    source_bands: Optional[tuple[int, ...]] = None
+    resolution: Optional[float] = None  # metres per pixel
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,7 @@ class ModelSpec:
 
     @property
     def runnable(self) -> bool:
-        return self.task != "component"
+        return self.task not in NOT_RUN
 
     def accepts(self, mode: str) -> bool:
         return task_accepts(self.task, mode)

@@ -65,10 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     seg = sub.add_parser("segment", help="segment a raster from a class list or a referring sentence")
     seg.add_argument("raster")
-    prompt = seg.add_mutually_exclusive_group(required=True)
+    prompt = seg.add_mutually_exclusive_group()  # neither: a trained model's own classes
     prompt.add_argument("--classes", type=parse_class_list,
                         help='comma-separated class names, e.g. "building, road, tree"; with semicolons '
-                        'between classes, commas give synonyms: "road, parking lot; tree"')
+                        'between classes, commas give synonyms: "road, parking lot; tree"; a model trained on '
+                        'your layers segments into its own classes when none are given')
     prompt.add_argument("--sentence", help='a referring sentence, e.g. "the large white building"')
     seg.add_argument("--model", default="test", help="model id (see `rsseg models`)")
     seg.add_argument("--device", default="auto", help=DEVICE_CHOICES)
@@ -114,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_parser(sub)
     add_eval_refer_parser(sub)
+
+    from ..training.layers_cli import add_train_layers_parser
+
+    add_train_layers_parser(sub)
 
     doctor = sub.add_parser("doctor", help="print an environment report")
     doctor.add_argument("--markdown", action="store_true")
@@ -213,6 +218,12 @@ def cmd_train(args) -> int:
     return run(args)
 
 
+def cmd_train_layers(args) -> int:
+    from ..training.layers_cli import cmd_train_layers as run
+
+    return run(args)
+
+
 def cmd_eval_refer(args) -> int:
     from ..training.cli import cmd_eval_refer as run
 
@@ -296,12 +307,15 @@ def cmd_demo(args) -> int:
 
 COMMANDS = {"segment": cmd_segment, "models": cmd_models, "doctor": cmd_doctor, "serve": cmd_serve,
             "bench": cmd_bench, "demo": cmd_demo,
-            "eval": cmd_eval, "train": cmd_train, "eval-refer": cmd_eval_refer}
+            "eval": cmd_eval, "train": cmd_train, "train-layers": cmd_train_layers, "eval-refer": cmd_eval_refer}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(_join_negative_values(sys.argv[1:] if argv is None else list(argv)))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:2] == ["train", "layers"]:  # `rsseg train layers` is the train-layers verb
+        argv = ["train-layers", *argv[2:]]
+    args = parser.parse_args(_join_negative_values(argv))
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:

@@ -167,7 +167,7 @@ def to_pixels(geometry: BaseGeometry, grid: RasterGrid) -> BaseGeometry:
     return affine_transform(geometry, [inverse.a, inverse.b, inverse.d, inverse.e, inverse.xoff, inverse.yoff])
 
 
-def polygon_split(raster: PathLike, path: PathLike, size: int, stride: Optional[int] = None,
+def polygon_split(raster: "PathLike | RasterGrid", path: PathLike, size: int, stride: Optional[int] = None,
                   layer: Optional[str] = None, buffer: Optional[int] = None) -> SpatialSplit:
     """The user's validation polygons (any OGR layer, any CRS): chips inside them are validation,
     chips overlapping them or within the buffer are dropped from training."""

@@ -108,8 +108,11 @@ class RasterGrid:
         return shapely.Polygon(corners)
 
 
-def raster_grid(path: PathLike) -> RasterGrid:
-    """The grid of the raster at `path`; DatasetError when it is missing or unreadable."""
+def raster_grid(path: "PathLike | RasterGrid") -> RasterGrid:
+    """The grid of the raster at `path` (a grid is returned as it is: a resampled view's, say); DatasetError
+    when it is missing or unreadable."""
+    if isinstance(path, RasterGrid):
+        return path
     with open_dataset(path) as src:
         return RasterGrid(str(path), src.crs, src.transform, src.width, src.height, src.count)
 
@@ -422,8 +425,9 @@ class LayerLabels:
         return lines
 
 
-def load_labels(raster: PathLike, spec: LabelSpec, count_pixels: bool = True) -> LayerLabels:
-    """Read and check `spec`'s layers against `raster`'s grid; every problem raises here, before training.
+def load_labels(raster: "PathLike | RasterGrid", spec: LabelSpec, count_pixels: bool = True) -> LayerLabels:
+    """Read and check `spec`'s layers against `raster`'s grid (or a given grid, e.g. the raster resampled to
+    a training resolution); every problem raises here, before training.
 
     With `count_pixels` (the default) the labels are also rasterised once over the whole raster,
     block by block, and a class without a labelled pixel is an error (training could not learn it

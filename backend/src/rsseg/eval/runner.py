@@ -27,7 +27,7 @@ from ..errors import ParameterError
 from ..models.prompts import display_name
 from ..protocol.contracts import NODATA, UNLABELLED, SegmentRequest
 from .dataset_classes import dataset_class_file, dataset_classes
-from .metrics import NO_PREDICTION, ConfusionMatrix, SemanticScores
+from ..metrics import NO_PREDICTION, ConfusionMatrix, SemanticScores
 
 ImageProgress = Callable[[int, int], None]  # (images done, images in all)
 

@@ -157,7 +157,7 @@ def model_state(spec: ModelSpec, status: list[tuple[WeightFile, "WeightState"]])
     from ..weights.store import candidate_urls
 
     if not spec.runnable:
-        return "component", None
+        return spec.task, None  # "component" or "trainable"
     missing = [w for w, st in status if not (st.present and w.size is not None and st.size == w.size)]
     if missing:
         if not all(candidate_urls(w) for w in missing):
@@ -185,11 +185,28 @@ def model_row(spec: ModelSpec) -> dict:
             "needs_checkpoint": spec.needs_checkpoint, "download_bytes": download_bytes,
             "licence": spec.licence, "weights": weights, "weights_present": all_present(status),
             "parameters_trainable": counts[0] if counts else None,
-            "parameters_total": counts[1] if counts else None}
+            "parameters_total": counts[1] if counts else None,
+            "bundle": "bundle" in spec.config, "name": spec.config.get("bundle_name", spec.id),
+            "classes": list(spec.config["classes"]) if "bundle" in spec.config else None}
+
+
+def bundle_rows() -> list[dict]:
+    """The user's trained models ("My models", bundles/index.py); a damaged bundle is left out with a note
+    on stderr rather than failing the whole list."""
+    from ..bundles.index import installed_bundles
+    from ..bundles.spec import bundle_spec
+
+    rows = []
+    for path in installed_bundles():
+        try:
+            rows.append(model_row(bundle_spec(path)))
+        except Exception as exc:  # noqa: BLE001 - one damaged bundle must not hide the others
+            print(f"rsseg: skipping the model bundle {path}: {exc}", file=sys.stderr)
+    return rows
 
 
 def model_rows() -> list[dict]:
-    return [model_row(s) for s in MODELS.values()]
+    return [*bundle_rows(), *(model_row(s) for s in MODELS.values())]
 
 
 __all__ = ["get_spec", "model_row", "model_rows", "model_state", "parameter_counts", "count_parameters",

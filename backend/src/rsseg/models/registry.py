@@ -8,6 +8,8 @@ from ..spec import ModelSpec, Preprocess, WeightFile
 from .clip import configs as clip_configs
 from .rsrefseg import configs as rsrefseg_configs
 from .sam import configs as sam_configs
+from .sam_head import configs as sam_head_configs
+from .unetformer import configs as unetformer_configs
 
 MODELS: dict[str, ModelSpec] = {}
 
@@ -191,12 +193,65 @@ register(ModelSpec(
 ))
 
 
+# Trainable families ("rsseg train" on the user's layers, docs/models-trainable.md): an entry is an
+# architecture to train, not a model to run; its weights are the pretrained parts training starts from
+# (UNetFormer: the ImageNet encoder it is initialised with; SAM head: the frozen SAM encoder), and a
+# run's bundle (bundles/) is what segments. Inputs are normalised with each bundle's own mean/std.
+_TRAINABLE_PREPROCESS = Preprocess(3, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), None)
+_TIMM_RESNET18 = f"{_HF}/timm/resnet18.a1_in1k/resolve/b9c542640ca04a6acab6e1ecff124a2d6ef1951d/model.safetensors"
+register(ModelSpec(
+    id="resnet18-imagenet", task="component", builder="unetformer:encoder",
+    description="ResNet-18 trained on ImageNet-1k (timm resnet18.a1_in1k): initialises UNetFormer's encoder.",
+    config=unetformer_configs.RESNET18,
+    preprocess=Preprocess(3, unetformer_configs.IMAGENET_MEAN, unetformer_configs.IMAGENET_STD, None),
+    weights=(WeightFile("resnet18.a1_in1k.safetensors", 46807446,
+                        "80c49dee3da4822c009c5a7fe591e9223c5a2cfcf95a4067ca4dfb5a7b89c612", (_TIMM_RESNET18,)),),
+    licence="Apache-2.0 (timm model card)", real=True))
+register(ModelSpec(
+    id="resnet18-imagenet-tiny", task="component", builder="unetformer:encoder",
+    description="Test-size twin of resnet18-imagenet (ResNet-18 with 16-128-wide stages), random weights.",
+    config=unetformer_configs.RESNET18_TINY,
+    preprocess=Preprocess(3, unetformer_configs.IMAGENET_MEAN, unetformer_configs.IMAGENET_STD, None),
+    licence="GPL-2.0-or-later"))
+
+
+def _register_trainable(model_id: str, builder: str, config: dict, tiny_config: dict, description: str,
+                        base: str) -> None:
+    """A trainable architecture on the registry component `base` (its weights), and its tiny twin."""
+    part = MODELS[base]
+    register(ModelSpec(id=model_id, task="trainable", builder=builder, description=description, config=config,
+                       preprocess=_TRAINABLE_PREPROCESS, weights=part.weights,
+                       licence=f"GPL-2.0-or-later; {part.id}: {part.licence}", real=True))
+    register(ModelSpec(id=f"{model_id}-tiny", task="trainable", builder=builder,
+                       description=f"Test-size twin of {model_id}, random weights.", config=tiny_config,
+                       preprocess=_TRAINABLE_PREPROCESS, licence="GPL-2.0-or-later"))
+
+
+_register_trainable("unetformer-r18", "unetformer", {**unetformer_configs.R18, "pretrained": "resnet18-imagenet"},
+                    {**unetformer_configs.TINY, "pretrained": "resnet18-imagenet-tiny"},
+                    "UNetFormer (ResNet-18 encoder from ImageNet, global-local transformer decoder): a semantic "
+                    "segmenter trained on your own layers; any number of bands and classes.", "resnet18-imagenet")
+_register_trainable("sam-head-litemedsam", "sam_head", sam_head_configs.LITEMEDSAM, sam_head_configs.LITEMEDSAM_TINY,
+                    "A light decoder trained on your own layers on the frozen LiteMedSAM image encoder (256² input).",
+                    "litemedsam")
+_register_trainable("sam-head-sam-vit-b", "sam_head", sam_head_configs.SAM_VIT_B, sam_head_configs.SAM_VIT_B_TINY,
+                    "A light decoder trained on your own layers on the frozen SAM ViT-B image encoder (1024² "
+                    "input).", "sam-vit-b")
+
+
 def get_spec(model_id: str) -> ModelSpec:
-    """The entry of `model_id`; an unknown id is refused with the models a job can run (components, which
-    other models use, are left out of the list but still found here)."""
+    """The entry of `model_id`, or the bundle at that path (a trained model, bundles/); an unknown id is
+    refused with the models a job can run (components, which other models use, are left out of the list
+    but still found here)."""
     try:
         return MODELS[model_id]
     except KeyError:
+        from ..bundles.format import is_bundle
+
+        if is_bundle(model_id) or "/" in model_id or "\\" in model_id:  # a path names a bundle
+            from ..bundles.spec import bundle_spec
+
+            return bundle_spec(model_id)
         runnable = sorted(spec.id for spec in MODELS.values() if spec.runnable)
         raise ModelError(f"unknown model {model_id!r} (known models: {', '.join(runnable)})",
                          fixes=("models",)) from None

@@ -39,6 +39,7 @@ from .messages import (
     ResultRecord,
     Segment,
     Shutdown,
+    Train,
     decode,
 )
 
@@ -152,6 +153,17 @@ class Session:
             raise InvalidRequest(f"a segment request is a SegmentRequest or a dict, got {type(request).__name__}") \
                 from None
         return self._call(Segment(_new_id(), payload), on_progress, timeout, wait).result
+
+    def train(self, request: Any, on_progress: Optional[ProgressHandler] = None,
+              timeout: Optional[float] = None, wait: Optional[Stop] = None) -> dict[str, Any]:
+        """Train from layers (a TrainLayersRequest or its dict); progress per epoch with loss and IoU in
+        `detail`. Returns {"model", "bundle", "metrics", ...}; `timeout` is the longest silence."""
+        try:
+            payload = request.to_dict() if hasattr(request, "to_dict") else dict(request)
+        except (TypeError, ValueError):
+            raise InvalidRequest(f"a train request is a TrainLayersRequest or a dict, got {type(request).__name__}") \
+                from None
+        return self._call(Train(_new_id(), payload), on_progress, timeout, wait).result
 
     def download(self, model: str, on_progress: Optional[ProgressHandler] = None,
                  timeout: Optional[float] = None, wait: Optional[Stop] = None) -> dict[str, Any]:

@@ -22,7 +22,10 @@ MAX_CLASSES = 254
 # --- one vocabulary: the words the CLI, the worker, the dock and Processing share ----------------------
 
 MODES = ("classes", "sentence")  # prompt modes: a class list, or a referring sentence
-TASKS = (*MODES, "both", "component")  # a model's `task` (the `models` record); "component": not run itself
+# a model's `task` (the `models` record); "component": not run itself; "trainable": a family a user trains on
+# their own layers (rsseg train layers), whose bundles then run with task "classes"
+TASKS = (*MODES, "both", "component", "trainable")
+NOT_RUN = ("component", "trainable")
 DEFAULT_MODELS = {"classes": "clip-vit-b-16", "sentence": "rsrefseg-clip-b16-sam-b"}  # per prompt mode
 EXAMPLE_PROMPTS = {"classes": "building, road, tree, water",
                    "sentence": "the large white building next to the parking lot"}
@@ -41,7 +44,7 @@ MAX_SENTENCE_CHARS = 1000  # one referring sentence (white space collapsed)
 # picker: "ready" to run; weights missing that "download" fetches, or that must be imported ("import");
 # "needs checkpoint" (a referring model that runs only with a trained checkpoint); "component" (used by
 # other models, never chosen for a job itself).
-MODEL_STATES = ("ready", "download", "import", "needs checkpoint", "component")
+MODEL_STATES = ("ready", "download", "import", "needs checkpoint", "component", "trainable")
 STATE_FIXES = {"download": "download", "import": "import", "needs checkpoint": "checkpoint"}  # state -> FIXES
 
 # --- fixes: what the user can do about an error, as data each front end words its own way -------------
@@ -135,7 +138,7 @@ def check_tiling(tile: int, overlap: int) -> None:
         raise RequestError(f"overlap must be between 0 and half the tile size ({tile // 2}), got {overlap}", "overlap")
 
 
-def _finite(value: Any) -> bool:
+def is_finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
@@ -143,7 +146,7 @@ def check_bbox(bbox: Sequence[float]) -> None:
     """Four finite numbers minx < maxx, miny < maxy (in any CRS; whether it meets the raster is the engine's)."""
     values = tuple(bbox)
     shown = "(" + ", ".join(f"{v:.10g}" if isinstance(v, (int, float)) else repr(v) for v in values) + ")"
-    if len(values) != 4 or not all(_finite(v) for v in values):
+    if len(values) != 4 or not all(is_finite(v) for v in values):
         raise RequestError(f"bbox {shown} is empty or invalid (expected four finite numbers)", "region")
     if values[2] <= values[0] or values[3] <= values[1]:
         raise RequestError(f"bbox {shown} is empty or invalid (expected minx < maxx and miny < maxy)", "region")
@@ -217,7 +220,7 @@ def parse_class_list(text: str) -> list[str]:
 
 # --- request validation: one converter driven by the dataclass field types --------------------------
 
-def _got(value: Any) -> str:
+def describe_value(value: Any) -> str:
     """A received value described in JSON's words (the request usually arrives as JSON)."""
     if value is None or isinstance(value, bool):
         return {None: "null", True: "true", False: "false"}[value]
@@ -263,11 +266,11 @@ def _convert(value: Any, tp: Any, name: str, expected: str = "") -> Any:
         if value is None:
             return tp()
         if not isinstance(value, dict):
-            raise ValueError(f"{name} must be {_expected(tp)}, got {_got(value)}")
-        return _from_fields(tp, value, f"{name}.")
+            raise ValueError(f"{name} must be {_expected(tp)}, got {describe_value(value)}")
+        return from_fields(tp, value, f"{name}.")
     fixed = origin is tuple and args[-1] is not Ellipsis  # tuple[float, float]: exactly two
     if not _ACCEPTS[origin or tp](value) or (fixed and len(value) != len(args)):
-        raise ValueError(f"{name} must be {expected or _expected(tp)}, got {_got(value)}")
+        raise ValueError(f"{name} must be {expected or _expected(tp)}, got {describe_value(value)}")
     if tp is float:
         if not math.isfinite(value):
             raise ValueError(f"{name} must be a finite number, got {value}")
@@ -290,7 +293,7 @@ def _missing(cls: type, data: dict[str, Any], prefix: str = "") -> list[str]:
             and f.name not in data]
 
 
-def _from_fields(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+def from_fields(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     """Build dataclass `cls` from a JSON object; unknown, missing or mistyped fields raise ValueError."""
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - names)
@@ -379,8 +382,8 @@ class SegmentRequest:
         mistyped field, a NaN or infinite number, or a repeated class name raises ValueError naming
         the field and what it takes (the worker answers it with a ProtocolError record)."""
         if not isinstance(data, dict):
-            raise ValueError(f"a segment request must be an object, got {_got(data)}")
-        request = _from_fields(cls, data)
+            raise ValueError(f"a segment request must be an object, got {describe_value(data)}")
+        request = from_fields(cls, data)
         if request.classes is not None:
             check_class_names(request.classes)
         return request
@@ -403,7 +406,7 @@ class SegmentRequest:
             value = getattr(self, name)
             several = isinstance(value, (tuple, list))
             values = value if several else () if value is None else (value,)
-            if not all(_finite(v) for v in values):
+            if not all(is_finite(v) for v in values):
                 raise RequestError(f"{label} must be {'finite numbers' if several else 'a finite number'}, got "
                                    f"{', '.join(map(str, values)) if several else value}", name)
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
@@ -412,7 +415,7 @@ class SegmentRequest:
             raise RequestError(f"simplify tolerance and minimum area must not be negative, got "
                                f"{self.simplify_tolerance} and {self.min_area_m2}", "simplify_tolerance")
         self._check_stretch()
-        if self.resolution is not None and not (_finite(self.resolution) and self.resolution > 0):
+        if self.resolution is not None and not (is_finite(self.resolution) and self.resolution > 0):
             raise RequestError(f"processing resolution must be a positive number of metres per pixel, "
                                f"got {self.resolution}", "resolution")
         if self.region.bbox is not None:

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field, fields
 from itertools import accumulate
 from typing import Any, ClassVar, Optional
 
-PROTOCOL_VERSION = 4  # 2: segment requests carry upsample, sam_refine and checkpoint; 3: download and doctor;
-# 4: error records carry fixes and subject, segment requests a nodata field
+PROTOCOL_VERSION = 5  # 2: segment requests carry upsample, sam_refine and checkpoint; 3: download and doctor;
+# 4: error records carry fixes and subject, segment requests a nodata field; 5: train, progress detail
 MAX_LINE_BYTES = 16 * 1024 * 1024  # a request with many region polygons stays far below this
 MAX_DEPTH = 64  # JSON nesting; a record with GeoJSON multipolygons needs about 10
 
@@ -91,6 +91,16 @@ class Segment(Message):
 
 
 @dataclass
+class Train(Message):
+    """Train from layers (training.TrainLayersRequest.to_dict()): answered by progress records (stage "train",
+    epochs done and total, `detail` with the epoch's loss, validation mIoU and per-class IoU), then a result
+    {"model": the bundle's model id, "bundle", "metrics", "epochs", "stopped", "seconds"} or an error."""
+
+    request: dict[str, Any] = field(default_factory=dict)
+    type: ClassVar[str] = "train"
+
+
+@dataclass
 class Cancel(Message):
     """Stop job `target` at its next batch; it ends with an error record of code "Cancelled"."""
 
@@ -156,6 +166,7 @@ class ProgressRecord(Message):
     stage: str = ""
     done: int = 0
     total: int = 0
+    detail: dict[str, Any] = field(default_factory=dict)  # stage-specific numbers (training: loss, IoU)
     type: ClassVar[str] = "progress"
 
 
@@ -183,7 +194,7 @@ class Bye(Message):
 
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
-    cls.type: cls for cls in (Ping, Segment, Cancel, ListModels, Download, ImportWeights, Doctor, Shutdown, Pong,
+    cls.type: cls for cls in (Ping, Segment, Train, Cancel, ListModels, Download, ImportWeights, Doctor, Shutdown, Pong,
                               ProgressRecord, ResultRecord, ErrorRecord, Bye)
 }
 _FIELD_TYPES = {"int": int, "str": str, "dict[str, Any]": dict, "list[str]": list}

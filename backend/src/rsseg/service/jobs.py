@@ -33,6 +33,7 @@ from ..protocol.messages import (
     ResultRecord,
     Segment,
     Shutdown,
+    Train,
 )
 
 Emit = Callable[[Message], None]
@@ -67,6 +68,8 @@ class Service:
             self.emit(Pong(message.id, PROTOCOL_VERSION, __version__, os.getpid()))
         elif isinstance(message, Segment):
             self._segment(message)
+        elif isinstance(message, Train):
+            self._train(message)
         elif isinstance(message, Download):
             self._start(message.id, lambda progress, cancel: _download(message.model, progress, cancel))
         elif isinstance(message, ImportWeights):
@@ -110,6 +113,17 @@ class Service:
             return
         self._start(message.id, lambda progress, cancel: _segment(request, progress, cancel, self.cache))
 
+    def _train(self, message: Train) -> None:
+        from ..protocol.training import TrainLayersRequest
+
+        try:
+            request = TrainLayersRequest.from_dict(message.request)
+        except (TypeError, ValueError) as exc:
+            if not self._refuse_if_busy(message.id):
+                self.emit(ErrorRecord(message.id, "ProtocolError", f"invalid train request: {exc}"))
+            return
+        self._start(message.id, lambda progress, cancel: _train(request, progress, cancel))
+
     def _refuse_if_busy(self, msg_id: str) -> bool:
         if self.busy:
             self.emit(ErrorRecord(msg_id, "Busy", f"job {self._job_id} is still running; one job at a "
@@ -128,7 +142,7 @@ class Service:
 
     def _run(self, msg_id: str, work: Work, cancel: CancelToken) -> None:
         def progress(event: Progress) -> None:
-            self.emit(ProgressRecord(msg_id, event.stage, event.done, event.total))
+            self.emit(ProgressRecord(msg_id, event.stage, event.done, event.total, event.detail))
 
         try:
             record = ResultRecord(msg_id, work(progress, cancel))
@@ -159,6 +173,12 @@ def _segment(request: SegmentRequest, progress: ProgressCallback, cancel: Cancel
     from .segment import run_segment
 
     return run_segment(request, progress, cancel, cache).to_dict()
+
+
+def _train(request: Any, progress: ProgressCallback, cancel: CancelToken) -> dict[str, Any]:
+    from ..training.layers_run import train_layers
+
+    return train_layers(request, progress, cancel).to_dict()
 
 
 def _download(model_id: str, progress: ProgressCallback, cancel: CancelToken) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from ..devices import resolve_device
 from ..errors import check_request
 from ..execution.feature_cache import FeatureCache
 from ..execution.tile_runner import TileRunner
-from ..models import build_model
+from ..models import build_model, get_spec
 from ..progress import CancelToken, ProgressCallback, report
 from ..protocol.contracts import SegmentRequest, SegmentResult
 from ..raster.engine import segment
@@ -23,9 +23,23 @@ class _NotedRunner(TileRunner):
         return [*getattr(self.model, "notes", ()), *super().notes()]
 
 
+def model_defaults(request: SegmentRequest) -> SegmentRequest:
+    """The request with the model's own classes, bands and grid where it names none (a trained bundle's)."""
+    spec = get_spec(request.model)
+    preprocess = spec.preprocess
+    if request.classes is None and request.sentence is None and "bundle" in spec.config:
+        request = replace(request, classes=list(spec.config["classes"]))
+    if request.bands is None and preprocess.source_bands:
+        request = replace(request, bands=tuple(preprocess.source_bands))
+    if request.resolution is None and preprocess.resolution:
+        request = replace(request, resolution=preprocess.resolution)
+    return request
+
+
 def run_segment(request: SegmentRequest, progress: Optional[ProgressCallback] = None,
                 cancel: Optional[CancelToken] = None, cache: Optional[FeatureCache] = None) -> SegmentResult:
     """The one path every caller takes; `cache` (the worker's) lets later prompts reuse image features."""
+    request = model_defaults(request)
     check_request(request)  # before a device or a model is chosen
     device = resolve_device(request.device)
     report(progress, "load model", 0, 1)

@@ -113,6 +113,7 @@ class BaseTrainer(ABC):
         self.dtype = autocast_dtype(config.device, config.amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
         self.step = 0
+        self.last_loss: Optional[float] = None
         self.metrics: dict[str, Any] = {}
         self.history: list[dict[str, Any]] = []
 
@@ -222,6 +223,7 @@ class BaseTrainer(ABC):
         self.scaler.update()
         self.scheduler.step()
         self.step += 1
+        self.last_loss = total
         return total
 
     def _check_cancel(self, cancel: Optional[CancelToken]) -> None:

@@ -45,7 +45,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def add_train_parser(sub) -> argparse.ArgumentParser:
-    tr = sub.add_parser("train", help="train a referring model's adapters (RSRefSeg) on a dataset",
+    tr = sub.add_parser("train", help="train a referring model's adapters (RSRefSeg) on a dataset; "
+                                      "`rsseg train layers` trains on your own raster and label polygons",
                         description="Train the LoRA adapters and small modules of a referring model; checkpoints "
                                     "hold only the trainable state (see docs/training.md).")
     _common(tr)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ..datasets.referring.sample import RefSample
-from ..eval.metrics.referring import ReferringAccumulator, ReferringScores
+from ..metrics.referring import ReferringAccumulator, ReferringScores
 from .batches import eval_loader
 from .torch_data import ReferringDataset
 

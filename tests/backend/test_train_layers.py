@@ -1,0 +1,184 @@
+"""Training from layers end to end (rsseg.training.layers_run, `rsseg train layers`), on a synthetic scene
+written as real files: a UTM GeoTIFF and label polygons in EPSG:4326 with a class field named "kind".
+
+The tiny UNetFormer (same classes as the real one, test size) trains for a few epochs; what is checked
+is the contract: the bundle's contents, its use as a model id, errors before training with nothing left
+behind, cancel keeping a resumable run, and resume giving the weights of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import fiona
+import numpy as np
+import pytest
+import rasterio
+import shapely
+from pyproj import Transformer
+from rasterio.transform import from_origin
+from safetensors.torch import load_file
+from shapely.geometry import box, mapping
+
+from rsseg.bundles import BUNDLE_FILE, WEIGHTS_FILE, read_bundle
+from rsseg.bundles.index import installed_bundles
+from rsseg.cli.main import main as cli
+from rsseg.datasets.semantic import DatasetError
+from rsseg.errors import Cancelled, ParameterError
+from rsseg.models.catalog import model_rows
+from rsseg.progress import CancelToken
+from rsseg.protocol.contracts import SegmentRequest
+from rsseg.protocol.training import TrainLayersRequest
+from rsseg.service.segment import run_segment
+from rsseg.training.layers_run import CHECKPOINTS, RUN_FILE, train_layers
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+SIZE, PIXEL, ORIGIN = 192, 0.5, (500000.0, 3700000.0)
+TINY = "unetformer-r18-tiny"
+# (class value, pixel box col0, row0, col1, row1): red roofs and blue ponds on a green field
+SHAPES = [("roof", 20, 20, 60, 50), ("roof", 120, 30, 170, 70), ("roof", 40, 130, 80, 175),
+          ("pond", 100, 110, 150, 160), ("pond", 150, 150, 185, 185)]
+COLOURS = {"roof": (200, 40, 40), "pond": (30, 60, 180)}
+
+
+def _pixel_box(c0, r0, c1, r1):
+    x0, y0 = ORIGIN[0] + c0 * PIXEL, ORIGIN[1] - r1 * PIXEL
+    return box(x0, y0, x0 + (c1 - c0) * PIXEL, y0 + (r1 - r0) * PIXEL)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scene")
+    rng = np.random.default_rng(0)
+    image = np.empty((3, SIZE, SIZE), np.uint8)
+    image[:] = np.array([60, 140, 50], np.uint8)[:, None, None]
+    for kind, c0, r0, c1, r1 in SHAPES:
+        image[:, r0:r1, c0:c1] = np.array(COLOURS[kind], np.uint8)[:, None, None]
+    image = np.clip(image + rng.normal(0, 8, image.shape), 0, 255).astype(np.uint8)
+    raster = root / "scene.tif"
+    with rasterio.open(raster, "w", driver="GTiff", width=SIZE, height=SIZE, count=3, dtype="uint8",
+                       crs="EPSG:32617", transform=from_origin(*ORIGIN, PIXEL, PIXEL)) as dst:
+        dst.write(image)
+    to_wgs84 = Transformer.from_crs("EPSG:32617", "EPSG:4326", always_xy=True).transform
+    labels = root / "labels.gpkg"
+    with fiona.open(labels, "w", driver="GPKG", crs="EPSG:4326",
+                    schema={"geometry": "Polygon", "properties": {"kind": "str"}}) as out:
+        for kind, *pixels in SHAPES:
+            out.write({"geometry": mapping(shapely.transform(_pixel_box(*pixels), lambda xy: np.column_stack(
+                to_wgs84(xy[:, 0], xy[:, 1])))),
+                       "properties": {"kind": kind}})
+    return raster, labels
+
+
+def _request(scene, out: Path, **fields) -> TrainLayersRequest:
+    raster, labels = scene
+    base = dict(raster=str(raster), labels=str(labels), field="kind", out=str(out), model=TINY, epochs=2, chip=64,
+                stride=32, batch_size=4, validation="east", validation_fraction=0.3, device="cpu")
+    return TrainLayersRequest(**{**base, **fields})
+
+
+@pytest.fixture(scope="module")
+def trained(scene, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "roofs"
+    events = []
+    result = train_layers(_request(scene, out, classes={"roof": "building", "pond": "water"}), events.append)
+    return out, result, events
+
+
+def test_a_run_writes_a_self_describing_bundle(trained):
+    out, result, events = trained
+    assert sorted(p.name for p in out.iterdir()) == [BUNDLE_FILE, WEIGHTS_FILE]  # run files made way for it
+    info = read_bundle(out)
+    assert info.classes == ["background", "building", "water"] == result.classes
+    assert info.builder == "unetformer" and info.bands == [1, 2, 3] and len(info.mean) == 3
+    assert info.training["field"] == "kind" and info.training["class_values"]["building"] == ["roof"]
+    assert info.training["val_chips"] == result.val_chips > 0 and result.train_chips > 0
+    assert set(info.metrics["iou"]) == set(info.classes) and 0.0 <= info.metrics["miou"] <= 1.0
+    assert len(info.training["history"]) == result.epochs == 2
+    assert len(load_file(str(out / WEIGHTS_FILE))) > 0
+    epochs = [e.detail for e in events if e.stage == "train" and "val_miou" in e.detail]
+    assert [d["epoch"] for d in epochs] == [1, 2] and all(set(d["iou"]) == set(info.classes) for d in epochs)
+    assert any("loss" in e.detail and "val_miou" not in e.detail for e in events if e.stage == "train")
+
+
+def test_the_bundle_is_a_model_id_and_segments_into_its_own_classes(trained, scene, tmp_path):
+    out, result, _ = trained
+    assert result.model == str(out.resolve()) and result.model in installed_bundles()
+    row = next(r for r in model_rows() if r["id"] == result.model)
+    assert row["bundle"] and row["classes"] == result.classes and row["state"] == "ready" and row["runnable"]
+    segmented = run_segment(SegmentRequest(raster=str(scene[0]), out_dir=str(tmp_path / "seg"), model=result.model,
+                                           tile=128, overlap=16, device="cpu"))
+    assert [c.name for c in segmented.classes] == result.classes and Path(segmented.mask).is_file()
+    some = run_segment(SegmentRequest(raster=str(scene[0]), out_dir=str(tmp_path / "seg2"), model=result.model,
+                                      classes=["water", "building"], tile=128, overlap=16, device="cpu"))
+    assert [c.name for c in some.classes] == ["water", "building"]
+
+
+def test_the_cli_trains_and_segments_with_the_bundle(scene, tmp_path, capsys):
+    raster, labels = scene
+    out = tmp_path / "cli-run"
+    code = cli(["train", "layers", "--raster", str(raster), "--labels", str(labels), "--field", "kind", "--sparse",
+                "--validation", "west", "--model", TINY, "--out", str(out), "--epochs", "1", "--chip", "64",
+                "--batch-size", "4", "--device", "cpu", "--classes", "roof=building; pond=", "--json", "--quiet"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["classes"] == ["building"] and read_bundle(out).training["mode"] == "sparse"
+    assert cli(["segment", str(raster), "--model", str(out), "--out", str(tmp_path / "seg"), "--quiet"]) == 0
+
+
+@pytest.mark.parametrize("change, error, words", [
+    (dict(field="class"), DatasetError, "kind"),  # a missing field: the layer's fields are named
+    (dict(classes={"roof": "building"}), DatasetError, "pond"),  # a value the table lacks
+    (dict(chip=256), ParameterError, "smaller chip"),
+    (dict(validation="blocks", chip=128, stride=128), ParameterError, "too few chips"),
+    (dict(validation="blocks", chip=96, stride=96), DatasetError, "no training chip"),
+    (dict(model="clip-vit-b-16"), ParameterError, "unetformer-r18"),
+])
+def test_bad_input_is_refused_before_training_and_leaves_nothing(scene, tmp_path, change, error, words):
+    out = tmp_path / "run"
+    with pytest.raises(error, match=words):
+        train_layers(_request(scene, out, **change))
+    assert not out.exists()
+
+
+def test_an_existing_model_or_a_foreign_folder_is_never_overwritten(trained, scene, tmp_path):
+    with pytest.raises(ParameterError, match="already holds a trained model"):
+        train_layers(_request(scene, trained[0]))
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(ParameterError, match="not an empty folder"):
+        train_layers(_request(scene, foreign))
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
+
+
+def test_cancel_keeps_a_resumable_run_and_resume_matches_an_uninterrupted_run(scene, tmp_path):
+    straight = train_layers(_request(scene, tmp_path / "straight", epochs=3, patience=0))
+    cancel = CancelToken()
+
+    def stop_after_first_epoch(event):
+        if event.stage == "train" and event.detail.get("epoch") == 2 and "val_miou" not in event.detail:
+            cancel.cancel()
+
+    out = tmp_path / "paused"
+    with pytest.raises(Cancelled, match="resume"):
+        train_layers(_request(scene, out, epochs=3, patience=0), stop_after_first_epoch, cancel)
+    assert (out / RUN_FILE).is_file() and len(list((out / CHECKPOINTS).glob("step-*.json"))) == 1
+    assert not (out / BUNDLE_FILE).exists()
+    with pytest.raises(ParameterError, match="unfinished run"):
+        train_layers(_request(scene, out, epochs=3))
+    resumed = train_layers(TrainLayersRequest(raster="-", labels="-", field="-", out=str(out), resume=True,
+                                              device="cpu"))
+    assert resumed.epochs == straight.epochs == 3 and resumed.metrics == straight.metrics
+    a, b = load_file(str(Path(straight.model) / WEIGHTS_FILE)), load_file(str(out / WEIGHTS_FILE))
+    assert a.keys() == b.keys() and all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+
+
+def test_a_cancel_before_the_first_epoch_leaves_nothing(scene, tmp_path):
+    cancel = CancelToken()
+    cancel.cancel()
+    out = tmp_path / "never"
+    with pytest.raises(Cancelled):
+        train_layers(_request(scene, out), cancel=cancel)
+    assert not out.exists()
