@@ -182,3 +182,24 @@ def test_a_cancel_before_the_first_epoch_leaves_nothing(scene, tmp_path):
     with pytest.raises(Cancelled):
         train_layers(_request(scene, out), cancel=cancel)
     assert not out.exists()
+
+
+def test_the_sam_head_trains_its_decoder_and_the_bundle_holds_no_encoder(scene, tmp_path):
+    result = train_layers(_request(scene, tmp_path / "head", model="sam-head-litemedsam-tiny", epochs=1))
+    info = read_bundle(result.model)
+    weights = load_file(str(Path(result.model) / WEIGHTS_FILE))
+    assert info.builder == "sam_head" and not any(k.startswith("encoder.") for k in weights)
+    assert info.config["input_mean"] == info.mean  # the frozen encoder sees the engine's [0, 1] values again
+    segmented = run_segment(SegmentRequest(raster=str(scene[0]), out_dir=str(tmp_path / "seg"), model=result.model,
+                                           tile=128, overlap=16, device="cpu"))
+    assert [c.name for c in segmented.classes] == info.classes
+
+
+def test_without_imagenet_weights_unetformer_trains_from_scratch_and_says_so(scene, tmp_path, monkeypatch):
+    from rsseg.weights.store import ENV_DIR
+
+    monkeypatch.setenv(ENV_DIR, str(tmp_path / "no-weights"))
+    result = train_layers(_request(scene, tmp_path / "scratch", model="unetformer-r18", epochs=1, chip=64,
+                                   batch_size=2))
+    assert any("from scratch" in n and "resnet18-imagenet" in n for n in result.notes)
+    assert "pretrained" not in read_bundle(result.model).config

@@ -252,7 +252,8 @@ def _run(request: TrainLayersRequest, out: Path, progress: Optional[ProgressCall
         write_json_file(out / RUN_FILE, request.to_dict())
         (out / CHECKPOINTS).mkdir(exist_ok=True)
         torch.manual_seed(request.seed)
-        net = get_net_maker(spec.builder)(spec.config, n_inputs, data.labels.num_classes, device)
+        config, notes = _net_config(spec.config, data)
+        net = get_net_maker(spec.builder)(config, n_inputs, data.labels.num_classes, device)
         per_epoch = len(data.order) // request.batch_size
         total = per_epoch * request.epochs
         config = TrainConfig(steps=total, batch_size=request.batch_size, lr=request.lr or trainer_cls.default_lr,
@@ -286,13 +287,27 @@ def _run(request: TrainLayersRequest, out: Path, progress: Optional[ProgressCall
     shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
     (out / RUN_FILE).unlink(missing_ok=True)
     model_id = remember_bundle(out)
-    notes = [data.split.describe()]
+    notes = [data.split.describe(), *notes]
     if stopped == "early":
         notes.append(f"stopped early after epoch {log[-1]['epoch']}: no better validation mIoU for "
                      f"{request.patience} epochs")
     return TrainLayersResult(model_id, info.name, info.classes, log[-1]["epoch"], best["epoch"], stopped,
                              round(time.perf_counter() - started, 2), len(data.train.windows),
                              len(data.val.windows), info.metrics, notes)
+
+
+def _net_config(config: dict[str, Any], data: LayerData) -> tuple[dict[str, Any], list[str]]:
+    """The family's config for this run: the data's normalisation (a frozen encoder undoes it to see the
+    engine's [0, 1] values), and ImageNet initialisation only when its weights are installed."""
+    from ..weights import weights_present
+
+    config, notes = {**config, "input_mean": data.mean, "input_std": data.std}, []
+    pretrained = config.get("pretrained")
+    if pretrained and not weights_present(get_spec(pretrained)):
+        config.pop("pretrained")
+        notes.append(f"trained from scratch: the ImageNet weights ({pretrained}) are not installed; download them "
+                     "for a better start")
+    return config, notes
 
 
 def _best_state(out: Path, trainer: SemanticTrainer, data: LayerData) -> dict[str, torch.Tensor]:

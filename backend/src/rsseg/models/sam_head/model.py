@@ -95,7 +95,9 @@ class SamHead(nn.Module):
         size = self.image_size
         if tuple(image.shape[-2:]) != (size, size):
             shrink = image.shape[-2] > size or image.shape[-1] > size
-            image = F.interpolate(image, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
+            # in fp32: antialiased resizing has no half-precision kernel (on CPU)
+            image = F.interpolate(image.float(), size=(size, size), mode="bilinear", align_corners=False,
+                                  antialias=shrink)
         image = (image - self.pixel_mean) / self.pixel_std
         # no autograd through the encoder, unless a band adapter in front of it trains
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.training and self.train_adapter):
