@@ -57,7 +57,7 @@ $(STAMPS)/venv: $(STAMPS)/apt backend/pyproject.toml constraints.txt
 setup: $(STAMPS)/venv
 
 demo: setup
-	@$(RSSEG) demo --download --sample resources/sample/neon_osbs_rgb.tif --out $(DEMO_OUT)
+	@$(RSSEG) demo --download --sample resources/sample/neon_osbs_rgb.tif --labels resources/sample/neon_osbs_labels.geojson --out $(DEMO_OUT)
 
 test: setup lint
 	@$(PY) -m pytest -q $(PYTEST_ARGS) tests

@@ -123,3 +123,23 @@ def test_segment_nodata_option_blanks_a_zero_collar(tmp_path, capsys):
     assert main([*args, str(tmp_path / "nan"), "--nodata", "nan"]) == 2
     assert "nodata value must be a finite number, got nan" in capsys.readouterr().err
     assert not (tmp_path / "nan").exists()
+
+
+def test_an_offline_demo_trains_on_the_sample_labels_and_segments_with_that_model(tmp_path, monkeypatch, capsys):
+    """`make demo` without the CLIP weights: the bundled labels train a UNetFormer (one epoch here; the demo
+    runs DEMO_EPOCHS), the sample is segmented into its classes, and a second demo reuses the model."""
+    import rsseg.cli.main as cli_main
+
+    monkeypatch.setenv("RSSEG_WEIGHTS_DIR", str(tmp_path / "weights"))  # nothing installed, nothing downloaded
+    monkeypatch.setattr(cli_main, "DEMO_EPOCHS", 1)
+    out = tmp_path / "demo"
+    args = ["demo", "--sample", str(SAMPLE), "--labels", str(SAMPLE.with_name("neon_osbs_labels.geojson")),
+            "--out", str(out)]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "training a small model" in captured.err and "epoch 1/1" in captured.err
+    record = json.loads((out / "result.json").read_text())
+    assert sorted(c["name"] for c in record["classes"]) == ["ground", "tree"]
+    assert record["request"]["model"] == str((out / "model").resolve())
+    assert main(args) == 0
+    assert "Using the model trained by an earlier demo run" in capsys.readouterr().err

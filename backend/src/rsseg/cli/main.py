@@ -153,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", required=True)
     demo.add_argument("--download", action="store_true",
                       help=f"download the demo model ({DEMO_MODEL}) first if its weights are missing")
+    demo.add_argument("--labels", help="labels bundled with the sample (field `cover`): without the demo model's "
+                                       "weights, a small model is trained from them first (a minute or two on CPU)")
     return parser
 
 
@@ -259,10 +261,12 @@ def cmd_bench(args) -> int:
 
 DEMO_MODEL = DEFAULT_MODELS["classes"]
 DEMO_CLASSES = ["tree", "grass", "bare soil, sand", "shadow"]
+DEMO_EPOCHS = 8
 
 
 def _demo_model(args) -> str:
-    """The demo's real model when its weights are (or, with --download, can be) installed; else `test`."""
+    """The demo's real model when its weights are (or, with --download, can be) installed; else a model trained
+    from the sample's labels (--labels); else `test`."""
     from ..models import get_spec
     from ..weights import download_model, weights_present
     from .progress_bar import ByteBar
@@ -278,10 +282,42 @@ def _demo_model(args) -> str:
             bar.close()
     if weights_present(spec):
         return DEMO_MODEL
+    if args.labels:
+        return _demo_trained_model(args)
     print(f"The weights of {DEMO_MODEL} are not installed (`rsseg models download {DEMO_MODEL}`): running the "
           "weight-free pipeline test model `test` instead (its classes are colour matches, not a real "
           "segmentation).", file=sys.stderr)
     return "test"
+
+
+def _demo_trained_model(args) -> str:
+    """Train UNetFormer on the sample's own labels (kept in OUT/model, reused by the next demo)."""
+    from pathlib import Path
+
+    from ..bundles import is_bundle
+    from ..protocol.training import TrainLayersRequest
+    from ..training.layers_cli import epoch_line
+    from ..training.layers_run import train_layers
+
+    folder = Path(args.out) / "model"
+    if is_bundle(folder):
+        print(f"Using the model trained by an earlier demo run: {folder}", file=sys.stderr)
+        return str(folder.resolve())
+    print(f"The weights of {DEMO_MODEL} are not installed and could not be downloaded: training a small model "
+          f"(UNetFormer) on the labels bundled with the sample ({args.labels}) instead; about a minute or two on a "
+          "CPU.", file=sys.stderr)
+    request = TrainLayersRequest(raster=args.sample, labels=args.labels, field="cover", out=str(folder),
+                                 name="demo: tree and ground", mode="sparse", epochs=DEMO_EPOCHS, chip=128, stride=64, batch_size=8,
+                                 patience=0)
+
+    def progress(event) -> None:
+        if event.stage == "train" and "val_miou" in event.detail:
+            print(epoch_line(event.detail, event.total), file=sys.stderr, flush=True)
+
+    result = train_layers(request, progress)
+    print(f"Trained {result.name} in {result.seconds:.0f} s (validation mIoU {result.metrics.get('miou') or 0:.3f} "
+          f"on held-out blocks); segmenting with it.", file=sys.stderr)
+    return result.model
 
 
 def cmd_demo(args) -> int:
@@ -290,12 +326,13 @@ def cmd_demo(args) -> int:
     from .progress_bar import StageBars
 
     model = _demo_model(args)
-    real = model != "test"
+    clip = model == DEMO_MODEL
     bars = StageBars()
     try:
-        result = run_segment(SegmentRequest(raster=args.sample, out_dir=args.out, model=model, classes=DEMO_CLASSES,
-                                            tile=448 if real else 256, overlap=64 if real else 32,
-                                            resolution=0.3 if real else None, simplify_tolerance=0.1),
+        classes = DEMO_CLASSES if model in (DEMO_MODEL, "test") else None  # a trained model's are its own
+        result = run_segment(SegmentRequest(raster=args.sample, out_dir=args.out, model=model, classes=classes,
+                                            tile=448 if clip else 256, overlap=64 if clip else 32,
+                                            resolution=0.3 if clip else None, simplify_tolerance=0.1),
                              progress=bars)
     finally:
         bars.close()
