@@ -307,8 +307,8 @@ def _demo_trained_model(args) -> str:
           f"(UNetFormer) on the labels bundled with the sample ({args.labels}) instead; about a minute or two on a "
           "CPU.", file=sys.stderr)
     request = TrainLayersRequest(raster=args.sample, labels=args.labels, field="cover", out=str(folder),
-                                 name="demo: tree and ground", mode="sparse", epochs=DEMO_EPOCHS, chip=128, stride=64, batch_size=8,
-                                 patience=0)
+                                 name="demo: tree and ground", mode="sparse", epochs=DEMO_EPOCHS, chip=128, stride=64,
+                                 batch_size=8, patience=0)
 
     def progress(event) -> None:
         if event.stage == "train" and "val_miou" in event.detail:
