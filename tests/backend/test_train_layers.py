@@ -203,3 +203,15 @@ def test_without_imagenet_weights_unetformer_trains_from_scratch_and_says_so(sce
                                    batch_size=2))
     assert any("from scratch" in n and "resnet18-imagenet" in n for n in result.notes)
     assert "pretrained" not in read_bundle(result.model).config
+
+
+def test_rsseg_models_lists_my_models_first_and_forget_takes_one_off(trained, capsys):
+    from rsseg.bundles.index import remember_bundle
+
+    out, result, _ = trained
+    assert cli(["models"]) == 0
+    listing = capsys.readouterr().out
+    assert listing.startswith("My models") and result.model in listing and "background, building, water" in listing
+    assert cli(["models", "forget", result.model]) == 0
+    assert result.model not in installed_bundles() and out.is_dir()  # off the list, files kept
+    remember_bundle(out)

@@ -1,4 +1,5 @@
-"""`rsseg models [list | download ID | import ID FILE | verify ID]`: the registry and its weight files."""
+"""`rsseg models [list | download ID | import ID FILE | verify ID | forget RUN]`: the registry, the user's
+trained models (bundles) and their weight files."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from .progress_bar import ByteBar
 def add_models_parser(sub) -> None:
     models = sub.add_parser("models", help="list models; download, import or verify their weight files")
     models.add_argument("--json", action="store_true", help="print the model list as JSON")
-    verbs = models.add_subparsers(dest="models_command", metavar="{list,download,import,verify}")
+    verbs = models.add_subparsers(dest="models_command", metavar="{list,download,import,verify,forget}")
     listing = verbs.add_parser("list", help="list registered models and their weight status (the default)")
     listing.add_argument("--json", action="store_true", dest="verb_json", help="print the model list as JSON")
     download = verbs.add_parser("download", help="download a model's weight files (resumes, checks sha256)")
@@ -24,6 +25,8 @@ def add_models_parser(sub) -> None:
     verify = verbs.add_parser("verify", help="re-hash a model's weight files against the registry")
     verify.add_argument("id", help="model id (see `rsseg models`)")
     verify.add_argument("--quiet", action="store_true", help="no progress bar")
+    forget = verbs.add_parser("forget", help="take a trained model off the list of your models (its folder stays)")
+    forget.add_argument("run", help="the model's folder (its id)")
 
 
 def _row_state(row: dict) -> str:
@@ -40,9 +43,24 @@ def _models_list(args) -> int:
     if args.json or getattr(args, "verb_json", False):
         print(json.dumps(rows, indent=2))
         return 0
+    mine = [row for row in rows if row["bundle"]]
+    if mine:
+        print("My models (trained on your layers; the folder is the model id):")
+        for row in mine:
+            print(f"  {row['name']}: {', '.join(row['classes'])}\n    {row['id']}")
+        print()
+    rows = [row for row in rows if not row["bundle"]]
     width = max((len(row["id"]) for row in rows), default=0)
     for row in rows:
         print(f"{row['id']:{width}s} {row['task']:9s} {_row_state(row):16s} {row['description']}{_parameters(row)}")
+    return 0
+
+
+def _models_forget(args) -> int:
+    from ..bundles.index import forget_bundle
+
+    forgotten = forget_bundle(args.run)
+    print(f"{args.run}: {'taken off your models (its files are kept)' if forgotten else 'was not on the list'}")
     return 0
 
 
@@ -119,7 +137,7 @@ def _models_verify(args) -> int:
 
 
 MODEL_VERBS = {"list": _models_list, "download": _models_download, "import": _models_import,
-               "verify": _models_verify}
+               "verify": _models_verify, "forget": _models_forget}
 
 
 def cmd_models(args) -> int:
