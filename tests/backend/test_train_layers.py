@@ -215,3 +215,27 @@ def test_rsseg_models_lists_my_models_first_and_forget_takes_one_off(trained, ca
     assert cli(["models", "forget", result.model]) == 0
     assert result.model not in installed_bundles() and out.is_dir()  # off the list, files kept
     remember_bundle(out)
+
+
+def test_chips_export_for_other_tools_with_visible_masks_and_a_manifest(scene, tmp_path, capsys):
+    raster, labels = scene
+    out = tmp_path / "chips"
+    assert cli(["train", "layers", "--raster", str(raster), "--labels", str(labels), "--field", "kind",
+                "--validation", "east", "--chip", "64", "--stride", "64", "--export", str(out)]) == 0
+    assert "training and" in capsys.readouterr().out
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["classes"] == ["background", "pond", "roof"] and manifest["ignore_index"] == 255
+    first = manifest["chips"][0]
+    with rasterio.open(out / first["image"]) as img, rasterio.open(out / first["mask"]) as mask, \
+            rasterio.open(raster) as src:
+        assert img.count == 3 and img.dtypes[0] == "uint8" and img.crs == src.crs
+        col, row = first["col"], first["row"]
+        assert np.array_equal(img.read(), src.read(window=rasterio.windows.Window(col, row, 64, 64)))
+        assert mask.colormap(1)[manifest["classes"].index("roof")][:3] != (0, 0, 0)  # a visible class colour
+        assert set(np.unique(mask.read(1))) <= {0, 1, 2}
+    assert {c["split"] for c in manifest["chips"]} == {"train", "val"}
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".chips")]  # no partial folder left
+    with pytest.raises(ParameterError, match="not an empty folder"):
+        from rsseg.training.layers_run import export_layers
+
+        export_layers(_request(scene, out))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, Optional
 
@@ -46,6 +47,8 @@ def add_train_layers_parser(sub) -> argparse.ArgumentParser:
                    help="; ".join(f"{k}: {v}" for k, v in TRAINABLE_MODELS.items()) + f" (default {DEFAULT_TRAINABLE})")
     p.add_argument("--out", help="the bundle folder to create (a new or empty folder)")
     p.add_argument("--name", help="the model's name in model lists (default: the folder's name)")
+    p.add_argument("--export", metavar="DIR", help="write the chips (images, masks with a colour table, "
+                                                   "manifest.json) to DIR for other tools instead of training")
     p.add_argument("--resume", metavar="RUN", help="continue the unfinished run in RUN with its own settings")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--chip", type=int, default=256, help="chip size in pixels (default 256)")
@@ -85,11 +88,16 @@ def class_table(text: Optional[str]) -> Optional[dict[str, Optional[str]]]:
 def request_from_args(args) -> TrainLayersRequest:
     if args.resume:
         return TrainLayersRequest(raster="-", labels="-", field="-", out=args.resume, device=args.device, resume=True)
+    if args.export:
+        args.out = args.export
     missing = [f"--{n}" for n in ("raster", "labels", "field", "out") if not getattr(args, n)]
     if missing:
         raise ParameterError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} needed to train "
                              "(or --resume RUN to continue a run)")
     keyword = args.validation in KEYWORDS
+    if not keyword and not os.path.exists(args.validation):
+        raise ParameterError(f"--validation takes {', '.join(KEYWORDS)} or a polygon layer; {args.validation!r} is "
+                             "neither (no such file)")
     return TrainLayersRequest(
         raster=args.raster, labels=args.labels, field=args.field, out=args.out, model=args.model,
         labels_layer=args.labels_layer, classes=class_table(args.classes), mode="sparse" if args.sparse else "area",
@@ -129,8 +137,15 @@ def cmd_train_layers(args) -> int:
     from ..errors import Cancelled
     from ..progress import CancelToken, Progress
     from ..signals import EXIT_TERMINATED, signal_name, stop_on_signals
-    from .layers_run import train_layers
+    from .layers_run import export_layers, train_layers
 
+    if args.export:
+        manifest = export_layers(request_from_args(args))
+        splits = [c["split"] for c in manifest["chips"]]
+        print(json.dumps(manifest, indent=2) if args.json else
+              f"{splits.count('train')} training and {splits.count('val')} validation chips of {manifest['chip']} px "
+              f"({', '.join(manifest['classes'])}) in {args.export}; see its manifest.json")
+        return 0
     chatty = not args.quiet and not args.json
 
     def progress(event: Progress) -> None:

@@ -118,14 +118,32 @@ def _split(request: TrainLayersRequest, grid: RasterGrid) -> SpatialSplit:
     return side_split(w, h, chip, stride, fraction=request.validation_fraction, side=request.validation)
 
 
+def label_spec(request: TrainLayersRequest) -> LabelSpec:
+    classes = None if request.classes is None else dict(request.classes)
+    return LabelSpec(request.labels, request.field, request.labels_layer, classes, request.mode, request.area,
+                     request.area_layer)
+
+
+def export_layers(request: TrainLayersRequest, cancel: Optional[CancelToken] = None) -> dict[str, Any]:
+    """Write the request's chips (training and validation, as training would split them) to `request.out`
+    for other tools, instead of training: see datasets/export.py. Returns the manifest."""
+    from ..datasets.export import export_chips
+
+    with request_rules():
+        request.validate()
+    if request.resolution is not None:
+        raise ParameterError("chips are exported on the raster's own grid: leave out the resolution",
+                             subject="resolution")
+    labels = load_labels(request.raster, label_spec(request))
+    return export_chips(request.raster, labels, _split(request, labels.grid), request.out, request.min_labelled,
+                        request.bands, cancel)
+
+
 def prepare(request: TrainLayersRequest, source: RasterSource) -> LayerData:
     """Labels, split, chips and normalisation; every problem with the data raises here, before training."""
     grid = RasterGrid(request.raster, source.crs, source.transform, source.width, source.height,
                       len(source.bands))
-    classes = None if request.classes is None else dict(request.classes)
-    spec = LabelSpec(request.labels, request.field, request.labels_layer, classes, request.mode, request.area,
-                     request.area_layer)
-    labels = load_labels(grid, spec)
+    labels = load_labels(grid, label_spec(request))
     stretch = estimate_stretch(source, Region(Window(0, 0, grid.width, grid.height)), request.percentiles)
     split = _split(request, grid)
     train = plan_chips(labels, split.train, request.min_labelled)
