@@ -203,8 +203,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=list(CASES))
     parser.add_argument("--families", nargs="+", help="trainable model ids (default: the real families)")
     parser.add_argument("--json", help="also write the rows to this JSON file")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default); 1 is "
+                                                               "much faster while another process computes")
     parser.add_argument("--workdir", help="keep the label layers and bundles here (default: a temporary folder)")
     args = parser.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     families = QUICK if args.quick else FAMILIES
     chosen = {f: families.get(f, FAMILIES.get(f, QUICK.get(f))) for f in (args.families or families)}
     if any(f.startswith("sam-head-litemedsam") and not f.endswith("-tiny") for f in chosen):

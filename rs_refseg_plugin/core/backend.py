@@ -16,10 +16,13 @@ from ..protocol.client import BackendError, Stop, WorkerClient, WorkerConfig, Wo
 from ..protocol.contracts import SegmentRequest, SegmentResult
 from ..protocol.launch import FOREIGN_PYTHON_ENV
 from ..protocol.messages import ProgressRecord
+from ..protocol.training import TrainLayersRequest, TrainLayersResult
 from .settings import PluginSettings
+from .train_job import read_result, train_percent
 
 STAGE_WEIGHT = {"load model": (0, 5), "segment": (5, 90), "vectorise": (90, 100)}
 Percent = Callable[[float, str], None]
+TrainProgress = Callable[[float, ProgressRecord], None]  # percent, and the record with its `detail`
 
 
 def _percent(stage: str, done: int, total: int) -> float:
@@ -52,6 +55,26 @@ class Backend:
             raise BackendError(f"the backend's result cannot be read by this plugin ({exc}): install a matching "
                                "backend with “Set up backend…”") from None
 
+    def train(self, request: TrainLayersRequest, progress: Optional[TrainProgress] = None,
+              cancelled: Optional[Stop] = None, queue: bool = True) -> TrainLayersResult:
+        """Train from layers to the bundle's result. `progress(percent, record)` gets every progress record
+        (stage "prepare", then "train" with the epoch's loss and IoU in `record.detail`); cancel as run_job."""
+        last = [0.0]
+
+        def on_record(record: ProgressRecord) -> None:
+            percent = train_percent(record.stage, record.done, record.total, getattr(record, "detail", None))
+            last[0] = max(last[0], percent) if percent is not None else last[0]
+            if progress is not None:
+                progress(last[0], record)
+
+        record = self._watched(lambda on_progress, wait: self.client.train(request, on_progress, wait=wait),
+                               None, cancelled, queue, on_record)
+        try:
+            return read_result(record)
+        except (TypeError, ValueError) as exc:
+            raise BackendError(f"the backend's training result cannot be read by this plugin ({exc}): install a "
+                               "matching backend with “Set up backend…”") from None
+
     def download(self, model: str, progress: Optional[Percent] = None,
                  cancelled: Optional[Stop] = None) -> list[str]:
         """A model's weight files, verified; returns their paths. A cancelled download is resumed next time."""
@@ -78,8 +101,10 @@ class Backend:
         self.client.close()
 
     def _watched(self, call: Callable[[Callable[[ProgressRecord], None], Optional[Stop]], dict],
-                 progress: Optional[Percent], cancelled: Optional[Stop], queue: bool) -> dict:
-        """`call(on_progress, wait)` with progress as a percentage and `cancelled` turned into the worker's cancel."""
+                 progress: Optional[Percent], cancelled: Optional[Stop], queue: bool,
+                 on_record: Optional[Callable[[ProgressRecord], None]] = None) -> dict:
+        """`call(on_progress, wait)` with progress as a percentage (or each record to `on_record`) and
+        `cancelled` turned into the worker's cancel."""
         stop = threading.Event()
 
         def watch() -> None:  # a job that sends no progress for a while can still be cancelled
@@ -90,6 +115,8 @@ class Backend:
         def on_progress(record: ProgressRecord) -> None:
             if progress is not None:
                 progress(_percent(record.stage, record.done, record.total), record.stage)
+            if on_record is not None:
+                on_record(record)
             if cancelled is not None and cancelled():
                 self.client.cancel()
 

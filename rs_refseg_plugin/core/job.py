@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 from ..protocol.contracts import REGIONS, RegionSpec, RequestError, SegmentRequest
+from .bundles import bundle_classes, classes_prompt
 from .run_folder import default_root, new_run_folder
 
 
@@ -41,6 +42,8 @@ class JobParameters:
     def to_request(self) -> SegmentRequest:
         if not self.model:
             raise JobError("choose a model")
+        if self.mode == "classes" and not self.prompt.strip():
+            self.prompt = classes_prompt(bundle_classes(self.model))  # a trained model's own classes
         try:
             optional = {"nodata": self.nodata} if self.nodata is not None else {}  # older backends lack it
             request = SegmentRequest.from_prompt(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -108,9 +109,18 @@ def finished_at(result: SegmentResult) -> Optional[datetime]:
         return None
 
 
+def _model_label(result: SegmentResult) -> str:
+    """The model as a name shows it: a trained model (its id is its folder's path) by its folder's name."""
+    model = _model(result)
+    if "/" not in model and "\\" not in model:
+        return model
+    return re.split(r"[\\/]", model.rstrip("/\\"))[-1] or model
+
+
 def _with_run(name: str, result: SegmentResult, when: Optional[datetime]) -> str:
     """"NAME — <model> <HH:MM:SS>", leaving out what the record does not say."""
-    tail = " ".join(part for part in (short(_model(result), 40), when.strftime("%H:%M:%S") if when else "") if part)
+    tail = " ".join(part for part in (short(_model_label(result), 40), when.strftime("%H:%M:%S") if when else "")
+                    if part)
     return f"{name} — {tail}" if tail else name
 
 

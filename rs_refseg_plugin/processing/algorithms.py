@@ -43,12 +43,14 @@ class SegmentClassesAlgorithm(SegmentAlgorithm):
                 "and its polygons.\n\n"
                 "Input raster (INPUT): a raster layer of a local file.\n"
                 f"Classes (CLASSES): comma-separated, e.g. \"{EXAMPLE_PROMPTS['classes']}\". With semicolons, "
-                "commas give synonyms of one class: \"road, parking lot; tree; water\".\n"
+                "commas give synonyms of one class: \"road, parking lot; tree; water\". With a model you trained "
+                "(Train from layers, or the dock's Train tab) it may stay empty: the model's own classes.\n"
                 + MODEL_HELP.format(what="a class list", default=self.default_model) + RASTER_HELP)
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.add_input()
-        self.addParameter(QgsProcessingParameterString(self.CLASSES, "Classes (e.g. building, road, tree)"))
+        self.addParameter(QgsProcessingParameterString(
+            self.CLASSES, "Classes (e.g. building, road, tree; empty: a trained model's own)", optional=True))
         self.add_model_and_device()
         self.add_raster_options()
         self.add_outputs()

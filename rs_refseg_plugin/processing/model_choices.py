@@ -7,6 +7,9 @@ models that run the algorithm's prompt mode; with no list stored yet, the defaul
 Test-size models (random weights) are hidden unless SHOW_TEST_KEY is true; the mode's default model
 is always offered. A model the list does not show can still be typed into "Custom model id", and a
 script may pass any id (the algorithms accept it, base.SegmentAlgorithm.checkParameterValues).
+The user's trained models (bundles: their model id is the folder's path) run class lists and are listed
+with the others; the families one can train (task "trainable") are offered only by "Train from layers"
+(`trainable_choices`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from qgis.core import QgsSettings
 
 from ..core.settings import PREFIX
 from ..protocol.contracts import DEFAULT_MODELS, task_accepts
+from ..protocol.training import DEFAULT_TRAINABLE, TRAINABLE_MODELS
 
 CACHE_KEY = PREFIX + "models_cache"  # the worker's `models` rows as a JSON list, written by the dock
 SHOW_TEST_KEY = PREFIX + "show_test_models"
@@ -76,9 +80,33 @@ def model_choices(mode: str, settings: Optional[QgsSettings] = None) -> list[str
         model_id = row["id"].strip()
         if model_id in ids or not task_accepts(str(row.get("task", "")), mode):
             continue
-        if not _flag(row.get("runnable"), True) or (is_test_model(row) and not show_tests):
+        if not _flag(row.get("runnable"), True) or (is_test_model(row) and not show_tests and not row.get("bundle")):
             continue
         ids.append(model_id)
     if default not in ids:
         ids.insert(0, default)
     return ids
+
+
+def trainable_choices(settings: Optional[QgsSettings] = None) -> list[str]:
+    """The model families "Train from layers" offers: the stored rows of task "trainable" (test twins only
+    when test models are shown), else the protocol's list; DEFAULT_TRAINABLE always."""
+    settings = settings or QgsSettings()
+    rows = cached_rows(settings) or []
+    show_tests = show_test_models(settings)
+    ids = [row["id"].strip() for row in rows
+           if row.get("task") == "trainable" and (show_tests or not is_test_model(row))]
+    ids = list(dict.fromkeys(ids)) or list(TRAINABLE_MODELS)
+    if DEFAULT_TRAINABLE not in ids:
+        ids.insert(0, DEFAULT_TRAINABLE)
+    return ids
+
+
+def add_bundle_row(model: str, name: str, classes: list[str], settings: Optional[QgsSettings] = None) -> None:
+    """Put a model just trained in the stored list (first, as the worker lists bundles), so the Model list
+    of "Segment classes" offers it before the dock lists the models again."""
+    settings = settings or QgsSettings()
+    rows = [row for row in cached_rows(settings) or [] if row["id"] != model]
+    row = {"id": model, "task": "classes", "bundle": True, "name": name, "classes": list(classes),
+           "runnable": True, "state": "ready", "description": f"{name}: trained on your layers"}
+    settings.setValue(CACHE_KEY, json.dumps([row, *rows]))

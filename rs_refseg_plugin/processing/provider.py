@@ -1,4 +1,4 @@
-"""The `rsseg` Processing provider: segment_classes and segment_sentence."""
+"""The `rsseg` Processing provider: segment_classes, segment_sentence and train_from_layers."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from .algorithms import SegmentClassesAlgorithm, SegmentSentenceAlgorithm
 from .base import ICON
+from .train_algorithm import TrainFromLayersAlgorithm
 
 
 class RsSegProvider(QgsProcessingProvider):
@@ -17,11 +18,11 @@ class RsSegProvider(QgsProcessingProvider):
         return "RS RefSeg"
 
     def longName(self):  # noqa: N802 - QGIS API
-        return "RS RefSeg (remote-sensing segmentation from classes or a sentence)"
+        return "RS RefSeg (remote-sensing segmentation from classes or a sentence, and training on your layers)"
 
     def icon(self):
         return QIcon(str(ICON))
 
     def loadAlgorithms(self):  # noqa: N802
-        for algorithm in (SegmentClassesAlgorithm(), SegmentSentenceAlgorithm()):
+        for algorithm in (SegmentClassesAlgorithm(), SegmentSentenceAlgorithm(), TrainFromLayersAlgorithm()):
             self.addAlgorithm(algorithm)

@@ -1,7 +1,9 @@
-"""The RS RefSeg dock: choose a raster, type classes or a sentence, Run.
+"""The RS RefSeg dock: choose a raster, type classes or a sentence, Run; or train a model on your own
+layers in its Train tab (ui/train_panel.py).
 
 The dock only builds a JobParameters (`parameters()`) and hands it to a SegmentTask; everything
-else (the worker, progress, cancel, adding layers) lives in the shared core and the task.
+else (the worker, progress, cancel, adding layers) lives in the shared core and the task. A model the
+Train tab trained is selected here with its classes (`select_model`).
 """
 
 from __future__ import annotations
@@ -33,11 +35,13 @@ from qgis.PyQt.QtWidgets import (
     QPushButton,
     QRadioButton,
     QSpinBox,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from ..core.backend import Backend, shared_backend
+from ..core.bundles import bundle_classes, classes_prompt
 from ..core.help import open_help
 from ..core.job import JobError, JobParameters
 from ..core.layers import local_raster
@@ -47,12 +51,14 @@ from ..core.settings import PREFIX, PluginSettings
 from ..core.summary import summary_lines
 from ..protocol.client import BackendError
 from ..protocol.contracts import DEVICES, EXAMPLE_PROMPTS
+from ..protocol.training import TrainLayersResult
 from ..tasks.model_tasks import DownloadTask, ImportTask, ModelsTask
 from ..tasks.segment_task import SegmentTask
 from .band_picker import BandPicker
 from .first_run import FirstRunPanel, Step, next_step
 from .messages import push
 from .model_picker import fill_combo, picker_items
+from .train_panel import TrainPanel
 
 # The region choices: (label, JobParameters.region, how its bounds are found).
 REGION_CHOICES = (("Whole layer", "layer"), ("Current map view", "extent"), ("Drawn rectangle", "drawn"),
@@ -86,8 +92,7 @@ class SegmentDock(QgsDockWidget):
     def _build(self) -> None:
         body = QWidget(self)
         layout = QVBoxLayout(body)
-        self.first_run = FirstRunPanel(self._act, body)
-        layout.addWidget(self.first_run)
+        self.first_run = FirstRunPanel(self._act, self)
         form = QFormLayout()
         self.layer = QgsMapLayerComboBox(body)
         self.layer.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
@@ -114,6 +119,7 @@ class SegmentDock(QgsDockWidget):
         self.model.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.model.setMinimumContentsLength(22)
         self.model.currentIndexChanged.connect(lambda _: self._update_first_run())
+        self.model.activated.connect(lambda _: self._model_picked())  # the user's choice, not a refill
         self.model.editTextChanged.connect(lambda _: self._update_first_run())  # a typed id
         self.refresh_button = QPushButton("Refresh", body)
         self.refresh_button.setToolTip("List the backend's models and which have their weights installed")
@@ -208,7 +214,7 @@ class SegmentDock(QgsDockWidget):
         adv.addRow("Backend Python", self.python)
         self.show_test = QCheckBox("Show test models (random weights, for checking the set-up)", advanced)
         self.show_test.setChecked(self.settings.show_test_models)
-        self.show_test.toggled.connect(lambda _: self._fill_models())
+        self.show_test.toggled.connect(lambda _: self._show_test_toggled())
         adv.addRow(self.show_test)
         tools = QHBoxLayout()
         self.setup_button = QPushButton("Set up backend…", advanced)
@@ -249,7 +255,19 @@ class SegmentDock(QgsDockWidget):
         self.log.setReadOnly(True)
         self.log.setMaximumBlockCount(2000)
         layout.addWidget(self.log, 1)
-        self.setWidget(body)
+        self.train_panel = TrainPanel(self.iface, self.backend, self._trained, self,
+                                      on_fix=lambda fixes, subject: self._offer_fix(fixes, subject, "Start training"),
+                                      on_weights=self._family_weights)
+        outer = QWidget(self)
+        column = QVBoxLayout(outer)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.addWidget(self.first_run)  # above the tabs: what it asks for (a backend, weights) serves both
+        self.tabs = QTabWidget(outer)
+        self.tabs.setObjectName("RsRefSegTabs")
+        self.tabs.addTab(body, "Segment")
+        self.tabs.addTab(self.train_panel, "Train")
+        column.addWidget(self.tabs, 1)
+        self.setWidget(outer)
 
     # -- state -------------------------------------------------------------------------------------
     def mode(self) -> str:
@@ -321,6 +339,46 @@ class SegmentDock(QgsDockWidget):
         self.model.blockSignals(False)
         self._update_first_run()
 
+    def _family_weights(self, action: str, family: str) -> None:
+        """The Train tab's Download / Import weights… for the pretrained weights a family starts from."""
+        previous, self.fix_subject = self.fix_subject, family  # what download_model / import_weights act on
+        try:
+            (self.download_model if action == "download" else self.import_weights)()
+        finally:
+            self.fix_subject = previous
+
+    def _show_test_toggled(self) -> None:
+        self._fill_models()
+        self.train_panel.set_models(self.models, self.show_test.isChecked())
+
+    def _model_picked(self) -> None:
+        """A trained model ("My models") picked in the list: its classes become the class list."""
+        classes = bundle_classes(self.model_id(), self.models)
+        if classes:
+            self.mode_classes.setChecked(True)
+            self.prompt.setEditText(classes_prompt(classes))
+
+    def select_model(self, model: str, classes: list[str]) -> None:
+        """Select `model` for a class-list run with `classes` (a model the Train tab has just trained; the
+        list may not show it until the model list is refreshed, so it is typed until then)."""
+        self.mode_classes.setChecked(True)
+        self.settings.model_classes = model
+        self._fill_models()
+        index = self.model.findData(model)
+        if index >= 0:
+            self.model.setCurrentIndex(index)
+        else:
+            self.model.setEditText(model)
+        if classes:
+            self.prompt.setEditText(classes_prompt(classes))
+        self._update_first_run()
+
+    def _trained(self, result: TrainLayersResult) -> None:
+        """The Train tab trained a model: list the models again and select it here with its classes."""
+        self.write_log(f"trained “{result.name}”: selected as the model ({result.model})")
+        self.select_model(result.model, result.classes)
+        self.refresh_models()
+
     def model_id(self) -> str:
         """The id picked from the list (its item data), or typed."""
         data = self.model.currentData()
@@ -328,7 +386,7 @@ class SegmentDock(QgsDockWidget):
             return str(data)
         return self.model.currentText().split(" — ")[0].strip()
 
-    def _offer_fix(self, fixes: tuple[str, ...], subject: str) -> None:
+    def _offer_fix(self, fixes: tuple[str, ...], subject: str, again: str = "Run") -> None:
         """A failed job's fixes become the first-run panel's buttons (a download is of `subject`, which may be
         a part of the chosen model, e.g. its SAM)."""
         actions = [f for f in fixes if f in ("download", "import", "checkpoint", "setup")]
@@ -338,7 +396,7 @@ class SegmentDock(QgsDockWidget):
         needs = {"download": f"“{subject}” needs its weights.", "import": f"“{subject}” needs its weights file.",
                  "checkpoint": "This model needs a trained checkpoint.",
                  "setup": "The backend environment is not usable."}
-        self.first_run.show_step(Step(needs[actions[0]] + " Press the button below, then Run again.", actions))
+        self.first_run.show_step(Step(needs[actions[0]] + f" Press the button below, then {again} again.", actions))
 
     def _update_first_run(self) -> None:
         self.fix_subject = ""
@@ -511,6 +569,7 @@ class SegmentDock(QgsDockWidget):
         self.models = rows or []
         QgsSettings().setValue(MODELS_CACHE, json.dumps(self.models))
         self._fill_models()
+        self.train_panel.set_models(self.models, self.show_test.isChecked())
         self.write_log(f"{len(self.models)} models")
 
     def download_model(self) -> None:
@@ -606,6 +665,7 @@ class SegmentDock(QgsDockWidget):
                 task.on_done = lambda *args: None
                 task.cancel()
         self.task = self.side_task = None
+        self.train_panel.shutdown()
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
         self.settings.python = self.python.filePath()

@@ -1,5 +1,7 @@
-"""The model list as a GUI user needs it: grouped by what each model needs before it runs, with a
-one-line description, and test models hidden unless asked for.
+"""The model list as a GUI user needs it: the user's trained models first ("My models", by their name),
+then the others grouped by what each needs before it runs, with a one-line description, and test models
+hidden unless asked for. The families one can train (task "trainable") are never offered here: the Train
+tab lists them.
 
 Rows are the worker's `models` answer (`rsseg models --json`). Newer backends say each row's
 `state`; for older ones it is worked out from the weight files.
@@ -16,9 +18,10 @@ from qgis.PyQt.QtWidgets import QComboBox
 
 from ..protocol.contracts import task_accepts
 
-# The groups in the order the list shows them: (state, heading).
-GROUPS = (("ready", "Ready to run"), ("download", "Need a download"), ("import", "Need a weights file"),
-          ("needs checkpoint", "Need a trained checkpoint"), ("test", "Test models (random weights)"))
+# The groups in the order the list shows them: (state, heading); "mine": the bundles a user trained.
+GROUPS = (("mine", "My models"), ("ready", "Ready to run"), ("download", "Need a download"),
+          ("import", "Need a weights file"), ("needs checkpoint", "Need a trained checkpoint"),
+          ("test", "Test models (random weights)"))
 
 
 def is_test(row: dict) -> bool:
@@ -51,15 +54,21 @@ def state_text(row: dict) -> str:
 
 
 def runnable(row: dict) -> bool:
-    return bool(row.get("runnable", True)) and state_of(row) != "component"
+    return bool(row.get("runnable", True)) and state_of(row) not in ("component", "trainable") \
+        and row.get("task") != "trainable"
+
+
+def group_of(row: dict) -> str:
+    """The row's group: "mine" for a trained model (a bundle), else its state."""
+    return "mine" if row.get("bundle") else state_of(row)
 
 
 def visible_rows(rows: list[dict], mode: str, show_test: bool) -> list[dict]:
     """The models that take prompts of `mode`, in GROUPS order; test models only with `show_test`."""
     chosen = [r for r in rows if runnable(r) and task_accepts(r.get("task", ""), mode)
-              and (show_test or state_of(r) != "test")]
+              and (show_test or group_of(r) != "test")]
     order = {state: i for i, (state, _) in enumerate(GROUPS)}
-    return sorted(chosen, key=lambda r: order.get(state_of(r), len(order)))
+    return sorted(chosen, key=lambda r: order.get(group_of(r), len(order)))
 
 
 @dataclass
@@ -73,11 +82,18 @@ def picker_items(rows: list[dict], mode: str, show_test: bool) -> list[PickerIte
     items: list[PickerItem] = []
     heading = None
     for row in visible_rows(rows, mode, show_test):
-        state = state_of(row)
-        if state != heading:
-            heading = state
-            items.append(PickerItem(dict(GROUPS).get(state, state.capitalize()), None))
+        group = group_of(row)
+        if group != heading:
+            heading = group
+            items.append(PickerItem(dict(GROUPS).get(group, group.capitalize()), None))
         description = str(row.get("description") or "").split(". ")[0].rstrip(".")
+        if group == "mine":
+            classes = [str(c) for c in row.get("classes") or []]
+            shown = ", ".join(classes[:4]) + (", …" if len(classes) > 4 else "")
+            name = str(row.get("name") or row["id"])
+            items.append(PickerItem(f"{name} — {shown or 'trained'}", row["id"],
+                                    f"{description}\n{row['id']}" if description else row["id"]))
+            continue
         items.append(PickerItem(f"{row['id']} — {state_text(row)}", row["id"], description))
     return items
 

@@ -85,6 +85,51 @@ def test_a_new_user_gets_a_first_result_from_the_dock(tmp_path):
     assert proc.returncode == 0, f"QGIS did not exit cleanly ({proc.returncode}): a modal dialog or a crash"
 
 
+def test_train_on_layers_then_segment_with_the_new_model(tmp_path):
+    """Fresh profile with a backend → the dock's Train tab: the footprints' field, the class table, the tiny
+    family for one epoch → summary, IoU table, the model in "My models" and selected in the Segment tab with
+    its classes → Run segments the raster with it (qgis_train_script.py)."""
+    install_plugin(tmp_path)
+    report, shots, models = tmp_path / "report.json", tmp_path / "shots", tmp_path / "my models"
+    raster = tmp_path / "atlanta.tif"  # a copy: the map's statistics go to a side-car .aux.xml beside it
+    shutil.copy(DATA / "spacenet_atlanta_pan.tif", raster)
+    shots.mkdir()
+    runtime = tmp_path / "xdg"
+    runtime.mkdir(mode=0o700)
+    env = {**os.environ, "RSSEG_PYTHON": sys.executable, "RSSEG_DESKTOP_REPORT": str(report),
+           "RSSEG_DESKTOP_SHOTS": str(shots), "RSSEG_DESKTOP_RASTER": str(raster),
+           "RSSEG_DESKTOP_LABELS": str(DATA / "spacenet_atlanta_buildings.geojson"),
+           "RSSEG_DESKTOP_MODELS": str(models), "RSSEG_MODELS_DIR": str(tmp_path / "rsseg-models"),
+           "HF_HUB_OFFLINE": "1", "XDG_RUNTIME_DIR": str(runtime), "QT_QPA_PLATFORM": "xcb"}
+    for name in ("PYTHONPATH", "QT_QPA_PLATFORMTHEME"):
+        env.pop(name, None)
+    cmd = ["timeout", "540", "xvfb-run", "-a", "-s", "-screen 0 1280x900x24", "qgis", "--profiles-path",
+           str(tmp_path), "--nologo", "--noversioncheck",
+           "--code", str(Path(__file__).with_name("qgis_train_script.py"))]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=570, check=False)  # nosec B603
+    assert report.exists(), f"QGIS wrote no report (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
+    data = json.loads(report.read_text())
+    assert data["ok"], (data.get("error"), data.get("steps"), proc.stderr[-2000:])
+    assert data["listed"] and data["table"] == ["yes"]
+    bundle = models / "desktop buildings"
+    assert data["trained"] == {"model": str(bundle.resolve()), "classes": ["background", "building"], "epochs": 1}
+    assert (bundle / "model.json").is_file() and not list(models.glob(".rsseg-train-*"))
+    assert any(s.startswith("epoch 1/1") for s in data["statuses"]), data["statuses"]
+    assert "validation mIoU" in data["train_summary"] and data["iou_rows"] == 2
+    assert "epoch 1/1: loss" in data["train_log"]
+    assert data["selected"] == [str(bundle.resolve()), "background, building"]
+    assert data["picker"][:2] == ["— My models —", "desktop buildings — background, building"]
+    segmented = data["segmented"]
+    assert segmented is not None, data["segment_log"]
+    assert segmented["group"].startswith("background, building — desktop buildings ")
+    assert segmented["classes"] == ["background", "building"]
+    assert segmented["extent"] == segmented["source_extent"]
+    check_drawn(shots / "dock-train.png")
+    if os.environ.get("RSSEG_DESKTOP_SHOT_COPY"):  # docs/images/dock-train.png comes from here
+        shutil.copy(shots / "dock-train.png", Path(os.environ["RSSEG_DESKTOP_SHOT_COPY"]) / "dock-train.png")
+    assert proc.returncode == 0, f"QGIS did not exit cleanly ({proc.returncode}): a modal dialog or a crash"
+
+
 def _colours(path: Path) -> dict[str, int]:
     from PIL import Image
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -48,7 +49,19 @@ def neon():
 
 
 SETTINGS = ("python", "recent_classes", "recent_sentences", "model_classes", "model_sentence", "out_dir",
-            "show_test_models", "models_cache")
+            "show_test_models", "models_cache", "train_model", "train_dir")
+
+
+@pytest.fixture
+def worker(monkeypatch, tmp_path):
+    """The real worker on this venv's Python, with "My models" kept in the test's folder (not the user's):
+    a worker started before (with other settings) is closed first, and this one after."""
+    close_shared_backend()
+    monkeypatch.setenv("RSSEG_PYTHON", sys.executable)
+    monkeypatch.setenv("RSSEG_MODELS_DIR", str(tmp_path / "rsseg-models"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", os.environ.get("HF_HUB_OFFLINE", "1"))
+    yield tmp_path / "rsseg-models"
+    close_shared_backend()
 
 
 @pytest.fixture
