@@ -12,37 +12,12 @@ import json
 from pathlib import Path
 from typing import Optional
 
-MANIFEST = "model.json"
-CHECKPOINTS = "checkpoints"
+from ..protocol.training import BUNDLE, BUNDLE_FILE, NEW, OTHER, STALE, UNFINISHED, is_bundle, run_folder_state
 
-# bundle_state: what a chosen output folder holds
-NEW, UNFINISHED, BUNDLE, OTHER = "new", "unfinished", "bundle", "other"
+__all__ = ["BUNDLE", "NEW", "OTHER", "STALE", "UNFINISHED", "bundle_classes", "classes_prompt", "is_bundle",
+           "run_folder_state"]
 
-
-def bundle_state(folder: str | Path) -> str:
-    """NEW (missing or empty), UNFINISHED (checkpoints, no manifest), BUNDLE (a finished model) or OTHER
-    (a file, or a folder with other things in it)."""
-    path = Path(folder)
-    if not path.exists():
-        return NEW
-    if not path.is_dir():
-        return OTHER
-    if (path / MANIFEST).is_file():
-        return BUNDLE
-    if any((path / CHECKPOINTS).glob("step-*.json")):  # the last finished epoch, which a resumed run loads
-        return UNFINISHED
-    try:
-        return OTHER if any(path.iterdir()) else NEW
-    except OSError:
-        return OTHER
-
-
-def is_bundle(model: str) -> bool:
-    """Whether a model id names a bundle folder (or its manifest)."""
-    if not model or ("/" not in model and "\\" not in model):
-        return False
-    path = Path(model).expanduser()
-    return (path / MANIFEST).is_file() or (path.name == MANIFEST and path.is_file())
+MANIFEST = BUNDLE_FILE
 
 
 def bundle_classes(model: str, rows: Optional[list[dict]] = None) -> list[str]:
@@ -51,7 +26,7 @@ def bundle_classes(model: str, rows: Optional[list[dict]] = None) -> list[str]:
     for row in rows or []:
         if row.get("id") == model and row.get("bundle") and isinstance(row.get("classes"), list):
             return [str(c) for c in row["classes"]]
-    if not is_bundle(model):
+    if not model or ("/" not in model and "\\" not in model) or not is_bundle(model):
         return []
     path = Path(model).expanduser()
     manifest = path if path.name == MANIFEST else path / MANIFEST

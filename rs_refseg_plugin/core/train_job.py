@@ -25,7 +25,7 @@ from qgis.core import QgsProject, QgsProviderRegistry, QgsVectorFileWriter
 
 from ..protocol.contracts import MAX_CLASS_CHARS, MAX_CLASSES, RequestError
 from ..protocol.training import DEFAULT_TRAINABLE, TRAINABLE_MODELS, TrainLayersRequest, TrainLayersResult
-from .bundles import BUNDLE, OTHER, UNFINISHED, bundle_state
+from .bundles import BUNDLE, OTHER, UNFINISHED, run_folder_state
 from .job import JobError
 from .layers import local_raster
 from .run_folder import default_root
@@ -254,7 +254,7 @@ class TrainJob:
         out = Path(self.request.out)
         if outcome == "done":
             return False
-        if bundle_state(out) == UNFINISHED:
+        if run_folder_state(out) == UNFINISHED:
             return True
         if self.request.resume:
             return False
@@ -329,7 +329,7 @@ class TrainParameters:
         if not str(self.out).strip():
             raise TrainError("out", "choose the folder the trained model is saved in")
         out = Path(self.out).expanduser().absolute()
-        state = bundle_state(out)
+        state = run_folder_state(out)
         if self.resume and state != UNFINISHED:
             raise TrainError("resume", f"“{out}” holds no unfinished training run to resume")
         if not self.resume and state == UNFINISHED:

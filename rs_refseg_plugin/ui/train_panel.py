@@ -36,7 +36,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from ..core.backend import Backend
-from ..core.bundles import NEW, UNFINISHED, bundle_state
+from ..core.bundles import NEW, UNFINISHED, run_folder_state
 from ..core.help import open_help
 from ..core.settings import PREFIX
 from ..core.train_job import (
@@ -351,7 +351,7 @@ class TrainPanel(QWidget):
         root = Path(self.folder.filePath()) if self.folder.filePath() else default_models_root()
         name = base
         for n in range(2, 1000):
-            if bundle_state(root / folder_name(name)) == NEW:
+            if run_folder_state(root / folder_name(name)) == NEW:
                 break
             name = f"{base} {n}"
         self.name.setText(name)
@@ -412,7 +412,7 @@ class TrainPanel(QWidget):
     def _output_changed(self) -> None:
         self.folder.lineEdit().setPlaceholderText(str(default_models_root()))
         folder = self.bundle_folder()
-        unfinished = bundle_state(folder) == UNFINISHED
+        unfinished = run_folder_state(folder) == UNFINISHED
         self.where.setText(f"The model goes to {folder}" + (" (an unfinished run is there: Resume continues it)"
                                                             if unfinished else ""))
         self.resume_button.setVisible(unfinished)

@@ -151,6 +151,11 @@ def test_an_existing_model_or_a_foreign_folder_is_never_overwritten(trained, sce
     with pytest.raises(ParameterError, match="not an empty folder"):
         train_layers(_request(scene, foreign))
     assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
+    stale = tmp_path / "killed"  # a run killed before its first epoch ended: only its own files
+    (stale / CHECKPOINTS).mkdir(parents=True)
+    (stale / RUN_FILE).write_text("{}")
+    assert train_layers(_request(scene, stale, epochs=1)).epochs == 1
+    assert sorted(p.name for p in stale.iterdir()) == [BUNDLE_FILE, WEIGHTS_FILE]
 
 
 def test_cancel_keeps_a_resumable_run_and_resume_matches_an_uninterrupted_run(scene, tmp_path):

@@ -18,7 +18,7 @@ from qgis.core import (
 )
 from train_layers import TINY, buildings_layer, labelled_gpkg, memory_labels, raster_layer
 
-from rs_refseg_plugin.core.bundles import BUNDLE, NEW, UNFINISHED, bundle_state
+from rs_refseg_plugin.core.bundles import BUNDLE, NEW, UNFINISHED, run_folder_state
 from rs_refseg_plugin.processing.model_choices import CACHE_KEY, SHOW_TEST_KEY, model_choices, trainable_choices
 from rs_refseg_plugin.processing.train_algorithm import HELP_URL
 
@@ -122,7 +122,7 @@ def test_bad_parameters_name_the_parameter(provider, tmp_path, qgis_new_project)
     for extra, message in cases:
         with pytest.raises(QgsProcessingException, match=message):
             run({**base, **extra})
-    assert bundle_state(tmp_path / "bundle") == NEW and not list(tmp_path.glob(".rsseg-train-*"))
+    assert run_folder_state(tmp_path / "bundle") == NEW and not list(tmp_path.glob(".rsseg-train-*"))
 
 
 def test_train_then_segment_classes_with_the_model(provider, worker, tmp_path, qgis_new_project, models_cache):
@@ -136,7 +136,7 @@ def test_train_then_segment_classes_with_the_model(provider, worker, tmp_path, q
                   "OUTPUT": str(tmp_path / "out" / "roofs")}, log)
     bundle = tmp_path / "out" / "roofs"
     assert result["OUTPUT"] == str(bundle) and result["MODEL_ID"] == str(bundle.resolve())
-    assert bundle_state(bundle) == BUNDLE and not list((tmp_path / "out").glob(".rsseg-train-*"))
+    assert run_folder_state(bundle) == BUNDLE and not list((tmp_path / "out").glob(".rsseg-train-*"))
     assert 0.0 <= result["MIOU"] <= 1.0
     assert any(line.startswith("written to a temporary GeoPackage for the run: drawn labels") for line in log.lines)
     assert any(line.startswith("epoch 1/1: loss ") and "validation mIoU" in line for line in log.lines), log.lines
@@ -164,7 +164,7 @@ def test_cancel_in_the_first_epoch_leaves_nothing(provider, worker, tmp_path, qg
              "EPOCHS": 3, "CHIP": 64, "BATCH_SIZE": 4, "VALIDATION": 4, "OUTPUT": str(tmp_path / "cancelled")},
             Log(cancel_at_epoch=-1))
     assert not (tmp_path / "cancelled").exists() and not list(tmp_path.glob(".rsseg-train-*"))
-    assert bundle_state(tmp_path / "cancelled") not in (UNFINISHED, BUNDLE)
+    assert run_folder_state(tmp_path / "cancelled") not in (UNFINISHED, BUNDLE)
 
 
 def test_empty_classes_need_a_trained_model(provider, tmp_path, qgis_new_project):

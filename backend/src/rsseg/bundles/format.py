@@ -18,14 +18,16 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 
 from ..errors import ModelError, WeightsError
 from ..jsonfile import write_json_file
+from ..protocol.training import BUNDLE_FILE, is_bundle
 
 if TYPE_CHECKING:
     import torch
 
-BUNDLE_FILE = "model.json"
 WEIGHTS_FILE = "weights.safetensors"
 FORMAT = "rsseg-bundle"
 FORMAT_VERSION = 1
+__all__ = ["BUNDLE_FILE", "WEIGHTS_FILE", "BundleInfo", "bundle_dir", "is_bundle", "load_state", "read_bundle",
+           "write_bundle"]
 PathLike = Union[str, Path]
 
 
@@ -57,12 +59,6 @@ class BundleInfo:
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "version": FORMAT_VERSION, **asdict(self)}
-
-
-def is_bundle(path: PathLike) -> bool:
-    """Whether `path` is a bundle folder (or its manifest)."""
-    p = Path(path)
-    return (p / BUNDLE_FILE).is_file() if p.is_dir() else p.name == BUNDLE_FILE and p.is_file()
 
 
 def bundle_dir(path: PathLike) -> Path:

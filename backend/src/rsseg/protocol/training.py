@@ -8,10 +8,18 @@ field, an overlap, a reprojection, pixels per class) is checked by the backend b
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any, Optional, Union
 
 from .contracts import RequestError, check_device, describe_value, from_fields, is_finite
 
+# A run folder (TrainLayersRequest.out): while training it holds RUN_FILE (the request) and CHECKPOINTS (the
+# last finished epoch, step-N.json and its tensors); a finished run replaces them by the bundle (BUNDLE_FILE
+# beside its weights). The backend writes them, the plugin reads what a chosen folder holds.
+BUNDLE_FILE = "model.json"
+RUN_FILE = "run.json"
+CHECKPOINTS = "checkpoints"
+NEW, STALE, UNFINISHED, BUNDLE, OTHER = "new", "stale", "unfinished", "bundle", "other"  # run_folder_state
 LABEL_MODES = ("area", "sparse")  # "area": unlabelled pixels in the labelled area are background
 VALIDATIONS = ("blocks", "east", "west", "north", "south", "layer", "none")  # spatial; never random chips
 TRAINABLE_MODELS = {  # family entries a user picks (registry ids, task "trainable") -> what they are
@@ -19,6 +27,32 @@ TRAINABLE_MODELS = {  # family entries a user picks (registry ids, task "trainab
     "sam-head-litemedsam": "a light decoder on LiteMedSAM's frozen image encoder: the choice for few labels",
 }
 DEFAULT_TRAINABLE = "unetformer-r18"
+
+
+def is_bundle(path: Union[str, Path]) -> bool:
+    """Whether `path` names a bundle: its folder, or the manifest in it."""
+    p = Path(path).expanduser()
+    return (p / BUNDLE_FILE).is_file() if p.is_dir() else p.name == BUNDLE_FILE and p.is_file()
+
+
+def run_folder_state(folder: Union[str, Path]) -> str:
+    """What a run folder holds: NEW (missing or empty), STALE (only the files of a run stopped before its first
+    epoch finished, removed by the next run), UNFINISHED (a finished epoch to resume), BUNDLE (a finished model)
+    or OTHER (a file, or someone's files)."""
+    path = Path(folder).expanduser()
+    if not path.exists():
+        return NEW
+    if not path.is_dir():
+        return OTHER
+    if (path / BUNDLE_FILE).is_file():
+        return BUNDLE
+    if (path / RUN_FILE).is_file() and any((path / CHECKPOINTS).glob("step-*.json")):
+        return UNFINISHED
+    try:
+        names = {p.name for p in path.iterdir()}
+    except OSError:
+        return OTHER
+    return NEW if not names else STALE if names <= {RUN_FILE, CHECKPOINTS} else OTHER
 
 
 @dataclass(frozen=True)

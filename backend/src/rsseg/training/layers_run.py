@@ -22,7 +22,7 @@ from typing import Any, Optional
 import torch
 from rasterio.windows import Window
 
-from ..bundles.format import BUNDLE_FILE, BundleInfo, write_bundle
+from ..bundles.format import BundleInfo, write_bundle
 from ..bundles.index import remember_bundle
 from ..datasets.blocks import SpatialSplit, block_split, polygon_split, side_split
 from ..datasets.chips import chip_windows
@@ -35,7 +35,18 @@ from ..jsonfile import read_json_file, write_json_file
 from ..models.registry import get_spec
 from ..models.segmenter import get_net_maker, trained_state
 from ..progress import CancelToken, Progress, ProgressCallback, report
-from ..protocol.training import TRAINABLE_MODELS, TrainLayersRequest, TrainLayersResult
+from ..protocol.training import (
+    BUNDLE,
+    CHECKPOINTS,
+    OTHER,
+    RUN_FILE,
+    STALE,
+    TRAINABLE_MODELS,
+    UNFINISHED,
+    TrainLayersRequest,
+    TrainLayersResult,
+    run_folder_state,
+)
 from ..raster.normalize import Stretch, estimate_stretch
 from ..raster.palette import class_colours
 from ..raster.region import Region
@@ -47,8 +58,6 @@ from .layer_data import ChipReader, band_stats, cache_windows
 from .registry import family_of, get_trainer
 from .semantic import SemanticTrainer
 
-RUN_FILE = "run.json"
-CHECKPOINTS = "checkpoints"
 BEST = "best.safetensors"
 MIN_EPOCH_SAMPLES = 64  # an epoch draws at least this many chips, so a few labels still make real steps
 MAX_BLOCKS = 4  # validation blocks: a K x K grid, K up to this
@@ -180,9 +189,10 @@ def _last_checkpoint(out: Path) -> Optional[Path]:
 def _check_folder(request: TrainLayersRequest, out: Path) -> TrainLayersRequest:
     """The request to run: a new run needs a new or empty folder; a resumed one continues with the settings
     it was started with (only the device may change)."""
+    state = run_folder_state(out)
     if request.resume:
         saved = read_json_file(out / RUN_FILE)
-        if not saved or _last_checkpoint(out) is None:
+        if state != UNFINISHED or not saved:
             raise ParameterError(f"{out} holds no unfinished run to resume (no finished epoch was saved there): "
                                  "start a new run", subject="out")
         try:
@@ -190,14 +200,21 @@ def _check_folder(request: TrainLayersRequest, out: Path) -> TrainLayersRequest:
         except ValueError as exc:
             raise ParameterError(f"{out / RUN_FILE} is damaged ({exc}): start a new run") from None
         return replace(stored, device=request.device, resume=True)
-    if (out / BUNDLE_FILE).exists():
+    if state == BUNDLE:
         raise ParameterError(f"{out} already holds a trained model: choose another folder or name", subject="out")
-    if (out / RUN_FILE).exists():
+    if state == UNFINISHED:
         raise ParameterError(f"{out} holds an unfinished run: resume it, or choose another folder or name",
                              subject="out")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if state == OTHER:
         raise ParameterError(f"{out} is not an empty folder: choose a new folder for the model", subject="out")
+    if state == STALE:  # a run killed before its first epoch finished: only our own files
+        _remove_run_files(out)
     return request
+
+
+def _remove_run_files(out: Path) -> None:
+    shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+    (out / RUN_FILE).unlink(missing_ok=True)
 
 
 def _save_best(out: Path, state: dict[str, torch.Tensor]) -> None:
@@ -235,9 +252,7 @@ def train_layers(request: TrainLayersRequest, progress: Optional[ProgressCallbac
         return _run(request, out, progress, cancel, bar)
     except BaseException as exc:
         if _last_checkpoint(out) is None:  # nothing to resume: leave no trace
-            for name in (RUN_FILE, CHECKPOINTS):
-                target = out / name
-                shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+            _remove_run_files(out)
             if created and out.is_dir() and not any(out.iterdir()):
                 out.rmdir()
         elif isinstance(exc, Cancelled):
@@ -302,8 +317,7 @@ def _run(request: TrainLayersRequest, out: Path, progress: Optional[ProgressCall
                       "seconds": round(time.perf_counter() - started, 1), "device": device, "history": log},
             metrics=dict(best.get("metrics") or {}), created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     write_bundle(out, info, state)
-    shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
-    (out / RUN_FILE).unlink(missing_ok=True)
+    _remove_run_files(out)
     model_id = remember_bundle(out)
     notes = [data.split.describe(), *notes]
     if stopped == "early":
