@@ -10,35 +10,28 @@ from qgis.core import QgsTask
 
 from ..core.backend import Backend
 from ..protocol.client import BackendError, JobCancelled
+from .backend_task import BackendTask
 
 
-class BackendTask(QgsTask):
-    """Runs `call()` on the backend in `run` (worker thread); `on_done(value, error)` in `finished`."""
+class RequestTask(BackendTask):
+    """Runs `call()` on the backend in the worker thread; `on_done(value, error)` in `finished`."""
 
     def __init__(self, title: str, flags, on_done: Callable[[object, str], None]):
         super().__init__(title, flags)
         self.on_done = on_done
         self.value: object = None
-        self.error = ""
 
     def call(self) -> object:
         raise NotImplementedError
 
-    def run(self) -> bool:
-        try:
-            self.value = self.call()
-            return True
-        except JobCancelled:
-            self.error = "cancelled"
-        except BackendError as exc:
-            self.error = exc.text("gui")
-        return False
+    def work(self) -> None:
+        self.value = self.call()
 
     def finished(self, ok: bool) -> None:
         self.on_done(self.value if ok else None, "" if ok else self.error or "cancelled")
 
 
-class ModelsTask(BackendTask):
+class ModelsTask(RequestTask):
     def __init__(self, backend: Backend, on_done: Callable[[Optional[list], str], None]):
         super().__init__("RS RefSeg: list models", QgsTask.Flag(0), on_done)
         self.backend = backend
@@ -50,7 +43,7 @@ class ModelsTask(BackendTask):
             raise BackendError(exc.text("gui").split("\n", 1)[0]) from None  # the bar has room for one line
 
 
-class DownloadTask(BackendTask):
+class DownloadTask(RequestTask):
     """The worker's `download` request: progress in bytes over the model's files; cancel keeps the
     partial file, which the next download resumes."""
 
@@ -66,7 +59,7 @@ class DownloadTask(BackendTask):
             raise BackendError("cancelled (the partial file is kept and resumed next time)") from None
 
 
-class ImportTask(BackendTask):
+class ImportTask(RequestTask):
     """The worker's `import` request: a weights file downloaded elsewhere is copied into the backend's
     weights folder once its size and sha256 match the model's registry entry (the user's file is
     never moved or changed)."""
@@ -80,7 +73,7 @@ class ImportTask(BackendTask):
                                            lambda percent, _stage: self.setProgress(percent), self.isCanceled)
 
 
-class DoctorTask(BackendTask):
+class DoctorTask(RequestTask):
     def __init__(self, backend: Backend, on_done: Callable[[Optional[str], str], None]):
         super().__init__("RS RefSeg: diagnostics", QgsTask.Flag(0), on_done)
         self.backend = backend

@@ -7,51 +7,34 @@ import shutil
 from pathlib import Path
 from typing import Callable, Optional
 
-from qgis.core import QgsProject, QgsTask
+from qgis.core import QgsProject
 
 from ..core.backend import Backend
 from ..core.result_layers import AddedResult, ResultError, add_result_layers
-from ..protocol.client import BackendError, JobCancelled, WorkerCrashed
 from ..protocol.contracts import SegmentRequest, SegmentResult
+from .backend_task import BackendTask
 
 
-class SegmentTask(QgsTask):
+class SegmentTask(BackendTask):
     """Runs `request` on `backend`; `on_done(added, message, details)` is called in the main thread."""
 
     def __init__(self, backend: Backend, request: SegmentRequest,
                  on_done: Callable[[Optional[AddedResult], str, str], None],
                  on_progress: Optional[Callable[[float, str], None]] = None,
                  project: Optional[QgsProject] = None):
-        super().__init__(f"RS RefSeg: {request.prompt}", QgsTask.Flag.CanCancel)
+        super().__init__(f"RS RefSeg: {request.prompt}")
         self.backend, self.request = backend, request
         self.on_done, self.on_progress, self.project = on_done, on_progress, project
         self.result: Optional[SegmentResult] = None
-        self.error: Optional[str] = None
-        self.details = ""
-        self.fixes: tuple[str, ...] = ()  # what would fix the error (contracts.FIXES), and for which model
-        self.subject = ""
-        self.was_cancelled = False
         self.stage = ""
 
-    def run(self) -> bool:  # worker thread: no GUI here
+    def work(self) -> None:
         def progress(percent: float, stage: str) -> None:
             self.stage = stage
             self.setProgress(percent)
 
-        try:
-            # queue: a run pressed while the model list or a download is on the worker waits for it
-            self.result = self.backend.run_job(self.request, progress, self.isCanceled, queue=True)
-            return True
-        except JobCancelled:
-            self.was_cancelled = True
-        except WorkerCrashed as exc:
-            self.error, self.details = str(exc).split("\n", 1)[0], getattr(exc, "stderr_tail", "")
-        except BackendError as exc:
-            self.error, self.details = exc.text("gui"), getattr(exc, "detail", "") or ""
-            self.fixes, self.subject = tuple(exc.fixes or ()), exc.subject or ""
-        except Exception as exc:  # noqa: BLE001 - reported in the bar, never raised into QGIS
-            self.error, self.details = f"unexpected error: {exc}", repr(exc)
-        return False
+        # queue: a run pressed while the model list or a download is on the worker waits for it
+        self.result = self.backend.run_job(self.request, progress, self.isCanceled, queue=True)
 
     def finished(self, ok: bool) -> None:  # main thread
         if ok and not self.isCanceled() and self.result is not None:
@@ -64,7 +47,7 @@ class SegmentTask(QgsTask):
             self.on_done(added, "", "")
             return
         self._discard()
-        if self.was_cancelled or self.isCanceled():
+        if self.cancelled:
             self.on_done(None, "cancelled: nothing was added", "")
         else:
             self.on_done(None, self.error or "the job failed", self.details)

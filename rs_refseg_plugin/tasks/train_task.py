@@ -7,29 +7,22 @@ from __future__ import annotations
 import threading
 from typing import Callable, Optional
 
-from qgis.core import QgsTask
-
 from ..core.backend import Backend
 from ..core.train_job import TrainJob, epoch_text
-from ..protocol.client import BackendError, JobCancelled, WorkerCrashed
 from ..protocol.messages import ProgressRecord
 from ..protocol.training import TrainLayersResult
+from .backend_task import BackendTask
 
 
-class TrainTask(QgsTask):
+class TrainTask(BackendTask):
     """Runs `job` on `backend`; `on_done(result, message, details)` is called in the main thread (result None
     when it failed or was cancelled; `kept` then says whether its checkpoints were kept for Resume)."""
 
     def __init__(self, backend: Backend, job: TrainJob,
                  on_done: Callable[[Optional[TrainLayersResult], str, str], None]):
-        super().__init__(f"RS RefSeg: train {job.request.name or job.request.out}", QgsTask.Flag.CanCancel)
+        super().__init__(f"RS RefSeg: train {job.request.name or job.request.out}")
         self.backend, self.job, self.on_done = backend, job, on_done
         self.result: Optional[TrainLayersResult] = None
-        self.error: Optional[str] = None
-        self.details = ""
-        self.was_cancelled = False
-        self.fixes: tuple[str, ...] = ()  # what would fix the error (contracts.FIXES), and for which model
-        self.subject = ""
         self.kept = False  # a cancelled run's checkpoints stay for Resume
         self._lock = threading.Lock()
         self.stage = ""
@@ -56,27 +49,15 @@ class TrainTask(QgsTask):
             self.done = record.done if record.stage == "train" else 0
         self.setProgress(percent)
 
-    def run(self) -> bool:  # worker thread: no GUI here
-        try:
-            self.result = self.backend.train(self.job.request, self._record, self.isCanceled, queue=True)
-            return True
-        except JobCancelled:
-            self.was_cancelled = True
-        except WorkerCrashed as exc:
-            self.error, self.details = str(exc).split("\n", 1)[0], getattr(exc, "stderr_tail", "")
-        except BackendError as exc:
-            self.error, self.details = exc.text("gui"), getattr(exc, "detail", "") or ""
-            self.fixes, self.subject = tuple(getattr(exc, "fixes", None) or ()), getattr(exc, "subject", "") or ""
-        except Exception as exc:  # noqa: BLE001 - reported in the bar, never raised into QGIS
-            self.error, self.details = f"unexpected error: {exc}", repr(exc)
-        return False
+    def work(self) -> None:
+        self.result = self.backend.train(self.job.request, self._record, self.isCanceled, queue=True)
 
     def finished(self, ok: bool) -> None:  # main thread
         if ok and self.result is not None:
             self.job.finish("done")
             self.on_done(self.result, "", "")
             return
-        cancelled = self.was_cancelled or self.isCanceled()
+        cancelled = self.cancelled
         self.kept = self.job.finish("cancelled" if cancelled else "failed")
         resume = "the last finished epoch is kept: press Resume to continue"
         if cancelled:

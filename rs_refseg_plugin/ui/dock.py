@@ -21,7 +21,7 @@ from qgis.gui import (
     QgsMapLayerComboBox,
     QgsMapToolExtent,
 )
-from qgis.PyQt.QtCore import QDir, Qt
+from qgis.PyQt.QtCore import QDir
 from qgis.PyQt.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -30,8 +30,6 @@ from qgis.PyQt.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
-    QPlainTextEdit,
-    QProgressBar,
     QPushButton,
     QRadioButton,
     QSpinBox,
@@ -58,6 +56,7 @@ from .band_picker import BandPicker
 from .first_run import FirstRunPanel, Step, next_step
 from .messages import push
 from .model_picker import fill_combo, picker_items
+from .run_output import add_run_output
 from .train_panel import TrainPanel
 
 # The region choices: (label, JobParameters.region, how its bounds are found).
@@ -239,22 +238,8 @@ class SegmentDock(QgsDockWidget):
         buttons.addWidget(self.cancel_button)
         buttons.addWidget(self.help_button)
         layout.addLayout(buttons)
-        self.progress = QProgressBar(body)
-        self.progress.setRange(0, 100)
-        self.progress.setValue(0)
-        layout.addWidget(self.progress)
-        self.status = QLabel("", body)
-        layout.addWidget(self.status)
-        self.summary = QLabel("", body)
-        self.summary.setObjectName("RsRefSegSummary")
-        self.summary.setWordWrap(True)
-        self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.summary.setVisible(False)
-        layout.addWidget(self.summary)
-        self.log = QPlainTextEdit(body)
-        self.log.setReadOnly(True)
-        self.log.setMaximumBlockCount(2000)
-        layout.addWidget(self.log, 1)
+        output = add_run_output(layout, body, "RsRefSegSummary")
+        self.progress, self.status, self.summary, self.log = output.progress, output.status, output.summary, output.log
         self.train_panel = TrainPanel(self.iface, self.backend, self._trained, self,
                                       on_fix=lambda fixes, subject: self._offer_fix(fixes, subject, "Start training"),
                                       on_weights=self._family_weights)

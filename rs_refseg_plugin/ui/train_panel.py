@@ -24,8 +24,6 @@ from qgis.PyQt.QtWidgets import (
     QHeaderView,
     QLabel,
     QLineEdit,
-    QPlainTextEdit,
-    QProgressBar,
     QPushButton,
     QScrollArea,
     QSpinBox,
@@ -58,6 +56,7 @@ from ..protocol.training import DEFAULT_TRAINABLE, TRAINABLE_MODELS, TrainLayers
 from ..tasks.train_task import TrainTask
 from .messages import push
 from .model_picker import is_test
+from .run_output import add_run_output
 
 TRAIN_MODEL_KEY = PREFIX + "train_model"
 TRAIN_DIR_KEY = PREFIX + "train_dir"
@@ -263,13 +262,6 @@ class TrainPanel(QWidget):
         for button in (self.start_button, self.resume_button, self.cancel_button, self.help_button):
             buttons.addWidget(button)
         layout.addLayout(buttons)
-        self.progress = QProgressBar(body)
-        self.progress.setRange(0, 100)
-        self.progress.setValue(0)
-        layout.addWidget(self.progress)
-        self.status = QLabel("", body)
-        self.status.setWordWrap(True)
-        layout.addWidget(self.status)
         self.iou = QTableWidget(0, 2, body)
         self.iou.setHorizontalHeaderLabels(["Class", "Validation IoU"])
         self.iou.horizontalHeader().setStretchLastSection(True)
@@ -277,18 +269,9 @@ class TrainPanel(QWidget):
         self.iou.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.iou.setMaximumHeight(140)
         self.iou.setVisible(False)
-        layout.addWidget(self.iou)
-        self.summary = QLabel("", body)
-        self.summary.setObjectName("RsRefSegTrainSummary")
-        self.summary.setWordWrap(True)
-        self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.summary.setVisible(False)
-        layout.addWidget(self.summary)
-        self.log = QPlainTextEdit(body)
-        self.log.setReadOnly(True)
-        self.log.setMaximumBlockCount(2000)
+        output = add_run_output(layout, body, "RsRefSegTrainSummary", extra=(self.iou,))
+        self.progress, self.status, self.summary, self.log = output.progress, output.status, output.summary, output.log
         self.log.setMinimumHeight(80)
-        layout.addWidget(self.log, 1)
         scroll.setWidget(body)
         outer.addWidget(scroll)
 

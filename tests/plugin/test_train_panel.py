@@ -21,7 +21,7 @@ from train_layers import (
     raster_layer,
 )
 
-from rs_refseg_plugin.core.bundles import BUNDLE, NEW, UNFINISHED, bundle_classes, bundle_state
+from rs_refseg_plugin.core.bundles import BUNDLE, NEW, UNFINISHED, bundle_classes, run_folder_state
 from rs_refseg_plugin.core.train_job import VALIDATION_CHOICES, TrainError, TrainParameters, train_percent
 from rs_refseg_plugin.ui.model_picker import picker_items
 from rs_refseg_plugin.ui.train_panel import TrainPanel
@@ -109,7 +109,7 @@ def test_the_request_from_a_geopackage_field_and_an_edited_class_table(panel, tm
     assert request.model == "unetformer-r18" and not request.resume and job.exported == []
     assert not list((tmp_path / "models").glob(".rsseg-train-*"))  # a file-backed layer is read where it is
     job.finish("failed")
-    assert bundle_state(request.out) == NEW
+    assert run_folder_state(request.out) == NEW
 
 
 def test_the_class_field_combo_fills_the_table_from_the_layer_s_values(panel, tmp_path):
@@ -143,7 +143,7 @@ def test_a_memory_layer_and_a_filtered_area_go_to_a_temporary_geopackage_removed
     filtered = QgsVectorLayer(f"{request.area}|layername=area", "area", "ogr")
     assert 0 < filtered.featureCount() == area.featureCount() < 43  # the filter, not the whole file
     job.finish("cancelled")
-    assert not work.exists() and bundle_state(request.out) == NEW
+    assert not work.exists() and run_folder_state(request.out) == NEW
 
 
 @pytest.mark.parametrize("key", [key for key, _ in VALIDATION_CHOICES])
@@ -225,13 +225,14 @@ def test_resume_appears_for_an_unfinished_run(panel, tmp_path):
     checkpoints = tmp_path / "models" / "half done" / "checkpoints"
     checkpoints.mkdir(parents=True)
     (checkpoints / "step-0000017.json").write_text("{}")
+    (checkpoints.parent / "run.json").write_text("{}")  # what the backend writes beside its checkpoints
     panel.name.setText("half done")  # the folder is looked at again when the output changes
     panel._output_changed()
     assert not panel.resume_button.isHidden() and "unfinished" in panel.where.text()
     assert errors(panel)[0] == "out" and "resume it" in errors(panel)[1]
     job = panel.parameters(resume=True).to_request()
     assert job.request.resume and job.request.out == str(checkpoints.parent)
-    assert job.finish("failed") and bundle_state(checkpoints.parent) == UNFINISHED  # never removed
+    assert job.finish("failed") and run_folder_state(checkpoints.parent) == UNFINISHED  # never removed
 
 
 def test_model_families_from_the_model_list(panel):
@@ -261,7 +262,7 @@ def test_a_bundle_s_classes_come_from_its_row_or_its_manifest(tmp_path):
     folder = tmp_path / "roofs"
     folder.mkdir()
     (folder / "model.json").write_text(json.dumps({"classes": ["background", "roof"]}))
-    assert bundle_classes(str(folder)) == ["background", "roof"] and bundle_state(folder) == BUNDLE
+    assert bundle_classes(str(folder)) == ["background", "roof"] and run_folder_state(folder) == BUNDLE
     assert bundle_classes("/data/models/fields 2024", ROWS) == ["background", "wheat", "maize"]
     assert bundle_classes("clip-vit-b-16", ROWS) == [] and bundle_classes(str(tmp_path / "nothing")) == []
 
@@ -307,7 +308,7 @@ def test_train_in_the_dock_then_segment_with_the_new_model(started_plugin, worke
     result = panel.last_result
     assert result is not None, qgis_iface.messageBar().get_messages(Qgis.Critical)
     bundle = tmp_path / "bundles" / "atlanta buildings"
-    assert result.model == str(bundle.resolve()) and bundle_state(bundle) == BUNDLE and not work.exists()
+    assert result.model == str(bundle.resolve()) and run_folder_state(bundle) == BUNDLE and not work.exists()
     assert result.classes == ["background", "building"] and result.epochs == 1 and result.val_chips > 0
     assert any(text.startswith("epoch 1/1") for text in seen)  # the live line: epoch, step, loss
     assert panel.progress.value() == 100 and not panel.summary.isHidden()
@@ -355,14 +356,14 @@ def test_cancel_in_the_first_epoch_leaves_nothing_and_after_one_resume_continues
     wait(panel)
     folder = tmp_path / "bundles" / "resumed"
     assert panel.last_result is None  # cancelled in the second epoch (tens of steps)
-    assert bundle_state(folder) == UNFINISHED and not panel.resume_button.isHidden()
+    assert run_folder_state(folder) == UNFINISHED and not panel.resume_button.isHidden()
     assert any("press Resume" in m for m in qgis_iface.messageBar().get_messages(Qgis.Info))
     panel.resume_button.click()
     assert panel.task is not None and panel.task.job.request.resume
     wait(panel)
     result = panel.last_result
     assert result is not None, qgis_iface.messageBar().get_messages(Qgis.Critical)
-    assert result.epochs == 2 and bundle_state(folder) == BUNDLE and panel.resume_button.isHidden()
+    assert result.epochs == 2 and run_folder_state(folder) == BUNDLE and panel.resume_button.isHidden()
     with sqlite3.connect(tmp_path / "labels.gpkg") as db:  # the user's labels are untouched
         assert db.execute("select count(*) from labels").fetchone() == (43,)
 
