@@ -158,8 +158,9 @@ def test_an_existing_model_or_a_foreign_folder_is_never_overwritten(trained, sce
     assert sorted(p.name for p in stale.iterdir()) == [BUNDLE_FILE, WEIGHTS_FILE]
 
 
-def test_cancel_keeps_a_resumable_run_and_resume_matches_an_uninterrupted_run(scene, tmp_path):
-    straight = train_layers(_request(scene, tmp_path / "straight", epochs=3, patience=0))
+@pytest.mark.parametrize("model", [TINY, "sam-head-litemedsam-tiny"])  # the SAM head caches embeddings
+def test_cancel_keeps_a_resumable_run_and_resume_matches_an_uninterrupted_run(scene, tmp_path, model):
+    straight = train_layers(_request(scene, tmp_path / "straight", epochs=3, patience=0, model=model))
     cancel = CancelToken()
 
     def stop_after_first_epoch(event):
@@ -168,7 +169,7 @@ def test_cancel_keeps_a_resumable_run_and_resume_matches_an_uninterrupted_run(sc
 
     out = tmp_path / "paused"
     with pytest.raises(Cancelled, match="resume"):
-        train_layers(_request(scene, out, epochs=3, patience=0), stop_after_first_epoch, cancel)
+        train_layers(_request(scene, out, epochs=3, patience=0, model=model), stop_after_first_epoch, cancel)
     assert (out / RUN_FILE).is_file() and len(list((out / CHECKPOINTS).glob("step-*.json"))) == 1
     assert not (out / BUNDLE_FILE).exists()
     with pytest.raises(ParameterError, match="unfinished run"):

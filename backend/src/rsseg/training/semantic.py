@@ -56,11 +56,15 @@ class SemanticTrainer(BaseTrainer):
     def normalise(self, image: torch.Tensor) -> torch.Tensor:
         return (image.to(self.cfg.device, non_blocking=True) - self.mean) / self.std
 
+    def forward(self, x: torch.Tensor) -> Any:
+        """The network on a normalised batch (a family may feed it precomputed parts)."""
+        return self.model(x)
+
     def compute_loss(self, batch: Any) -> torch.Tensor:
         image, label = batch
         label = label.to(self.cfg.device, non_blocking=True)
         with self.autocast():
-            out = self.model(self.normalise(image))
+            out = self.forward(self.normalise(image))
         main, aux = out if isinstance(out, tuple) else (out, None)
         main = main.float()
         loss = F.cross_entropy(main, label, ignore_index=self.ignore_index) + \
@@ -73,7 +77,7 @@ class SemanticTrainer(BaseTrainer):
     def predict(self, image: torch.Tensor) -> np.ndarray:
         self.model.eval()
         with self.autocast():
-            out = self.model(self.normalise(image))
+            out = self.forward(self.normalise(image))
         out = out[0] if isinstance(out, tuple) else out
         return out.argmax(dim=1).cpu().numpy()
 

@@ -103,11 +103,18 @@ class SamHead(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.training and self.train_adapter):
             return self.encoder(image)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def embedding_is_fixed(self) -> bool:
+        """Whether the encoder's embedding of a tile never changes during training (no band adapter trains in
+        front of it), so a trainer may compute it once per tile (training/sam_head.py)."""
+        return not self.train_adapter
+
+    def forward(self, x: torch.Tensor, embedding: torch.Tensor | None = None) -> torch.Tensor:
+        """`embedding`: the encoder's output for `x` when the caller has it already."""
         h, w = x.shape[-2:]
         d2 = self.detail2(x)
         d4 = self.detail4(d2)
-        y = self.neck(self.embed(x))
+        y = self.neck(self.embed(x) if embedding is None else embedding)
         y = F.interpolate(y, size=d4.shape[-2:], mode="bilinear", align_corners=False)
         y = self.fuse4(torch.cat([y, d4], dim=1))
         y = F.interpolate(y, size=d2.shape[-2:], mode="bilinear", align_corners=False)
@@ -131,5 +138,6 @@ def make_net(config: dict[str, Any], in_chans: int, num_classes: int, device: st
     from ..factory import load_component
 
     spec = encoder_spec(config)
-    sam = load_component(spec.id, device)
+    with torch.random.fork_rng(devices=[]):  # building a component (or finding it warm) leaves the seed alone
+        sam = load_component(spec.id, device)
     return SamHead(config, in_chans, num_classes, sam.image_encoder, spec).to(device)

@@ -260,7 +260,8 @@ def load_pretrained_encoder(encoder: nn.Module, component_id: str, in_chans: int
     from ...weights import load_state_strict
     from ..factory import load_component
 
-    classifier = load_component(component_id, "cpu")
+    with torch.random.fork_rng(devices=[]):  # building a component (or finding it warm) leaves the seed alone
+        classifier = load_component(component_id, "cpu")
     cfg = classifier.pretrained_cfg
     head, first = f"{cfg.get('classifier', 'fc')}.", f"{cfg.get('first_conv', 'conv1')}.weight"
     state = {k: v for k, v in classifier.state_dict().items() if not k.startswith(head)}
