@@ -131,6 +131,7 @@ def test_an_offline_demo_trains_on_the_sample_labels_and_segments_with_that_mode
     import rsseg.cli.main as cli_main
 
     monkeypatch.setenv("RSSEG_WEIGHTS_DIR", str(tmp_path / "weights"))  # nothing installed, nothing downloaded
+    monkeypatch.setenv("RSSEG_MODELS_DIR", str(tmp_path / "models"))  # the trained model joins this test's list
     monkeypatch.setattr(cli_main, "DEMO_EPOCHS", 1)
     out = tmp_path / "demo"
     args = ["demo", "--sample", str(SAMPLE), "--labels", str(SAMPLE.with_name("neon_osbs_labels.geojson")),
