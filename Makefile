@@ -24,13 +24,14 @@ TOOL_PY := $(shell [ -x $(PY) ] && echo $(PY) || echo python3)
 export QT_QPA_PLATFORM := offscreen
 export HF_HUB_OFFLINE := 1
 
-.PHONY: help setup demo test bench lint clean package deploy
+.PHONY: help setup demo test bench train-table lint clean package deploy
 
 help:
 	@echo "make demo   set up (apt QGIS, .venv, backend) and segment the bundled sample"
 	@echo "make test   run the linters, then the whole test suite"
 	@echo "make lint   ruff and Bandit over the sources (must stay clean)"
 	@echo "make bench  print the engine benchmark table"
+	@echo "make train-table  train each family on the real test rasters, print the accuracy table (about an hour)"
 	@echo "make package  build dist/rs_refseg_plugin-<version>.zip (validated, backend source inside)"
 	@echo "make deploy   install that zip into a QGIS profile, enable it, use .venv's backend (PROFILE_DIR=...)"
 
@@ -68,6 +69,10 @@ lint: setup
 
 bench: setup
 	@$(RSSEG) bench $(BENCH_ARGS)
+
+# docs/training-from-layers.md, "Measured on real imagery"; TRAIN_TABLE_ARGS="--quick" for a smoke run
+train-table: setup
+	@$(PY) tools/train_table.py $(TRAIN_TABLE_ARGS)
 
 package:
 	@$(TOOL_PY) tools/package_plugin.py package --out $(DIST)

@@ -118,7 +118,7 @@ CASES = {c.name: c for c in (
 )}
 # Per family: epochs, chip, stride, batch (fixed: no selection on the test side), at most ~10 min on 2 CPU cores
 FAMILIES = {"unetformer-r18": dict(epochs=30, chip=256, stride=128, batch_size=8),
-            "sam-head-litemedsam": dict(epochs=6, chip=256, stride=128, batch_size=8)}
+            "sam-head-litemedsam": dict(epochs=10, chip=256, stride=128, batch_size=8, augment=False)}
 QUICK = {"unetformer-r18-tiny": dict(epochs=2, chip=128, stride=128, batch_size=4),
          "sam-head-litemedsam-tiny": dict(epochs=2, chip=128, stride=128, batch_size=4)}
 
