@@ -135,6 +135,8 @@ def test_sam_head_band_adapter_trains_through_the_frozen_encoder_only_when_asked
     fixed = sam_head("sam-head-litemedsam-tiny", 4, 2, train_adapter=False).train()
     fixed(torch.rand(1, 4, 64, 64)).mean().backward()
     assert fixed.adapter.weight.grad is None  # the encoder ran without autograd
+    grey = sam_head("sam-head-litemedsam-tiny", 1, 2).train()  # 1 band: the grey mapping stays fixed
+    assert not grey.train_adapter and grey.embedding_is_fixed and not net.embedding_is_fixed
 
 
 def test_trained_state_round_trip_and_mismatch():

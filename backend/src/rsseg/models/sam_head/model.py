@@ -2,7 +2,8 @@
 
     input     [B, bands, H, W] (H, W multiples of 4), in the engine's [0, 1] units (config input_mean/std
               undo a bundle's normalisation first)
-    adapter   bands != 3: a learned 1x1 conv bands -> 3 (starts as bands 1, 2, 3, cycled for fewer)
+    adapter   bands != 3: a 1x1 conv bands -> 3 (starts as bands 1, 2, 3, cycled for fewer); trained only for
+              more than 3 bands (config train_adapter), fixed for 1 or 2
     encoder   frozen, eval mode always: resize to the encoder's image_size (LiteMedSAM 256, SAM ViT-B 1024),
               normalise with the component's pixel mean/std, image encoder -> E x g x g embedding
               (E = 256; g = 64 for both: LiteMedSAM's stride 4, SAM ViT-B's stride 16)
@@ -74,7 +75,10 @@ class SamHead(nn.Module):
                 self.adapter.bias.zero_()
                 for out in range(3):  # bands 1, 2, 3 as R, G, B; fewer bands cycle (1 band: grey)
                     self.adapter.weight[out, out % in_chans] = 1.0
-        self.train_adapter = bool(cfg["train_adapter"]) and self.adapter is not None
+        # Only multispectral input (more than 3 bands) trains its band mix: it costs a backward pass through the
+        # whole frozen encoder every step and stops the trainer from encoding each chip once; 1 or 2 bands
+        # keep the grey (cycled) mapping, which is what a panchromatic image means anyway.
+        self.train_adapter = bool(cfg["train_adapter"]) and self.adapter is not None and in_chans > 3
         self.neck = nn.Sequential(conv_bn_relu(embed, c, 1), conv_bn_relu(c, c, 3))
         self.detail2 = nn.Sequential(conv_bn_relu(in_chans, c // 4, 3, 2), conv_bn_relu(c // 4, c // 4, 3))
         self.detail4 = nn.Sequential(conv_bn_relu(c // 4, c // 2, 3, 2), conv_bn_relu(c // 2, c // 2, 3))
