@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
+
+
+def _private_dir(tmp_path_factory, variable: str, name: str):
+    """`variable` points at a fresh folder for the whole session, then back at what it was."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(variable, str(tmp_path_factory.mktemp(name)))
+        yield
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -12,13 +17,7 @@ def _private_cache_dir(tmp_path_factory):
     """Parameter counts (models/catalog.py) are cached on disk: keep the user's cache dir out of tests."""
     from rsseg.models.catalog import ENV_CACHE_DIR
 
-    before = os.environ.get(ENV_CACHE_DIR)
-    os.environ[ENV_CACHE_DIR] = str(tmp_path_factory.mktemp("rsseg-cache"))
-    yield
-    if before is None:
-        os.environ.pop(ENV_CACHE_DIR, None)
-    else:
-        os.environ[ENV_CACHE_DIR] = before
+    yield from _private_dir(tmp_path_factory, ENV_CACHE_DIR, "rsseg-cache")
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -26,13 +25,7 @@ def _private_models_dir(tmp_path_factory):
     """Finished training runs are remembered under "My models" (bundles/index.py): never in the user's list."""
     from rsseg.bundles.index import ENV_MODELS_DIR
 
-    before = os.environ.get(ENV_MODELS_DIR)
-    os.environ[ENV_MODELS_DIR] = str(tmp_path_factory.mktemp("rsseg-models"))
-    yield
-    if before is None:
-        os.environ.pop(ENV_MODELS_DIR, None)
-    else:
-        os.environ[ENV_MODELS_DIR] = before
+    yield from _private_dir(tmp_path_factory, ENV_MODELS_DIR, "rsseg-models")
 
 
 @pytest.fixture(scope="module")

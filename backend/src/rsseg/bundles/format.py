@@ -27,7 +27,7 @@ WEIGHTS_FILE = "weights.safetensors"
 FORMAT = "rsseg-bundle"
 FORMAT_VERSION = 1
 __all__ = ["BUNDLE_FILE", "WEIGHTS_FILE", "BundleInfo", "bundle_dir", "is_bundle", "load_state", "read_bundle",
-           "write_bundle"]
+           "save_tensors", "write_bundle"]
 PathLike = Union[str, Path]
 
 
@@ -119,25 +119,32 @@ def load_state(path: PathLike, info: Optional[BundleInfo] = None, device: str = 
     return load_file(str(weights), device=device)
 
 
-def write_bundle(folder: PathLike, info: BundleInfo, state: "dict[str, torch.Tensor]") -> Path:
-    """Write `state` and the manifest into `folder` (created if needed); returns the folder.
-
-    The weights go first under a temporary name, then the manifest: a crash leaves either the old
-    bundle whole or no manifest, never a manifest naming the wrong weights."""
+def save_tensors(path: Path, state: "dict[str, torch.Tensor]") -> None:
+    """Write `state` as safetensors under a temporary name beside `path`, then rename it into place: a
+    reader finds the old file or the new one whole, never half of it."""
     from safetensors.torch import save_file
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{WEIGHTS_FILE}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, tmp)
-        info.weights_size = os.path.getsize(tmp)
-        info.weights_sha256 = _sha256(Path(tmp))
-        (folder / BUNDLE_FILE).unlink(missing_ok=True)  # no manifest while the weights change
-        os.replace(tmp, folder / WEIGHTS_FILE)
+        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_bundle(folder: PathLike, info: BundleInfo, state: "dict[str, torch.Tensor]") -> Path:
+    """Write `state` and the manifest into `folder` (created if needed); returns the folder.
+
+    The manifest is removed first and written last: a crash leaves either no manifest or one naming
+    the weights beside it, never a manifest naming other weights."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / BUNDLE_FILE).unlink(missing_ok=True)  # no manifest while the weights change
+    weights = folder / WEIGHTS_FILE
+    save_tensors(weights, state)
+    info.weights_size = weights.stat().st_size
+    info.weights_sha256 = _sha256(weights)
     write_json_file(folder / BUNDLE_FILE, info.to_dict())
     return folder

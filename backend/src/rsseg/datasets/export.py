@@ -24,7 +24,7 @@ from rasterio.windows import transform as window_transform
 
 from ..errors import ParameterError
 from ..progress import CancelToken
-from ..raster.palette import class_colours
+from ..raster.palette import class_rgb
 from .blocks import SpatialSplit
 from .labels import LayerLabels
 from .layer_chips import read_chips
@@ -34,7 +34,7 @@ FORMAT = "rsseg-chips/1"
 
 
 def _colours(names: Sequence[str], ignore: int) -> dict[int, tuple[int, int, int, int]]:
-    table = {i: (*(int(c[k:k + 2], 16) for k in (1, 3, 5)), 255) for i, c in enumerate(class_colours(names))}
+    table = {i: (*rgb, 255) for i, rgb in enumerate(class_rgb(names))}
     table[ignore] = (0, 0, 0, 0)
     return table
 

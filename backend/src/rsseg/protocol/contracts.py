@@ -142,6 +142,14 @@ def is_finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
+def check_percentiles(percentiles: Sequence[float]) -> None:
+    """The stretch percentiles of a segmentation or a training run: 0 <= low < high <= 100."""
+    low, high = percentiles
+    if not 0.0 <= low < high <= 100.0:
+        raise RequestError(f"stretch percentiles must satisfy 0 <= low < high <= 100, got {low}, {high}",
+                           "percentiles")
+
+
 def check_bbox(bbox: Sequence[float]) -> None:
     """Four finite numbers minx < maxx, miny < maxy (in any CRS; whether it meets the raster is the engine's)."""
     values = tuple(bbox)
@@ -424,10 +432,7 @@ class SegmentRequest:
         return self
 
     def _check_stretch(self) -> None:
-        low, high = self.percentiles
-        if not 0.0 <= low < high <= 100.0:
-            raise RequestError(f"stretch percentiles must satisfy 0 <= low < high <= 100, got {low}, {high}",
-                               "percentiles")
+        check_percentiles(self.percentiles)
         if self.value_range is not None and not self.value_range[0] < self.value_range[1]:
             raise RequestError(f"value range must be two finite numbers low < high, got {self.value_range[0]}, "
                                f"{self.value_range[1]}", "value_range")

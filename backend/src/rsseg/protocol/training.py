@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from .contracts import RequestError, check_device, describe_value, from_fields, is_finite
+from .contracts import RequestError, check_device, check_percentiles, describe_value, from_fields, is_finite
 
 # A run folder (TrainLayersRequest.out): while training it holds RUN_FILE (the request) and CHECKPOINTS (the
 # last finished epoch, step-N.json and its tensors); a finished run replaces them by the bundle (BUNDLE_FILE
@@ -130,10 +130,7 @@ class TrainLayersRequest:
         for name, ok, expected in checks:
             if not ok:
                 raise RequestError(f"{name.replace('_', ' ')} must be {expected}, got {getattr(self, name)}", name)
-        low, high = self.percentiles
-        if not 0.0 <= low < high <= 100.0:
-            raise RequestError(f"stretch percentiles must satisfy 0 <= low < high <= 100, got {low}, {high}",
-                               "percentiles")
+        check_percentiles(self.percentiles)
         if self.bands is not None and (not self.bands or min(self.bands) < 1):
             raise RequestError(f"bands are 1-based band numbers, got {self.bands}", "bands")
         check_device(self.device)

@@ -124,6 +124,11 @@ def class_colours(names: Sequence[str], sentence: bool = False) -> list[str]:
     return [str(c) for c in colours]
 
 
+def class_rgb(names: Sequence[str]) -> list[tuple[int, int, int]]:
+    """class_colours(names) as (r, g, b) triples: a bundle's colours, a chip mask's colour table."""
+    return [_rgb(c) for c in class_colours(names)]
+
+
 def _rgba(colour: str, alpha: int = 255) -> tuple[int, int, int, int]:
     return (*_rgb(colour), alpha)
 

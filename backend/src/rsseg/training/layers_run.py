@@ -10,9 +10,7 @@ keeps its last finished epoch so it can resume; one that never finished an epoch
 from __future__ import annotations
 
 import math
-import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -22,7 +20,7 @@ from typing import Any, Optional
 import torch
 from rasterio.windows import Window
 
-from ..bundles.format import BundleInfo, write_bundle
+from ..bundles.format import BundleInfo, save_tensors, write_bundle
 from ..bundles.index import remember_bundle
 from ..datasets.blocks import SpatialSplit, block_split, polygon_split, side_split
 from ..datasets.chips import chip_windows
@@ -48,7 +46,7 @@ from ..protocol.training import (
     run_folder_state,
 )
 from ..raster.normalize import Stretch, estimate_stretch
-from ..raster.palette import class_colours
+from ..raster.palette import class_rgb
 from ..raster.region import Region
 from ..raster.source import RasterSource, open_raster
 from ..weights.trained_checkpoint import load_checkpoint
@@ -218,17 +216,7 @@ def _remove_run_files(out: Path) -> None:
 
 
 def _save_best(out: Path, state: dict[str, torch.Tensor]) -> None:
-    from safetensors.torch import save_file
-
-    folder = out / CHECKPOINTS
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{BEST}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, tmp)
-        os.replace(tmp, folder / BEST)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    save_tensors(out / CHECKPOINTS / BEST, state)
 
 
 def _prune(out: Path, keep: Path) -> None:
@@ -308,7 +296,7 @@ def _run(request: TrainLayersRequest, out: Path, progress: Optional[ProgressCall
         info = BundleInfo(
             name=request.name or out.name, builder=spec.builder, config=dict(getattr(net, "config", spec.config)),
             classes=list(data.labels.class_names),
-            colours=[[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in class_colours(data.labels.class_names)],
+            colours=[list(rgb) for rgb in class_rgb(data.labels.class_names)],
             bands=list(source.bands), mean=data.mean, std=data.std, percentiles=list(request.percentiles),
             resolution=request.resolution, chip=request.chip,
             training={**data.summary(request), "model": spec.id, "epochs": request.epochs,
