@@ -194,6 +194,8 @@ def test_an_unknown_model_lists_only_the_models_a_job_can_run():
         get_spec("no-such-model")
     message = str(info.value)
     assert "'no-such-model'" in message and "clip-vit-b-16" in message and "rsrefseg-test" in message
-    assert "sam-vit" not in message and "litemedsam" not in message and "siglip-so400m-14-384" not in message
+    listed = set(message.split("(known models: ", 1)[1].split(")", 1)[0].split(", "))
+    assert "zs-ref-clip-b16-sam-b" in listed
+    assert not listed & {"sam-vit-b", "litemedsam", "siglip-so400m-14-384", "unetformer-r18"}
     assert get_spec("sam-vit-b").task == "component"  # still found by id: the models that use it load it
     assert info.value.fixes == ("models",) and info.value.text("cli").endswith(": see `rsseg models`")

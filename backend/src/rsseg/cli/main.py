@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--upsample", choices=("bilinear", "guided", "jbu"),
                      help="how class-list CLIP logits reach pixels (default: the model's, jbu; docs/refinement.md)")
     seg.add_argument("--checkpoint", help="a trained referring model: RUN/checkpoints/step-N.json of `rsseg train`")
+    seg.add_argument("--top-k", type=int, metavar="K",
+                     help="a sentence with a model that finds objects (zero-shot referring, SAM 3): keep the best K, "
+                          "each its own polygon with its score and rank (default: the model's, 1 for referring)")
     seg.add_argument("--sam-refine", choices=("off", "peaks", "vote"),
                      help="sharpen class-list results with the model's SAM (default off; needs its weights)")
     seg.add_argument("--scores", action="store_true", help="also keep the float32 score GeoTIFF")
@@ -168,7 +171,7 @@ def _request(args):
         batch_size=args.batch_size,
         device=args.device, percentiles=tuple(args.percentiles), value_range=args.value_range, nodata=args.nodata,
         threshold=args.threshold, upsample=args.upsample, sam_refine=args.sam_refine, checkpoint=args.checkpoint,
-        write_scores=args.scores, vectorise=not args.no_polygons,
+        top_k=args.top_k, write_scores=args.scores, vectorise=not args.no_polygons,
         simplify_tolerance=args.simplify, min_area_m2=args.min_area)
 
 

@@ -6,6 +6,8 @@ engine stays device-agnostic and every model gets the same behaviour:
 - batch size 0 ("auto") is measured on CUDA from one tile's peak memory and the free memory;
 - on out-of-memory the batch halves and the job goes on (the result record says so);
 - models with an image encoder (EncodedTileModel) reuse cached features per tile;
+- models that find objects (InstanceTileModel) hand their instances over with the logits
+  (`take_instances`, one list per tile, in the order of the logits);
 - on CPU a cancel stops the batch inside the model (before its next torch module runs): one CPU
   batch of a ViT-B-sized model takes seconds, and splitting it into single tiles would change the
   logits' last bits (batched and single-tile matrix products round differently).
@@ -32,7 +34,7 @@ from ..devices import (
 from ..errors import DeviceError
 from ..progress import CancelToken
 from .feature_cache import FeatureCache, cache_key
-from .tile_model import EncodedTileModel, TileModel
+from .tile_model import EncodedTileModel, Instance, InstanceTileModel, TileModel
 
 
 def _stack(items: list[Any]):
@@ -69,6 +71,7 @@ class TileRunner:
         self.oom_halvings = 0
         self.encoded = self.reused = 0
         self._dtype = autocast_dtype(device)
+        self._instances: Optional[list[list[Instance]]] = [] if isinstance(model, InstanceTileModel) else None
 
     def __call__(self, batch: np.ndarray, keys: Sequence[str], cancel: Optional[CancelToken] = None) -> np.ndarray:
         """[B, C, h, w] tiles and their cache keys -> [B, K, h, w] float32 logits.
@@ -97,6 +100,11 @@ class TileRunner:
                 continue
             i += n
         return np.concatenate(outputs)
+
+    def take_instances(self) -> list[list[Instance]]:
+        """The instances of the tiles run since the last call, one list per tile ([] for other models)."""
+        found, self._instances = self._instances or [], [] if self._instances is not None else None
+        return found
 
     def stats(self) -> dict[str, Any]:
         stats = {"device": self.device, "precision": precision_name(self.device), "batch_size": self.batch_size,
@@ -154,7 +162,9 @@ class TileRunner:
     def _run(self, batch: np.ndarray, keys: Sequence[str]) -> np.ndarray:
         with self._precision():
             if self.cache is None:
-                return np.asarray(self.model(batch), np.float32)
+                if self._instances is None:
+                    return np.asarray(self.model(batch), np.float32)
+                return self._decode(self.model.encode(batch))
             features = [self.cache.get(self._key(k)) for k in keys]
             missing = [j for j, f in enumerate(features) if f is None]
             if missing:
@@ -164,7 +174,14 @@ class TileRunner:
                     self.cache.put(self._key(keys[j]), features[j])
             self.encoded += len(missing)
             self.reused += len(keys) - len(missing)
-            return np.asarray(self.model.decode(_stack(features)), np.float32)
+            return self._decode(_stack(features))
+
+    def _decode(self, features: Any) -> np.ndarray:
+        if self._instances is None:
+            return np.asarray(self.model.decode(features), np.float32)
+        logits, found = self.model.decode_instances(features)
+        self._instances.extend(found)
+        return np.asarray(logits, np.float32)
 
     def _key(self, tile_key: str) -> str:
         return cache_key(self.model.encoder_id, tile_key)

@@ -66,11 +66,18 @@ def get_builder(name: str) -> Builder:
     return _lookup(BUILDERS, name, "builder")
 
 
+# Which models take each per-request option (SegmentRequest.model_options), for the refusal's message
+OPTION_TAKERS = {"upsample": "the open-vocabulary CLIP models", "sam_refine": "the open-vocabulary CLIP models",
+                 "checkpoint": "trained referring models (RSRefSeg)",
+                 "top_k": "models that find objects with a sentence: zero-shot referring and SAM 3"}
+
+
 def refuse_options(spec: ModelSpec, options: dict[str, Any]) -> None:
-    """For families whose models take no per-request options."""
+    """For families whose models take none of these per-request options."""
     if options:
-        raise ModelError(f"model {spec.id!r} takes no {', '.join(sorted(options))} option "
-                         "(only the open-vocabulary CLIP models refine their logits)")
+        names = sorted(options)
+        takers = "; ".join(f"{n} is for {OPTION_TAKERS[n]}" for n in names if n in OPTION_TAKERS)
+        raise ModelError(f"model {spec.id!r} takes no {', '.join(names)} option" + (f" ({takers})" if takers else ""))
 
 
 def weights_id(spec: ModelSpec) -> str:

@@ -150,6 +150,19 @@ def check_percentiles(percentiles: Sequence[float]) -> None:
                            "percentiles")
 
 
+MAX_TOP_K = 100  # objects one sentence may return
+
+
+def check_top_k(top_k: int, sentence: bool) -> None:
+    """How many objects a sentence returns: 1 to MAX_TOP_K, and only for a sentence (a class list keeps
+    every object of every class)."""
+    if not sentence:
+        raise RequestError("top-k applies to a referring sentence, not to a class list (which keeps every object "
+                           "of every class)", "top_k")
+    if not 1 <= top_k <= MAX_TOP_K:
+        raise RequestError(f"top-k must be between 1 and {MAX_TOP_K} objects, got {top_k}", "top_k")
+
+
 def check_bbox(bbox: Sequence[float]) -> None:
     """Four finite numbers minx < maxx, miny < maxy (in any CRS; whether it meets the raster is the engine's)."""
     values = tuple(bbox)
@@ -353,6 +366,9 @@ class SegmentRequest:
     upsample: Optional[str] = None  # "bilinear", "guided" or "jbu"
     sam_refine: Optional[str] = None  # "off", "peaks" or "vote" (needs the model's SAM weights)
     checkpoint: Optional[str] = None  # a trained RSRefSeg: the JSON of an `rsseg train` checkpoint
+    # A sentence with a model that finds objects (zero-shot referring, SAM 3): the best `top_k` of them,
+    # each its own polygon with its score and rank (None: the model's default, one for referring)
+    top_k: Optional[int] = None
     write_scores: bool = False
     vectorise: bool = True
     simplify_tolerance: float = 0.0  # map units
@@ -368,7 +384,8 @@ class SegmentRequest:
     @property
     def model_options(self) -> dict[str, Any]:
         """The per-request overrides of the model's config that were set."""
-        chosen = (("upsample", self.upsample), ("sam_refine", self.sam_refine), ("checkpoint", self.checkpoint))
+        chosen = (("upsample", self.upsample), ("sam_refine", self.sam_refine), ("checkpoint", self.checkpoint),
+                  ("top_k", self.top_k))
         return {k: v for k, v in chosen if v is not None}
 
     def to_dict(self) -> dict[str, Any]:
@@ -417,6 +434,8 @@ class SegmentRequest:
             if not all(is_finite(v) for v in values):
                 raise RequestError(f"{label} must be {'finite numbers' if several else 'a finite number'}, got "
                                    f"{', '.join(map(str, values)) if several else value}", name)
+        if self.top_k is not None:
+            check_top_k(self.top_k, self.sentence is not None or not prompt)
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
             raise RequestError(f"threshold must be a score between 0 and 1, got {self.threshold}", "threshold")
         if self.simplify_tolerance < 0 or self.min_area_m2 < 0:

@@ -22,12 +22,13 @@ from rasterio.windows import transform as window_transform
 from scipy.special import expit
 
 from ..errors import ModelError, RegionError, check_request
-from ..execution.tile_model import SIGMOID, TileModel
+from ..execution.tile_model import SIGMOID, InstanceTileModel, TileModel, model_threshold
 from ..execution.tile_runner import TileRunner
 from ..progress import CancelToken, ProgressCallback, report
 from ..protocol.contracts import MAX_CLASSES, NODATA, OUTPUTS, UNLABELLED, ClassSummary, SegmentRequest, SegmentResult
 from .areas import row_pixel_areas_m2
 from .blend import DEFAULT_STRIP_WIDTH, Spill, StripAccumulator, finished_rows, plan_strips, strip_tiles
+from .instances import InstanceCollector
 from .memory import bound_heap_growth
 from .normalize import Stretch, estimate_stretch
 from .outputs import StagedFile, check_outputs, new_job_id, output_failure, prepare_out_dir, remove_stale
@@ -35,7 +36,7 @@ from .palette import class_colours
 from .region import Region, resolve_region
 from .source import RasterSource, backing_file, is_virtual
 from .tiling import Tile, TileGrid
-from .vectorize import VectorizeOptions, vectorize_classes
+from .vectorize import VectorizeOptions, vectorize_classes, write_instances
 from .writer import BLOCK, ClassRasterWriter
 
 SIGMOID_THRESHOLD = 0.5
@@ -147,6 +148,7 @@ def _segment(request: SegmentRequest, model: TileModel, progress: Optional[Progr
     if not 1 <= len(names) <= MAX_CLASSES:
         raise ModelError(f"between 1 and {MAX_CLASSES} classes are supported, got {len(names)}")
     check_request(request, prompt=False)  # the model holds the prompt; eval and bench come here directly
+    threshold = model_threshold(model, request.threshold)
     if str(request.out_dir).strip():
         check_outputs(Path(request.out_dir), request.raster)  # before anything runs: never replace the input
     job = new_job_id()
@@ -168,25 +170,32 @@ def _segment(request: SegmentRequest, model: TileModel, progress: Optional[Progr
             writer = ClassRasterWriter(staged["mask"], staged["scores"], source.crs, transform, grid.width,
                                        grid.height, names, request.prompt, request.sentence is not None, job)
             spill = Spill(out_dir, job)
+            objects = InstanceCollector(grid, threshold) if isinstance(model, InstanceTileModel) else None
             try:
                 tiles_run = _stream(grid, _TileReader(source, region, stretch), model, runner,
-                                    feature_identity(request, source, stretch), writer, tally, request,
-                                    strip_width, timings, progress, cancel, spill)
+                                    feature_identity(request, source, stretch), writer, tally, threshold,
+                                    strip_width, timings, progress, cancel, spill, objects)
             finally:
                 try:
                     writer.close()  # flushes: a full disk can fail here too
                 finally:
                     spill.close()
-            crs_string = source.crs.to_string() if source.crs else ""
+            crs = source.crs
+            crs_string = crs.to_string() if crs else ""
             bands = list(source.bands)
             infinite = source.infinite_seen
         polygons_path, polygon_counts = None, {}
         if request.vectorise:
             t0 = time.perf_counter()
-            stats = vectorize_classes(staged["mask"].temp, staged["scores"].temp, staged["polygons"].temp,
-                                      {i + 1: n for i, n in enumerate(names)}, request.prompt,
-                                      VectorizeOptions(request.simplify_tolerance, request.min_area_m2),
-                                      progress, cancel)
+            class_ids = {i + 1: n for i, n in enumerate(names)}
+            options = VectorizeOptions(request.simplify_tolerance, request.min_area_m2)
+            if objects is not None:  # one polygon per object the model found
+                found = objects.objects()
+                stats = write_instances(staged["polygons"].temp, found, crs, transform, class_ids, request.prompt,
+                                        options)
+            else:
+                stats = vectorize_classes(staged["mask"].temp, staged["scores"].temp, staged["polygons"].temp,
+                                          class_ids, request.prompt, options, progress, cancel)
             polygon_counts = {s.class_id: s.polygons for s in stats}
             polygons_path = str(staged["polygons"].final)
             timings["vectorise"] = time.perf_counter() - t0
@@ -206,6 +215,9 @@ def _segment(request: SegmentRequest, model: TileModel, progress: Optional[Progr
         if stale:
             notes.append(f"removed {len(stale)} leftover file(s) of interrupted rsseg jobs from the output folder: "
                          + ", ".join(stale))
+        if objects is not None and request.vectorise:
+            notes.append(f"{len(found)} object(s) found: one polygon each, with its own score and rank "
+                         "(not one per connected region)")
         if getattr(model, "whole_region", False):
             notes.append(f"the model saw the whole region at once ({grid.width}x{grid.height} px; tile size and "
                          "overlap do not apply to referring models)")
@@ -255,8 +267,8 @@ def _chunks(tiles: list[Tile], spill: Spill, runner: TileRunner):
 
 
 def _stream(grid: TileGrid, reader: _TileReader, model: TileModel, runner: TileRunner, identity: str,
-            writer: ClassRasterWriter, tally: _Tally, request: SegmentRequest, strip_width: int, timings: dict,
-            progress, cancel: CancelToken, spill: Spill) -> int:
+            writer: ClassRasterWriter, tally: _Tally, threshold: Optional[float], strip_width: int, timings: dict,
+            progress, cancel: CancelToken, spill: Spill, objects: Optional[InstanceCollector]) -> int:
     """Tiles -> model -> blend -> finished rows written; returns the number of tiles the model ran on."""
     strips = plan_strips(grid, strip_width, BLOCK)
     total, done, run = len(grid), 0, 0
@@ -282,6 +294,10 @@ def _stream(grid: TileGrid, reader: _TileReader, model: TileModel, runner: TileR
                     raise ModelError(f"model returned logits of shape {out.shape}, expected {expected}")
                 logits = dict(zip(todo, out))
                 run += len(todo)
+                if objects is not None:
+                    tiles = {t.index: t for t in chunk}
+                    for index, found in zip(todo, runner.take_instances()):
+                        objects.add(tiles[index], found, reads[index][1])
             t0 = time.perf_counter()
             for tile in chunk:
                 if tile.index in reads:
@@ -298,7 +314,7 @@ def _stream(grid: TileGrid, reader: _TileReader, model: TileModel, runner: TileR
                 remaining[tile.row] -= 1
                 if remaining[tile.row] == 0:
                     for row0, blended, valid in acc.pop(finished_rows(grid, tile.row)):
-                        classes, scores = decide(blended, valid, model.activation, request.threshold)
+                        classes, scores = decide(blended, valid, model.activation, threshold)
                         writer.write(Window(strip.x0, row0, strip.x1 - strip.x0, len(valid)), classes, scores)
                         tally.add(row0, classes, scores)
             timings["blend_write"] += time.perf_counter() - t0

@@ -15,12 +15,17 @@ are single polygons and topology-preserving simplification never splits one; a n
 simplification result falls back to the unsimplified polygon). `area_m2` is measured on the
 unsimplified polygon, so it reflects the pixels, not the simplification. Class ids missing from
 `class_names` are named "class_<id>".
+
+Models that find separate objects (SAM 3, zero-shot referring) get one feature per object instead
+(`write_instances`): two touching buildings stay two polygons, each with the model's own score, its
+rank in its class and an instance_id; an object may have several parts (MultiPolygon layer).
 """
 
 from __future__ import annotations
 
 import os
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping
@@ -33,7 +38,7 @@ from rasterio.features import shapes
 from rasterio.windows import Window
 from scipy import ndimage
 from shapely.affinity import affine_transform
-from shapely.geometry import Polygon, mapping, shape
+from shapely.geometry import MultiPolygon, Polygon, mapping, shape
 
 from ..errors import OutputError, RssegError
 from ..progress import CancelToken, ProgressCallback, report
@@ -47,6 +52,12 @@ SCHEMA = {
     "geometry": "Polygon",
     "properties": {"class": "str", "class_id": "int", "prompt": "str", "score": "float",
                    "area_m2": "float"},
+}
+# Models that find separate objects (execution.tile_model.InstanceTileModel): one feature per object, which
+# may have several parts, with its own score (not a mean over pixels) and its rank within its class.
+INSTANCE_SCHEMA = {
+    "geometry": "MultiPolygon",
+    "properties": {**SCHEMA["properties"], "instance_id": "int", "rank": "int"},
 }
 _BATCH = 1000  # records per fiona writerecords call
 
@@ -125,6 +136,69 @@ def _merge(pieces: list[Piece]) -> list[Piece]:
     return [(g, int(c), float(s)) for g, c, s in zip(parts, counts, sums)]
 
 
+class _PolygonSink:
+    """Maps pixel-coordinate polygons to the raster's CRS, measures, filters, simplifies and writes them in
+    batches: the one place that turns a piece of the mask into a feature, for regions and instances alike."""
+
+    def __init__(self, sink, crs, transform: Affine, options: VectorizeOptions, class_names: Mapping[int, str],
+                 prompt: str, multi: bool = False):
+        self.sink, self.crs, self.options, self.prompt, self.multi = sink, crs, options, prompt, multi
+        t = transform
+        self._affine = (t.a, t.b, t.d, t.e, t.xoff, t.yoff)
+        self.class_names = class_names
+        self.stats = {int(c): ClassPolygonStats(int(c), n, 0, 0.0) for c, n in class_names.items()}
+        self._batch: list[dict] = []
+
+    def emit(self, cid: int, geom_px, score: float, extra: Mapping[str, object] = ()) -> bool:
+        """Write one feature; False when it was dropped for being under the minimum area."""
+        geom = affine_transform(geom_px, self._affine)
+        area = geometry_area_m2(geom, self.crs)  # unsimplified: the area of the pixels
+        if area < self.options.min_area_m2:
+            return False
+        if self.options.simplify_tolerance > 0:
+            simple = geom.simplify(self.options.simplify_tolerance, preserve_topology=True)
+            if not simple.is_empty and simple.geom_type == geom.geom_type:
+                geom = simple
+        if self.multi and isinstance(geom, Polygon):
+            geom = MultiPolygon([geom])
+        name = self.class_names.get(cid, f"class_{cid}")
+        st = self.stats.setdefault(cid, ClassPolygonStats(cid, name, 0, 0.0))
+        st.polygons += 1
+        st.area_m2 += area
+        self._batch.append({"geometry": mapping(geom), "properties": {
+            "class": st.name, "class_id": cid, "prompt": self.prompt, "score": score, "area_m2": area, **dict(extra)}})
+        if len(self._batch) >= _BATCH:
+            self.flush()
+        return True
+
+    def flush(self) -> None:
+        if self._batch:
+            self.sink.writerecords(self._batch)
+            self._batch.clear()
+
+    def summary(self) -> list[ClassPolygonStats]:
+        return sorted(self.stats.values(), key=lambda s: s.class_id)
+
+
+@contextmanager
+def _staged_gpkg(out_path: Path, schema: dict, crs, prompt: str) -> Iterator[object]:
+    """A GeoPackage layer written under a temporary name and renamed to `out_path` only on success."""
+    out_path = Path(out_path)
+    if not out_path.parent.is_dir():
+        raise OutputError(f"{out_path}: the output folder does not exist")
+    # named after out_path, so a job's staged name (and identity) is kept in the temporary one
+    tmp = out_path.with_name(f".{out_path.name.lstrip('.')}.{uuid.uuid4().hex[:8]}.tmp.gpkg")
+    try:
+        with fiona.open(tmp, "w", driver="GPKG", layer=POLYGON_LAYER, schema=schema, crs_wkt=_wkt(crs) or "",
+                        DESCRIPTION=f"{GPKG_DESCRIPTION} of {prompt}"[:500]) as sink:
+            yield sink
+        os.replace(tmp, out_path)
+    except BaseException:
+        for leftover in (tmp, *(Path(f"{tmp}{s}") for s in ("-wal", "-shm", "-journal"))):
+            leftover.unlink(missing_ok=True)
+        raise
+
+
 def vectorize_classes(
     class_path: Path,
     score_path: Path,
@@ -138,81 +212,80 @@ def vectorize_classes(
     """Write one polygon per connected class region (never cut at chunk seams) to a GeoPackage.
 
     The file appears at `out_path` only on success (temporary file + os.replace)."""
-    class_path, score_path, out_path = Path(class_path), Path(score_path), Path(out_path)
+    class_path, score_path = Path(class_path), Path(score_path)
     if options.chunk_size < 1:
         raise RssegError(f"chunk_size must be a positive pixel count, got {options.chunk_size}")
-    if not out_path.parent.is_dir():
-        raise OutputError(f"{out_path}: the output folder does not exist")
-    # named after out_path, so a job's staged name (and identity) is kept in the temporary one
-    tmp = out_path.with_name(f".{out_path.name.lstrip('.')}.{uuid.uuid4().hex[:8]}.tmp.gpkg")
-    try:
-        with open_raster(class_path) as cls_src, open_raster(score_path) as score_src:
-            if (score_src.shape, score_src.transform) != (cls_src.shape, cls_src.transform):
-                raise RssegError(f"{score_path}: score raster is not on the grid of {class_path}")
-            stats = _vectorize(cls_src, score_src, tmp, class_names, prompt, options, progress,
-                               cancel)
-        os.replace(tmp, out_path)
-        return stats
-    except BaseException:
-        for leftover in (tmp, *(Path(f"{tmp}{s}") for s in ("-wal", "-shm", "-journal"))):
-            leftover.unlink(missing_ok=True)
-        raise
+    with open_raster(class_path) as cls_src, open_raster(score_path) as score_src:
+        if (score_src.shape, score_src.transform) != (cls_src.shape, cls_src.transform):
+            raise RssegError(f"{score_path}: score raster is not on the grid of {class_path}")
+        with _staged_gpkg(out_path, SCHEMA, cls_src.crs, prompt) as sink:
+            polygons = _PolygonSink(sink, cls_src.crs, cls_src.transform, options, class_names, prompt)
+            _vectorize(cls_src, score_src, polygons, options, progress, cancel)
+            polygons.flush()
+    return polygons.summary()
 
 
-def _vectorize(cls_src, score_src, tmp, class_names, prompt, options, progress, cancel):
-    crs, t, tol = cls_src.crs, cls_src.transform, options.simplify_tolerance
-    stats = {int(c): ClassPolygonStats(int(c), n, 0, 0.0) for c, n in class_names.items()}
-    batch: list[dict] = []
-
+def _vectorize(cls_src, score_src, polygons: _PolygonSink, options, progress, cancel) -> None:
     def emit(cid: int, piece: Piece) -> None:
-        geom_px, count, ssum = piece
-        geom = affine_transform(geom_px, (t.a, t.b, t.d, t.e, t.xoff, t.yoff))
-        area = geometry_area_m2(geom, crs)  # unsimplified: the area of the pixels
-        if area < options.min_area_m2:
-            return
-        if tol > 0:
-            simple = geom.simplify(tol, preserve_topology=True)
-            geom = simple if isinstance(simple, Polygon) and not simple.is_empty else geom
-        name = class_names.get(cid, f"class_{cid}")
-        st = stats.setdefault(cid, ClassPolygonStats(cid, name, 0, 0.0))
-        st.polygons += 1
-        st.area_m2 += area
-        batch.append({"geometry": mapping(geom), "properties": {
-            "class": st.name, "class_id": cid, "prompt": prompt, "score": ssum / count,
-            "area_m2": area}})
-        if len(batch) >= _BATCH:
-            sink.writerecords(batch)
-            batch.clear()
+        polygons.emit(cid, piece[0], piece[2] / piece[1])
 
     cs, height, width = options.chunk_size, cls_src.height, cls_src.width
     total, done = -(-height // cs) * -(-width // cs), 0
     pending: dict[int, list[Piece]] = {}
-    crs_wkt = _wkt(crs) or ""
-    with fiona.open(tmp, "w", driver="GPKG", layer=POLYGON_LAYER, schema=SCHEMA, crs_wkt=crs_wkt,
-                    DESCRIPTION=f"{GPKG_DESCRIPTION} of {prompt}"[:500]) as sink:
-        for r0 in range(0, height, cs):
-            for c0 in range(0, width, cs):
-                if cancel is not None:
-                    cancel.check()
-                win = Window(c0, r0, min(cs, width - c0), min(cs, height - r0))
-                for cid, piece, on_seam in _chunk_pieces(cls_src, score_src, win):
-                    if on_seam:
-                        pending.setdefault(cid, []).append(piece)
-                    else:
-                        emit(cid, piece)
-                done += 1
-                report(progress, "vectorise", done, total)
-            # Every chunk above this row's bottom seam is read: merged polygons that stop short
-            # of that seam are complete.
-            seam = r0 + cs
-            for cid, pieces in pending.items():
-                keep = []
-                for piece in _merge(pieces):
-                    if seam >= height or piece[0].bounds[3] < seam:
-                        emit(cid, piece)
-                    else:
-                        keep.append(piece)
-                pending[cid] = keep
-        if batch:
-            sink.writerecords(batch)
-    return sorted(stats.values(), key=lambda s: s.class_id)
+    for r0 in range(0, height, cs):
+        for c0 in range(0, width, cs):
+            if cancel is not None:
+                cancel.check()
+            win = Window(c0, r0, min(cs, width - c0), min(cs, height - r0))
+            for cid, piece, on_seam in _chunk_pieces(cls_src, score_src, win):
+                if on_seam:
+                    pending.setdefault(cid, []).append(piece)
+                else:
+                    emit(cid, piece)
+            done += 1
+            report(progress, "vectorise", done, total)
+        # Every chunk above this row's bottom seam is read: merged polygons that stop short
+        # of that seam are complete.
+        seam = r0 + cs
+        for cid, pieces in pending.items():
+            keep = []
+            for piece in _merge(pieces):
+                if seam >= height or piece[0].bounds[3] < seam:
+                    emit(cid, piece)
+                else:
+                    keep.append(piece)
+            pending[cid] = keep
+
+
+@dataclass(frozen=True)
+class FoundObject:
+    """An instance placed on the output grid: its pixels as a polygon in pixel coordinates."""
+
+    class_id: int
+    score: float
+    geometry: object  # shapely Polygon or MultiPolygon, output-grid pixel coordinates
+
+
+def instance_geometry(mask: np.ndarray, x0: int, y0: int):
+    """An instance's pixels (bool [h, w] at x0, y0 of the output grid) as one (Multi)Polygon in pixel units."""
+    parts = [shape(geom) for geom, _ in shapes(mask.astype(np.uint8), mask=mask, connectivity=4,
+                                              transform=Affine.translation(x0, y0))]
+    return parts[0] if len(parts) == 1 else shapely.unary_union(parts)
+
+
+def write_instances(out_path: Path, objects: list[FoundObject], crs, transform: Affine,
+                    class_names: Mapping[int, str], prompt: str,
+                    options: VectorizeOptions = VectorizeOptions()) -> list[ClassPolygonStats]:
+    """One feature per object (not per connected region), best first per class, with its score, its rank in
+    its class and an instance_id; written like vectorize_classes (staged, renamed on success)."""
+    ordered = sorted(objects, key=lambda o: (o.class_id, -o.score))
+    with _staged_gpkg(out_path, INSTANCE_SCHEMA, crs, prompt) as sink:
+        polygons = _PolygonSink(sink, crs, transform, options, class_names, prompt, multi=True)
+        rank: dict[int, int] = {}
+        for obj in ordered:
+            place = rank.get(obj.class_id, 0) + 1
+            if polygons.emit(obj.class_id, obj.geometry, obj.score,
+                             {"instance_id": sum(rank.values()) + 1, "rank": place}):
+                rank[obj.class_id] = place
+        polygons.flush()
+    return polygons.summary()
