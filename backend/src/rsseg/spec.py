@@ -65,6 +65,9 @@ class ModelSpec:
     # True for a model whose trained weights were never released: it runs only with the checkpoint of a
     # training run (the request's `checkpoint`), as the real RSRefSeg entries
     needs_checkpoint: bool = False
+    # True for a model that finds separate objects (zero-shot referring, SAM 3): one polygon per object with its
+    # score and rank, and a sentence takes `top_k` (execution.tile_model.InstanceTileModel)
+    instances: bool = False
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:

@@ -21,11 +21,14 @@ from pathlib import Path
 from ..protocol.contracts import DEFAULT_MODELS
 from .synthetic import write_synthetic
 
-# The default models' architectures with random weights, built by bench/__main__.py: the class-list
-# path of clip-vit-b-16, and RSRefSeg on the architecture of the registry's weights (OpenAI CLIP
-# ViT-B/16 + SAM ViT-B at 1024, rsrefseg/configs.py CLIP_B16_SAM_B) with random seeded weights.
+# Real architectures with random weights, built by bench/__main__.py: the class-list path of clip-vit-b-16,
+# RSRefSeg on the architecture of the registry's weights (OpenAI CLIP ViT-B/16 + SAM ViT-B at 1024,
+# rsrefseg/configs.py CLIP_B16_SAM_B) with random seeded weights, and zero-shot referring (the default sentence
+# model: SAM ViT-B proposals ranked by CLIP ViT-B/16), with SAM's quality filters off so that random weights
+# still fill the proposal budget the real model works with.
 CLIP_RANDOM = f"{DEFAULT_MODELS['classes']}-random"
-RSREFSEG_RANDOM = f"{DEFAULT_MODELS['sentence']}-random"
+RSREFSEG_RANDOM = "rsrefseg-clip-b16-sam-b-random"
+ZS_REF_RANDOM = f"{DEFAULT_MODELS['sentence']}-random"
 
 
 def _run_one(raster: Path, out: Path, model: str, tile: int, overlap: int, device: str) -> dict:
@@ -73,7 +76,8 @@ def run_bench(args) -> int:
         + ([("vit-b-random", args.vit_size, *tiled)] if args.vit_size else []) \
         + ([(CLIP_RANDOM, args.clip_size, *tiled)] if args.clip_size else []) \
         + ([(getattr(args, "rsrefseg_model", None) or RSREFSEG_RANDOM, rsrefseg_size, rsrefseg_size, 0)]
-           if rsrefseg_size else [])
+           if rsrefseg_size else []) \
+        + ([(ZS_REF_RANDOM, args.zs_ref_size, args.zs_ref_size, 0)] if getattr(args, "zs_ref_size", 0) else [])
     rows = []
     try:
         for model, size, tile, overlap in plan:

@@ -20,7 +20,7 @@ from ..models import MODELS, build_model, get_spec
 from ..models.factory import get_builder
 from ..protocol.contracts import DEFAULT_MODELS, SegmentRequest
 from ..raster.engine import segment
-from . import CLIP_RANDOM, RSREFSEG_RANDOM
+from . import CLIP_RANDOM, RSREFSEG_RANDOM, ZS_REF_RANDOM
 from .vit_model import RandomViTTileModel
 
 CLASSES = ["water", "tree", "grass", "building"]
@@ -32,16 +32,44 @@ SECOND_SENTENCE = "the road on the left of the field"
 
 
 def is_sentence_model(model_id: str) -> bool:
-    return model_id == RSREFSEG_RANDOM or (model_id in MODELS and MODELS[model_id].task == "sentence")
+    return model_id in (RSREFSEG_RANDOM, ZS_REF_RANDOM) or (model_id in MODELS and MODELS[model_id].task == "sentence")
 
 
 def _rsrefseg_random(sentence: str, device: str):
     """rsrefseg-clip-b16-sam-b's architecture with its seeded random init, through the registry's
     builder (which keeps it warm for the second sentence): no base files, no checkpoint."""
-    spec = get_spec(DEFAULT_MODELS["sentence"])
+    spec = get_spec("rsrefseg-clip-b16-sam-b")
     config = {k: v for k, v in spec.config.items() if k not in ("clip_weights", "sam_weights")}
     spec = replace(spec, id=RSREFSEG_RANDOM, config=config, weights=(), real=False)
     return get_builder(spec.builder)(spec, [sentence], "sigmoid", device, {})
+
+
+_ZS_REF_PARTS: dict[str, tuple] = {}  # device -> (clip, tokenizer, sam): one random init for both sentences
+
+
+def _zs_ref_random(sentence: str, device: str):
+    """The default sentence model's architecture (CLIP ViT-B/16 + SAM ViT-B at 1024) with seeded random weights;
+    SAM's quality filters are off so that every point's mask competes for the real proposal budget."""
+    from ..models.clip.builder import build_clip
+    from ..models.sam.builder import build_sam
+    from ..models.zs_ref.global_local import ScoringConfig
+    from ..models.zs_ref.proposals import ProposalConfig
+    from ..models.zs_ref.tile_model import ZeroShotReferringTileModel
+
+    spec = get_spec(DEFAULT_MODELS["sentence"])
+    clip_spec = get_spec(spec.config["clip"])
+    if device not in _ZS_REF_PARTS:
+        torch = __import__("torch")
+        torch.manual_seed(0)
+        clip, tokenizer = build_clip(clip_spec.config)
+        sam = build_sam(get_spec(spec.config["sam"]).config)
+        _ZS_REF_PARTS[device] = (clip.eval().to(device), tokenizer, sam.eval().to(device))
+    clip, tokenizer, sam = _ZS_REF_PARTS[device]
+    unfiltered = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+    return ZeroShotReferringTileModel(clip, tokenizer, sam, sentence, device, ZS_REF_RANDOM, clip_spec.preprocess.mean,
+                                      clip_spec.preprocess.std,
+                                      ProposalConfig.from_dict({**spec.config["proposals"], **unfiltered}),
+                                      ScoringConfig.from_dict(spec.config["scoring"]))
 
 
 def _model(model_id: str, prompt, device: str):
@@ -50,6 +78,8 @@ def _model(model_id: str, prompt, device: str):
     if isinstance(prompt, str):
         if model_id == RSREFSEG_RANDOM:
             return _rsrefseg_random(prompt, device)
+        if model_id == ZS_REF_RANDOM:
+            return _zs_ref_random(prompt, device)
         return build_model(model_id, None, prompt, device)
     classes = prompt
     if model_id == "vit-b-random":

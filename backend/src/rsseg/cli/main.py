@@ -142,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="square raster size (one tile of that size) for the referring path with RSRefSeg's "
                             "CLIP ViT-B/16 + SAM ViT-B architecture and random weights, first and second "
                             "sentence (0 to skip)")
+    bench.add_argument("--zs-ref-size", type=int, default=1024,
+                       help="square raster size (one view) for zero-shot referring with the default sentence model's "
+                            "CLIP ViT-B/16 + SAM ViT-B architecture and random weights, first and second sentence "
+                            "(0 to skip)")
     bench.add_argument("--rsrefseg-model", default=None,
                        help="model for the referring rows instead (a registry sentence model, e.g. rsrefseg-test)")
     bench.add_argument("--device", default="cpu", help=f"{DEVICE_CHOICES} (default cpu)")

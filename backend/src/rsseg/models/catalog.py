@@ -182,7 +182,7 @@ def model_row(spec: ModelSpec) -> dict:
     # test_model: the `test` model and the "-tiny" twins (random or no weights), which a UI hides by default
     return {"id": spec.id, "task": spec.task, "description": spec.description, "real": spec.real,
             "test_model": not spec.real, "state": state, "runnable": spec.runnable,
-            "needs_checkpoint": spec.needs_checkpoint, "download_bytes": download_bytes,
+            "needs_checkpoint": spec.needs_checkpoint, "instances": spec.instances, "download_bytes": download_bytes,
             "licence": spec.licence, "weights": weights, "weights_present": all_present(status),
             "parameters_trainable": counts[0] if counts else None,
             "parameters_total": counts[1] if counts else None,

@@ -26,7 +26,8 @@ MODES = ("classes", "sentence")  # prompt modes: a class list, or a referring se
 # their own layers (rsseg train layers), whose bundles then run with task "classes"
 TASKS = (*MODES, "both", "component", "trainable")
 NOT_RUN = ("component", "trainable")
-DEFAULT_MODELS = {"classes": "clip-vit-b-16", "sentence": "rsrefseg-clip-b16-sam-b"}  # per prompt mode
+# per prompt mode: models that run with public weights alone (no training)
+DEFAULT_MODELS = {"classes": "clip-vit-b-16", "sentence": "zs-ref-clip-b16-sam-b"}
 EXAMPLE_PROMPTS = {"classes": "building, road, tree, water",
                    "sentence": "the large white building next to the parking lot"}
 REGIONS = ("layer", "extent", "polygons")  # the whole raster, a bbox (a map view, an extent), polygons

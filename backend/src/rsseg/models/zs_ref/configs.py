@@ -1,0 +1,24 @@
+"""Zero-shot referring configurations as data (no torch import, so the registry reads them for free).
+
+A config names its CLIP and its SAM (registry ids: their weights are the model's weights), the
+proposal settings (proposals.ProposalConfig) and the scoring settings (global_local.ScoringConfig).
+"""
+
+from __future__ import annotations
+
+# SAM ViT-B sees a 1024² view at once: SAM's own automatic-mask defaults, with more proposals kept
+# (a map view holds more objects than a photo).
+SAM_VIT_B_PROPOSALS = {"points_per_side": 32, "crop_n_layers": 0, "max_proposals": 100}
+# LiteMedSAM's 256² input shrinks a 1024² view 4x: one layer of crops gives small buildings back their size.
+LITEMEDSAM_PROPOSALS = {"points_per_side": 32, "crop_n_layers": 1, "max_proposals": 150}
+SCORING = {"global_size": 336, "mask_block": -3, "global_weight": 0.85, "sentence_weight": 0.5}
+
+# Tiny twins: few points, a small global pass, so the whole chain runs in about a second on a CPU. With random
+# weights, SAM's quality filters would keep nothing: they are switched off (every mask is a proposal).
+TINY_PROPOSALS = {"points_per_side": 4, "points_per_batch": 16, "pred_iou_thresh": 0.0,
+                  "stability_score_thresh": 0.0, "min_area_px": 1, "max_proposals": 12}
+TINY_SCORING = {**SCORING, "global_size": 224, "mask_block": -1}
+
+
+def config(clip: str, sam: str, proposals: dict, scoring: dict = SCORING) -> dict:
+    return {"clip": clip, "sam": sam, "proposals": dict(proposals), "scoring": dict(scoring)}
