@@ -38,6 +38,9 @@ class JobParameters:
     bands: Optional[tuple[int, ...]] = None  # 1-based source bands for the model's inputs; None: automatic
     resolution: Optional[float] = None  # processing grid in metres per pixel; None: the raster's own
     nodata: Optional[float] = None  # treat this source value as nodata (a collar without a nodata flag)
+    # a sentence with a model that finds separate objects: the best K, each its own polygon; None: not sent (the
+    # model's default, one object). The dock and Processing set it only for such a model (its row's `instances`).
+    top_k: Optional[int] = None
 
     def to_request(self) -> SegmentRequest:
         if not self.model:
@@ -45,7 +48,8 @@ class JobParameters:
         if self.mode == "classes" and not self.prompt.strip():
             self.prompt = classes_prompt(bundle_classes(self.model))  # a trained model's own classes
         try:
-            optional = {"nodata": self.nodata} if self.nodata is not None else {}  # older backends lack it
+            optional = {name: getattr(self, name) for name in ("nodata", "top_k")  # older backends lack them
+                        if getattr(self, name) is not None}
             request = SegmentRequest.from_prompt(
                 self.mode, self.prompt, raster=self.raster, out_dir="", model=self.model, region=self._region(),
                 tile=self.tile, overlap=self.overlap, device=self.device, checkpoint=self.checkpoint or None,

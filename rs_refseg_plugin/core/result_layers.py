@@ -1,8 +1,11 @@
 """Turn a backend result record (the worker's, or a result.json a user opens) into styled layers.
 
 The raster gets a paletted renderer with the class names and colours, the polygons a categorized
-renderer with the same colours, both in a group named "<prompt> — <model> <HH:MM:SS>" (the prompt
-shortened to one line, so repeated runs are told apart and a long sentence stays a short name).
+renderer with the same colours; polygons of a model that finds separate objects (one feature per object,
+with its score and rank: the instance_id field) are graduated by score instead, from pale (unsure) to the
+class colour (sure), labelled "#rank score" when they are few (style_vector: the dock's and Processing's
+one styling path). Both layers go in a group named "<prompt> — <model> <HH:MM:SS>" (the prompt shortened to
+one line, so repeated runs are told apart and a long sentence stays a short name).
 The full prompt, the model, the source raster and the job's summary go into each layer's metadata
 (kept in the project). Layers are built and checked first and added only when all are valid, so a
 failure adds nothing to the project.
@@ -20,14 +23,20 @@ from typing import Optional, Sequence
 
 from qgis.core import (
     QgsCategorizedSymbolRenderer,
+    QgsClassificationEqualInterval,
+    QgsGradientColorRamp,
+    QgsGraduatedSymbolRenderer,
     QgsLayerTreeGroup,
     QgsMapLayer,
     QgsPalettedRasterRenderer,
+    QgsPalLayerSettings,
     QgsProject,
     QgsRasterLayer,
     QgsRendererCategory,
+    QgsRendererRange,
     QgsSymbol,
     QgsVectorLayer,
+    QgsVectorLayerSimpleLabeling,
 )
 from qgis.PyQt.QtGui import QColor
 
@@ -37,6 +46,11 @@ from .summary import MAX_LABEL, short, summary_lines
 LEGEND_LABEL = 40  # characters of a class name in the legend (the full names are in the metadata)
 KEYWORDS_MODEL = "rsseg model"  # QgsLayerMetadata keyword vocabularies
 KEYWORDS_CLASSES = "rsseg classes"
+SCORE_FIELD = "score"
+SCORE_CLASSES = 5  # equal score ranges from 0 to 1: the same legend for every run
+INSTANCE_COLOUR = "#d7301f"  # the strong end of the score ramp when the objects are of several classes
+LABELLED_MAX = 25  # objects up to which a layer of objects is labelled "#rank score" (more: the labels are set up)
+INSTANCE_LABEL = """'#' || "rank" || ' ' || format_number("score", 2)"""
 
 
 class ResultError(Exception):
@@ -66,7 +80,19 @@ def style_raster(layer: QgsRasterLayer, classes: Sequence[ClassSummary]) -> None
     layer.setRenderer(QgsPalettedRasterRenderer(layer.dataProvider(), 1, entries))
 
 
+def is_instance_layer(layer: QgsVectorLayer) -> bool:
+    """Polygons of a model that finds separate objects: an instance_id field (in a shapefile, cut to
+    "instance_i"), or a rank beside the score."""
+    names = set(layer.fields().names())
+    return bool({"instance_id", "instance_i"} & names) or {"rank", SCORE_FIELD} <= names
+
+
 def style_vector(layer: QgsVectorLayer, classes: Sequence[ClassSummary]) -> None:
+    """The polygons' style, for the dock and Processing alike: objects (is_instance_layer) graduated by score
+    (style_instances), class regions categorized by class with the mask's colours."""
+    if is_instance_layer(layer):
+        style_instances(layer, classes)
+        return
     categories = []
     for c in classes:
         symbol = QgsSymbol.defaultSymbol(layer.geometryType())
@@ -74,6 +100,43 @@ def style_vector(layer: QgsVectorLayer, classes: Sequence[ClassSummary]) -> None
         symbol.setOpacity(0.6)
         categories.append(QgsRendererCategory(c.id, symbol, short(c.name, LEGEND_LABEL)))
     layer.setRenderer(QgsCategorizedSymbolRenderer("class_id", categories))
+
+
+def _pale(colour: QColor, amount: float = 0.8) -> QColor:
+    """`colour` mixed with white (`amount` of white)."""
+    return QColor(*(round(c + (255 - c) * amount) for c in (colour.red(), colour.green(), colour.blue())))
+
+
+def score_ramp(classes: Sequence[ClassSummary]) -> QgsGradientColorRamp:
+    """From pale (score 0) to the class's colour (score 1); with several classes, one red ramp for all."""
+    strong = QColor(classes[0].colour if len(classes) == 1 else INSTANCE_COLOUR)
+    if not strong.isValid():
+        strong = QColor(INSTANCE_COLOUR)
+    return QgsGradientColorRamp(_pale(strong), strong)
+
+
+def style_instances(layer: QgsVectorLayer, classes: Sequence[ClassSummary]) -> None:
+    """One feature per object: a graduated renderer on "score" (SCORE_CLASSES equal ranges of 0..1, labelled
+    "score 0.80 – 1.00"), each object labelled "#rank score" while there are at most LABELLED_MAX (the labels
+    are set up but off beyond that), and shown as "<class> #rank (score s)" where QGIS names a feature."""
+    ramp = score_ramp(classes)
+    ranges = []
+    for i in range(SCORE_CLASSES):
+        low, high = i / SCORE_CLASSES, (i + 1) / SCORE_CLASSES
+        symbol = QgsSymbol.defaultSymbol(layer.geometryType())
+        symbol.setColor(ramp.color(i / (SCORE_CLASSES - 1)))
+        symbol.setOpacity(0.75)
+        ranges.append(QgsRendererRange(low, high, symbol, f"score {low:.2f} – {high:.2f}"))
+    renderer = QgsGraduatedSymbolRenderer(SCORE_FIELD, ranges)
+    renderer.setSourceColorRamp(ramp.clone())
+    renderer.setClassificationMethod(QgsClassificationEqualInterval())  # what "Classify" in the style panel redoes
+    layer.setRenderer(renderer)
+    label = QgsPalLayerSettings()
+    label.fieldName = INSTANCE_LABEL
+    label.isExpression = True
+    layer.setLabeling(QgsVectorLayerSimpleLabeling(label))
+    layer.setLabelsEnabled(0 <= layer.featureCount() <= LABELLED_MAX)
+    layer.setDisplayExpression(""""class" || ' #' || "rank" || ' (score ' || format_number("score", 2) || ')'""")
 
 
 # -- names and metadata ----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from qgis.core import QgsApplication, QgsSettings
 
-from ..protocol.contracts import DEFAULT_MODELS
+from ..protocol.contracts import DEFAULT_MODELS, MAX_TOP_K
 from .setup_backend import venv_python
 
 PREFIX = "rs_refseg/"
@@ -51,6 +51,7 @@ class PluginSettings:
     device: str = "auto"
     out_dir: str = ""  # empty: run_folder.default_root() (beside the saved project)
     show_test_models: bool = False
+    top_k: int = 1  # objects a sentence returns with a model that finds separate objects
 
     @classmethod
     def load(cls) -> "PluginSettings":
@@ -63,7 +64,8 @@ class PluginSettings:
                    model_sentence=s.value(PREFIX + "model_sentence", defaults.model_sentence),
                    device=s.value(PREFIX + "device", defaults.device),
                    out_dir=s.value(PREFIX + "out_dir", ""),
-                   show_test_models=s.value(PREFIX + "show_test_models", False, type=bool))
+                   show_test_models=s.value(PREFIX + "show_test_models", False, type=bool),
+                   top_k=_top_k(s.value(PREFIX + "top_k", defaults.top_k)))
 
     def save(self) -> None:
         s = QgsSettings()
@@ -76,6 +78,14 @@ class PluginSettings:
             recent.remove(prompt)
         recent.insert(0, prompt)
         del recent[RECENT_MAX:]
+
+
+def _top_k(value) -> int:
+    """A stored top-k as a number of objects from 1 to MAX_TOP_K (1 for anything unreadable)."""
+    try:
+        return min(max(int(value), 1), MAX_TOP_K)
+    except (TypeError, ValueError):
+        return 1
 
 
 def _list(value) -> list[str]:

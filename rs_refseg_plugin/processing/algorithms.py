@@ -1,12 +1,20 @@
-"""The two rsseg algorithms: a class list over the whole raster, and a referring sentence."""
+"""The two rsseg algorithms: a class list over the whole raster, and a referring sentence (with a model that
+finds separate objects, the best TOP_K of them, each its own polygon with its score)."""
 
 from __future__ import annotations
 
-from qgis.core import QgsProcessingParameterExtent, QgsProcessingParameterFile, QgsProcessingParameterString
+from qgis.core import (
+    QgsProcessingException,
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterString,
+)
 
 from ..core.job import JobParameters
-from ..protocol.contracts import DEFAULT_MODELS, DEVICES, EXAMPLE_PROMPTS
-from .base import SegmentAlgorithm
+from ..protocol.contracts import DEFAULT_MODELS, DEVICES, EXAMPLE_PROMPTS, MAX_TOP_K
+from .base import SegmentAlgorithm, integer_type
+from .model_choices import cached_rows
 
 # Each parameter in a line: the dialog's label, the script's name (processing.run), what it takes.
 MODEL_HELP = ("Model (MODEL): the models the RS RefSeg dock last listed that take {what} (press Refresh in the "
@@ -22,7 +30,8 @@ RASTER_HELP = ("Bands (BANDS, advanced): the raster's bands fed to the model, in
                "Nodata value (NODATA, advanced): pixels of this value are left out (e.g. 0 for a black border "
                "that the raster does not mark as nodata).\n"
                "Mask (OUTPUT_RASTER): the class raster; Polygons (OUTPUT_VECTOR): its polygons (attributes "
-               "class, class_id, score).\n\n"
+               "class, class_id, score; for a model that finds separate objects one polygon per object, with "
+               "instance_id and rank too, styled by score when loaded).\n\n"
                "The models run in the backend environment chosen in the RS RefSeg dock (Advanced → Backend "
                "Python, or Set up backend…).")
 
@@ -61,7 +70,7 @@ class SegmentClassesAlgorithm(SegmentAlgorithm):
 
 
 class SegmentSentenceAlgorithm(SegmentAlgorithm):
-    SENTENCE, EXTENT, CHECKPOINT = "SENTENCE", "EXTENT", "CHECKPOINT"
+    SENTENCE, EXTENT, CHECKPOINT, TOP_K = "SENTENCE", "EXTENT", "CHECKPOINT", "TOP_K"
     mode = "sentence"
     default_model = DEFAULT_MODELS["sentence"]
     FIX_WORDS = {**SegmentAlgorithm.FIX_WORDS,
@@ -78,9 +87,13 @@ class SegmentSentenceAlgorithm(SegmentAlgorithm):
                 "Input raster (INPUT): a raster layer of a local file.\n"
                 f"Sentence (SENTENCE): e.g. \"{EXAMPLE_PROMPTS['sentence']}\".\n"
                 + MODEL_HELP.format(what="a sentence", default=self.default_model)
-                + "Region (EXTENT): where to look (default: the whole layer).\n"
+                + "The zero-shot models run without training; the RSRefSeg models need a trained checkpoint.\n"
+                "Region (EXTENT): where to look (default: the whole layer).\n"
                 "Trained checkpoint (CHECKPOINT): the step-N.json of a training run; the RSRefSeg models need "
-                "one (no trained weights were released).\n" + RASTER_HELP)
+                "one (no trained weights were released), the zero-shot models take none.\n"
+                f"Objects to return (TOP_K): with a model that finds separate objects (the zero-shot models), the "
+                f"best K objects the sentence describes, each its own polygon with its score and rank (1 to "
+                f"{MAX_TOP_K}; empty: one). Other models take none.\n" + RASTER_HELP)
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.add_input()
@@ -91,13 +104,17 @@ class SegmentSentenceAlgorithm(SegmentAlgorithm):
         self.addParameter(QgsProcessingParameterFile(self.CHECKPOINT,
                                                      "Trained checkpoint (step-N.json of a training run)",
                                                      extension="json", optional=True))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.TOP_K, "Objects to return (top-k; models that find separate objects)", type=integer_type(),
+            optional=True, minValue=1, maxValue=MAX_TOP_K))
         self.add_raster_options()
         self.add_outputs()
 
     def job_parameters(self, parameters, context, layer, raster):
         job = JobParameters(raster=raster, mode="sentence", model=self.default_model,
                             prompt=self.parameterAsString(parameters, self.SENTENCE, context) or "",
-                            checkpoint=self.parameterAsFile(parameters, self.CHECKPOINT, context) or None)
+                            checkpoint=self.parameterAsFile(parameters, self.CHECKPOINT, context) or None,
+                            top_k=self.top_k(parameters, context))
         if parameters.get(self.EXTENT) not in (None, ""):
             rect = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
             crs = layer.crs()
@@ -105,3 +122,17 @@ class SegmentSentenceAlgorithm(SegmentAlgorithm):
             job.bbox = (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum())
             job.bbox_crs = crs.authid() or crs.toWkt() or None
         return job
+
+    def top_k(self, parameters, context):
+        """TOP_K, or None when not set; refused at once for a model the dock's list says finds no separate
+        objects (a model the list lacks: the backend judges)."""
+        if parameters.get(self.TOP_K) in (None, ""):
+            return None
+        top_k = self.parameterAsInt(parameters, self.TOP_K, context)
+        model = self.model_id(parameters, context)
+        row = next((r for r in cached_rows() or [] if r["id"] == model), None)
+        if row is not None and row.get("instances") is False:
+            label = self.parameter_label(self.TOP_K).split(" (")[0]
+            raise QgsProcessingException(f"{label}: {model} returns one region for a sentence, not separate objects; "
+                                         "leave it empty, or choose a zero-shot model in the Model list")
+        return top_k

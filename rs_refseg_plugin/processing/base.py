@@ -72,6 +72,12 @@ def _double() -> Any:
     return types.Double if types is not None else QgsProcessingParameterNumber.Type.Double
 
 
+def integer_type() -> Any:
+    """The integer type of a number parameter, in the spelling of this QGIS."""
+    types = getattr(Qgis, "ProcessingNumberParameterType", None)  # QGIS 3.36 and later
+    return types.Integer if types is not None else QgsProcessingParameterNumber.Type.Integer
+
+
 def _index(value: Any) -> Optional[int]:
     """An enum index as a script passes it (0, not True), else None."""
     return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -5,8 +5,9 @@ the file by an atomic move (a rename, or across file systems a copy to a hidden 
 destination then a rename), any other format is converted with GDAL (gdal.Translate /
 gdal.VectorTranslate). check_destinations refuses, before the job runs, a destination that cannot
 be written. Every failure is a one-line QgsProcessingException naming the output and the file, and
-leaves no partial file behind. Loaded outputs get the class palette, a name of the prompt, the model
-and the time ("water, tree — clip-vit-b-16 14:05:12 (mask)"), and the full prompt in their metadata.
+leaves no partial file behind. Loaded outputs get the class palette (objects: graduated by score), a
+name of the prompt, the model and the time ("water, tree — clip-vit-b-16 14:05:12 (mask)"), and the full
+prompt in their metadata.
 """
 
 from __future__ import annotations
@@ -292,8 +293,9 @@ def deliver_vector(source: str, destination: str, label: str = "Polygons") -> st
 
 
 class ResultStyler(QgsProcessingLayerPostProcessorInterface):
-    """Applies the result's class palette to a loaded output (raster: paletted, vector: categorized) and,
-    given the result, its metadata (title, the full prompt in the abstract, the model, the summary)."""
+    """Applies the result's class palette to a loaded output (raster: paletted, vector: categorized, or
+    graduated by score for one polygon per object: result_layers.style_vector, the dock's styling) and, given
+    the result, its metadata (title, the full prompt in the abstract, the model, the summary)."""
 
     def __init__(self, classes: Sequence[ClassSummary], result: Optional[SegmentResult] = None, kind: str = "",
                  when: Optional[datetime] = None):

@@ -1,6 +1,10 @@
 """The RS RefSeg dock: choose a raster, type classes or a sentence, Run; or train a model on your own
 layers in its Train tab (ui/train_panel.py).
 
+In sentence mode the chosen model's row decides the rest: a line under the model list says whether it runs
+without training (zero-shot) or needs a trained checkpoint; a model that finds separate objects (`instances`)
+gets "Objects to return (top-k)" (sent as the request's top_k) and takes no checkpoint.
+
 The dock only builds a JobParameters (`parameters()`) and hands it to a SegmentTask; everything
 else (the worker, progress, cancel, adding layers) lives in the shared core and the task. A model the
 Train tab trained is selected here with its classes (`select_model`).
@@ -47,15 +51,16 @@ from ..core.result_layers import AddedResult
 from ..core.run_folder import default_root
 from ..core.settings import PREFIX, PluginSettings
 from ..core.summary import summary_lines
+from ..processing.model_choices import cached_rows
 from ..protocol.client import BackendError
-from ..protocol.contracts import DEVICES, EXAMPLE_PROMPTS
+from ..protocol.contracts import DEVICES, EXAMPLE_PROMPTS, MAX_TOP_K
 from ..protocol.training import TrainLayersResult
 from ..tasks.model_tasks import DownloadTask, ImportTask, ModelsTask
 from ..tasks.segment_task import SegmentTask
 from .band_picker import BandPicker
 from .first_run import FirstRunPanel, Step, next_step
 from .messages import push
-from .model_picker import fill_combo, picker_items
+from .model_picker import fill_combo, finds_objects, needs_checkpoint, picker_items, zero_shot
 from .run_output import add_run_output
 from .train_panel import TrainPanel
 
@@ -130,12 +135,26 @@ class SegmentDock(QgsDockWidget):
         models.addWidget(self.refresh_button)
         models.addWidget(self.download_button)
         form.addRow("Model", models)
+        self.model_hint = QLabel("", body)  # sentence mode: zero-shot, or needs a trained checkpoint
+        self.model_hint.setObjectName("RsRefSegModelHint")
+        self.model_hint.setWordWrap(True)
+        self.model_hint.setVisible(False)
+        form.addRow("", self.model_hint)
         self.checkpoint = QgsFileWidget(body)
         self.checkpoint.setFilter("rsseg checkpoint (*.json)")
         self.checkpoint.setToolTip("A trained referring model: the step-N.json file in the checkpoints folder "
-                                   "of a training run")
+                                   "of a training run (zero-shot models take none)")
         self.checkpoint.fileChanged.connect(lambda _: self._update_first_run())
         form.addRow("Checkpoint", self.checkpoint)
+        self.top_k_label = QLabel("Objects to return (top-k)", body)
+        self.top_k = QSpinBox(body)
+        self.top_k.setRange(1, MAX_TOP_K)
+        self.top_k.setValue(self.settings.top_k)
+        tip = ("The best K objects the sentence describes, each its own polygon with the model's score and its rank "
+               "(for models that find separate objects)")
+        self.top_k.setToolTip(tip)
+        self.top_k_label.setToolTip(tip)
+        form.addRow(self.top_k_label, self.top_k)
 
         self.device = QComboBox(body)
         self.device.addItems(list(DEVICES))
@@ -312,7 +331,6 @@ class SegmentDock(QgsDockWidget):
         self.prompt.addItems(recent)
         self.prompt.setEditText(recent[0] if recent else "")
         self.prompt.lineEdit().setPlaceholderText(EXAMPLE_PROMPTS[mode])
-        self.checkpoint.setEnabled(mode == "sentence")
         self._fill_models()
 
     def _fill_models(self) -> None:
@@ -387,8 +405,45 @@ class SegmentDock(QgsDockWidget):
         self.fix_subject = ""
         listing = isinstance(self.side_task, ModelsTask)
         rows = self.models if self.models or not self.python.filePath() else None
-        checkpoint = self.checkpoint.filePath() if self.mode() == "sentence" else ""
+        checkpoint = self.checkpoint.filePath() if self.takes_checkpoint() else ""
         self.first_run.show_step(next_step(self.python.filePath(), rows, self.model_id(), checkpoint, listing))
+        self._update_model_options()
+
+    def model_row(self) -> Optional[dict]:
+        """The chosen model's row: from the listed models, else from the list kept from the last session (so a
+        model's kind is known before the worker answers); None for an id no list has."""
+        model = self.model_id()
+        for rows in (self.models, [] if self.models else cached_rows() or []):
+            row = next((r for r in rows if r.get("id") == model), None)
+            if row is not None:
+                return row
+        return None
+
+    def takes_top_k(self) -> bool:
+        """A sentence with a model that finds separate objects: "Objects to return (top-k)" applies."""
+        return self.mode() == "sentence" and finds_objects(self.model_row())
+
+    def takes_checkpoint(self) -> bool:
+        """A sentence with a model that may take a trained checkpoint (not one that finds objects zero-shot)."""
+        return self.mode() == "sentence" and not finds_objects(self.model_row())
+
+    def _update_model_options(self) -> None:
+        """Top-k, the checkpoint field and the line under the model list, for the chosen model and mode."""
+        top_k = self.takes_top_k()
+        for widget in (self.top_k_label, self.top_k):
+            widget.setVisible(top_k)
+            widget.setEnabled(top_k)
+        self.checkpoint.setEnabled(self.takes_checkpoint())
+        row = self.model_row() if self.mode() == "sentence" else None
+        hint = ""
+        if row is not None and needs_checkpoint(row) and not self.checkpoint.filePath():
+            hint = ("Needs a trained checkpoint: press “Choose checkpoint…” (or fill Checkpoint below), or choose a "
+                    "zero-shot model, which runs without one.")
+        elif row is not None and zero_shot(row):
+            hint = "Zero-shot: runs without training or a checkpoint." + (
+                " Each object it finds is its own polygon with its score." if finds_objects(row) else "")
+        self.model_hint.setText(hint)
+        self.model_hint.setVisible(bool(hint))
 
     def _act(self, action: str) -> None:
         """A first-run panel button (first_run.ACTIONS) runs the dock's action of the same name."""
@@ -406,9 +461,10 @@ class SegmentDock(QgsDockWidget):
                                model=self.model_id(), device=self.device.currentText(),
                                region="extent" if region == "drawn" else region,
                                tile=self.tile.value(), overlap=self.overlap.value(), out_dir=self.out_dir.filePath(),
-                               checkpoint=(self.checkpoint.filePath() or None) if self.mode() == "sentence" else None,
+                               checkpoint=(self.checkpoint.filePath() or None) if self.takes_checkpoint() else None,
                                bands=self.bands.bands(), resolution=self.resolution.value() or None,
-                               nodata=self.nodata.value() if self.nodata_on.isChecked() else None)
+                               nodata=self.nodata.value() if self.nodata_on.isChecked() else None,
+                               top_k=self.top_k.value() if self.takes_top_k() else None)
         if region == "drawn":
             if self.drawn is None:
                 raise JobError("no rectangle drawn yet: press Draw… and drag a rectangle on the map")
@@ -434,6 +490,7 @@ class SegmentDock(QgsDockWidget):
         self.settings.show_test_models = self.show_test.isChecked()
         self.settings.device = params.device
         self.settings.out_dir = self.out_dir.filePath()
+        self.settings.top_k = self.top_k.value()
         if params.mode == "sentence":
             self.settings.model_sentence = params.model
         else:

@@ -2,7 +2,8 @@
 
 `next_step()` decides (pure, testable): no backend environment yet → "Set up backend…" or "Use an
 existing environment…"; the chosen model lacks its weights → "Download" / "Import weights…"; a
-referring model without its trained checkpoint → "Choose checkpoint…". Nothing missing: hidden.
+referring model without its trained checkpoint → "Choose checkpoint…" (also beside "Download" for a model that
+needs both). Nothing missing: hidden.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Callable, Optional
 
 from qgis.PyQt.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from .model_picker import state_of, state_text
+from .model_picker import needs_checkpoint, state_of, state_words
 
 ACTIONS = {"setup": "Set up backend…", "python": "Use an existing environment…", "download": "Download",
            "import": "Import weights…", "checkpoint": "Choose checkpoint…", "refresh": "Refresh"}
@@ -37,11 +38,16 @@ def next_step(python: str, rows: Optional[list[dict]], model: str, checkpoint: s
     if row is None:
         return None  # a typed id: the backend will say what it is
     state = state_of(row)
+    # a referring model that runs only with a trained checkpoint needs one too, besides its weights
+    also = needs_checkpoint(row) and state != "test" and not checkpoint
+    more, extra = (" It also needs a trained checkpoint (a step-N.json written by training).", ["checkpoint"]) \
+        if also else ("", [])
     if state == "download":
-        return Step(f"“{model}” needs its weights before it can run ({state_text(row)}).", ["download", "import"])
+        return Step(f"“{model}” needs its weights before it can run ({state_words(row)}).{more}",
+                    ["download", "import", *extra])
     if state == "import":
         return Step(f"“{model}” needs its weights file, which has no download address: get it from its publisher "
-                    "and import it.", ["import"])
+                    f"and import it.{more}", ["import", *extra])
     if state == "needs checkpoint" and not checkpoint:
         return Step(f"“{model}” finds objects from a sentence only after training: choose a trained checkpoint "
                     "(a step-N.json written by training).", ["checkpoint"])

@@ -4,7 +4,11 @@ hidden unless asked for. The families one can train (task "trainable") are never
 tab lists them.
 
 Rows are the worker's `models` answer (`rsseg models --json`). Newer backends say each row's
-`state`; for older ones it is worked out from the weight files.
+`state`; for older ones it is worked out from the weight files. A referring model that runs only with a
+trained checkpoint (`needs_checkpoint`) is listed under "Need a trained checkpoint" whatever its files'
+state (its label says the download too), so a sentence's list tells at a glance the models that run without
+training (zero-shot, "zero-shot" in their label) from those that need one. A model that finds separate
+objects (`instances`: zero-shot referring, SAM 3) says so in its tooltip: the dock then offers top-k.
 """
 
 from __future__ import annotations
@@ -41,6 +45,22 @@ def state_of(row: dict) -> str:
     return "download" if any(w.get("urls") or w.get("url") for w in weights) or not weights else "import"
 
 
+def needs_checkpoint(row: dict) -> bool:
+    """A referring model that runs only with a trained checkpoint (the real RSRefSeg entries)."""
+    return bool(row.get("needs_checkpoint")) or state_of(row) == "needs checkpoint"
+
+
+def finds_objects(row: Optional[dict]) -> bool:
+    """A model that finds separate objects (one polygon each, with its score and rank): a sentence takes top-k."""
+    return bool(row and row.get("instances"))
+
+
+def zero_shot(row: dict) -> bool:
+    """A referring model of the registry that runs without any training (no checkpoint, no bundle)."""
+    return row.get("task") in ("sentence", "both") and not needs_checkpoint(row) and not row.get("bundle") \
+        and state_of(row) != "test"
+
+
 def _size(row: dict) -> str:
     size = row.get("download_bytes") or sum(int(w.get("size") or 0) for w in row.get("weights") or [])
     return f" ({size / 2**20:,.0f} MB)" if size else ""
@@ -48,6 +68,12 @@ def _size(row: dict) -> str:
 
 def state_text(row: dict) -> str:
     """What the model needs, in words for the list and the first-run panel."""
+    if needs_checkpoint(row) and state_of(row) not in ("needs checkpoint", "test"):
+        return f"needs a trained checkpoint; {state_words(row)}"  # and its weights first
+    return state_words(row)
+
+
+def state_words(row: dict) -> str:
     return {"ready": "ready", "download": f"download{_size(row)}", "import": "weights file needed",
             "needs checkpoint": "needs a trained checkpoint", "test": "test model",
             "component": "part of other models"}.get(state_of(row), state_of(row))
@@ -59,8 +85,25 @@ def runnable(row: dict) -> bool:
 
 
 def group_of(row: dict) -> str:
-    """The row's group: "mine" for a trained model (a bundle), else its state."""
-    return "mine" if row.get("bundle") else state_of(row)
+    """The row's group: "mine" for a trained model (a bundle), "needs checkpoint" for a model that runs only
+    with one (whatever its files' state), else its state."""
+    if row.get("bundle"):
+        return "mine"
+    state = state_of(row)
+    return "needs checkpoint" if state != "test" and needs_checkpoint(row) else state
+
+
+def model_tooltip(row: dict, mode: str = "sentence") -> str:
+    """The row's one-line description, then (for a sentence) what a referring model needs and what it returns."""
+    lines = [str(row.get("description") or "").split(". ")[0].rstrip(".")]
+    if mode == "sentence":
+        if needs_checkpoint(row):
+            lines.append("Needs a trained checkpoint (the step-N.json of a training run): Choose checkpoint…")
+        elif zero_shot(row):
+            lines.append("Zero-shot: runs without training or a checkpoint")
+        if finds_objects(row):
+            lines.append("Finds separate objects, each its own polygon with its score: choose how many (top-k)")
+    return "\n".join(line for line in lines if line)
 
 
 def visible_rows(rows: list[dict], mode: str, show_test: bool) -> list[dict]:
@@ -86,15 +129,16 @@ def picker_items(rows: list[dict], mode: str, show_test: bool) -> list[PickerIte
         if group != heading:
             heading = group
             items.append(PickerItem(dict(GROUPS).get(group, group.capitalize()), None))
-        description = str(row.get("description") or "").split(". ")[0].rstrip(".")
         if group == "mine":
+            description = str(row.get("description") or "").split(". ")[0].rstrip(".")
             classes = [str(c) for c in row.get("classes") or []]
             shown = ", ".join(classes[:4]) + (", …" if len(classes) > 4 else "")
             name = str(row.get("name") or row["id"])
             items.append(PickerItem(f"{name} — {shown or 'trained'}", row["id"],
                                     f"{description}\n{row['id']}" if description else row["id"]))
             continue
-        items.append(PickerItem(f"{row['id']} — {state_text(row)}", row["id"], description))
+        kind = ", zero-shot" if mode == "sentence" and zero_shot(row) else ""
+        items.append(PickerItem(f"{row['id']} — {state_text(row)}{kind}", row["id"], model_tooltip(row, mode)))
     return items
 
 

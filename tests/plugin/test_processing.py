@@ -22,6 +22,7 @@ from qgis.core import (
 
 from rs_refseg_plugin import classFactory
 from rs_refseg_plugin.processing.outputs import ResultStyler
+from rs_refseg_plugin.protocol.contracts import DEFAULT_MODELS
 
 DATA = Path(__file__).parents[1] / "data"
 RASTER = str(DATA / "neon_osbs_rgb.tif")
@@ -53,13 +54,13 @@ def test_provider_lists_its_algorithms_with_their_parameters(provider):
         "rsseg:segment_classes": ["INPUT", "CLASSES", "MODEL", "CUSTOM_MODEL", "DEVICE", "BANDS", "RESOLUTION",
                                   "NODATA", "OUTPUT_RASTER", "OUTPUT_VECTOR"],
         "rsseg:segment_sentence": ["INPUT", "SENTENCE", "MODEL", "CUSTOM_MODEL", "DEVICE", "EXTENT", "CHECKPOINT",
-                                   "BANDS", "RESOLUTION", "NODATA", "OUTPUT_RASTER", "OUTPUT_VECTOR"],
+                                   "TOP_K", "BANDS", "RESOLUTION", "NODATA", "OUTPUT_RASTER", "OUTPUT_VECTOR"],
     }
     registry = QgsApplication.processingRegistry()
     classes = registry.algorithmById("rsseg:segment_classes")
     assert classes.parameterDefinition("MODEL").defaultValue() == "clip-vit-b-16"
     assert registry.algorithmById("rsseg:segment_sentence").parameterDefinition("MODEL").defaultValue() \
-        == "rsrefseg-clip-b16-sam-b"
+        == DEFAULT_MODELS["sentence"] == "zs-ref-clip-b16-sam-b"  # runs with public weights, no training
     assert classes.parameterDefinition("DEVICE").options() == ["auto", "cpu", "cuda", "mps"]
     assert not classes.flags() & classes.FlagNoThreading and classes.flags() & classes.FlagCanCancel
     assert classes.shortHelpString() and classes.group() == "Segmentation"

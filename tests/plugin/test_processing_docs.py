@@ -3,8 +3,8 @@
 Each ```python block of the "## Processing" section is executed with `layer` a raster layer of
 tests/data/neon_osbs_rgb.tif and only these substitutions in the parameters of its
 processing.run / runAndLoadResults calls (so no weights or GPU are needed): MODEL and CUSTOM_MODEL
-become the `test` model, a CHECKPOINT is left out (the test model takes none), a file path as INPUT
-becomes that raster, and output files go to the test's folder under the same names.
+become the `test` model, a CHECKPOINT and a TOP_K are left out (the test model takes neither), a file path
+as INPUT becomes that raster, and output files go to the test's folder under the same names.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class Substitute(ast.NodeTransformer):
             self.calls += 1
             parameters = node.args[1]
             kept = [(k, self.value(k.value, v)) for k, v in zip(parameters.keys, parameters.values)
-                    if not (isinstance(k, ast.Constant) and k.value == "CHECKPOINT")]
+                    if not (isinstance(k, ast.Constant) and k.value in ("CHECKPOINT", "TOP_K"))]
             parameters.keys, parameters.values = [k for k, _ in kept], [v for _, v in kept]
         return node
 
@@ -86,7 +86,7 @@ def test_the_docs_have_examples_of_both_algorithms():
     assert len(examples) >= 3
     text = "\n".join(examples)
     assert "rsseg:segment_classes" in text and "rsseg:segment_sentence" in text
-    for name in ("BANDS", "RESOLUTION", "NODATA", "CUSTOM_MODEL", "DEVICE", "EXTENT"):
+    for name in ("BANDS", "RESOLUTION", "NODATA", "CUSTOM_MODEL", "DEVICE", "EXTENT", "TOP_K"):
         assert f'"{name}"' in text, name
 
 
@@ -100,7 +100,8 @@ def test_a_documented_example_runs(provider, qgis_new_project, tmp_path, index):
     tree = ast.fix_missing_locations(substitute.visit(ast.parse(processing_examples()[index])))
     assert substitute.calls >= 1, "an example without a processing call"
     processing = Recorded()
-    namespace = {"processing": processing, "layer": layer, "QgsRasterLayer": QgsRasterLayer}
+    namespace = {"processing": processing, "layer": layer, "QgsRasterLayer": QgsRasterLayer,
+                 "QgsVectorLayer": QgsVectorLayer}
     exec(compile(tree, f"docs/plugin.md example {index + 1}", "exec"), namespace)  # noqa: S102 - the docs' code
     assert len(processing.results) == substitute.calls
     for how, result in processing.results:

@@ -99,7 +99,7 @@ def test_rows_are_filtered_by_task_runnable_and_test_flags(provider, models_cach
     ])
     # the default is kept even though the list lacks it, first
     assert options("classes") == ["clip-vit-b-16", "remoteclip-vit-b-32", "both-ways"]
-    assert options("sentence") == ["rsrefseg-clip-b16-sam-b", "both-ways", "rsrefseg-x"]
+    assert options("sentence") == [DEFAULT_MODELS["sentence"], "both-ways", "rsrefseg-x"]
     models_cache([row("clip-x-tiny", "classes"), row("test", "both")], show_tests="true")  # an ini file's spelling
     assert options("classes") == ["clip-vit-b-16", "clip-x-tiny", "test"]
     models_cache([row("clip-x-tiny", "classes")], show_tests=False)
