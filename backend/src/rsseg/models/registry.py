@@ -10,6 +10,7 @@ from .rsrefseg import configs as rsrefseg_configs
 from .sam import configs as sam_configs
 from .sam_head import configs as sam_head_configs
 from .unetformer import configs as unetformer_configs
+from .zs_ref import configs as zs_ref_configs
 
 MODELS: dict[str, ModelSpec] = {}
 
@@ -237,6 +238,67 @@ _register_trainable("sam-head-litemedsam", "sam_head", sam_head_configs.LITEMEDS
 _register_trainable("sam-head-sam-vit-b", "sam_head", sam_head_configs.SAM_VIT_B, sam_head_configs.SAM_VIT_B_TINY,
                     "A light decoder trained on your own layers on the frozen SAM ViT-B image encoder (1024² "
                     "input).", "sam-vit-b")
+
+
+# Zero-shot referring (docs/zero-shot.md): SAM mask proposals ranked by CLIP global-local scores. No trained
+# weights: an entry's weights are its CLIP's and its SAM's, so it runs once those are downloaded (or imported).
+_ZS_REF_PREPROCESS = Preprocess(3, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), None)  # the model normalises for CLIP and SAM
+
+
+def _register_zs_ref(model_id: str, clip: str, sam: str, proposals: dict, description: str) -> None:
+    parts = [MODELS[clip], MODELS[sam]]
+    register(ModelSpec(id=model_id, task="sentence", builder="zs_ref", description=description,
+                       config=zs_ref_configs.config(clip, sam, proposals), preprocess=_ZS_REF_PREPROCESS,
+                       weights=tuple(w for p in parts for w in p.weights),
+                       licence="; ".join(f"{p.id}: {p.licence}" for p in parts), real=True, instances=True))
+    register(ModelSpec(id=f"{model_id}-tiny", task="sentence", builder="zs_ref",
+                       description=f"Test-size twin of {model_id} (tiny CLIP + tiny SAM), random weights.",
+                       config=zs_ref_configs.config(f"{clip}-tiny", f"{sam}-tiny", zs_ref_configs.TINY_PROPOSALS,
+                                                    zs_ref_configs.TINY_SCORING),
+                       preprocess=_ZS_REF_PREPROCESS, licence="GPL-2.0-or-later", instances=True))
+
+
+_register_zs_ref("zs-ref-clip-b16-sam-b", "clip-vit-b-16", "sam-vit-b", zs_ref_configs.SAM_VIT_B_PROPOSALS,
+                 "Zero-shot referring segmentation, no training: SAM ViT-B mask proposals ranked by OpenAI CLIP "
+                 "ViT-B/16 global-local features, re-ranked by the sentence's position and size words.")
+_register_zs_ref("zs-ref-clip-b16-litemedsam", "clip-vit-b-16", "litemedsam", zs_ref_configs.LITEMEDSAM_PROPOSALS,
+                 "Zero-shot referring segmentation, no training: LiteMedSAM mask proposals (light, CPU-friendly; "
+                 "trained on medical images) ranked by OpenAI CLIP ViT-B/16 global-local features.")
+
+
+# SAM 3 (docs/zero-shot.md): promptable concept segmentation through transformers' Sam3Model.
+# facebook/sam3 is gated (Meta's SAM licence): downloads send the user's Hugging Face token
+# (weights/download.py). The files are pinned at one commit and all three state size and sha256, so
+# they can be imported too: model.safetensors as published for that commit (the transformers-format
+# checkpoint: the detector and the video tracker, which is not loaded); vocab.json and merges.txt are
+# CLIP's BPE files, byte for byte the vocabulary open_clip bundles (their git blob ids at the commit
+# match the files rebuilt from it), hashed here.
+from .sam3 import configs as sam3_configs  # noqa: E402  (this block's own data, kept with its entries)
+
+_SAM3_URL = f"{_HF}/{sam3_configs.HUB_REPO}/resolve/{sam3_configs.HUB_REVISION}/"
+_SAM3_FILES = (("model.safetensors", 3439938512, "6d06f0a5f84e435071fe6603e61d0b4cc7b40e0d39d487cfd4d67d8cc11cc14a"),
+               ("vocab.json", 862328, "5047b556ce86ccaf6aa22b3ffccfc52d391ea4accdab9c2f2407da5b742d4363"),
+               ("merges.txt", 524619, "9fd691f7c8039210e0fced15865466c65820d09b63988b0174bfe25de299051a"))
+register(ModelSpec(
+    id="sam3", task="both", builder="sam3",
+    description="SAM 3 (Meta): finds every object a class name or a short sentence names, each with its own score "
+                "(a class may list synonyms with commas); 1008 px input, 3.4 GB. The Hugging Face repository "
+                "facebook/sam3 is gated: accept its licence on its page, then give a Hugging Face access token (the "
+                "HF_TOKEN environment variable, or huggingface-cli login) before the download; or import the three "
+                "files fetched elsewhere (models import sam3 FILE on the command line).",
+    config=sam3_configs.SAM3,
+    preprocess=Preprocess(3, sam3_configs.MEAN, sam3_configs.STD, sam3_configs.input_size(sam3_configs.ARCHITECTURE)),
+    weights=tuple(WeightFile(f"{sam3_configs.WEIGHTS_DIR}/{name}", size, sha256, (_SAM3_URL + name,))
+                  for name, size, sha256 in _SAM3_FILES),
+    licence="SAM License (Meta; gated on Hugging Face)", real=True, instances=True))
+register(ModelSpec(
+    id="sam3-tiny", task="both", builder="sam3",
+    description="Test-size twin of sam3 (2-block 32-wide ViT at 252 px, 2-layer text encoder, 20 queries), random "
+                "seeded weights.",
+    config=sam3_configs.SAM3_TINY,
+    preprocess=Preprocess(3, sam3_configs.MEAN, sam3_configs.STD,
+                          sam3_configs.input_size(sam3_configs.TINY_ARCHITECTURE)),
+    licence="GPL-2.0-or-later", instances=True))
 
 
 def get_spec(model_id: str) -> ModelSpec:

@@ -190,9 +190,11 @@ def _segment(request: SegmentRequest, model: TileModel, progress: Optional[Progr
             class_ids = {i + 1: n for i, n in enumerate(names)}
             options = VectorizeOptions(request.simplify_tolerance, request.min_area_m2)
             if objects is not None:  # one polygon per object the model found
+                report(progress, "vectorise", 0, 1)
                 found = objects.objects()
                 stats = write_instances(staged["polygons"].temp, found, crs, transform, class_ids, request.prompt,
                                         options)
+                report(progress, "vectorise", 1, 1)
             else:
                 stats = vectorize_classes(staged["mask"].temp, staged["scores"].temp, staged["polygons"].temp,
                                           class_ids, request.prompt, options, progress, cancel)

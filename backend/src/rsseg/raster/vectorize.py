@@ -267,10 +267,13 @@ class FoundObject:
 
 
 def instance_geometry(mask: np.ndarray, x0: int, y0: int):
-    """An instance's pixels (bool [h, w] at x0, y0 of the output grid) as one (Multi)Polygon in pixel units."""
+    """An instance's pixels (bool [h, w] at x0, y0 of the output grid) as one (Multi)Polygon in pixel units.
+
+    The parts are 4-connected components, so they share no edge (at most a corner): they make a valid
+    MultiPolygon as they are, with no union to compute (which is slow for a ragged mask's many parts)."""
     parts = [shape(geom) for geom, _ in shapes(mask.astype(np.uint8), mask=mask, connectivity=4,
                                               transform=Affine.translation(x0, y0))]
-    return parts[0] if len(parts) == 1 else shapely.unary_union(parts)
+    return parts[0] if len(parts) == 1 else MultiPolygon(parts)
 
 
 def write_instances(out_path: Path, objects: list[FoundObject], crs, transform: Affine,

@@ -5,6 +5,7 @@ it and the next run asks the server for the rest (`Range: bytes=N-`). A server t
 range (200 instead of 206) restarts the file from zero. Nothing lands under the final name until
 its size and sha256 match the registry, so a half-written checkpoint is never loaded. A file the
 registry has no checksum for is checked against the hub's record instead, then pinned (attest.py).
+Gated Hugging Face repositories (SAM 3) need the user's access token: it is sent to the hub only.
 """
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ from .verify import CHUNK, forget_verified, record_verified, update_hash, verify
 
 SCHEMES = ("https", "http")
 TIMEOUT_S = 30.0
+HUB_HOST = "huggingface.co"
+# the name of an environment variable, not a secret (Bandit B105 reads any "TOKEN" string as one)
+ENV_HF_TOKEN = "HF_TOKEN"  # nosec B105
+GATED_HINT = ("the Hugging Face repository is gated: accept its licence on its page, then give a Hugging Face access "
+              f"token in the {ENV_HF_TOKEN} environment variable or log in with huggingface-cli login")
 
 
 @dataclass
@@ -145,26 +151,64 @@ def _failure(weight: WeightFile, attempts: list[_Attempt]) -> tuple[str, tuple[s
     return f"could not download {weight.name} from any source: " + " | ".join(a.message for a in attempts), fixes
 
 
+def is_hub(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    return host == HUB_HOST or host.endswith("." + HUB_HOST)
+
+
+def hub_token() -> Optional[str]:
+    """The user's Hugging Face access token, which gated repositories require: $HF_TOKEN, else the file that
+    huggingface-cli login writes ($HF_TOKEN_PATH, else $HF_HOME/token, by default ~/.cache/huggingface/token)."""
+    token = os.environ.get(ENV_HF_TOKEN, "").strip()
+    if token:
+        return token
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "huggingface")
+    try:
+        return Path(os.environ.get("HF_TOKEN_PATH") or os.path.join(home, "token")).expanduser().read_text(
+            encoding="utf-8").strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def build_request(url: str, offset: int = 0, token: Optional[str] = None) -> urllib.request.Request:
+    """The GET of `url` from byte `offset`, with `token` (by default the user's Hugging Face token, for the hub's
+    URLs only) as a header that follows redirects on the same host only: the hub's own redirects need it, the
+    CDN it redirects to (a signed URL) never sees it."""
+    headers = {"User-Agent": f"rsseg/{__version__}"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    request = urllib.request.Request(url, headers=headers)
+    token = token or (hub_token() if is_hub(url) else None)
+    if token:
+        request.add_unredirected_header("Authorization", f"Bearer {token}")
+    return request
+
+
+def opener() -> urllib.request.OpenerDirector:
+    return urllib.request.build_opener(_HttpOnlyRedirects)
+
+
 def _open(url: str, offset: int):
     scheme = urlsplit(url).scheme.lower()
     if scheme not in SCHEMES:
         raise _SourceError(_Attempt(url, f"refusing to download from {url}: only http and https URLs are allowed"))
-    headers = {"User-Agent": f"rsseg/{__version__}"}
-    if offset:
-        headers["Range"] = f"bytes={offset}-"
     # The scheme was checked just above (http/https only, never file: or ftp:) and redirects are held to
     # the same rule by _HttpOnlyRedirects.
-    request = urllib.request.Request(url, headers=headers)
-    return urllib.request.build_opener(_HttpOnlyRedirects).open(request, timeout=TIMEOUT_S)
+    return opener().open(build_request(url, offset), timeout=TIMEOUT_S)
 
 
 class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
-    """Follow redirects (release hosts redirect to CDNs) but only to http(s) URLs."""
+    """Follow redirects (release hosts redirect to CDNs) but only to http(s) URLs; a token goes on to the same
+    host only."""
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         if urlsplit(newurl).scheme.lower() not in SCHEMES:
             raise urllib.error.HTTPError(newurl, code, f"redirect to non-http(s) URL {newurl} refused", headers, fp)
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        token = req.unredirected_hdrs.get("Authorization")
+        if new is not None and token and urlsplit(newurl).hostname == urlsplit(req.full_url).hostname:
+            new.add_unredirected_header("Authorization", token)
+        return new
 
 
 def _fetch(url: str, weight: WeightFile, progress: Optional[ProgressCallback], cancel: Optional[CancelToken],
@@ -197,8 +241,9 @@ def _fetch_once(url: str, weight: WeightFile, progress: Optional[ProgressCallbac
         if exc.code == 416 and offset:  # the server cannot resume this part: start over from this source
             part.unlink(missing_ok=True)
             raise _SourceError(_Attempt(url, f"{url} cannot resume {weight.name} (HTTP 416)", restart=True)) from None
+        gated = f"; {GATED_HINT}" if exc.code in (401, 403) and is_hub(url) else ""
         raise _SourceError(_Attempt(url, f"downloading {weight.name} from {url} failed: HTTP {exc.code} "
-                                         f"{exc.reason}")) from None
+                                         f"{exc.reason}{gated}")) from None
     except urllib.error.URLError as exc:
         raise _unreachable(url, str(exc.reason)) from None
     except (OSError, http.client.HTTPException) as exc:  # timeouts, resets while connecting
