@@ -8,6 +8,7 @@ from ..spec import ModelSpec, Preprocess, WeightFile
 from .clip import configs as clip_configs
 from .rsrefseg import configs as rsrefseg_configs
 from .sam import configs as sam_configs
+from .sam3 import configs as sam3_configs
 from .sam_head import configs as sam_head_configs
 from .unetformer import configs as unetformer_configs
 from .zs_ref import configs as zs_ref_configs
@@ -273,8 +274,6 @@ _register_zs_ref("zs-ref-clip-b16-litemedsam", "clip-vit-b-16", "litemedsam", zs
 # checkpoint: the detector and the video tracker, which is not loaded); vocab.json and merges.txt are
 # CLIP's BPE files, byte for byte the vocabulary open_clip bundles (their git blob ids at the commit
 # match the files rebuilt from it), hashed here.
-from .sam3 import configs as sam3_configs  # noqa: E402  (this block's own data, kept with its entries)
-
 _SAM3_URL = f"{_HF}/{sam3_configs.HUB_REPO}/resolve/{sam3_configs.HUB_REVISION}/"
 _SAM3_FILES = (("model.safetensors", 3439938512, "6d06f0a5f84e435071fe6603e61d0b4cc7b40e0d39d487cfd4d67d8cc11cc14a"),
                ("vocab.json", 862328, "5047b556ce86ccaf6aa22b3ffccfc52d391ea4accdab9c2f2407da5b742d4363"),
