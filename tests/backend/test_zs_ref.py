@@ -139,3 +139,15 @@ def test_registry_entries_are_built_from_public_parts():
         assert spec.weights == MODELS["clip-vit-b-16"].weights + MODELS[sam].weights
         twin = get_spec(f"{model_id}-tiny")
         assert (twin.config["clip"], twin.config["sam"]) == ("clip-vit-b-16-tiny", f"{sam}-tiny")
+
+
+def test_a_cpu_prompts_sam_with_a_coarser_grid_and_says_so():
+    from rsseg.models.zs_ref.family import proposals_for
+
+    config = get_spec("zs-ref-clip-b16-sam-b").config
+    gpu, gpu_notes = proposals_for(config, "cuda:0")
+    cpu, cpu_notes = proposals_for(config, "cpu")
+    assert (gpu.points_per_side, gpu_notes) == (32, [])
+    assert cpu.points_per_side == config["cpu_points_per_side"] < 32 and "16 x 16 point grid" in cpu_notes[0]
+    tiny, notes = proposals_for(get_spec(TINY).config, "cpu")  # already coarser than the CPU grid: unchanged
+    assert (tiny.points_per_side, notes) == (4, [])

@@ -50,16 +50,17 @@ _ZS_REF_PARTS: dict[str, tuple] = {}  # device -> (clip, tokenizer, sam): one ra
 def _zs_ref_random(sentence: str, device: str):
     """The default sentence model's architecture (CLIP ViT-B/16 + SAM ViT-B at 1024) with seeded random weights;
     SAM's quality filters are off so that every point's mask competes for the real proposal budget."""
+    import torch
+
     from ..models.clip.builder import build_clip
     from ..models.sam.builder import build_sam
+    from ..models.zs_ref.family import proposals_for
     from ..models.zs_ref.global_local import ScoringConfig
-    from ..models.zs_ref.proposals import ProposalConfig
     from ..models.zs_ref.tile_model import ZeroShotReferringTileModel
 
     spec = get_spec(DEFAULT_MODELS["sentence"])
     clip_spec = get_spec(spec.config["clip"])
     if device not in _ZS_REF_PARTS:
-        torch = __import__("torch")
         torch.manual_seed(0)
         clip, tokenizer = build_clip(clip_spec.config)
         sam = build_sam(get_spec(spec.config["sam"]).config)
@@ -68,7 +69,7 @@ def _zs_ref_random(sentence: str, device: str):
     unfiltered = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
     return ZeroShotReferringTileModel(clip, tokenizer, sam, sentence, device, ZS_REF_RANDOM, clip_spec.preprocess.mean,
                                       clip_spec.preprocess.std,
-                                      ProposalConfig.from_dict({**spec.config["proposals"], **unfiltered}),
+                                      proposals_for(spec.config, device, **unfiltered)[0],
                                       ScoringConfig.from_dict(spec.config["scoring"]))
 
 

@@ -12,6 +12,9 @@ SAM_VIT_B_PROPOSALS = {"points_per_side": 32, "crop_n_layers": 0, "max_proposals
 # LiteMedSAM's 256² input shrinks a 1024² view 4x: one layer of crops gives small buildings back their size.
 LITEMEDSAM_PROPOSALS = {"points_per_side": 32, "crop_n_layers": 1, "max_proposals": 150}
 SCORING = {"global_size": 336, "mask_block": -3, "global_weight": 0.85, "sentence_weight": 0.5}
+# SAM's mask decoder costs about 0.3 s per prompt point on one CPU core (1024 points: minutes for one view), so on
+# a CPU the point grid is this much coarser; a GPU uses the full grid.
+CPU_POINTS_PER_SIDE = 16
 
 # Tiny twins: few points, a small global pass, so the whole chain runs in about a second on a CPU. With random
 # weights, SAM's quality filters would keep nothing: they are switched off (every mask is a proposal).
@@ -21,4 +24,5 @@ TINY_SCORING = {**SCORING, "global_size": 224, "mask_block": -1}
 
 
 def config(clip: str, sam: str, proposals: dict, scoring: dict = SCORING) -> dict:
-    return {"clip": clip, "sam": sam, "proposals": dict(proposals), "scoring": dict(scoring)}
+    return {"clip": clip, "sam": sam, "proposals": dict(proposals), "scoring": dict(scoring),
+            "cpu_points_per_side": CPU_POINTS_PER_SIDE}
