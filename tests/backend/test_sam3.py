@@ -39,9 +39,9 @@ def _tiles(count: int, height: int, width: int, seed: int = 0) -> np.ndarray:
 
 def _logits_from(instances: list[Instance], shape: tuple[int, ...]) -> np.ndarray:
     """What the contract says the logits are: per pixel and channel the best covering instance's score logit."""
-    from rsseg.models.sam3.tile_model import OUTSIDE_LOGIT
+    from rsseg.execution.tile_model import NO_OBJECT_LOGIT
 
-    logits = np.full(shape, OUTSIDE_LOGIT, np.float32)
+    logits = np.full(shape, NO_OBJECT_LOGIT, np.float32)
     for found in instances:
         height, width = found.mask.shape
         inside = logits[found.channel, found.y0:found.y0 + height, found.x0:found.x0 + width]

@@ -81,6 +81,9 @@ class InstanceTileModel(EncodedTileModel, Protocol):
         ...
 
 
+NO_OBJECT_LOGIT = -20.0  # the logit of a pixel no object of its channel covers (sigmoid: about 2e-9)
+
+
 def instance_score_logit(score: float) -> float:
     """The logit whose sigmoid is `score`, clipped away from 0 and 1 (a finite logit for any score)."""
     score = min(max(float(score), 1e-6), 1.0 - 1e-6)

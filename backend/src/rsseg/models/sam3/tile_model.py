@@ -24,14 +24,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...execution.tile_model import SIGMOID, Instance, instance_score_logit
+from ...execution.tile_model import NO_OBJECT_LOGIT, SIGMOID, Instance, instance_score_logit
 from ..clip.tokens import class_name_notes, sentence_notes
 from ..prompts import display_name, synonyms
 from .configs import input_size
 from .model import sam3_module
 from .text import Sam3Tokenizer
 
-OUTSIDE_LOGIT = -20.0  # pixels no object of the class covers
 MASK_VALUES = 1 << 24  # upsampled mask values held at once (64 MB of float32), whatever the region's size
 
 
@@ -128,7 +127,7 @@ class Sam3TileModel:
             for tile in range(count):
                 found[tile] += [(phrase, obj) for obj in
                                 self._objects(out.pred_masks[tile], scores[tile], channel, height, width)]
-        logits = np.full((count, len(self.class_names), height, width), OUTSIDE_LOGIT, np.float32)
+        logits = np.full((count, len(self.class_names), height, width), NO_OBJECT_LOGIT, np.float32)
         return logits, [self._place(objects, tile_logits) for objects, tile_logits in zip(found, logits)]
 
     def _objects(self, mask_logits: torch.Tensor, scores: torch.Tensor, channel: int, height: int,

@@ -16,14 +16,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...execution.tile_model import SIGMOID, Instance, instance_score_logit
+from ...execution.tile_model import NO_OBJECT_LOGIT, SIGMOID, Instance, instance_score_logit
 from ..clip.tokens import sentence_notes
 from .global_local import ScoringConfig, global_features, local_features, text_features, visual_features
 from .parse import parse_sentence
 from .proposals import ProposalConfig, Proposals, generate_proposals
 from .spatial import rerank
 
-OUTSIDE_LOGIT = -20.0  # pixels of no chosen object
 # The score under which a pixel is unlabelled when the request sets none. Scores are shares of one
 # softmax over all proposals, so even the best object can score far under 0.5; only objects the
 # softmax gives (almost) nothing are dropped.
@@ -92,7 +91,7 @@ class ZeroShotReferringTileModel:
     def _decode_view(self, fields: tuple[torch.Tensor, ...]) -> tuple[np.ndarray, list[Instance]]:
         proposals = Proposals.unpack(fields[:-2])
         height, width = proposals.masks.shape[-2:]
-        logits = np.full((1, height, width), OUTSIDE_LOGIT, np.float32)
+        logits = np.full((1, height, width), NO_OBJECT_LOGIT, np.float32)
         if len(proposals.masks) == 0:
             return logits, []
         visual = visual_features(fields[-2].float(), fields[-1].float(), self.scoring)
