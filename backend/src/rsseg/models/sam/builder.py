@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from ...spec import ModelSpec
 from .configs import embedding_size
 
+TINY_SEED = 0
+
 if TYPE_CHECKING:  # pragma: no cover
     from segment_anything.modeling import Sam
     from torch import nn
@@ -84,7 +86,11 @@ def load_sam(spec: ModelSpec, device: str = "cpu", checkpoint: str | Path | None
         path: Path | None = checked_copy(Path(checkpoint), spec) if spec.weights else Path(checkpoint)
     else:
         path = installed_path(spec) if spec.weights else None
-    sam = build_sam(spec.config)  # after the path check: a missing file fails before a big build
+    import torch
+
+    with torch.random.fork_rng(devices=[]):  # a twin without weights is the same random model in every process
+        torch.manual_seed(TINY_SEED)
+        sam = build_sam(spec.config)  # after the path check: a missing file fails before a big build
     if path is not None:
         load_state_strict(sam, load_checkpoint(path), f"{path} (weights for {spec.id})")
     return sam.to(device).eval()

@@ -14,8 +14,12 @@ their box. NMS runs after each batch on what is kept so far, so duplicates never
 differ from one NMS at the end of a crop when a suppressor is itself suppressed later: it is still
 deterministic). Full-size [N, H, W] masks exist only for the final proposals.
 
-SAMs trained on box prompts only (MedSAM, LiteMedSAM) return few confident masks for points;
-`prompt="boxes"` prompts each grid point with squares of `box_sizes` view pixels instead.
+SAMs trained on box prompts only (MedSAM, LiteMedSAM) return near-empty, unstable masks for points
+(stability 0 on the Atlanta fixture): `prompt="boxes"` prompts each grid point with a square instead, one
+mask per square, its side `box_sizes` times the crop's longer side. Sizes are fractions so that a box
+is the same size in the SAM's input whatever the view, its crop or the SAM's input size; crops then
+give smaller boxes in view pixels, as they give denser points. LiteMedSAM segments what a box holds
+best when the box is 1.5-2x the object (on Atlanta: 0.1 of a 500 px view for 15-25 m buildings).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import torch.nn.functional as F
 from ...progress import CancelToken
 
 PROMPTS = ("points", "boxes")
-_UPSAMPLE_CHUNK = 16  # masks upsampled to the crop at once: 16 x 1024² float logits = 64 MB
+_UPSAMPLE_FLOATS = 1 << 24  # mask logits upsampled at once (64 MB): SAM's input square, then the crop
 
 
 def _amg() -> Any:
@@ -69,7 +73,7 @@ class ProposalConfig:
     min_area_px: int = 16  # smaller masks are dropped (in view pixels)
     max_proposals: int = 100  # the best (by predicted IoU x stability) after NMS
     prompt: str = "points"  # "points": SAM's grid of positive points; "boxes": squares around them
-    box_sizes: tuple[float, ...] = field(default=(32.0, 64.0))  # "boxes": square sides in view pixels
+    box_sizes: tuple[float, ...] = field(default=(0.1,))  # "boxes": square sides / the crop's longer side
 
     def __post_init__(self) -> None:
         if self.prompt not in PROMPTS:
@@ -77,8 +81,8 @@ class ProposalConfig:
         if self.points_per_side < 1 or self.points_per_batch < 1 or self.max_proposals < 0 or self.crop_n_layers < 0:
             raise ValueError(f"points_per_side and points_per_batch must be >= 1, max_proposals and crop_n_layers "
                              f">= 0: {self}")
-        if self.prompt == "boxes" and (not self.box_sizes or min(self.box_sizes) <= 0):
-            raise ValueError(f"box_sizes must be positive sides in pixels, got {self.box_sizes!r}")
+        if self.prompt == "boxes" and (not self.box_sizes or not all(0 < s <= 1 for s in self.box_sizes)):
+            raise ValueError(f"box_sizes must be fractions of the crop's longer side in (0, 1], got {self.box_sizes!r}")
         object.__setattr__(self, "box_sizes", tuple(float(s) for s in self.box_sizes))
 
     @classmethod
@@ -128,7 +132,8 @@ class Proposals:
     def pack(self) -> tuple[torch.Tensor, ...]:
         """(bits uint8 [N, ceil(H*W/8)], boxes, predicted_iou, stability, size int64 [2]) on the CPU: masks
         take 1 bit a pixel, so a feature cache holds proposals of many views."""
-        masks = self.masks.cpu().numpy().reshape(len(self), -1)
+        h, w = self.size
+        masks = self.masks.cpu().numpy().reshape(len(self), h * w)  # -1 fails for N = 0
         bits = torch.from_numpy(np.packbits(masks, axis=1))
         return (bits, self.boxes.cpu(), self.predicted_iou.cpu(), self.stability.cpu(),
                 torch.tensor(self.size, dtype=torch.long))
@@ -174,12 +179,12 @@ class _Kept:
 
 def _grid_prompts(grid: np.ndarray, crop_hw: tuple[int, int], config: ProposalConfig,
                   device: torch.device) -> torch.Tensor:
-    """Prompts in crop pixels: points [P, 2] (x, y), or boxes [P * len(box_sizes), 4] centred on them."""
+    """Prompts in crop pixels: points [P, 2] (x, y), or squares [P * len(box_sizes), 4] centred on them."""
     ch, cw = crop_hw
     points = torch.as_tensor(grid * np.array([[cw, ch]]), dtype=torch.float32, device=device)
     if config.prompt == "points":
         return points
-    half = torch.tensor(config.box_sizes, device=device).repeat_interleave(len(points))[:, None] / 2
+    half = torch.tensor(config.box_sizes, device=device).repeat_interleave(len(points))[:, None] * max(ch, cw) / 2
     centres = points.repeat(len(config.box_sizes), 1)
     limit = torch.tensor([cw, ch], dtype=torch.float32, device=device)
     return torch.cat([(centres - half).clamp_min(0), torch.minimum(centres + half, limit)], 1)
@@ -202,9 +207,9 @@ def _decode(sam: Any, embedding: torch.Tensor, prompts: torch.Tensor, config: Pr
 def _crop_candidates(sam: Any, image: torch.Tensor, crop_box: list[int], grid: np.ndarray, config: ProposalConfig,
                      cancel: CancelToken | None) -> _Kept:
     """SAM's `_process_crop` + `_process_batch` for one crop, masks kept as box-sized pieces."""
+    amg = _amg()
     from segment_anything.utils.transforms import ResizeLongestSide
 
-    amg = _amg()
     h, w = image.shape[-2:]
     x0, y0, x1, y1 = crop_box
     crop_hw = (y1 - y0, x1 - x0)
@@ -220,6 +225,7 @@ def _crop_candidates(sam: Any, image: torch.Tensor, crop_box: list[int], grid: n
                else transform.apply_boxes_torch(prompts, crop_hw))
     offset = torch.tensor([x0, y0, x0, y0], dtype=torch.float32, device=image.device)
     crop_area = float(crop_hw[0] * crop_hw[1])
+    chunk_size = max(1, _UPSAMPLE_FLOATS // max(size * size, crop_hw[0] * crop_hw[1]))
     kept = _Kept.empty(image.device)
     for (batch,) in amg.batch_iterator(config.points_per_batch, prompts):
         if cancel is not None:
@@ -228,8 +234,8 @@ def _crop_candidates(sam: Any, image: torch.Tensor, crop_box: list[int], grid: n
         good = iou > config.pred_iou_thresh
         low, iou = low[good], iou[good]
         new = _Kept.empty(image.device)
-        for start in range(0, low.shape[0], _UPSAMPLE_CHUNK):
-            logits = sam.postprocess_masks(low[start:start + _UPSAMPLE_CHUNK, None], resized, crop_hw)[:, 0]
+        for start in range(0, low.shape[0], chunk_size):
+            logits = sam.postprocess_masks(low[start:start + chunk_size, None], resized, crop_hw)[:, 0]
             stability = amg.calculate_stability_score(logits, sam.mask_threshold, config.stability_score_offset)
             masks = logits > sam.mask_threshold
             del logits
@@ -241,7 +247,7 @@ def _crop_candidates(sam: Any, image: torch.Tensor, crop_box: list[int], grid: n
             pieces = [masks[i, b[1]:b[3] + 1, b[0]:b[2] + 1].clone()
                       for i, b in zip(index.tolist(), boxes[index].long().tolist())]
             chunk = _Kept(boxes[index].float() + offset + torch.tensor([0, 0, 1, 1], device=image.device),
-                          iou[start:start + _UPSAMPLE_CHUNK][index], stability[index],
+                          iou[start:start + chunk_size][index], stability[index],
                           torch.full((len(pieces),), crop_area, device=image.device), pieces)
             new = new.cat(chunk)
         if len(new):
@@ -257,6 +263,30 @@ def _paste(kept: _Kept, size: tuple[int, int], device: torch.device) -> torch.Te
     return masks
 
 
+def _crops(size: tuple[int, int], config: ProposalConfig) -> list[tuple[list[int], int, np.ndarray]]:
+    """SAM's crop boxes (x0, y0, x1, y1) of the view, layer by layer, each with its layer and point grid (0..1).
+    A layer's crops and grid do not depend on how many layers follow it."""
+    amg = _amg()
+    boxes, layers = amg.generate_crop_boxes(size, config.crop_n_layers, config.crop_overlap_ratio)
+    grids = amg.build_all_layer_point_grids(config.points_per_side, config.crop_n_layers,
+                                            config.crop_n_points_downscale_factor)
+    return [(box, layer, grids[layer]) for box, layer in zip(boxes, layers)]
+
+
+def _select(per_crop: list[_Kept], size: tuple[int, int], config: ProposalConfig, device: torch.device) -> Proposals:
+    """Candidates of every crop -> NMS across crops -> the best `max_proposals` as full-size masks."""
+    kept = _Kept.empty(device)
+    for crop in per_crop:
+        kept = kept.cat(crop)
+    if len(per_crop) > 1 and len(kept):  # across crops the mask from the smaller (finer) crop wins
+        kept = kept.take(_batched_nms(kept.boxes, 1 / kept.crop_area, config.crop_nms_thresh))
+    order = torch.sort(kept.predicted_iou * kept.stability, descending=True, stable=True).indices
+    kept = kept.take(order[:config.max_proposals])
+    if not len(kept):
+        return Proposals.empty(size, device)
+    return Proposals(_paste(kept, size, device), kept.boxes, kept.predicted_iou, kept.stability)
+
+
 @torch.no_grad()
 def generate_proposals(sam: Any, image: torch.Tensor, config: ProposalConfig = ProposalConfig(),
                        cancel: CancelToken | None = None) -> Proposals:
@@ -264,19 +294,7 @@ def generate_proposals(sam: Any, image: torch.Tensor, config: ProposalConfig = P
     SAM does, masks brought back to H x W). `cancel.check()` runs between point batches."""
     if image.dim() != 3 or image.shape[0] != 3:
         raise ValueError(f"expected an image [3, H, W], got {tuple(image.shape)}")
-    amg = _amg()
     image = image.to(device=sam.device, dtype=torch.float32)
-    h, w = (int(v) for v in image.shape[-2:])
-    crop_boxes, layers = amg.generate_crop_boxes((h, w), config.crop_n_layers, config.crop_overlap_ratio)
-    grids = amg.build_all_layer_point_grids(config.points_per_side, config.crop_n_layers,
-                                            config.crop_n_points_downscale_factor)
-    kept = _Kept.empty(image.device)
-    for crop_box, layer in zip(crop_boxes, layers):
-        kept = kept.cat(_crop_candidates(sam, image, crop_box, grids[layer], config, cancel))
-    if len(crop_boxes) > 1 and len(kept):  # across crops the mask from the smaller (finer) crop wins
-        kept = kept.take(_batched_nms(kept.boxes, 1 / kept.crop_area, config.crop_nms_thresh))
-    order = torch.sort(kept.predicted_iou * kept.stability, descending=True, stable=True).indices
-    kept = kept.take(order[:config.max_proposals])
-    if not len(kept):
-        return Proposals.empty((h, w), image.device)
-    return Proposals(_paste(kept, (h, w), image.device), kept.boxes, kept.predicted_iou, kept.stability)
+    size = (int(image.shape[1]), int(image.shape[2]))
+    per_crop = [_crop_candidates(sam, image, box, grid, config, cancel) for box, _, grid in _crops(size, config)]
+    return _select(per_crop, size, config, image.device)
