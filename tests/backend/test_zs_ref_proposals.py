@@ -215,15 +215,20 @@ def _litemedsam_file() -> Path:
 @pytest.fixture(scope="module")
 def litemedsam(tmp_path_factory):
     """LiteMedSAM imported the way a user does (`rsseg models import`, sha256-checked) into a fresh weights
-    dir, loaded by id."""
+    dir, loaded by id; run on one torch thread, as measured (the floors and timings below are single-thread)."""
     from rsseg.cli.main import main
     from rsseg.models.factory import load_component
 
     source = _litemedsam_file()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(ENV_DIR, str(tmp_path_factory.mktemp("weights")))
-        assert main(["models", "import", "litemedsam", str(source)]) == 0
-        return load_component("litemedsam")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv(ENV_DIR, str(tmp_path_factory.mktemp("weights")))
+            assert main(["models", "import", "litemedsam", str(source)]) == 0
+            yield load_component("litemedsam")
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _atlanta_view() -> tuple[torch.Tensor, torch.Tensor]:
