@@ -65,11 +65,11 @@ def test_rsrefseg_rows_count_parameters_on_the_meta_device(tmp_path, monkeypatch
     assert expected == (275_753, 4_077_354)
     assert (rows["rsrefseg-test"]["parameters_trainable"], rows["rsrefseg-test"]["parameters_total"]) == expected
     for model_id, row in rows.items():
-        if MODELS[model_id].builder != "rsrefseg":
+        if MODELS[model_id].builder not in catalog.COUNTED_BUILDERS:
             assert row["parameters_trainable"] is None and row["parameters_total"] is None, model_id
     assert (tmp_path / catalog.COUNTS_FILE).is_file()
 
-    def no_build(config):
+    def no_build(config, builder):
         raise AssertionError("counted again")
 
     monkeypatch.setattr(catalog, "count_parameters", no_build)
@@ -85,7 +85,7 @@ def test_parameter_counting_that_fails_leaves_the_list_working(tmp_path, monkeyp
     monkeypatch.setenv(catalog.ENV_CACHE_DIR, str(tmp_path))
     catalog.clear_parameter_cache()
 
-    def broken(config):
+    def broken(config, builder):
         raise RuntimeError("no such layer")
 
     monkeypatch.setattr(catalog, "count_parameters", broken)

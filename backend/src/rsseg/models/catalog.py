@@ -24,14 +24,14 @@ from .registry import MODELS, get_spec
 if TYPE_CHECKING:
     from ..weights.verify import WeightState
 
-COUNTED_BUILDERS = ("rsrefseg",)
+COUNTED_BUILDERS = ("rsrefseg", "rfm_seg")
 ENV_CACHE_DIR = "RSSEG_CACHE_DIR"
 COUNTS_FILE = "parameter-counts.json"
 _MAX_CACHED = 100
 # Whatever decides the module structure: the config, these packages' versions and our model code.
 _VERSIONED = ("torch", "open_clip_torch", "peft", "segment_anything")
 _SOURCES = ("clip/builder.py", "rsrefseg/model.py", "rsrefseg/encoders.py", "rsrefseg/prompter.py", "rsrefseg/lora.py",
-            "sam/builder.py")
+            "sam/builder.py", "rfm_seg/model.py", "rfm_seg/connectors.py", "unetformer/model.py")
 
 _counts: dict[str, Optional[tuple[int, int]]] = {}
 _lock = threading.Lock()
@@ -102,9 +102,15 @@ def _open_clip_architecture(clip: dict[str, Any]) -> dict[str, Any]:
     return {"architecture": architecture, "custom_text": custom_text}
 
 
-def count_parameters(config: dict[str, Any]) -> tuple[int, int]:
-    """(trainable, total) parameters of an RSRefSeg config with LoRA applied, built on the meta device."""
+def count_parameters(config: dict[str, Any], builder: str = "rsrefseg") -> tuple[int, int]:
+    """(trainable, total) parameters of a config, built on the meta device: RSRefSeg with LoRA applied; RFM-Seg
+    for 3 bands and 6 classes on its host family's architecture (rfm_seg/model.py)."""
     import torch
+
+    if builder == "rfm_seg":
+        from .rfm_seg.model import count_parameters as count_rfm_seg
+
+        return count_rfm_seg(config)
 
     from .rsrefseg.lora import apply_lora_config
     from .rsrefseg.model import build_rsrefseg, parameter_counts
@@ -121,7 +127,7 @@ def parameter_counts(spec: ModelSpec) -> Optional[tuple[int, int]]:
     counting fails (a listing never fails for it; the reason goes to stderr)."""
     if spec.builder not in COUNTED_BUILDERS:
         return None
-    key = _fingerprint(spec.config)
+    key = _fingerprint({**spec.config, "builder": spec.builder})
     with _lock:
         if key in _counts:
             return _counts[key]
@@ -130,7 +136,7 @@ def parameter_counts(spec: ModelSpec) -> Optional[tuple[int, int]]:
             _counts[key] = (stored[0], stored[1])
             return _counts[key]
         try:
-            counts: Optional[tuple[int, int]] = count_parameters(spec.config)
+            counts: Optional[tuple[int, int]] = count_parameters(spec.config, spec.builder)
         except Exception as exc:  # noqa: BLE001 - an unexpected architecture must not break the list
             print(f"rsseg: could not count the parameters of {spec.id}: {exc}", file=sys.stderr)
             counts = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 from ..errors import ModelError
 from ..spec import ModelSpec, Preprocess, WeightFile
 from .clip import configs as clip_configs
+from .rfm_seg import configs as rfm_seg_configs
 from .rsrefseg import configs as rsrefseg_configs
 from .sam import configs as sam_configs
 from .sam3 import configs as sam3_configs
@@ -239,6 +240,30 @@ _register_trainable("sam-head-litemedsam", "sam_head", sam_head_configs.LITEMEDS
 _register_trainable("sam-head-sam-vit-b", "sam_head", sam_head_configs.SAM_VIT_B, sam_head_configs.SAM_VIT_B_TINY,
                     "A light decoder trained on your own layers on the frozen SAM ViT-B image encoder (1024² "
                     "input).", "sam-vit-b")
+
+
+# RemoteCLIP RN50 (a ModifiedResNet CLIP tuned on remote-sensing captions), the frozen branch RFM-Seg fuses into
+# a trained host. No page states the file's sha256, so the hub's record at the pinned commit vouches for its size
+# and sha256 at download (weights/attest.py).
+_CLIP_PREPROCESS = Preprocess(3, clip_configs.OPENAI_MEAN, clip_configs.OPENAI_STD, None)
+register(ModelSpec(
+    id="remoteclip-rn50", task="component", builder="clip:vl-encoder",
+    description="RemoteCLIP RN50 (open_clip ModifiedResNet-50 CLIP tuned on remote-sensing image captions): both "
+                "towers; RFM-Seg's frozen vision-language branch.",
+    config={"open_clip_model": "RN50"}, preprocess=_CLIP_PREPROCESS,
+    weights=(WeightFile("RemoteCLIP-RN50.pt", None, None,
+                        (f"{_HF}/chendelong/RemoteCLIP/resolve/bf1d8a3ccf2ddbf7c875705e46373bfe542bce38/"
+                         "RemoteCLIP-RN50.pt",)),),
+    licence="see github.com/ChenDelong1999/RemoteCLIP (no licence tag on the weights)", real=True))
+register(ModelSpec(
+    id="remoteclip-rn50-tiny", task="component", builder="clip:vl-encoder",
+    description="Test-size twin of remoteclip-rn50 (a 16-wide ModifiedResNet with one block per stage, 1-layer text "
+                "tower), random seeded weights.",
+    config={"architecture": rfm_seg_configs.TINY_RN_CLIP}, preprocess=_CLIP_PREPROCESS, licence="GPL-2.0-or-later"))
+_register_trainable("rfm-seg-r18-rn50", "rfm_seg", rfm_seg_configs.R18_RN50, rfm_seg_configs.TINY,
+                    "RFM-Seg: RemoteCLIP RN50 fused into a UNetFormer you trained before (the host, which stays "
+                    "frozen with CLIP) through small trainable connectors and a text-prompted class map; the host's "
+                    "classes and bands.", "remoteclip-rn50")
 
 
 # Zero-shot referring (docs/zero-shot.md): SAM mask proposals ranked by CLIP global-local scores. No trained

@@ -70,7 +70,8 @@ class SegmenterTileModel:
         self._mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self._std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
+    def prepare(self, batch: np.ndarray) -> "tuple[torch.Tensor, tuple[int, int]]":
+        """The normalised batch on the device, padded to the network's multiple, and its unpadded size."""
         import torch
         import torch.nn.functional as F
 
@@ -80,21 +81,39 @@ class SegmenterTileModel:
         pad_h, pad_w = -h % m, -w % m
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect" if min(h, w) > max(pad_h, pad_w) else "replicate")
+        return x.to(self.device), (h, w)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        x, (h, w) = self.prepare(batch)
         with torch.inference_mode():
-            logits = self.net(x.to(self.device))
+            logits = self.net(x)
         return logits[:, self.keep, :h, :w].float().cpu().numpy()
 
 
 def choose_classes(spec: ModelSpec, prompts: list[str]) -> list[int]:
     """Channel indices of the requested classes: a bundle segments into its own classes, and a class list
-    picks some of them (in any order)."""
+    picks some of them (in any order). A class line with synonyms ("building, roof, house", as `rsseg eval`
+    passes a class-name file's lines) is the bundle's class named by the whole line or, failing that, by the
+    first of its synonyms the bundle has."""
+    from .prompts import synonyms
+
     own = [str(c) for c in spec.config["classes"]]
     lookup = {c.strip().lower(): i for i, c in enumerate(own)}
-    unknown = [p for p in prompts if p.strip().lower() not in lookup]
+
+    def find(prompt: str) -> "int | None":
+        for name in (prompt, *synonyms(prompt)):
+            if name.strip().lower() in lookup:
+                return lookup[name.strip().lower()]
+        return None
+
+    found = [find(p) for p in prompts]
+    unknown = [p for p, i in zip(prompts, found) if i is None]
     if unknown:
         raise ModelError(f"{spec.config.get('bundle_name', spec.id)} was trained on {', '.join(own)}; it cannot "
                          f"segment {', '.join(unknown)} (leave the class list empty for all of its classes)")
-    return [lookup[p.strip().lower()] for p in prompts]
+    return [int(i) for i in found if i is not None]
 
 
 def build_from_bundle(spec: ModelSpec, prompts: list[str], device: str, make_net: MakeNet) -> SegmenterTileModel:

@@ -39,6 +39,7 @@ class SemanticTrainer(BaseTrainer):
     windows read through `reader`."""
 
     default_lr: ClassVar[float] = 6e-4
+    label_smoothing: ClassVar[float] = 0.0  # of the cross-entropy (soft targets)
 
     def __init__(self, model: torch.nn.Module, model_id: str, train_data: Sequence[Window], config: TrainConfig,
                  reader: ChipReader, mean: Sequence[float], std: Sequence[float], class_names: Sequence[str],
@@ -67,10 +68,12 @@ class SemanticTrainer(BaseTrainer):
             out = self.forward(self.normalise(image))
         main, aux = out if isinstance(out, tuple) else (out, None)
         main = main.float()
-        loss = F.cross_entropy(main, label, ignore_index=self.ignore_index) + \
+        smoothing = self.label_smoothing
+        loss = F.cross_entropy(main, label, ignore_index=self.ignore_index, label_smoothing=smoothing) + \
             dice_loss(main, label, self.ignore_index)
         if aux is not None:
-            loss = loss + AUX_WEIGHT * F.cross_entropy(aux.float(), label, ignore_index=self.ignore_index)
+            loss = loss + AUX_WEIGHT * F.cross_entropy(aux.float(), label, ignore_index=self.ignore_index,
+                                                       label_smoothing=smoothing)
         return loss
 
     @torch.no_grad()
