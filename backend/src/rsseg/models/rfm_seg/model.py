@@ -70,7 +70,7 @@ class RFMSeg(nn.Module):
     @property
     def fixed_normalisation(self) -> tuple[list[float], list[float]]:
         """The host's normalisation: the run trains, and the bundle segments, with it (training/net_setup.py)."""
-        return self.input_mean.flatten().tolist(), self.input_std.flatten().tolist()
+        return [float(v) for v in self.config["input_mean"]], [float(v) for v in self.config["input_std"]]
 
     def set_prompts(self, prompts: Sequence[Sequence[str]]) -> None:
         """The VL-map prompts per class (one non-empty list per output class); text embeddings are kept per
