@@ -7,12 +7,16 @@ is not a plain file (a memory layer, a layer with a filter or unsaved edits, a d
 written to a temporary GeoPackage in a hidden work folder beside the bundle folder
 (`<parent>/.rsseg-train-*`), which `TrainJob.finish()` removes when the run ends, however it ends.
 
+A family that builds on a model the user trained before (RFM-Seg, protocol.training.HOST_FAMILIES) needs
+that model's folder, its "host" (`check_host`; `host_rows` lists the candidates among "My models").
+
 The progress (`train_percent`, `epoch_text`) and the summary (`result_lines`) are worded here once, for
 the dock and the Processing log alike.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import tempfile
@@ -24,8 +28,15 @@ from typing import Any, Optional
 from qgis.core import QgsProject, QgsProviderRegistry, QgsVectorFileWriter
 
 from ..protocol.contracts import MAX_CLASS_CHARS, MAX_CLASSES, RequestError
-from ..protocol.training import DEFAULT_TRAINABLE, TRAINABLE_MODELS, TrainLayersRequest, TrainLayersResult
-from .bundles import BUNDLE, OTHER, UNFINISHED, run_folder_state
+from ..protocol.training import (
+    BUNDLE_FILE,
+    DEFAULT_TRAINABLE,
+    HOST_FAMILIES,
+    TRAINABLE_MODELS,
+    TrainLayersRequest,
+    TrainLayersResult,
+)
+from .bundles import BUNDLE, OTHER, UNFINISHED, is_bundle, run_folder_state
 from .job import JobError
 from .layers import local_raster
 from .run_folder import default_root
@@ -40,8 +51,9 @@ FIELD_LABELS = {
     "model": "Model", "epochs": "Epochs", "chip": "Chip size", "stride": "Stride", "batch_size": "Batch size",
     "lr": "Learning rate", "device": "Device", "out": "Output folder", "name": "Name", "resume": "Output folder",
     "patience": "Patience", "min_labelled": "Minimum labelled", "bands": "Bands", "resolution": "Resolution",
-    "nodata": "Nodata", "percentiles": "Stretch",
+    "nodata": "Nodata", "percentiles": "Stretch", "host": "Host model",
 }
+FAMILY_NAMES = {"unetformer": "UNetFormer", "sam_head": "SAM head"}  # a bundle's builder family, for messages
 # Validation choices in the order the Train tab and the Processing enum show them: (request value, label)
 VALIDATION_CHOICES = (("blocks", "Spatial blocks (a checkerboard of held-out blocks)"),
                       ("east", "The east side of the raster"), ("west", "The west side of the raster"),
@@ -128,6 +140,59 @@ def check_classes(classes: dict[str, Optional[str]]) -> dict[str, Optional[str]]
         if len(name) > MAX_CLASS_CHARS:
             raise TrainError("classes", f"“{name[:40]}…” is longer than {MAX_CLASS_CHARS} characters")
     return cleaned
+
+
+# -- the host model of a fusion family (RFM-Seg) ------------------------------------------------------------------
+def family_name(family: str) -> str:
+    """"unetformer" -> "UNetFormer": a builder family as the messages name it."""
+    return FAMILY_NAMES.get(family, family)
+
+
+def bundle_family(path: str) -> str:
+    """The family of a bundle's builder ("unetformer" for "unetformer", "clip" for "clip:open-vocab"), from
+    its manifest; "" when `path` is not a readable bundle."""
+    folder = Path(path).expanduser()
+    manifest = folder if folder.name == BUNDLE_FILE else folder / BUNDLE_FILE
+    try:
+        builder = json.loads(manifest.read_text(encoding="utf-8")).get("builder")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return builder.split(":", 1)[0] if isinstance(builder, str) else ""
+
+
+def host_rows(rows: list[dict], model: str) -> list[dict]:
+    """The model-list rows of the user's trained models ("My models") that `model` can fuse into: bundles
+    whose builder is of the family HOST_FAMILIES names for it; [] for a model that takes no host."""
+    family = HOST_FAMILIES.get(model)
+    if family is None:
+        return []
+    return [row for row in rows if row.get("bundle") and isinstance(row.get("id"), str)
+            and bundle_family(row["id"]) == family]
+
+
+def check_host(model: str, host: Optional[str]) -> Optional[str]:
+    """The host folder for `model` (absolute, a model.json taken as its folder), or None for a model that takes
+    none. TrainError("host", ...) when a host model has none, or one that is not a trained model of its family,
+    and when a model that takes none is given one."""
+    host = (host or "").strip()
+    family = HOST_FAMILIES.get(model)
+    if family is None:
+        if host:
+            raise TrainError("host", f"{model} trains on its own and takes no host model: leave it empty")
+        return None
+    wanted = family_name(family)
+    if not host:
+        raise TrainError("host", f"{model} fuses into a {wanted} model you trained before: choose that model")
+    path = Path(host).expanduser().absolute()
+    if not is_bundle(path):
+        what = "does not exist" if not path.exists() else "is not a trained model folder (it has no model.json)"
+        raise TrainError("host", f"“{path}” {what}: choose the folder of a {wanted} model you trained")
+    folder = path.parent if path.name == BUNDLE_FILE else path
+    found = bundle_family(str(folder))
+    if found != family:
+        raise TrainError("host", f"“{folder.name}” is a {family_name(found) or 'damaged'} model; {model} fuses "
+                                 f"into a {wanted} model: choose one you trained")
+    return str(folder)
 
 
 # -- where the bundle goes ------------------------------------------------------------------------------------
@@ -291,10 +356,12 @@ class TrainParameters:
     batch_size: int = 8
     lr: Optional[float] = None
     device: str = "auto"
+    host: Optional[str] = None  # for a model of HOST_MODELS: the folder of the trained model it fuses into
     resume: bool = False
 
     def check(self) -> tuple[str, dict[str, Optional[str]], Path]:
-        """What needs no file written: the raster's file, the class table and the bundle folder."""
+        """What needs no file written: the raster's file, the class table and the bundle folder (and the host
+        model's folder)."""
         if self.raster is None:
             raise TrainError("raster", "choose the raster layer to train on")
         try:
@@ -323,7 +390,16 @@ class TrainParameters:
             raise TrainError("validation_layer", "choose the polygon layer whose areas are held out for validation")
         if not self.model:
             raise TrainError("model", f"choose a model to train ({', '.join(TRAINABLE_MODELS)})")
+        self.host_folder()
         return raster, classes, self._out()
+
+    def host_folder(self) -> Optional[str]:
+        """The checked host folder (check_host); a resumed run keeps the host it started with, so its host is
+        passed on unchecked."""
+        if self.resume:
+            host = (self.host or "").strip()
+            return host if host and self.model in HOST_FAMILIES else None
+        return check_host(self.model, self.host)
 
     def _out(self) -> Path:
         if not str(self.out).strip():
@@ -361,7 +437,8 @@ class TrainParameters:
                 validation_layer=validation.path if validation else None,
                 name=self.name.strip() or None, epochs=int(self.epochs), chip=int(self.chip),
                 stride=int(self.stride) if self.stride else None, batch_size=int(self.batch_size),
-                lr=float(self.lr) if self.lr else None, device=self.device or "auto", resume=self.resume).validate()
+                lr=float(self.lr) if self.lr else None, device=self.device or "auto", host=self.host_folder(),
+                resume=self.resume).validate()
         except RequestError as exc:
             work.remove()
             work.remove_parents()

@@ -4,7 +4,8 @@ The same path as the dock's Train tab: a TrainParameters (core/train_job.py) che
 protocol's TrainLayersRequest (memory layers and filtered layers written to a temporary GeoPackage beside
 the bundle folder, removed after the run), run through the plugin's shared Backend. The output is the
 bundle folder (OUTPUT) and its model id (MODEL_ID), which "Segment classes" takes as its Model (or Custom
-model id), with its own classes when Classes is empty. Each epoch's loss and validation scores go to the
+model id), with its own classes when Classes is empty. HOST: for a family that builds on a model the user
+trained before (RFM-Seg), that model's folder. Each epoch's loss and validation scores go to the
 log; cancel reaches the worker. A failed run leaves no files; a cancelled one keeps its checkpoints, which
 RESUME continues.
 """
@@ -24,6 +25,7 @@ from qgis.core import (
     QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterField,
+    QgsProcessingParameterFile,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
@@ -41,13 +43,14 @@ from ..core.train_job import (
     TrainError,
     TrainParameters,
     epoch_text,
+    family_name,
     field_values,
     parse_class_table,
     result_lines,
 )
 from ..protocol.client import BackendError, JobCancelled
 from ..protocol.contracts import DEVICES
-from ..protocol.training import DEFAULT_TRAINABLE, TRAINABLE_MODELS
+from ..protocol.training import DEFAULT_TRAINABLE, HOST_FAMILIES, TRAINABLE_MODELS
 from .base import ICON, _advanced, _device_name, _double, _index
 from .model_choices import add_bundle_row, trainable_choices
 
@@ -59,6 +62,17 @@ def _integer():
     return types.Integer if types is not None else QgsProcessingParameterNumber.Type.Integer
 
 
+def _folder():
+    behaviours = getattr(Qgis, "ProcessingFileParameterBehavior", None)  # QGIS 3.36 and later
+    return behaviours.Folder if behaviours is not None else QgsProcessingParameterFile.Behavior.Folder
+
+
+def _host_models() -> str:
+    """"rfm-seg-r18-rn50 (a UNetFormer)": the models that take a host, without their test twins."""
+    return ", ".join(f"{model} (a {family_name(family)})" for model, family in HOST_FAMILIES.items()
+                     if not model.endswith("-tiny"))
+
+
 def _polygons() -> list:
     return [QgsProcessing.SourceType.TypeVectorPolygon]
 
@@ -67,13 +81,14 @@ class TrainFromLayersAlgorithm(QgsProcessingAlgorithm):
     RASTER, LABELS, FIELD, CLASS_TABLE, MODE, AREA = "RASTER", "LABELS", "FIELD", "CLASS_TABLE", "MODE", "AREA"
     VALIDATION, VALIDATION_LAYER, MODEL, EPOCHS, CHIP = "VALIDATION", "VALIDATION_LAYER", "MODEL", "EPOCHS", "CHIP"
     STRIDE, LR, BATCH_SIZE, DEVICE, NAME, RESUME = "STRIDE", "LR", "BATCH_SIZE", "DEVICE", "NAME", "RESUME"
+    HOST = "HOST"
     OUTPUT, MODEL_ID, MIOU = "OUTPUT", "MODEL_ID", "MIOU"
     # a TrainError's field -> this algorithm's parameter, for messages
     FIELD_PARAMETERS = {"raster": RASTER, "labels": LABELS, "labels_layer": LABELS, "field": FIELD,
                         "classes": CLASS_TABLE, "mode": MODE, "area": AREA, "area_layer": AREA,
                         "validation": VALIDATION, "validation_layer": VALIDATION_LAYER, "model": MODEL,
                         "epochs": EPOCHS, "chip": CHIP, "stride": STRIDE, "lr": LR, "batch_size": BATCH_SIZE,
-                        "device": DEVICE, "name": NAME, "out": OUTPUT, "resume": RESUME}
+                        "device": DEVICE, "name": NAME, "out": OUTPUT, "resume": RESUME, "host": HOST}
 
     def __init__(self):
         super().__init__()
@@ -122,6 +137,9 @@ class TrainFromLayersAlgorithm(QgsProcessingAlgorithm):
                 "Validation layer (VALIDATION_LAYER): its polygons are held out, with Validation set to a "
                 "validation layer.\n"
                 f"Model (MODEL): the model to train; {families}.\n"
+                "Host model (HOST): only for a model that builds on a model you trained before, "
+                f"{_host_models()}: the folder of that trained model (it stays as it is); leave it empty for "
+                "the others.\n"
                 "Epochs (EPOCHS): passes over the training chips (training stops early when the validation "
                 "score stops improving).\n"
                 "Chip size (CHIP): pixels on a side of the squares the model learns from.\n"
@@ -154,6 +172,9 @@ class TrainFromLayersAlgorithm(QgsProcessingAlgorithm):
             optional=True))
         self.addParameter(QgsProcessingParameterEnum(self.MODEL, "Model", options=trainable_choices(),
                                                      defaultValue=DEFAULT_TRAINABLE, usesStaticStrings=True))
+        self.addParameter(QgsProcessingParameterFile(
+            self.HOST, "Host model (the trained model's folder, for a model that builds on one)", behavior=_folder(),
+            optional=True))
         self.addParameter(QgsProcessingParameterNumber(self.EPOCHS, "Epochs", type=_integer(), defaultValue=20,
                                                        minValue=1, maxValue=1000))
         self.addParameter(QgsProcessingParameterNumber(self.CHIP, "Chip size (px)", type=_integer(),
@@ -256,6 +277,7 @@ class TrainFromLayersAlgorithm(QgsProcessingAlgorithm):
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
             lr=self._optional_number(parameters, self.LR, context, False),
             device=self._device(parameters, context),
+            host=(self.parameterAsFile(parameters, self.HOST, context) or "").strip() or None,
             resume=self.parameterAsBoolean(parameters, self.RESUME, context))
 
     # -- running -----------------------------------------------------------------------------------

@@ -4,7 +4,9 @@ The panel only builds a TrainParameters (`parameters()`) and hands its checked j
 checks, the temporary GeoPackages of memory layers and the request live in core/train_job.py, shared
 with Processing's "Train from layers". While a run goes the panel shows the epoch, the loss and the
 validation mIoU, and a per-class IoU table; when it ends, a summary, and the dock selects the new model
-in the Segment tab (`on_trained`).
+in the Segment tab (`on_trained`). A family that builds on a model the user trained before (RFM-Seg:
+protocol.training.HOST_FAMILIES) shows a "Host model" row: the user's trained models of that family from
+the model list ("My models"), or a folder chosen with Browse….
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import (
     QAbstractItemView,
     QComboBox,
+    QFileDialog,
     QFormLayout,
     QFrame,
     QHBoxLayout,
@@ -34,7 +37,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from ..core.backend import Backend
-from ..core.bundles import NEW, UNFINISHED, run_folder_state
+from ..core.bundles import NEW, UNFINISHED, bundle_classes, run_folder_state
 from ..core.help import open_help
 from ..core.settings import PREFIX
 from ..core.train_job import (
@@ -42,17 +45,20 @@ from ..core.train_job import (
     VALIDATION_CHOICES,
     TrainError,
     TrainParameters,
+    check_host,
     default_models_root,
     default_name,
     epoch_text,
+    family_name,
     field_values,
     folder_name,
+    host_rows,
     plural,
     result_lines,
 )
 from ..protocol.client import BackendError
 from ..protocol.contracts import DEVICES
-from ..protocol.training import DEFAULT_TRAINABLE, TRAINABLE_MODELS, TrainLayersResult
+from ..protocol.training import DEFAULT_TRAINABLE, HOST_FAMILIES, TRAINABLE_MODELS, TrainLayersResult
 from ..tasks.train_task import TrainTask
 from .messages import push
 from .model_picker import is_test
@@ -60,6 +66,7 @@ from .run_output import add_run_output
 
 TRAIN_MODEL_KEY = PREFIX + "train_model"
 TRAIN_DIR_KEY = PREFIX + "train_dir"
+TRAIN_HOST_KEY = PREFIX + "train_host"  # the host model's folder last trained with (a model of HOST_FAMILIES)
 CLASS_HINTS = ("class", "label", "type", "categ", "kind", "landcover", "land_cover", "lulc")
 
 
@@ -194,6 +201,25 @@ class TrainPanel(QWidget):
         weights.setContentsMargins(0, 0, 0, 0)
         self.weights_row.setVisible(False)
         form.addRow("", self.weights_row)
+        # a fusion family (HOST_FAMILIES) builds on a model the user trained before: its "host", shown only then
+        self.host = QComboBox(body)
+        self.host.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.host.setMinimumContentsLength(22)
+        self.host.setToolTip("The model you trained before that this model builds on; it stays as it is")
+        self.host_browse = QPushButton("Browse…", body)
+        self.host_browse.setToolTip("Choose the folder of a model you trained (the folder that holds its model.json)")
+        self.host_browse.clicked.connect(self.browse_host)
+        host = QHBoxLayout()
+        host.setContentsMargins(0, 0, 0, 0)
+        host.addWidget(self.host, 1)
+        host.addWidget(self.host_browse)
+        self.host_row = QWidget(body)
+        self.host_row.setLayout(host)
+        self.host_label = QLabel("Host model", body)
+        form.addRow(self.host_label, self.host_row)
+        self.host_note = QLabel("", body)
+        self.host_note.setWordWrap(True)
+        form.addRow("", self.host_note)
         self.epochs = QSpinBox(body)
         self.epochs.setRange(1, 1000)
         self.epochs.setValue(20)
@@ -294,7 +320,9 @@ class TrainPanel(QWidget):
         return next((r for r in self.rows if r.get("id") == model), None)
 
     def _family_changed(self) -> None:
-        """A family whose pretrained weights are missing: say so, with the button that gets them."""
+        """A family whose pretrained weights are missing: say so, with the button that gets them. A family
+        that builds on a model the user trained (HOST_FAMILIES) shows the Host model row."""
+        self.fill_hosts()
         row = self.family_row()
         weights = (row or {}).get("weights") or []
         missing = [w for w in weights if not w.get("present")]
@@ -308,6 +336,73 @@ class TrainPanel(QWidget):
         self.weights_note.setText(f"{row['id']} starts from pretrained weights{shown} that are not installed; "
                                   f"without them it trains from scratch. Press {self.weights_button.text()}.")
         self.weights_row.setVisible(True)
+
+    # -- the host model ---------------------------------------------------------------------------
+    def fill_hosts(self) -> None:
+        """The Host model row, shown only for a family of HOST_FAMILIES: the user's trained models of the family it
+        builds on (from the model list), the folder chosen last time (or with Browse…) too; the choice is kept."""
+        model = self.model.currentData() or ""
+        family = HOST_FAMILIES.get(model)
+        for widget in (self.host_label, self.host_row, self.host_note):
+            widget.setVisible(family is not None)
+        if family is None:
+            return
+        chosen = self.host.currentData() or str(QgsSettings().value(TRAIN_HOST_KEY, "") or "")
+        self.host.clear()
+        for row in host_rows(self.rows, model):
+            self._add_host(row["id"], str(row.get("name") or Path(row["id"]).name), row.get("classes"))
+        if chosen and self.host.findData(chosen) < 0:
+            try:
+                chosen = check_host(model, chosen) or ""
+            except TrainError:
+                chosen = ""  # no longer there, or of another family: not offered
+            if chosen and self.host.findData(chosen) < 0:
+                self._add_host(chosen)
+        index = self.host.findData(chosen) if chosen else -1
+        self.host.setCurrentIndex(index if index >= 0 else min(0, self.host.count() - 1))
+        wanted = family_name(family)
+        if self.host.count():
+            self.host_note.setText(f"{model} builds on a {wanted} model you trained before, which stays as it is: "
+                                   "choose it here, or press Browse… to pick its folder.")
+        else:
+            self.host_note.setText(f"{model} builds on a {wanted} model you trained before, and My models has none: "
+                                   f"train a {wanted} first (choose it as the Model), or press Browse… to pick the "
+                                   "folder of one.")
+
+    def _add_host(self, folder: str, name: str = "", classes=None) -> None:
+        classes = classes if isinstance(classes, list) else bundle_classes(folder)
+        self.host.addItem(f"{name or Path(folder).name}" + (f" — {', '.join(map(str, classes))}" if classes else ""),
+                          folder)
+        self.host.setItemData(self.host.count() - 1, folder, Qt.ItemDataRole.ToolTipRole)
+
+    def host_folder(self) -> str:
+        """The chosen host model's folder ("" when none)."""
+        return str(self.host.currentData() or "")
+
+    def set_host(self, path: str) -> bool:
+        """Choose the trained model in `path` (its folder, or its model.json) as the host, as Browse… does; a
+        folder that is not a trained model of the right family is refused with a message naming the field."""
+        try:
+            folder = check_host(self.model.currentData() or "", path)
+        except TrainError as exc:
+            push(self.iface.messageBar(), str(exc), Qgis.MessageLevel.Warning)
+            return False
+        if folder is None:
+            return False
+        folder = str(Path(folder).resolve())  # as the model list names a trained model
+        if self.host.findData(folder) < 0:
+            self._add_host(folder)
+        self.host.setCurrentIndex(self.host.findData(folder))
+        self.fill_hosts()  # the same list, this folder chosen; the note says there is one now
+        return True
+
+    def browse_host(self) -> None:
+        family = HOST_FAMILIES.get(self.model.currentData() or "")
+        start = self.host_folder() or str(default_models_root())
+        path = QFileDialog.getExistingDirectory(self, f"Choose the folder of the {family_name(family or '')} model "
+                                                      "you trained", str(Path(start).parent))
+        if path:
+            self.set_host(path)
 
     def _get_weights(self) -> None:
         model = self.model.currentData()
@@ -411,7 +506,7 @@ class TrainPanel(QWidget):
             validation_layer=self.validation_layer.currentLayer() if self.validation.currentData() == "layer" else None,
             epochs=self.epochs.value(), chip=self.chip.value(), stride=self.stride.value() or None,
             batch_size=self.batch_size.value(), lr=self.lr.value() or None, device=self.device.currentText(),
-            resume=resume)
+            host=self.host_folder() if self.model.currentData() in HOST_FAMILIES else None, resume=resume)
 
     # -- actions -----------------------------------------------------------------------------------
     def start(self, resume: bool = False) -> None:
@@ -427,6 +522,8 @@ class TrainPanel(QWidget):
         settings = QgsSettings()
         settings.setValue(TRAIN_MODEL_KEY, job.request.model)
         settings.setValue(TRAIN_DIR_KEY, self.folder.filePath())
+        if job.request.host:
+            settings.setValue(TRAIN_HOST_KEY, job.request.host)
         self.last_result = None
         self._epochs_logged = 0
         self.summary.setVisible(False)
@@ -435,7 +532,8 @@ class TrainPanel(QWidget):
         self.progress.setValue(0)
         request = job.request
         self.write_log(f"{'resume' if resume else 'train'}: {request.model} on {request.raster}, classes from "
-                       f"“{request.field}” of {request.labels}, {plural(request.epochs, 'epoch')} → {request.out}")
+                       f"“{request.field}” of {request.labels}, {plural(request.epochs, 'epoch')} → {request.out}"
+                       + (f" (host model {request.host})" if request.host else ""))
         if job.exported:
             self.write_log(f"written to a temporary GeoPackage for the run (removed after it): "
                            f"{', '.join(job.exported)}")

@@ -1,5 +1,6 @@
 """SegmentRequest.validate(): one rule, one message, one RequestError field; the backend reports each
-as the error it always gave that rule (ModelError, RegionError, DeviceError or ParameterError)."""
+as the error it always gave that rule (ModelError, RegionError, DeviceError or ParameterError). Also the
+train request's host rule, and the protocol's lists of trainable and host models against the registry."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from rsseg.protocol.contracts import (
     parse_class_list,
     task_accepts,
 )
+from rsseg.protocol.training import HOST_FAMILIES, HOST_MODELS, TRAINABLE_MODELS, TrainLayersRequest
 from rsseg.spec import ModelSpec
 
 
@@ -140,3 +142,38 @@ def test_a_bad_bbox_is_shown_with_ten_significant_digits_at_most():
     with pytest.raises(RequestError) as info:
         request(region=RegionSpec(bbox=(404251.912345678901, 3285102.5, 404211.81234567891, 3285143.0))).validate()
     assert "bbox (404251.9123, 3285102.5, 404211.8123, 3285143) is empty or invalid" in str(info.value)
+
+
+def train_request(**kw) -> TrainLayersRequest:
+    return TrainLayersRequest(raster="in.tif", labels="labels.gpkg", field="kind", out="run", **kw)
+
+
+@pytest.mark.parametrize("host", ["", "   ", "\t\n"])
+def test_a_train_request_s_host_is_a_folder_when_given(host):
+    with pytest.raises(RequestError, match="the host model is empty") as info:
+        train_request(model="rfm-seg-r18-rn50", host=host).validate()
+    assert info.value.field == "host"
+    with pytest.raises(ParameterError, match="the host model is empty"):
+        check_train(train_request(host=host))
+    assert train_request().validate().host is None  # most families take none
+    assert train_request(model="rfm-seg-r18-rn50", host="~/models/trees").validate().host == "~/models/trees"
+    with pytest.raises(ValueError, match="host"):  # the worker's JSON: a string or null
+        TrainLayersRequest.from_dict({**train_request().to_dict(), "host": 3})
+
+
+def check_train(request: TrainLayersRequest) -> None:
+    from rsseg.errors import request_rules
+
+    with request_rules():
+        request.validate()
+
+
+def test_the_protocol_s_trainable_and_host_models_are_the_registry_s():
+    """The plugin lists TRAINABLE_MODELS and shows its Host model field for HOST_MODELS without the backend:
+    both must say what the registry says (task "trainable"; config "host_family", the host bundle's family)."""
+    trainable = {model_id for model_id, spec in MODELS.items() if spec.task == "trainable"}
+    assert set(TRAINABLE_MODELS) <= trainable and all(f"{m}-tiny" in trainable for m in TRAINABLE_MODELS)
+    hosts = {model_id: spec.config["host_family"] for model_id, spec in MODELS.items()
+             if spec.task == "trainable" and spec.config.get("host_family")}
+    assert hosts == HOST_FAMILIES and set(HOST_MODELS) == set(hosts)
+    assert "rfm-seg-r18-rn50" in TRAINABLE_MODELS and "rfm-seg-r18-rn50-tiny" in HOST_MODELS

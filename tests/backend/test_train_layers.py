@@ -3,12 +3,16 @@ written as real files: a UTM GeoTIFF and label polygons in EPSG:4326 with a clas
 
 The tiny UNetFormer (same classes as the real one, test size) trains for a few epochs; what is checked
 is the contract: the bundle's contents, its use as a model id, errors before training with nothing left
-behind, cancel keeping a resumable run, and resume giving the weights of an uninterrupted run.
+behind, cancel keeping a resumable run, and resume giving the weights of an uninterrupted run. RFM-Seg's
+test twin fuses into that trained UNetFormer (its host): the host is checked before training, recorded in
+the bundle, and kept by a resumed run.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import shutil
 from pathlib import Path
 
 import fiona
@@ -36,6 +40,7 @@ from rsseg.training.layers_run import CHECKPOINTS, RUN_FILE, train_layers
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SIZE, PIXEL, ORIGIN = 192, 0.5, (500000.0, 3700000.0)
 TINY = "unetformer-r18-tiny"
+FUSED = "rfm-seg-r18-rn50-tiny"  # RFM-Seg's test twin: builds on a trained UNetFormer, its host
 # (class value, pixel box col0, row0, col1, row1): red roofs and blue ponds on a green field
 SHAPES = [("roof", 20, 20, 60, 50), ("roof", 120, 30, 170, 70), ("roof", 40, 130, 80, 175),
           ("pond", 100, 110, 150, 160), ("pond", 150, 150, 185, 185)]
@@ -245,3 +250,80 @@ def test_chips_export_for_other_tools_with_visible_masks_and_a_manifest(scene, t
         from rsseg.training.layers_run import export_layers
 
         export_layers(_request(scene, out))
+
+
+# -- a host model (RFM-Seg) ---------------------------------------------------------------------------------------
+def test_a_host_goes_only_with_a_model_that_builds_on_one_and_is_checked_before_training(trained, scene,
+                                                                                           tmp_path, capsys):
+    host = trained[0]
+    out = tmp_path / "run"
+
+    def refused(words: str, **change) -> None:
+        with pytest.raises(ParameterError, match=words) as info:
+            train_layers(_request(scene, out, **change))
+        assert info.value.subject == "host" and not out.exists()
+
+    refused(f"{TINY} trains on its own and takes no host model: leave the host empty", host=str(host))
+    refused("sam-head-litemedsam-tiny trains on its own and takes no host model", model="sam-head-litemedsam-tiny",
+            host=str(host))
+    refused(f"{FUSED} fuses into a unetformer model you trained before: choose that model's folder as the host",
+            model=FUSED)
+    refused(f"the host {tmp_path / 'gone'} does not exist: choose the folder of a unetformer model you trained",
+            model=FUSED, host=str(tmp_path / "gone"))
+    (tmp_path / "empty").mkdir()
+    refused("empty is not a trained model folder \\(it has no model.json\\)", model=FUSED,
+            host=str(tmp_path / "empty"))
+    refused("scene.tif is not a trained model folder", model=FUSED, host=str(scene[0]))
+    other = tmp_path / "other family"  # a trained model of another family (the manifest's builder)
+    shutil.copytree(host, other)
+    manifest = json.loads((other / BUNDLE_FILE).read_text())
+    (other / BUNDLE_FILE).write_text(json.dumps({**manifest, "builder": "sam_head"}))
+    refused(f"the host {other} is a sam_head model; {FUSED} fuses into a unetformer model", model=FUSED,
+            host=str(other))
+    with pytest.raises(ParameterError, match="the host model is empty"):
+        train_layers(_request(scene, out, model=FUSED, host="  "))
+    raster, labels = scene  # the CLI says the same in one line, exit code 2
+    assert cli(["train", "layers", "--raster", str(raster), "--labels", str(labels), "--field", "kind", "--model",
+                TINY, "--host", str(host), "--out", str(out), "--quiet"]) == 2
+    assert "takes no host model" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_fused_model_records_its_host_and_a_resumed_run_keeps_it(trained, scene, tmp_path, monkeypatch):
+    """The host as a user may give it ("~", the manifest rather than its folder) becomes the bundle folder's
+    absolute path, in run.json (so Resume keeps it) and in the bundle's training record."""
+    home = tmp_path / "home"
+    shutil.copytree(trained[0], home / "trees")
+    monkeypatch.setenv("HOME", str(home))
+    folder = str(home / "trees")
+    cancel = CancelToken()
+
+    def stop_in_the_second_epoch(event):
+        if event.stage == "train" and event.detail.get("epoch") == 2 and "val_miou" not in event.detail:
+            cancel.cancel()
+
+    out = tmp_path / "fused"
+    request = _request(scene, out, model=FUSED, host="~/trees/model.json", epochs=2, patience=0,
+                       classes={"roof": "building", "pond": "water"})  # the host's classes
+    with pytest.raises(Cancelled, match="resume"):
+        train_layers(request, stop_in_the_second_epoch, cancel)
+    assert json.loads((out / RUN_FILE).read_text())["host"] == folder
+    resumed = train_layers(TrainLayersRequest(raster="-", labels="-", field="-", out=str(out), resume=True,
+                                              device="cpu"))
+    info = read_bundle(resumed.model)
+    assert resumed.epochs == 2 and info.builder == "rfm_seg" and info.training["host"] == folder
+    assert info.training["model"] == FUSED
+    assert read_bundle(trained[0]).training["host"] is None  # a model that builds on none records none
+
+
+def test_the_cli_s_host_option():
+    from rsseg.training.layers_cli import add_train_layers_parser, request_from_args
+
+    parser = argparse.ArgumentParser()
+    command = add_train_layers_parser(parser.add_subparsers())
+    common = ["train-layers", "--raster", "a.tif", "--labels", "l.gpkg", "--field", "kind", "--out", "run"]
+    args = parser.parse_args([*common, "--model", "rfm-seg-r18-rn50", "--host", "~/models/trees"])
+    assert request_from_args(args).host == "~/models/trees"  # resolved by the run, as the worker's is
+    assert request_from_args(parser.parse_args(common)).host is None
+    with pytest.raises(ParameterError, match="a resumed run keeps the host it started with: leave out --host"):
+        request_from_args(parser.parse_args(["train-layers", "--resume", "run", "--host", "x"]))
+    assert "--host BUNDLE" in command.format_help()

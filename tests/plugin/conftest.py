@@ -49,7 +49,7 @@ def neon():
 
 
 SETTINGS = ("python", "recent_classes", "recent_sentences", "model_classes", "model_sentence", "out_dir",
-            "show_test_models", "models_cache", "train_model", "train_dir", "top_k")
+            "show_test_models", "models_cache", "train_model", "train_dir", "train_host", "top_k")
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """`rsseg:train_from_layers` in real headless QGIS: its parameters and help, the errors naming the parameter,
 and a run through processing.run with the real worker whose MODEL_ID is then the Model of
-`rsseg:segment_classes` (its classes filling an empty Classes)."""
+`rsseg:segment_classes` (its classes filling an empty Classes); RFM-Seg's test twin trained on such a model
+through HOST."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingParameterDefinition,
+    QgsProcessingParameterFile,
     QgsSettings,
 )
 from train_layers import TINY, buildings_layer, labelled_gpkg, memory_labels, raster_layer
@@ -24,7 +26,8 @@ from rs_refseg_plugin.processing.train_algorithm import HELP_URL
 
 ALGORITHM = "rsseg:train_from_layers"
 PARAMETERS = ["RASTER", "LABELS", "FIELD", "CLASS_TABLE", "MODE", "AREA", "VALIDATION", "VALIDATION_LAYER", "MODEL",
-              "EPOCHS", "CHIP", "STRIDE", "LR", "BATCH_SIZE", "DEVICE", "NAME", "RESUME", "OUTPUT"]
+              "HOST", "EPOCHS", "CHIP", "STRIDE", "LR", "BATCH_SIZE", "DEVICE", "NAME", "RESUME", "OUTPUT"]
+FUSED = "rfm-seg-r18-rn50-tiny"  # RFM-Seg's test twin: builds on a trained UNetFormer (HOST)
 
 
 class Log(QgsProcessingFeedback):
@@ -76,8 +79,13 @@ def test_the_algorithm_its_parameters_and_help(provider, models_cache):
         assert definition.description().split(" (")[0] in help_text, definition.description()
     assert "`" not in help_text and "rsseg " not in help_text and "--" not in help_text
     assert algorithm.parameterDefinition("FIELD").parentLayerParameterName() == "LABELS"
-    for name in ("CLASS_TABLE", "AREA", "VALIDATION_LAYER", "STRIDE", "LR", "NAME"):
+    for name in ("CLASS_TABLE", "AREA", "VALIDATION_LAYER", "STRIDE", "LR", "NAME", "HOST"):
         assert algorithm.parameterDefinition(name).flags() & QgsProcessingParameterDefinition.Flag.FlagOptional
+    host = algorithm.parameterDefinition("HOST")
+    assert host.behavior() == QgsProcessingParameterFile.Behavior.Folder
+    assert not host.flags() & QgsProcessingParameterDefinition.Flag.FlagAdvanced  # RFM-Seg needs it
+    assert "Host model (HOST): only for a model that builds on a model you trained before, rfm-seg-r18-rn50 (a " \
+           "UNetFormer)" in help_text
     assert algorithm.parameterDefinition("MODEL").defaultValue() == "unetformer-r18"
     assert algorithm.group() == "Training" and algorithm.flags() & algorithm.FlagCanCancel
 
@@ -90,7 +98,7 @@ def test_the_model_list_offers_the_trainable_families(provider, models_cache):
             {"id": "/data/models/roofs", "task": "classes", "bundle": True, "name": "roofs",
              "classes": ["background", "roof"]}]
     models_cache.remove(CACHE_KEY)
-    assert trainable_choices() == ["unetformer-r18", "sam-head-litemedsam"]  # nothing stored: the protocol's
+    assert trainable_choices() == ["unetformer-r18", "sam-head-litemedsam", "rfm-seg-r18-rn50"]  # the protocol's
     models_cache.setValue(CACHE_KEY, json.dumps(rows))
     models_cache.setValue(SHOW_TEST_KEY, False)
     assert trainable_choices() == ["unetformer-r18", "sam-head-litemedsam"]
@@ -118,6 +126,13 @@ def test_bad_parameters_name_the_parameter(provider, tmp_path, qgis_new_project)
         ({"VALIDATION_LAYER": buildings_layer()}, r"set Validation \(VALIDATION\) to a validation layer"),
         ({"RESUME": True}, r"Resume \(RESUME\): “.*bundle” holds no unfinished training run"),
         ({"DEVICE": "tpu"}, r"DEVICE"),
+        ({"HOST": str(taken)}, rf"Host model \(HOST\): {TINY} trains on its own and takes no host model: leave it "
+                               "empty"),
+        ({"MODEL": FUSED}, rf"Host model \(HOST\): {FUSED} fuses into a UNetFormer model you trained before: "
+                           "choose that model"),
+        ({"MODEL": FUSED, "HOST": str(tmp_path)}, r"Host model \(HOST\): “.*” is not a trained model folder \(it "
+                                                  r"has no model.json\): choose the folder of a UNetFormer model"),
+        ({"MODEL": FUSED, "HOST": str(tmp_path / "gone")}, r"Host model \(HOST\): “.*gone” does not exist"),
     ]
     for extra, message in cases:
         with pytest.raises(QgsProcessingException, match=message):
@@ -156,6 +171,26 @@ def test_train_then_segment_classes_with_the_model(provider, worker, tmp_path, q
                  "DEVICE": "cpu", "OUTPUT_RASTER": "TEMPORARY_OUTPUT", "OUTPUT_VECTOR": "TEMPORARY_OUTPUT"},
                 algorithm="rsseg:segment_classes")
     assert Path(again["OUTPUT_RASTER"]).is_file()
+
+
+def test_rfm_seg_trains_on_a_unetformer_you_trained_given_as_host(provider, worker, tmp_path, qgis_new_project):
+    """A UNetFormer trained first; its folder as HOST of RFM-Seg's test twin, which the worker fuses into it (the
+    bundle records the host) and whose MODEL_ID segments like any trained model."""
+    raster = raster_layer(tmp_path)
+    common = {"RASTER": raster, "LABELS": labelled_gpkg(tmp_path), "FIELD": "kind",
+              "CLASS_TABLE": "house=building; garage=building; shed=building", "VALIDATION": 1, "EPOCHS": 1,
+              "CHIP": 64, "BATCH_SIZE": 4, "DEVICE": "cpu"}
+    host = run({**common, "MODEL": TINY, "OUTPUT": str(tmp_path / "host")})
+    log = Log()
+    fused = run({**common, "MODEL": FUSED, "HOST": host["OUTPUT"], "OUTPUT": str(tmp_path / "fused")}, log)
+    manifest = json.loads((tmp_path / "fused" / "model.json").read_text())
+    assert manifest["builder"] == "rfm_seg" and manifest["classes"] == ["background", "building"]
+    assert Path(manifest["training"]["host"]).resolve() == Path(host["MODEL_ID"])
+    assert any(line.startswith("epoch 1/1: loss ") for line in log.lines), log.lines
+    segmented = run({"INPUT": raster, "CLASSES": "", "MODEL": fused["MODEL_ID"], "DEVICE": "cpu",
+                     "OUTPUT_RASTER": str(tmp_path / "mask.tif"), "OUTPUT_VECTOR": str(tmp_path / "polygons.gpkg")},
+                    algorithm="rsseg:segment_classes")
+    assert gdal.Open(segmented["OUTPUT_RASTER"]).RasterXSize == 900
 
 
 def test_cancel_in_the_first_epoch_leaves_nothing(provider, worker, tmp_path, qgis_new_project):

@@ -1,7 +1,8 @@
 """The dock's Train tab in real headless QGIS: the request it builds from real layers (class field, class
 table edits, memory layers written to a temporary GeoPackage, validation choices, errors naming the field),
-"My models" in the Segment tab's model list, and training through the real worker with the tiny test
-family, then segmenting with the new model."""
+"My models" in the Segment tab's model list, the Host model row of a family that builds on a model you
+trained (RFM-Seg), and training through the real worker with the tiny test family, then segmenting with the
+new model."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from qgis.core import Qgis, QgsProject, QgsVectorLayer
+from qgis.core import Qgis, QgsProject, QgsSettings, QgsVectorLayer
 from train_layers import (
     KINDS,
     TINY,
@@ -24,7 +25,7 @@ from train_layers import (
 from rs_refseg_plugin.core.bundles import BUNDLE, NEW, UNFINISHED, bundle_classes, run_folder_state
 from rs_refseg_plugin.core.train_job import VALIDATION_CHOICES, TrainError, TrainParameters, train_percent
 from rs_refseg_plugin.ui.model_picker import picker_items
-from rs_refseg_plugin.ui.train_panel import TrainPanel
+from rs_refseg_plugin.ui.train_panel import TRAIN_HOST_KEY, TrainPanel
 
 ROWS = [  # the worker's `models` rows as they come: bundles first, then the registry (trainable families too)
     {"id": "/data/models/fields 2024", "task": "classes", "state": "ready", "runnable": True, "bundle": True,
@@ -236,8 +237,8 @@ def test_resume_appears_for_an_unfinished_run(panel, tmp_path):
 
 
 def test_model_families_from_the_model_list(panel):
-    assert [panel.model.itemData(i) for i in range(panel.model.count())] == ["unetformer-r18",
-                                                                              "sam-head-litemedsam"]  # no list yet
+    assert [panel.model.itemData(i) for i in range(panel.model.count())] == [
+        "unetformer-r18", "sam-head-litemedsam", "rfm-seg-r18-rn50"]  # no list yet: the protocol's
     panel.set_models(ROWS, show_test=False)
     assert [panel.model.itemData(i) for i in range(panel.model.count())] == ["unetformer-r18", "sam-head-litemedsam"]
     panel.set_models(ROWS, show_test=True)
@@ -246,6 +247,127 @@ def test_model_families_from_the_model_list(panel):
     panel.model.setCurrentIndex(1)
     panel.set_models(ROWS, show_test=True)  # a refresh keeps the choice
     assert panel.model.currentData() == "unetformer-r18-tiny"
+
+
+FUSED = "rfm-seg-r18-rn50"
+
+
+def trained_model(folder: Path, builder: str, classes=("background", "tree")) -> str:
+    """A trained model's folder as the plugin reads it: its manifest (model.json) names the builder."""
+    folder.mkdir(parents=True)
+    (folder / "model.json").write_text(json.dumps({"builder": builder, "name": folder.name,
+                                                   "classes": list(classes)}))
+    return str(folder.resolve())
+
+
+def host_rows(tmp_path) -> tuple[list[dict], str, str]:
+    """The model list with RFM-Seg and two trained models, a UNetFormer and a SAM head."""
+    trees = trained_model(tmp_path / "bundles" / "trees", "unetformer")
+    roofs = trained_model(tmp_path / "bundles" / "roofs", "sam_head", ("background", "roof"))
+    rows = [{"id": trees, "task": "classes", "bundle": True, "name": "trees", "classes": ["background", "tree"]},
+            {"id": roofs, "task": "classes", "bundle": True, "name": "roofs", "classes": ["background", "roof"]},
+            *ROWS, {"id": FUSED, "task": "trainable", "runnable": False, "description": "RemoteCLIP fused into"},
+            {"id": f"{FUSED}-tiny", "task": "trainable", "runnable": False, "test_model": True}]
+    return rows, trees, roofs
+
+
+def host_items(panel) -> list[tuple[str, str]]:
+    return [(panel.host.itemText(i), panel.host.itemData(i)) for i in range(panel.host.count())]
+
+
+@pytest.fixture
+def no_stored_host():
+    settings = QgsSettings()
+    before = settings.value(TRAIN_HOST_KEY, None)
+    settings.remove(TRAIN_HOST_KEY)
+    yield settings
+    settings.remove(TRAIN_HOST_KEY)
+    if before is not None:
+        settings.setValue(TRAIN_HOST_KEY, before)
+
+
+def test_the_host_model_row_shows_for_rfm_seg_with_your_unetformers(panel, tmp_path, no_stored_host):
+    rows, trees, roofs = host_rows(tmp_path)
+    set_up(panel, raster_layer(tmp_path), labelled_gpkg(tmp_path), "kind")
+    panel.set_models(rows, show_test=True)
+    assert panel.model.currentData() == "unetformer-r18" and panel.host_row.isHidden()
+    assert panel.host_label.isHidden() and panel.host_note.isHidden()
+    job = panel.parameters().to_request()
+    assert job.request.host is None  # a family that builds on nothing takes no host
+    job.finish("failed")
+    panel.model.setCurrentIndex(panel.model.findData(FUSED))
+    assert not panel.host_row.isHidden() and not panel.host_label.isHidden() and panel.host_row.isEnabled()
+    assert host_items(panel) == [("trees — background, tree", trees)]  # UNetFormers only: not the SAM head's
+    assert panel.host.currentData() == trees and "press Browse…" in panel.host_note.text()
+    job = panel.parameters().to_request()
+    assert (job.request.model, job.request.host) == (FUSED, trees)
+    job.finish("failed")
+    panel.model.setCurrentIndex(panel.model.findData(f"{FUSED}-tiny"))  # the test twin too
+    assert not panel.host_row.isHidden() and panel.host.currentData() == trees
+    panel.model.setCurrentIndex(panel.model.findData("sam-head-litemedsam"))
+    assert panel.host_row.isHidden() and panel.parameters().host is None
+
+
+def test_browse_takes_a_trained_unetformer_s_folder_and_refuses_others(panel, tmp_path, no_stored_host):
+    rows, trees, roofs = host_rows(tmp_path)
+    set_up(panel, raster_layer(tmp_path), labelled_gpkg(tmp_path), "kind")
+    panel.set_models([r for r in rows if not r.get("bundle")], show_test=False)  # My models has none
+    panel.model.setCurrentIndex(panel.model.findData(FUSED))
+    assert host_items(panel) == [] and "My models has none" in panel.host_note.text()
+    assert errors(panel) == ("host", "Host model: rfm-seg-r18-rn50 fuses into a UNetFormer model you trained "
+                                     "before: choose that model")
+    (tmp_path / "empty").mkdir()
+    assert not panel.set_host(str(tmp_path / "empty")) and not panel.set_host(roofs)
+    assert [text for text, _ in panel.iface.bar.messages] == [
+        f"Host model: “{tmp_path / 'empty'}” is not a trained model folder (it has no model.json): choose the "
+        "folder of a UNetFormer model you trained",
+        f"Host model: “roofs” is a SAM head model; {FUSED} fuses into a UNetFormer model: choose one you trained"]
+    assert host_items(panel) == []
+    assert panel.set_host(str(Path(trees) / "model.json"))  # the manifest stands for its folder
+    assert host_items(panel) == [("trees — background, tree", trees)] and panel.host.currentData() == trees
+    assert "press Browse…" in panel.host_note.text()
+    job = panel.parameters().to_request()
+    assert job.request.host == trees
+    job.finish("failed")
+    panel.set_models([r for r in rows if not r.get("bundle")], show_test=False)  # a refresh keeps the choice
+    assert panel.host.currentData() == trees
+    panel.model.setCurrentIndex(panel.model.findData("unetformer-r18"))
+    assert not panel.set_host(trees)  # a family that takes no host: refused, and said so
+    assert panel.iface.bar.messages[-1][0] == ("Host model: unetformer-r18 trains on its own and takes no host "
+                                               "model: leave it empty")
+
+
+def test_the_host_chosen_last_time_is_chosen_again(panel, tmp_path, no_stored_host):
+    rows, trees, roofs = host_rows(tmp_path)
+    elsewhere = trained_model(tmp_path / "shared" / "forest", "unetformer")  # not in My models: Browse…'d
+    no_stored_host.setValue(TRAIN_HOST_KEY, elsewhere)
+    panel.set_models(rows, show_test=False)
+    panel.model.setCurrentIndex(panel.model.findData(FUSED))
+    assert host_items(panel) == [("trees — background, tree", trees), ("forest — background, tree", elsewhere)]
+    assert panel.host.currentData() == elsewhere
+    no_stored_host.setValue(TRAIN_HOST_KEY, roofs)  # another family's model is not offered
+    other = TrainPanel(panel.iface, no_backend, lambda result: None)
+    try:
+        other.set_models(rows, show_test=False)
+        other.model.setCurrentIndex(other.model.findData(FUSED))
+        assert host_items(other) == [("trees — background, tree", trees)] and other.host.currentData() == trees
+    finally:
+        other.shutdown()
+        other.deleteLater()
+
+
+def test_a_resumed_run_keeps_its_host_unchecked(panel, tmp_path, no_stored_host):
+    """Resume continues with the settings the run started with: the host row's state does not matter."""
+    set_up(panel, raster_layer(tmp_path), labelled_gpkg(tmp_path), "kind")
+    panel.set_models([], show_test=False)
+    panel.model.setCurrentIndex(panel.model.findData(FUSED))
+    panel.name.setText("half fused")
+    checkpoints = tmp_path / "models" / "half fused" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "step-0000017.json").write_text("{}")
+    (checkpoints.parent / "run.json").write_text("{}")
+    job = panel.parameters(resume=True).to_request()
+    assert job.request.resume and job.request.host is None and job.request.model == FUSED
 
 
 def test_my_models_come_first_in_the_segment_list_and_families_never_show():

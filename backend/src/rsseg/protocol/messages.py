@@ -14,9 +14,10 @@ from dataclasses import asdict, dataclass, field, fields
 from itertools import accumulate
 from typing import Any, ClassVar, Optional
 
-PROTOCOL_VERSION = 6  # 2: segment requests carry upsample, sam_refine and checkpoint; 3: download and doctor;
+PROTOCOL_VERSION = 7  # 2: segment requests carry upsample, sam_refine and checkpoint; 3: download and doctor;
 # 4: error records carry fixes and subject, segment requests a nodata field; 5: train, progress detail;
-# 6: segment requests carry top_k, results may hold instance polygons (docs/zero-shot.md)
+# 6: segment requests carry top_k, results may hold instance polygons (docs/zero-shot.md);
+# 7: train requests carry host (the trained model a fusion family such as RFM-Seg fuses into)
 MAX_LINE_BYTES = 16 * 1024 * 1024  # a request with many region polygons stays far below this
 MAX_DEPTH = 64  # JSON nesting; a record with GeoJSON multipolygons needs about 10
 

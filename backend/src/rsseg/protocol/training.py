@@ -25,8 +25,15 @@ VALIDATIONS = ("blocks", "east", "west", "north", "south", "layer", "none")  # s
 TRAINABLE_MODELS = {  # family entries a user picks (registry ids, task "trainable") -> what they are
     "unetformer-r18": "UNetFormer with a ResNet-18 encoder, trained whole: the choice for many labels",
     "sam-head-litemedsam": "a light decoder on LiteMedSAM's frozen image encoder: the choice for few labels",
+    "rfm-seg-r18-rn50": "RemoteCLIP (remote-sensing CLIP) fused into a UNetFormer you trained before, which stays "
+                        "frozen; only small connectors train",
 }
 DEFAULT_TRAINABLE = "unetformer-r18"
+# Entries that fuse into a model the user trained before (TrainLayersRequest.host: its bundle folder) -> the
+# builder that host bundle must have (its manifest's "builder"). The registry says the same (config
+# "host_family"); the plugin shows its "Host model" field for these and lists the bundles of that builder.
+HOST_FAMILIES = {"rfm-seg-r18-rn50": "unetformer", "rfm-seg-r18-rn50-tiny": "unetformer"}
+HOST_MODELS = tuple(HOST_FAMILIES)
 
 
 def is_bundle(path: Union[str, Path]) -> bool:
@@ -87,6 +94,7 @@ class TrainLayersRequest:
     nodata: Optional[float] = None
     percentiles: tuple[float, float] = (2.0, 98.0)
     device: str = "auto"
+    host: Optional[str] = None  # HOST_MODELS: the bundle folder (or model.json) of the trained model they fuse into
     resume: bool = False  # continue the run in `out` from its last checkpoint
     seed: int = 0
 
@@ -134,6 +142,9 @@ class TrainLayersRequest:
         if self.bands is not None and (not self.bands or min(self.bands) < 1):
             raise RequestError(f"bands are 1-based band numbers, got {self.bands}", "bands")
         check_device(self.device)
+        if self.host is not None and (not isinstance(self.host, str) or not self.host.strip()):
+            raise RequestError("the host model is empty: choose the folder of the trained model to fuse into, or "
+                               "leave the host out", "host")
         return self
 
 

@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from ..errors import ParameterError
 from ..protocol.contracts import DEVICE_CHOICES
-from ..protocol.training import DEFAULT_TRAINABLE, TRAINABLE_MODELS, VALIDATIONS, TrainLayersRequest
+from ..protocol.training import DEFAULT_TRAINABLE, HOST_MODELS, TRAINABLE_MODELS, VALIDATIONS, TrainLayersRequest
 
 KEYWORDS = tuple(v for v in VALIDATIONS if v != "layer")
 
@@ -45,6 +45,11 @@ def add_train_layers_parser(sub) -> argparse.ArgumentParser:
                    help="share of blocks, or of the raster on the chosen side (default 0.2)")
     p.add_argument("--model", default=DEFAULT_TRAINABLE,
                    help="; ".join(f"{k}: {v}" for k, v in TRAINABLE_MODELS.items()) + f" (default {DEFAULT_TRAINABLE})")
+    p.add_argument("--host", metavar="BUNDLE",
+                   help=f"for {', '.join(m for m in HOST_MODELS if not m.endswith('-tiny'))}: the folder (or its "
+                        "model.json) of the UNetFormer you trained before (`rsseg train layers --model "
+                        "unetformer-r18`), which the new model fuses into and keeps frozen; the other models take "
+                        "none")
     p.add_argument("--out", help="the bundle folder to create (a new or empty folder)")
     p.add_argument("--name", help="the model's name in model lists (default: the folder's name)")
     p.add_argument("--export", metavar="DIR", help="write the chips (images, masks with a colour table, "
@@ -87,6 +92,8 @@ def class_table(text: Optional[str]) -> Optional[dict[str, Optional[str]]]:
 
 def request_from_args(args) -> TrainLayersRequest:
     if args.resume:
+        if args.host:
+            raise ParameterError("a resumed run keeps the host it started with: leave out --host")
         return TrainLayersRequest(raster="-", labels="-", field="-", out=args.resume, device=args.device, resume=True)
     if args.export:
         args.out = args.export
@@ -106,7 +113,7 @@ def request_from_args(args) -> TrainLayersRequest:
         name=args.name, epochs=args.epochs, chip=args.chip, stride=args.stride, batch_size=args.batch_size,
         lr=args.lr, min_labelled=args.min_labelled, balance=not args.no_balance, augment=not args.no_augment,
         patience=args.patience, bands=tuple(args.bands) if args.bands else None, resolution=args.resolution,
-        nodata=args.nodata, device=args.device, seed=args.seed)
+        nodata=args.nodata, device=args.device, host=args.host, seed=args.seed)
 
 
 def epoch_line(detail: dict[str, Any], epochs: int) -> str:

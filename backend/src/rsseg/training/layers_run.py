@@ -20,7 +20,7 @@ from typing import Any, Optional
 import torch
 from rasterio.windows import Window
 
-from ..bundles.format import BundleInfo, save_tensors, write_bundle
+from ..bundles.format import BundleInfo, read_bundle, save_tensors, write_bundle
 from ..bundles.index import remember_bundle
 from ..datasets.blocks import SpatialSplit, block_split, polygon_split, side_split
 from ..datasets.chips import chip_windows
@@ -28,10 +28,10 @@ from ..datasets.labels import LabelSpec, LayerLabels, RasterGrid, load_labels
 from ..datasets.layer_chips import ChipPlan, balanced_order, chip_weights, plan_chips
 from ..datasets.semantic import DatasetError
 from ..devices import resolve_device
-from ..errors import Cancelled, ParameterError, request_rules
+from ..errors import Cancelled, ModelError, ParameterError, request_rules
 from ..jsonfile import read_json_file, write_json_file
 from ..models.registry import get_spec
-from ..models.segmenter import get_net_maker, trained_state
+from ..models.segmenter import trained_state
 from ..progress import CancelToken, Progress, ProgressCallback, report
 from ..protocol.training import (
     BUNDLE,
@@ -43,6 +43,7 @@ from ..protocol.training import (
     UNFINISHED,
     TrainLayersRequest,
     TrainLayersResult,
+    is_bundle,
     run_folder_state,
 )
 from ..raster.normalize import Stretch, estimate_stretch
@@ -53,6 +54,7 @@ from ..weights.trained_checkpoint import load_checkpoint
 from .augment import Augment
 from .base import TrainConfig
 from .layer_data import ChipReader, band_stats, cache_windows
+from .net_setup import build_training_net, takes_host
 from .registry import family_of, get_trainer
 from .semantic import SemanticTrainer
 
@@ -257,10 +259,40 @@ def _spec_and_trainer(model_id: str) -> tuple[Any, type[SemanticTrainer]]:
     return spec, get_trainer(family_of(spec.builder))
 
 
+def resolve_host(request: TrainLayersRequest, spec: Any) -> TrainLayersRequest:
+    """The request with its host as the absolute path of a bundle folder (`~` expanded, a model.json taken as
+    its folder). A host is refused for an entry that takes none and required by one that does (its registry
+    config names the "host_family": the family of the builder the host bundle must have)."""
+    if not request.host:
+        if takes_host(spec):
+            raise ParameterError(f"{spec.id} fuses into a {spec.config['host_family']} model you trained before: "
+                                 "choose that model's folder as the host", subject="host")
+        return request
+    if not takes_host(spec):
+        raise ParameterError(f"{spec.id} trains on its own and takes no host model: leave the host empty",
+                             subject="host")
+    path = Path(request.host.strip()).expanduser().absolute()
+    if not is_bundle(path):
+        what = "does not exist" if not path.exists() else "is not a trained model folder (it has no model.json)"
+        raise ParameterError(f"the host {path} {what}: choose the folder of a {spec.config['host_family']} "
+                             "model you trained", subject="host")
+    folder = path.parent if path.is_file() else path
+    try:
+        builder = read_bundle(folder).builder
+    except ModelError as exc:
+        raise ParameterError(f"the host {folder} cannot be read ({exc})", subject="host") from None
+    family = spec.config["host_family"]
+    if family_of(builder) != family:
+        raise ParameterError(f"the host {folder} is a {builder} model; {spec.id} fuses into a {family} model: "
+                             f"choose the folder of a {family} model you trained", subject="host")
+    return replace(request, host=str(folder))
+
+
 def _run(request: TrainLayersRequest, out: Path, progress: Optional[ProgressCallback],
          cancel: Optional[CancelToken], bar: bool) -> TrainLayersResult:
     started = time.perf_counter()
     spec, trainer_cls = _spec_and_trainer(request.model)
+    request = resolve_host(request, spec)  # a resumed run checks its stored host again
     device = resolve_device(request.device)
     report(progress, "prepare", 0, 2)
     n_inputs = _input_count(request.raster, request.bands)
@@ -273,8 +305,10 @@ def _run(request: TrainLayersRequest, out: Path, progress: Optional[ProgressCall
         write_json_file(out / RUN_FILE, request.to_dict())
         (out / CHECKPOINTS).mkdir(exist_ok=True)
         torch.manual_seed(request.seed)
-        config, notes = _net_config(spec.config, data)
-        net = get_net_maker(spec.builder)(config, n_inputs, data.labels.num_classes, device)
+        built = build_training_net(spec, n_inputs, data.labels.class_names, data.mean, data.std, device,
+                                   request.host)
+        net, notes = built.net, built.notes
+        data.mean, data.std = built.mean, built.std
         per_epoch = len(data.order) // request.batch_size
         total = per_epoch * request.epochs
         config = TrainConfig(steps=total, batch_size=request.batch_size, lr=request.lr or trainer_cls.default_lr,
@@ -301,7 +335,8 @@ def _run(request: TrainLayersRequest, out: Path, progress: Optional[ProgressCall
             resolution=request.resolution, chip=request.chip,
             training={**data.summary(request), "model": spec.id, "epochs": request.epochs,
                       "epochs_run": log[-1]["epoch"], "best_epoch": best["epoch"], "stopped": stopped,
-                      "lr": config.lr, "batch_size": request.batch_size, "augment": request.augment,
+                      "host": request.host, "lr": config.lr, "batch_size": request.batch_size,
+                      "augment": request.augment,
                       "seconds": round(time.perf_counter() - started, 1), "device": device, "history": log},
             metrics=dict(best.get("metrics") or {}), created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     write_bundle(out, info, state)
@@ -314,20 +349,6 @@ def _run(request: TrainLayersRequest, out: Path, progress: Optional[ProgressCall
     return TrainLayersResult(model_id, info.name, info.classes, log[-1]["epoch"], best["epoch"], stopped,
                              round(time.perf_counter() - started, 2), len(data.train.windows),
                              len(data.val.windows), info.metrics, notes)
-
-
-def _net_config(config: dict[str, Any], data: LayerData) -> tuple[dict[str, Any], list[str]]:
-    """The family's config for this run: the data's normalisation (a frozen encoder undoes it to see the
-    engine's [0, 1] values), and ImageNet initialisation only when its weights are installed."""
-    from ..weights import weights_present
-
-    config, notes = {**config, "input_mean": data.mean, "input_std": data.std}, []
-    pretrained = config.get("pretrained")
-    if pretrained and not weights_present(get_spec(pretrained)):
-        config.pop("pretrained")
-        notes.append(f"trained from scratch: the ImageNet weights ({pretrained}) are not installed; download them "
-                     "for a better start")
-    return config, notes
 
 
 def _best_state(out: Path, trainer: SemanticTrainer, data: LayerData) -> dict[str, torch.Tensor]:
