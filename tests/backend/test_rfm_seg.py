@@ -12,7 +12,8 @@ from rsseg.models.registry import get_spec
 from rsseg.models.rfm_seg.connectors import Connectors, Fuse, VConnector, VLConnector
 from rsseg.models.rfm_seg.model import RFMSeg
 from rsseg.models.rfm_seg.prompts import TEMPLATES, class_prompts
-from rsseg.models.rfm_seg.remoteclip import feature_channels, visual_features, vl_map, window_embeddings
+from rsseg.models.rfm_seg.resnet_branch import feature_channels, visual_features, window_embeddings
+from rsseg.models.rfm_seg.vl_map import vl_map
 from rsseg.models.unetformer.model import make_net as make_unetformer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -168,3 +169,39 @@ def test_prompts_come_from_the_run_then_the_dataset_sets_then_templates(clip):
     assert net.text.shape == (4, 32) and not torch.equal(net.text[:1], text[:1])
     with pytest.raises(Exception, match="2 prompt lists for 4 classes"):
         net.set_prompts([["a"], ["b"]])
+
+
+def test_the_vit_branch_gives_four_features_and_windows_of_mean_dense_patches():
+    from rsseg.models.clip.dense import dense_features
+    from rsseg.models.rfm_seg import vit_branch
+
+    model, tokenizer = load_component_or_entry("remoteclip-vit-b-32-tiny")
+    visual = model.visual
+    image = torch.randn(2, 3, 160, 128)
+    with torch.no_grad():
+        v, windows = vit_branch.features(visual, image, 7)
+        patches, _ = dense_features(visual, image)
+    assert vit_branch.stride(visual) == 16 and vit_branch.taps(12) == [3, 6, 9, 11] and vit_branch.taps(2) == [1] * 4
+    assert [tuple(f.shape) for f in v] == [(2, 64, 10, 8)] * 4
+    assert windows.shape == (2, 32, 4, 2)
+    assert torch.allclose(windows[:, :, 1, 0], F.normalize(patches[:, :, 1:8, 0:7].mean(dim=(2, 3)), dim=-1),
+                          atol=1e-5)
+    host = _host()
+    spec = get_spec("remoteclip-vit-b-32-tiny")
+    config = {**get_spec("rfm-seg-r18-vit-b-32-tiny").config, "input_mean": [0.5] * 3, "input_std": [0.25] * 3,
+              "classes": CLASSES}
+    net = RFMSeg(config, 3, len(CLASSES), host, model, tokenizer, spec.preprocess.mean, spec.preprocess.std).eval()
+    x = torch.randn(2, 3, 96, 64)
+    with torch.no_grad():
+        assert torch.equal(net(x), host.eval()(x))  # the identity at initialisation, whatever the branch
+    net.train()
+    main, aux = net(x)
+    (main.sum() + aux.sum()).backward()
+    assert all(p.grad is None for n, p in net.named_parameters() if not n.startswith("connect."))
+
+
+def load_component_or_entry(model_id: str):
+    from rsseg.models.clip.builder import load_clip
+    from rsseg.models.factory import warm
+
+    return warm(get_spec(model_id), "cpu", load_clip)

@@ -264,6 +264,9 @@ _register_trainable("rfm-seg-r18-rn50", "rfm_seg", rfm_seg_configs.R18_RN50, rfm
                     "RFM-Seg: RemoteCLIP RN50 fused into a UNetFormer you trained before (the host, which stays "
                     "frozen with CLIP) through small trainable connectors and a text-prompted class map; the host's "
                     "classes and bands.", "remoteclip-rn50")
+_register_trainable("rfm-seg-r18-vit-b-32", "rfm_seg", rfm_seg_configs.R18_VIT_B_32, rfm_seg_configs.VIT_TINY,
+                    "RFM-Seg with RemoteCLIP ViT-B/32 as its frozen vision-language branch (the option beside RN50): "
+                    "fused into a UNetFormer you trained before.", "remoteclip-vit-b-32")
 
 
 # Zero-shot referring (docs/zero-shot.md): SAM mask proposals ranked by CLIP global-local scores. No trained

@@ -27,12 +27,14 @@ TRAINABLE_MODELS = {  # family entries a user picks (registry ids, task "trainab
     "sam-head-litemedsam": "a light decoder on LiteMedSAM's frozen image encoder: the choice for few labels",
     "rfm-seg-r18-rn50": "RemoteCLIP (remote-sensing CLIP) fused into a UNetFormer you trained before, which stays "
                         "frozen; only small connectors train",
+    "rfm-seg-r18-vit-b-32": "the same fusion with RemoteCLIP ViT-B/32 as the vision-language branch",
 }
 DEFAULT_TRAINABLE = "unetformer-r18"
 # Entries that fuse into a model the user trained before (TrainLayersRequest.host: its bundle folder) -> the
 # builder that host bundle must have (its manifest's "builder"). The registry says the same (config
 # "host_family"); the plugin shows its "Host model" field for these and lists the bundles of that builder.
-HOST_FAMILIES = {"rfm-seg-r18-rn50": "unetformer", "rfm-seg-r18-rn50-tiny": "unetformer"}
+HOST_FAMILIES = {model: "unetformer" for model in ("rfm-seg-r18-rn50", "rfm-seg-r18-rn50-tiny", "rfm-seg-r18-vit-b-32",
+                                                  "rfm-seg-r18-vit-b-32-tiny")}
 HOST_MODELS = tuple(HOST_FAMILIES)
 
 

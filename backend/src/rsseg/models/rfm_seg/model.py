@@ -3,10 +3,11 @@
     input     [B, bands, H, W] (H, W multiples of 32), normalised with the host's mean and std
     host      encoder -> res1..res4 (1/4 .. 1/32), frozen, eval mode, no autograd
     clip      the host's normalisation undone, bands 1-3 (cycled for fewer) as RGB, CLIP's normalisation;
-              ModifiedResNet -> stem, inner2..4 (V features) and the window embeddings of layer4 (VL-map),
-              frozen, eval mode, no autograd (remoteclip.py)
-    VL-map    windows x prompt embeddings -> per-pixel class map [B, K, h, w] at 1/32 -> 1x1 conv (an embedding
-              of the class) to the host's 1/32 width, L2-normalised over channels
+              four V features and the window embeddings the VL-map votes with, frozen, eval mode, no autograd:
+              a ResNet CLIP's branch (resnet_branch.py: RN50's stem and bottlenecks at 1/4 .. 1/32) or a ViT's
+              (vit_branch.py: token maps of four blocks and mean dense patch embeddings at 1/patch)
+    VL-map    windows x prompt embeddings -> per-pixel class map [B, K, h, w] at 1/32 (1/patch) -> 1x1 conv (an
+              embedding of the class) to the host's 1/32 width, L2-normalised over channels (vl_map.py)
     connect   res1..3 = V connector(res_i, V feature i); res4 = VL connector(res4, inner4, VL-map)
     decode    the host's frozen decoder on the connected features (its auxiliary head in training)
 
@@ -22,12 +23,22 @@ import torch
 from torch import nn
 
 from ...errors import ModelError
+from . import resnet_branch, vit_branch
 from .configs import R18_RN50
 from .connectors import Connectors
 from .prompts import class_prompts
-from .remoteclip import encode_prompts, feature_channels, visual_features, vl_map, window_embeddings
+from .vl_map import encode_prompts, vl_map
 
 VOTES = ("hard", "soft")
+BRANCHES = {"ModifiedResNet": resnet_branch, "VisionTransformer": vit_branch}  # CLIP's visual tower -> its branch
+
+
+def clip_branch(visual: nn.Module):
+    """The module that reads V features and window embeddings from this kind of CLIP image tower."""
+    try:
+        return BRANCHES[type(visual).__name__]
+    except KeyError:
+        raise ModelError(f"RFM-Seg takes a ResNet or ViT CLIP, not a {type(visual).__name__}") from None
 
 
 def _vector(values: Sequence[float], n: int, name: str) -> torch.Tensor:
@@ -54,13 +65,14 @@ class RFMSeg(nn.Module):
         self.num_classes = num_classes
         self.host = host.requires_grad_(False)
         self.clip = clip.visual.requires_grad_(False)
+        self.branch = clip_branch(self.clip)
         self._text = (clip, tokenizer)  # in a tuple, not a submodule: the shared component's text tower stays out
         self.register_buffer("input_mean", _vector(cfg["input_mean"], in_chans, "input_mean"), persistent=False)
         self.register_buffer("input_std", _vector(cfg["input_std"], in_chans, "input_std"), persistent=False)
         self.register_buffer("clip_mean", _vector(clip_mean, 3, "clip mean"), persistent=False)
         self.register_buffer("clip_std", _vector(clip_std, 3, "clip std"), persistent=False)
         self.bands = [i % in_chans for i in range(3)]
-        self.connect = Connectors(list(host.encoder.feature_info.channels()), feature_channels(self.clip),
+        self.connect = Connectors(list(host.encoder.feature_info.channels()), self.branch.feature_channels(self.clip),
                                   num_classes, int(cfg["kernel"]), int(cfg["mlp_ratio"]))
         self.prompts: list[list[str]] = []
         self._text_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -107,14 +119,15 @@ class RFMSeg(nn.Module):
         embeddings (the feature cache keeps these per tile)."""
         res = self.host.encoder(x)
         rgb = (x * self.input_std + self.input_mean)[:, self.bands]
-        stem, c2, c3, c4, layer4 = visual_features(self.clip, (rgb - self.clip_mean) / self.clip_std)
-        return (*res, stem, c2, c3, c4, window_embeddings(self.clip, layer4, self.window))
+        v, windows = self.branch.features(self.clip, (rgb - self.clip_mean) / self.clip_std, self.window)
+        return (*res, *v, windows)
 
     def decode(self, features: Sequence[torch.Tensor], size: Sequence[int]) -> Any:
-        *res, stem, c2, c3, c4, windows = features
-        classes = vl_map(windows, self.text, self.prompt_class, self.num_classes, res[3].shape[-2:], self.window,
-                         self.temperature, self.vote)
-        return self.host.decoder(*self.connect(res, (stem, c2, c3, c4), classes), size)
+        *res, v1, v2, v3, v4, windows = features
+        step = self.branch.stride(self.clip)
+        classes = vl_map(windows, self.text, self.prompt_class, self.num_classes, (size[0] // step, size[1] // step),
+                         self.window, self.temperature, self.vote)
+        return self.host.decoder(*self.connect(res, (v1, v2, v3, v4), classes), size)
 
     def forward(self, x: torch.Tensor) -> Any:
         return self.decode(self.encode(x), x.shape[-2:])
@@ -146,7 +159,8 @@ def make_net(config: dict[str, Any], in_chans: int, num_classes: int, device: st
     """For training, `config["host"]` names the host's bundle (its architecture, weights, classes and
     normalisation are taken from there and recorded in the config); a bundle's config has `host_config` and
     its state holds the host's weights."""
-    from ..factory import load_component
+    from ..clip.builder import load_clip
+    from ..factory import warm
     from ..registry import get_spec
     from ..segmenter import get_net_maker
 
@@ -162,7 +176,7 @@ def make_net(config: dict[str, Any], in_chans: int, num_classes: int, device: st
         raise ModelError("RFM-Seg needs a host: the trained model it fuses into")
     clip_spec = get_spec(str(cfg["clip"]))
     with torch.random.fork_rng(devices=[]):  # building a component (or finding it warm) leaves the seed alone
-        clip, tokenizer = load_component(clip_spec.id, device)
+        clip, tokenizer = warm(clip_spec, device, load_clip)  # shared with other users of these weights
     net = RFMSeg(cfg, in_chans, num_classes, host, clip, tokenizer, clip_spec.preprocess.mean,
                  clip_spec.preprocess.std)
     return net.to(device)
@@ -185,7 +199,8 @@ def count_parameters(config: dict[str, Any], in_chans: int = 3, num_classes: int
         if "open_clip_model" in clip_config:
             clip_config = _open_clip_architecture(clip_config)
         clip = build_vl_encoder(clip_config)
-        connect = Connectors(list(host.encoder.feature_info.channels()), feature_channels(clip.visual), num_classes,
-                             int(cfg["kernel"]), int(cfg["mlp_ratio"]))
+        branch = clip_branch(clip.visual)
+        connect = Connectors(list(host.encoder.feature_info.channels()), branch.feature_channels(clip.visual),
+                             num_classes, int(cfg["kernel"]), int(cfg["mlp_ratio"]))
     trainable = sum(p.numel() for p in connect.parameters())
     return trainable, trainable + sum(p.numel() for m in (host, clip) for p in m.parameters())
