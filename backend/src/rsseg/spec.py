@@ -49,6 +49,9 @@ class Preprocess:
     # Defaults for a request that names none: a trained bundle's bands and grid (bundles/spec.py)
     source_bands: Optional[tuple[int, ...]] = None
     resolution: Optional[float] = None  # metres per pixel
+    # A fixed stretch (low, high for every band) instead of the request's percentile stretch: a bundle trained on
+    # 8-bit benchmark images scaled 0..255 -> 0..1 (training/dataset_run.py) segments with exactly that scaling
+    value_range: Optional[tuple[float, float]] = None
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 WEIGHTS_FILE = "weights.safetensors"
 FORMAT = "rsseg-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest this backend reads; 2 added `value_range` (version 1 bundles read unchanged)
 __all__ = ["BUNDLE_FILE", "WEIGHTS_FILE", "BundleInfo", "bundle_dir", "is_bundle", "load_state", "read_bundle",
            "save_tensors", "write_bundle"]
 PathLike = Union[str, Path]
@@ -44,6 +44,9 @@ class BundleInfo:
     mean: list[float]  # per input, applied to the engine's [0, 1] stretched tiles
     std: list[float]
     percentiles: list[float] = field(default_factory=lambda: [2.0, 98.0])  # the engine's stretch
+    # A fixed stretch [low, high] (every band) used instead of the percentiles, e.g. [0, 255] for a model trained
+    # on 8-bit benchmark images divided by 255 (`rsseg train semantic`); None: the percentile stretch
+    value_range: Optional[list[float]] = None
     resolution: Optional[float] = None  # metres per pixel trained at (None: the raster's own grid)
     chip: int = 256  # training chip size: the tile size the model saw
     training: dict[str, Any] = field(default_factory=dict)  # data summary: raster, labels, field, split, chips
@@ -58,7 +61,13 @@ class BundleInfo:
         return len(self.bands)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, "version": FORMAT_VERSION, **asdict(self)}
+        """The manifest. A bundle without a fixed value range is written as version 1 without the field, exactly
+        as before, so older backends still read it; one with a value range is version 2, which an older backend
+        refuses ("update the backend") rather than segmenting it with the wrong scaling."""
+        data = asdict(self)
+        if self.value_range is None:
+            del data["value_range"]
+        return {"format": FORMAT, "version": 1 if self.value_range is None else 2, **data}
 
 
 def bundle_dir(path: PathLike) -> Path:
@@ -91,6 +100,12 @@ def read_bundle(path: PathLike) -> BundleInfo:
             or len(info.std) != len(info.bands) or not info.bands:
         raise ModelError(f"{manifest} is inconsistent: {len(info.classes)} classes with {len(info.colours)} "
                          f"colours, {len(info.bands)} bands with {len(info.mean)} means and {len(info.std)} stds")
+    value_range = info.value_range
+    if value_range is not None and not (isinstance(value_range, list) and len(value_range) == 2
+                                        and all(isinstance(v, (int, float)) for v in value_range)
+                                        and value_range[0] < value_range[1]):
+        raise ModelError(f"{manifest} is inconsistent: value_range must be [low, high] with low < high, got "
+                         f"{value_range!r}")
     return info
 
 

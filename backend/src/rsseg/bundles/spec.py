@@ -37,7 +37,9 @@ def bundle_spec(path: "str | Path") -> ModelSpec:
         description=info.description or f"{info.name}: trained on your layers ({', '.join(info.classes)}){score}",
         config={**info.config, "bundle": str(folder), "bundle_name": info.name, "classes": list(info.classes)},
         preprocess=Preprocess(info.n_inputs, tuple(info.mean), tuple(info.std), None,
-                              source_bands=tuple(info.bands), resolution=info.resolution),
+                              source_bands=tuple(info.bands), resolution=info.resolution,
+                              value_range=None if info.value_range is None else
+                              (float(info.value_range[0]), float(info.value_range[1]))),
         licence="your own model", real=True)
     with _lock:
         _specs[key] = spec

@@ -123,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_layers_parser(sub)
 
+    from ..training.dataset_cli import add_train_semantic_parser
+
+    add_train_semantic_parser(sub)
+
     doctor = sub.add_parser("doctor", help="print an environment report")
     doctor.add_argument("--markdown", action="store_true")
     doctor.add_argument("--json", action="store_true")
@@ -229,6 +233,12 @@ def cmd_train(args) -> int:
 
 def cmd_train_layers(args) -> int:
     from ..training.layers_cli import cmd_train_layers as run
+
+    return run(args)
+
+
+def cmd_train_semantic(args) -> int:
+    from ..training.dataset_cli import cmd_train_semantic as run
 
     return run(args)
 
@@ -351,7 +361,8 @@ def cmd_demo(args) -> int:
 
 COMMANDS = {"segment": cmd_segment, "models": cmd_models, "doctor": cmd_doctor, "serve": cmd_serve,
             "bench": cmd_bench, "demo": cmd_demo,
-            "eval": cmd_eval, "train": cmd_train, "train-layers": cmd_train_layers, "eval-refer": cmd_eval_refer}
+            "eval": cmd_eval, "train": cmd_train, "train-layers": cmd_train_layers,
+            "train-semantic": cmd_train_semantic, "eval-refer": cmd_eval_refer}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -359,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:2] == ["train", "layers"]:  # `rsseg train layers` is the train-layers verb
         argv = ["train-layers", *argv[2:]]
+    if argv[:2] == ["train", "semantic"]:  # `rsseg train semantic` is the train-semantic verb
+        argv = ["train-semantic", *argv[2:]]
     args = parser.parse_args(_join_negative_values(argv))
     try:
         return COMMANDS[args.command](args)

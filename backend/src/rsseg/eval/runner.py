@@ -122,7 +122,11 @@ class _Evaluator:
         from ..execution.feature_cache import FeatureCache
 
         self.options, self.spec, self.classes, self.coding, self.workdir = options, spec, classes, coding, workdir
-        threshold = spec.threshold if options.threshold is None else options.threshold
+        self.bundle = bundle_scaling(options)
+        # a trained bundle is scored by its argmax, as it was validated in training; the SegEarth-OV threshold
+        # is the open-vocabulary protocol's
+        default = None if self.bundle is not None else spec.threshold
+        threshold = default if options.threshold is None else options.threshold
         self.threshold = threshold or None  # 0 means none
         self.background = spec.background if self.threshold is not None else None
         self.cache = FeatureCache.from_env()
@@ -142,7 +146,10 @@ class _Evaluator:
         if self.options.resize:
             raster = _resized(pair.image, self.options.resize, self.workdir / "resized.tif")
         out_dir = Path(self.options.out) / "masks" / pair.key if self.options.out else self.workdir / "job"
-        stretch = None if self.options.percentile_stretch or dtype != "uint8" else (0.0, 255.0)
+        if self.bundle is not None:  # the bundle's own scaling: its fixed range, else the percentile stretch
+            stretch = None
+        else:
+            stretch = None if self.options.percentile_stretch or dtype != "uint8" else (0.0, 255.0)
         request = SegmentRequest(raster=str(raster), out_dir=str(out_dir), model=self.options.model,
                                  classes=list(self.classes), tile=self.options.tile, overlap=self.options.overlap,
                                  batch_size=self.options.batch_size, device=self.options.device,
@@ -157,6 +164,23 @@ class _Evaluator:
         prediction[mask == UNLABELLED] = NO_PREDICTION if self.background is None else self.background
         prediction[mask == NODATA] = NO_PREDICTION
         return prediction, label
+
+
+def bundle_scaling(options: EvalOptions) -> Optional[str]:
+    """None for a registry model; for a trained bundle the scaling it was trained with, which its jobs use
+    (service/segment.py model_defaults): "0..255" style text for a fixed range, else "percentile"."""
+    from ..models import get_spec
+
+    spec = get_spec(options.model)
+    if "bundle" not in spec.config:
+        return None
+    fixed = spec.preprocess.value_range
+    if fixed is None:
+        return "percentile (the bundle's)"
+    if options.percentile_stretch:
+        raise ParameterError(f"{options.model} was trained on values {fixed[0]:g}..{fixed[1]:g} scaled to 0..1 and "
+                             "always segments with that scaling: leave out --percentile-stretch", subject="model")
+    return f"{fixed[0]:g}..{fixed[1]:g} (the bundle's)"
 
 
 def evaluate(options: EvalOptions, progress: Optional[ImageProgress] = None) -> EvalReport:
@@ -180,7 +204,8 @@ def evaluate(options: EvalOptions, progress: Optional[ImageProgress] = None) -> 
     settings = {"tile": options.tile, "overlap": options.overlap, "batch_size": options.batch_size,
                 "resize": options.resize, "threshold": evaluator.threshold,
                 "background": names[evaluator.background] if evaluator.background is not None else None,
-                "stretch": "percentile" if options.percentile_stretch else "0..255 for 8-bit images",
+                "stretch": evaluator.bundle or ("percentile" if options.percentile_stretch else
+                                                "0..255 for 8-bit images"),
                 "classes": classes, "classes_file": str(dataset_class_file(spec, options.classes_file)),
                 "ignore_values": list(coding.ignore_values), "limit": options.limit}
     report = EvalReport(spec.name, spec.title, str(options.root), options.split, len(pairs), options.model,

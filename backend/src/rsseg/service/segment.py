@@ -24,7 +24,8 @@ class _NotedRunner(TileRunner):
 
 
 def model_defaults(request: SegmentRequest) -> SegmentRequest:
-    """The request with the model's own classes, bands and grid where it names none (a trained bundle's)."""
+    """The request with the model's own classes, bands, grid and fixed stretch where it names none (a trained
+    bundle's)."""
     spec = get_spec(request.model)
     preprocess = spec.preprocess
     if request.classes is None and request.sentence is None and "bundle" in spec.config:
@@ -33,6 +34,8 @@ def model_defaults(request: SegmentRequest) -> SegmentRequest:
         request = replace(request, bands=tuple(preprocess.source_bands))
     if request.resolution is None and preprocess.resolution:
         request = replace(request, resolution=preprocess.resolution)
+    if request.value_range is None and preprocess.value_range:
+        request = replace(request, value_range=tuple(preprocess.value_range))
     return request
 
 
