@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from rsseg.models.factory import load_component
 from rsseg.models.registry import get_spec
+from rsseg.models.rfm_seg import resnet_branch
 from rsseg.models.rfm_seg.connectors import Connectors, Fuse, VConnector, VLConnector
 from rsseg.models.rfm_seg.model import RFMSeg
 from rsseg.models.rfm_seg.prompts import TEMPLATES, class_prompts
@@ -74,7 +75,7 @@ def _reference_vl_map(visual, layer4, text, prompt_class, num_classes, vote, win
 
 
 @pytest.mark.parametrize("vote", ["hard", "soft"])
-def test_the_batched_vl_map_equals_the_per_window_loop(clip, vote):
+def test_the_batched_vl_map_equals_the_per_window_loop(clip, vote, monkeypatch):
     visual = clip[0].visual
     torch.manual_seed(3)
     layer4 = torch.randn(3, 512, 10, 12).relu()
@@ -87,6 +88,8 @@ def test_the_batched_vl_map_equals_the_per_window_loop(clip, vote):
         prompt_class = torch.tensor([0, 1, 2, 3, 1])
         batched = vl_map(windows, text, prompt_class, len(CLASSES), (10, 12), 7, 100.0, vote)
         reference = _reference_vl_map(visual, layer4, text, prompt_class, len(CLASSES), vote)
+        monkeypatch.setattr(resnet_branch, "WINDOW_ELEMENTS", 1)  # one row of windows at a time: the same
+        assert torch.allclose(window_embeddings(visual, layer4, 7), windows, atol=1e-6)
     assert batched.shape == (3, len(CLASSES), 10, 12)
     assert torch.allclose(batched, reference, atol=1e-5)
     assert not torch.equal(batched[0], batched[1])  # each image its own map (the public code kept the last one)

@@ -6,7 +6,7 @@ of the last block of layer2, layer3 and layer4 (2, 4 and 8 x width at 1/8, 1/16,
 RN50, ResNet-18's widths). The public code reads the same tensors by running the blocks by hand.
 
 Window embeddings: every `window` x `window` window (stride 1) of layer4's output pooled by CLIP's own
-attention pool, as if each window were a 224-px image, in one batched pass (the public code loops over
+attention pool, as if each window were a 224-px image, computed for all windows at once (the public code loops over
 windows and images in Python).
 """
 
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-WINDOW_CHUNK = 512  # windows pooled per attention-pool call (bounds the memory of large tiles)
+WINDOW_ELEMENTS = 1 << 26  # keys (and values) held at once: windows x (1 + window²) x channels
 
 
 def _bottleneck(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,12 +62,41 @@ def feature_channels(visual: nn.Module) -> tuple[int, int, int, int]:
 
 def window_embeddings(visual: nn.Module, layer4: torch.Tensor, window: int) -> torch.Tensor:
     """[B, C, h, w] -> L2-normalised [B, D, h', w'] embeddings of the windows at each offset (h' = h - window
-    + 1; a map smaller than a window is first padded by replication to one window)."""
-    b, c, h, w = layer4.shape
-    layer4 = F.pad(layer4, (0, max(0, window - w), 0, max(0, window - h)), mode="replicate") \
-        if h < window or w < window else layer4
-    patches = layer4.unfold(2, window, 1).unfold(3, window, 1)  # B, C, h', w', win, win
-    hh, ww = patches.shape[2:4]
-    patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(b * hh * ww, c, window, window)
-    pooled = torch.cat([visual.attnpool(chunk) for chunk in patches.split(WINDOW_CHUNK)])
-    return F.normalize(pooled.float(), dim=-1).reshape(b, hh, ww, -1).permute(0, 3, 1, 2)
+    + 1; a map smaller than a window is first padded by replication to one window): what CLIP's attention pool
+    gives for each window, exactly, computed without pooling each window on its own.
+
+    The pool's query is the window's mean token plus a position; its keys and values are the tokens plus
+    theirs. Projections are linear, so every token is projected once (and the window means are means of the
+    projections), and only the mean token's query is attended with (the pool returns that output only).
+    """
+    pool = visual.attnpool
+    h, w = layer4.shape[-2:]
+    if h < window or w < window:
+        layer4 = F.pad(layer4, (0, max(0, window - w), 0, max(0, window - h)), mode="replicate")
+    tokens = layer4.permute(0, 2, 3, 1)  # B, h, w, C
+    pos = pool.positional_embedding.to(tokens.dtype)  # 1 + window², C: the mean token's, then row-major
+    projected = [(tokens @ layer.weight.T, pos @ layer.weight.T + layer.bias)
+                 for layer in (pool.q_proj, pool.k_proj, pool.v_proj)]
+    rows = max(1, WINDOW_ELEMENTS // max(1, (tokens.shape[2] - window + 1) * (window * window + 1) * tokens.shape[3]
+                                         * tokens.shape[0]))
+    out = [_pool_rows(pool, projected, window, top, rows) for top in range(0, tokens.shape[1] - window + 1, rows)]
+    return F.normalize(torch.cat(out, dim=1).float(), dim=-1).permute(0, 3, 1, 2)
+
+
+def _pool_rows(pool: nn.Module, projected: list, window: int, top: int, rows: int) -> torch.Tensor:
+    """The pooled windows whose top row is in top .. top + rows - 1: [B, rows, w', D]."""
+    (qx, qp), (kx, kp), (vx, vp) = [(x[:, top:top + rows + window - 1], p) for x, p in projected]
+
+    def mean(x: torch.Tensor) -> torch.Tensor:  # B, y, x, C -> the window means B, y', x', C
+        return F.avg_pool2d(x.permute(0, 3, 1, 2), window, stride=1).permute(0, 2, 3, 1)
+
+    def sequence(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:  # B, y', x', 1 + window², C
+        inside = x.unfold(1, window, 1).unfold(2, window, 1).flatten(-2).transpose(-1, -2)
+        return torch.cat([(mean(x) + p[0]).unsqueeze(-2), inside + p[1:]], dim=-2)
+
+    q, k, v = mean(qx) + qp[0], sequence(kx, kp), sequence(vx, vp)
+    heads = pool.num_heads
+    q = q.unflatten(-1, (heads, -1))
+    k, v = k.unflatten(-1, (heads, -1)), v.unflatten(-1, (heads, -1))
+    attn = (torch.einsum("byxhd,byxthd->byxht", q, k) * q.shape[-1] ** -0.5).softmax(dim=-1)
+    return pool.c_proj(torch.einsum("byxht,byxthd->byxhd", attn, v).flatten(-2))
