@@ -208,3 +208,26 @@ def load_component_or_entry(model_id: str):
     from rsseg.models.factory import warm
 
     return warm(get_spec(model_id), "cpu", load_clip)
+
+
+def test_rsseg_models_shows_trainable_against_total_parameters(tmp_path, monkeypatch):
+    from rsseg.models import catalog
+
+    monkeypatch.setenv(catalog.ENV_CACHE_DIR, str(tmp_path))
+    catalog.clear_parameter_cache()
+    rows = {r["id"]: r for r in catalog.model_rows() if r["id"].startswith("rfm-seg")}
+    counted = {k: (r["parameters_trainable"], r["parameters_total"]) for k, r in rows.items()}
+    assert counted["rfm-seg-r18-rn50"] == (2_904_512, 116_636_543)  # docs/rfm-seg.md; 3 bands, 6 classes
+    assert counted["rfm-seg-r18-rn50-tiny"] == (202_352, 3_888_213)
+    vit_trainable, vit_total = counted["rfm-seg-r18-vit-b-32"]
+    assert 0 < vit_trainable < vit_total // 10
+
+
+def test_the_config_a_bundle_records_keeps_its_prompts(clip):
+    net = _net(clip)
+    assert net.config["prompts"] == dict(zip(CLASSES, net.prompts))
+    model, tokenizer = clip
+    spec = get_spec("remoteclip-rn50-tiny")
+    recorded = {**net.config, "prompts": {**net.config["prompts"], "building": ["a red roof"]}}
+    again = RFMSeg(recorded, 3, len(CLASSES), _host(), model, tokenizer, spec.preprocess.mean, spec.preprocess.std)
+    assert again.prompts == [["a red roof"], *net.prompts[1:]]  # the recorded prompts, not today's presets

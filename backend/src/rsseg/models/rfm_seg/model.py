@@ -76,8 +76,9 @@ class RFMSeg(nn.Module):
                                   num_classes, int(cfg["kernel"]), int(cfg["mlp_ratio"]))
         self.prompts: list[list[str]] = []
         self._text_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
-        self.set_prompts(class_prompts(cfg.get("classes") or [f"class {k + 1}" for k in range(num_classes)],
-                                       cfg.get("prompts"), cfg.get("dataset")))
+        classes = cfg.get("classes") or [f"class {k + 1}" for k in range(num_classes)]
+        self.set_prompts(class_prompts(classes, cfg.get("prompts"), cfg.get("dataset")))
+        self.config["prompts"] = dict(zip(classes, self.prompts))  # a bundle keeps the prompts it trained with
 
     @property
     def fixed_normalisation(self) -> tuple[list[float], list[float]]:
