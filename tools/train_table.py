@@ -8,6 +8,8 @@ number of epochs with no validation (nothing is selected on the test side); the 
 the whole raster through the product path (run_segment), and the class's IoU is scored on the
 eastern 40 % where labels count. Baselines, scored on the same pixels: the all-class mask, and the
 best single-band threshold fitted on the labelled pixels of the western 60 % (raw band values).
+A FUSED entry (RFM-Seg) trains after its host family's row of a case, on the same labels, with that row's
+bundle as its frozen host; its row names the host and the host's own IoU.
 
 Cases (tests/data/README.md has sources and licences):
 - atlanta-buildings: SpaceNet WorldView pan 900², 0.5 m; 43 footprints; labelled area = the raster.
@@ -121,6 +123,12 @@ FAMILIES = {"unetformer-r18": dict(epochs=30, chip=256, stride=128, batch_size=8
             "sam-head-litemedsam": dict(epochs=10, chip=256, stride=128, batch_size=8, augment=False)}
 QUICK = {"unetformer-r18-tiny": dict(epochs=2, chip=128, stride=128, batch_size=4),
          "sam-head-litemedsam-tiny": dict(epochs=2, chip=128, stride=128, batch_size=4)}
+# Entries that fuse into a bundle trained above: each trains right after its host's row of a case, with that
+# bundle as the (frozen) host, on the same labels, and its row also gives the host's own IoU. The -tiny RFM-Seg
+# differs from the real one only by its CLIP (random weights: the real RemoteCLIP cannot be downloaded here).
+FUSED = {"rfm-seg-r18-rn50-tiny": dict(host="unetformer-r18", epochs=15, chip=256, stride=128, batch_size=8)}
+QUICK_FUSED = {"rfm-seg-r18-rn50-tiny": dict(host="unetformer-r18-tiny", epochs=2, chip=128, stride=128,
+                                             batch_size=4)}
 
 
 def _truth(case: Case, fields: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -135,7 +143,8 @@ def _truth(case: Case, fields: dict) -> tuple[np.ndarray, np.ndarray]:
     return raster == labels.class_names.index(case.target), raster != labels.ignore_index
 
 
-def run_case(case: Case, family: str, settings: dict, work: Path) -> dict:
+def run_case(case: Case, family: str, settings: dict, work: Path, host: Optional[dict] = None) -> dict:
+    """One row; `host`: the row of the bundle this entry fuses into (FUSED)."""
     from rsseg.eval.baselines import binary_iou, everything_iou, fit_threshold
     from rsseg.protocol.contracts import SegmentRequest
     from rsseg.protocol.training import TrainLayersRequest
@@ -155,7 +164,7 @@ def run_case(case: Case, family: str, settings: dict, work: Path) -> dict:
     request = TrainLayersRequest(raster=str(case.raster), labels=fields["labels"], field="class",
                                  out=str(work / f"{case.name}-{family}"), model=family, mode=fields["mode"],
                                  area=fields.get("area"), validation="none", patience=0, device="auto", seed=0,
-                                 **settings)
+                                 host=host["model"] if host else None, **settings)
     t0 = time.perf_counter()
     result = train_layers(request)
     seconds = time.perf_counter() - t0
@@ -167,7 +176,9 @@ def run_case(case: Case, family: str, settings: dict, work: Path) -> dict:
         mask = src.read(1)
     target_id = next(c.id for c in seg.classes if c.name == case.target)
     threshold = fit_threshold(image, truth, train)
-    return {"case": case.name, "family": family, "iou": binary_iou(mask == target_id, truth, test),
+    return {"case": case.name, "family": family, "model": result.model,
+            "host": host and {"family": host["family"], "iou": host["iou"]},
+            "iou": binary_iou(mask == target_id, truth, test),
             "all_class": everything_iou(truth, test), "threshold": binary_iou(threshold.apply(image), truth, test),
             "train_s": seconds, "segment_s": seg.timings["total"], "epochs": result.epochs,
             "train_chips": result.train_chips, "test_pixels": int(test.sum()),
@@ -178,7 +189,8 @@ def table(rows: list[dict]) -> str:
     lines = ["| case | family | IoU (east 40 %) | all-class | colour threshold | training | epochs x chips |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['case']} | {r['family']} | {r['iou']:.3f} | {r['all_class']:.3f} | {r['threshold']:.3f} | "
+        family = f"{r['family']} on {r['host']['family']} ({r['host']['iou']:.3f})" if r.get("host") else r["family"]
+        lines.append(f"| {r['case']} | {family} | {r['iou']:.3f} | {r['all_class']:.3f} | {r['threshold']:.3f} | "
                      f"{r['train_s'] / 60:.1f} min | {r['epochs']} x {r['train_chips']} |")
     return "\n".join(lines)
 
@@ -201,7 +213,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the test-size twins, two short epochs (a smoke run)")
     parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=list(CASES))
-    parser.add_argument("--families", nargs="+", help="trainable model ids (default: the real families)")
+    parser.add_argument("--families", nargs="+", help="trainable model ids (default: the real families and the "
+                                                      "FUSED entries; a fused one trains after its host's row)")
+    parser.add_argument("--epochs", type=int, help="every family's epochs, fused ones included (a shorter run)")
     parser.add_argument("--json", help="also write the rows to this JSON file")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default); 1 is "
                                                                "much faster while another process computes")
@@ -212,7 +226,15 @@ def main(argv: Optional[list[str]] = None) -> int:
 
         torch.set_num_threads(args.threads)
     families = QUICK if args.quick else FAMILIES
-    chosen = {f: families.get(f, FAMILIES.get(f, QUICK.get(f))) for f in (args.families or families)}
+    fused = QUICK_FUSED if args.quick else FUSED
+    chosen = {f: dict(families.get(f) or FAMILIES.get(f) or QUICK[f]) for f in (args.families or families)
+              if f not in fused}
+    fused = {f: dict(s) for f, s in fused.items() if (args.families is None or f in args.families)}
+    for settings in (*chosen.values(), *fused.values()) if args.epochs else ():
+        settings["epochs"] = args.epochs
+    missing = [f"{f} (host {s['host']})" for f, s in fused.items() if s["host"] not in chosen]
+    if missing:
+        parser.error(f"a fused entry trains on its host's bundle: add the host to --families: {', '.join(missing)}")
     if any(f.startswith("sam-head-litemedsam") and not f.endswith("-tiny") for f in chosen):
         ensure_litemedsam()
     rows = []
@@ -224,6 +246,12 @@ def main(argv: Optional[list[str]] = None) -> int:
                 row = run_case(CASES[name], family, settings, work)
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
+                for entry, fused_settings in fused.items():
+                    if fused_settings["host"] == family:
+                        (work / entry).mkdir(exist_ok=True)
+                        rows.append(run_case(CASES[name], entry, {k: v for k, v in fused_settings.items()
+                                                                  if k != "host"}, work / entry, host=row))
+                        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     print(table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))

@@ -3,6 +3,7 @@ connectors that start as the identity, and a frozen host and CLIP while the conn
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -231,3 +232,27 @@ def test_the_config_a_bundle_records_keeps_its_prompts(clip):
     recorded = {**net.config, "prompts": {**net.config["prompts"], "building": ["a red roof"]}}
     again = RFMSeg(recorded, 3, len(CLASSES), _host(), model, tokenizer, spec.preprocess.mean, spec.preprocess.std)
     assert again.prompts == [["a red roof"], *net.prompts[1:]]  # the recorded prompts, not today's presets
+
+
+def test_a_bundle_asked_for_some_of_its_classes_labels_them_only_where_they_beat_the_others():
+    from rsseg.models.segmenter import SegmenterTileModel
+    from rsseg.raster.engine import decide
+
+    torch.manual_seed(0)
+    net = make_unetformer({**get_spec("unetformer-r18-tiny").config, "pretrained": None}, 3, 4).eval()
+    with torch.no_grad():  # a random head's logits hardly vary: widen them, so that the winner changes by pixel
+        net.decoder.segmentation_head[-1].weight.mul_(100.0)
+    tiles = torch.rand(2, 3, 64, 64).numpy()
+    every = SegmenterTileModel(net, CLASSES, [0.5] * 3, [0.25] * 3, "cpu")
+    full = every(tiles)
+    assert every.activation == "softmax" and full.shape == (2, 4, 64, 64)
+    some = SegmenterTileModel(net, CLASSES, [0.5] * 3, [0.25] * 3, "cpu", keep=[3, 0])
+    assert some.activation == "sigmoid" and some.class_names == ("water", "building")
+    valid, seen = np.ones((64, 64), bool), set()
+    for tile in range(2):
+        classes, _ = decide(some(tiles)[tile], valid, some.activation, None)
+        winner = full[tile].argmax(axis=0)
+        expected = np.select([winner == 3, winner == 0], [1, 2], 0)  # ids follow the request; 0 unlabelled
+        assert np.array_equal(classes, expected)
+        seen |= set(np.unique(expected).tolist())
+    assert {0, 1} <= seen  # the tiles test both sides of the rule

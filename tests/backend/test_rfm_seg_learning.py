@@ -126,6 +126,18 @@ def test_the_bundle_holds_the_host_but_not_clip_and_segments_without_the_host_fo
     assert '"mask"' in capsys.readouterr().out and any((tmp_path / "cli").glob("*.tif"))
 
 
+def test_asked_for_water_alone_it_labels_water_only_where_it_is(trained, tmp_path):
+    held_out = trained["held_out"]
+    result = run_segment(SegmentRequest(raster=str(held_out[0]), out_dir=str(tmp_path / "water"),
+                                        model=trained["fused"].model, classes=["water"], tile=96, overlap=32,
+                                        device="cpu"))
+    with rasterio.open(result.mask) as src:
+        mask = src.read(1)
+    assert [c.name for c in result.classes] == ["water"]
+    assert binary_iou(mask == 1, held_out[2], np.ones_like(held_out[2])) > 0.5
+    assert (mask == 0).mean() > 0.5  # the field and the buildings stay unlabelled
+
+
 def test_a_class_written_with_synonyms_sets_its_vl_map_prompts_and_the_features_are_reused(trained):
     from rsseg.execution.feature_cache import FeatureCache
     from rsseg.execution.tile_runner import TileRunner

@@ -98,7 +98,8 @@ def test_the_model_list_offers_the_trainable_families(provider, models_cache):
             {"id": "/data/models/roofs", "task": "classes", "bundle": True, "name": "roofs",
              "classes": ["background", "roof"]}]
     models_cache.remove(CACHE_KEY)
-    assert trainable_choices() == ["unetformer-r18", "sam-head-litemedsam", "rfm-seg-r18-rn50"]  # the protocol's
+    assert trainable_choices() == ["unetformer-r18", "sam-head-litemedsam", "rfm-seg-r18-rn50",
+                                   "rfm-seg-r18-vit-b-32"]  # the protocol's
     models_cache.setValue(CACHE_KEY, json.dumps(rows))
     models_cache.setValue(SHOW_TEST_KEY, False)
     assert trainable_choices() == ["unetformer-r18", "sam-head-litemedsam"]

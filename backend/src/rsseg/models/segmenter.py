@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from ..errors import ModelError
-from ..execution.tile_model import SOFTMAX
+from ..execution.tile_model import SIGMOID, SOFTMAX
 from ..spec import ModelSpec
 from .factory import _lookup, _registrar
 
@@ -53,9 +53,13 @@ def load_trained_state(net: "nn.Module", state: "dict[str, torch.Tensor]", where
 
 class SegmenterTileModel:
     """A trained semantic segmenter as a TileModel: normalises the engine's [0, 1] tiles with the
-    training mean/std, pads to the network's multiple, and keeps the requested classes' channels."""
+    training mean/std, pads to the network's multiple, and keeps the requested classes' channels.
 
-    activation = SOFTMAX
+    All its classes: softmax logits. Some of them: a pixel takes a requested class only where the network
+    ranks that class above every class left out (else it stays unlabelled), so asking for "water" alone
+    does not paint every pixel water. The channels are then SIGMOID logits log(p_c / p_best left out),
+    whose sigmoid p_c / (p_c + p_best left out) passes the engine's 0.5 exactly where c beats them all.
+    """
 
     def __init__(self, net: "nn.Module", class_names: Sequence[str], mean: Sequence[float], std: Sequence[float],
                  device: str, keep: Sequence[int] | None = None):
@@ -65,6 +69,8 @@ class SegmenterTileModel:
         self.device = device
         self.n_inputs = len(mean)
         self.keep = list(range(len(class_names))) if keep is None else list(keep)
+        self.left_out = [i for i in range(len(class_names)) if i not in self.keep]
+        self.activation = SIGMOID if self.left_out else SOFTMAX
         self.class_names = tuple(class_names[i] for i in self.keep)
         self.multiple = int(getattr(net, "multiple", 32))
         self._mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
@@ -89,7 +95,15 @@ class SegmenterTileModel:
         x, (h, w) = self.prepare(batch)
         with torch.inference_mode():
             logits = self.net(x)
-        return logits[:, self.keep, :h, :w].float().cpu().numpy()
+        return self.pick(logits[:, :, :h, :w])
+
+    def pick(self, logits: "torch.Tensor") -> np.ndarray:
+        """The network's [B, K, h, w] logits -> the requested classes' logits (see the class docstring)."""
+        if not self.left_out:
+            return logits[:, self.keep].float().cpu().numpy()
+        log_p = logits.float().log_softmax(dim=1)
+        rest = log_p[:, self.left_out].amax(dim=1, keepdim=True)
+        return (log_p[:, self.keep] - rest).cpu().numpy()
 
 
 def choose_classes(spec: ModelSpec, prompts: list[str]) -> list[int]:

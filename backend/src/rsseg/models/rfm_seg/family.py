@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ...errors import ModelError
 from ...spec import ModelSpec
 from ..factory import builder, refuse_options, weights_id
 from ..registry import get_spec
@@ -47,7 +48,7 @@ class RFMSegTileModel(SegmenterTileModel):
         padded = (parts[0].shape[-2] * 4, parts[0].shape[-1] * 4)  # the host's first features are at 1/4
         with torch.inference_mode():
             logits = self.net.decode(parts, padded)
-        return logits[:, self.keep, :h, :w].float().cpu().numpy()
+        return self.pick(logits[:, :, :h, :w])
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.decode(self.encode(batch))
@@ -82,7 +83,11 @@ def build_rfm_seg(spec: ModelSpec, prompts: list[str], activation: str, device: 
     net = _bundle_net(info.config, info.n_inputs, len(info.classes), device)
     load_trained_state(net, load_state(folder, info), folder)
     names, given = split_prompts(prompts)
-    keep = choose_classes(spec, names) if names else list(range(len(info.classes)))
+    try:
+        keep = choose_classes(spec, names) if names else list(range(len(info.classes)))
+    except ModelError as exc:
+        raise ModelError(f"{exc}; to give a class its own VL-map prompts, write them after its name and end the "
+                         "class with ';', e.g. \"water, a yellow pond;\"") from None
     if given:
         own = {c.lower(): p for c, p in zip(info.classes, net.prompts)}
         net.set_prompts(class_prompts(info.classes, {**own, **given}))
