@@ -197,6 +197,18 @@ def test_vaihingen_rgb_labels_train_with_the_isprs_coding(tmp_path, capsys):
     assert code == 0 and len(report["metrics"]["classes"]) == 6 and report["settings"]["background"] is None
 
 
+def test_loveda_urban_reads_the_urban_scenes_only(tmp_path):
+    from rsseg.datasets.semantic import DATASETS, find_pairs
+
+    for domain in ("Urban", "Rural"):
+        for n in range(2 if domain == "Urban" else 3):
+            _write(tmp_path / f"Train/{domain}/images_png/{n}.png", np.zeros((3, 32, 32), np.uint8))
+            _write(tmp_path / f"Train/{domain}/masks_png/{n}.png", np.ones((32, 32), np.uint8))
+    urban = find_pairs(DATASETS["loveda-urban"], tmp_path, "train")
+    assert len(urban) == 2 and all("/Urban/" in str(p.image) for p in urban)
+    assert len(find_pairs(DATASETS["loveda"], tmp_path, "train")) == 5
+
+
 def test_loveda_as_distributed_with_no_data_and_synonym_class_lines(tmp_path, capsys):
     """{Split}/{Urban,Rural}/images_png + masks_png: 0 is no-data, 1..7 the classes; the class file's lines
     ("building,roof,house") name the bundle's classes by their first synonym, and eval's lines find them."""

@@ -110,6 +110,12 @@ DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
         notes="label 0 is no-data (ignored); 1..7 background, building, road, water, barren, forest, "
               "agricultural"),
     DatasetSpec(
+        "loveda-urban", "LoveDA Urban",
+        (Layout("{Split}/Urban/images_png/*", "images_png", "masks_png",
+                description="as distributed, the urban domain only: {Split}/Urban/images_png/ + masks_png/"),),
+        "loveda.txt", {v: v - 1 for v in range(1, 8)}, (0,), background=0, threshold=0.3,
+        notes="LoveDA's urban scenes (RFM-Seg's benchmark); labels as loveda"),
+    DatasetSpec(
         "potsdam", "ISPRS Potsdam", (_MMSEG,), "potsdam.txt", ISPRS_VALUES, (0, 255), ISPRS_COLOURS,
         background=5, threshold=0.1,
         notes="512x512 clips of the RGB orthophotos (mmseg converter); 6 classes scored, clutter included"),

@@ -8,7 +8,7 @@ import sys
 
 from ..protocol.contracts import DEFAULT_MODELS, DEVICE_CHOICES
 
-DATASET_CHOICES = ("loveda", "potsdam", "vaihingen", "openearthmap", "folder")
+DATASET_CHOICES = ("loveda", "loveda-urban", "potsdam", "vaihingen", "openearthmap", "folder")
 
 
 def add_eval_parser(sub) -> argparse.ArgumentParser:

@@ -9,8 +9,6 @@ training/dataset_run.py. Torch-free at import, as `rsseg --help` imports every p
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from typing import Any
 
 from ..errors import ParameterError
@@ -103,26 +101,7 @@ def summary(result) -> str:
 
 
 def cmd_train_semantic(args) -> int:
-    from ..errors import Cancelled
-    from ..progress import CancelToken, Progress
-    from ..signals import EXIT_TERMINATED, signal_name, stop_on_signals
     from .dataset_run import train_dataset
-    from .layers_cli import epoch_line
+    from .layers_cli import run_training_verb
 
-    chatty = not args.quiet and not args.json
-
-    def progress(event: Progress) -> None:
-        if chatty and event.stage == "train" and "val_miou" in event.detail:
-            print(epoch_line(event.detail, event.total), file=sys.stderr, flush=True)
-
-    cancel = CancelToken()
-    with stop_on_signals(cancel.cancel) as received:
-        try:
-            result = train_dataset(request_from_args(args), progress, cancel, bar=chatty)
-        except Cancelled as exc:
-            if not received:
-                raise
-            print(f"rsseg: stopped by {signal_name(received[0])}: {exc}", file=sys.stderr)
-            return EXIT_TERMINATED
-    print(json.dumps(result.to_dict(), indent=2) if args.json else summary(result))
-    return 0
+    return run_training_verb(args, train_dataset, request_from_args(args), summary)

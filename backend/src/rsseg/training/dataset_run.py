@@ -50,7 +50,7 @@ from ..datasets.semantic import (
     map_labels,
 )
 from ..devices import resolve_device
-from ..errors import Cancelled, ParameterError, request_rules
+from ..errors import ParameterError, request_rules
 from ..jsonfile import read_json_file, write_json_file
 from ..models.prompts import display_name
 from ..models.registry import get_spec
@@ -76,7 +76,7 @@ from ..weights.trained_checkpoint import load_checkpoint
 from .augment import Augment
 from .base import TrainConfig
 from .layer_data import CACHE_BYTES
-from .layers_run import BEST, _epochs, _last_checkpoint, _remove_run_files, _score, resolve_host
+from .layers_run import BEST, _epochs, _last_checkpoint, _remove_run_files, _score, in_run_folder, resolve_host
 from .net_setup import build_training_net
 from .registry import family_of, get_trainer
 from .semantic import SemanticTrainer
@@ -87,6 +87,7 @@ SCHEDULES: dict[str, dict[str, int]] = {
     "vaihingen": {"epochs": 105, "batch_size": 8, "crop": 512},
     "potsdam": {"epochs": 45, "batch_size": 8, "crop": 768},
     "loveda": {"epochs": 30, "batch_size": 16, "crop": 512},
+    "loveda-urban": {"epochs": 30, "batch_size": 16, "crop": 512},  # RFM-Seg's LoveDA: the urban scenes
 }
 PLAIN: dict[str, int] = {"epochs": 20, "batch_size": 8, "crop": 512}  # the default schedule of any dataset
 SCHEDULE_NAMES = ("default", "public")
@@ -571,18 +572,8 @@ def train_dataset(request: TrainDatasetRequest, progress: Optional[ProgressCallb
     request.validate()
     out = Path(request.out).expanduser().absolute()
     request = _check_folder(request, out)
-    created = not out.exists()
-    try:
-        return _run(request, out, progress, cancel, bar)
-    except BaseException as exc:
-        if _last_checkpoint(out) is None:  # nothing to resume: leave no trace
-            _remove_run_files(out)
-            if created and out.is_dir() and not any(out.iterdir()):
-                out.rmdir()
-        elif isinstance(exc, Cancelled):
-            raise Cancelled(f"training cancelled; the last finished epoch is kept in {out}: resume the run to "
-                            "continue (`rsseg train semantic --resume RUN`), or delete the folder") from None
-        raise
+    return in_run_folder(out, lambda: _run(request, out, progress, cancel, bar),
+                         "resume the run (`rsseg train semantic --resume RUN`)")
 
 
 def _run(request: TrainDatasetRequest, out: Path, progress: Optional[ProgressCallback],

@@ -39,17 +39,24 @@ def interpolate_positions(pos: torch.Tensor, grid: tuple[int, int]) -> torch.Ten
     return torch.cat([cls, patches.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], -1)])
 
 
-def dense_features(visual: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """open_clip VisionTransformer + normalised images [B, 3, H, W] -> (patches [B, E, h, w], cls [B, E]).
-
-    Both are in the joint embedding space (after ln_post and proj) and not yet L2-normalised.
-    """
+def embed_patches(visual: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    """The tokens a VisionTransformer's first block takes ([B, 1 + h*w, width]: class token, then patches with
+    positions resized to the grid) and the patch grid (h, w)."""
     x = visual.conv1(images)
     b, width, gh, gw = x.shape
     x = x.flatten(2).transpose(1, 2)
     cls = visual.class_embedding.to(x.dtype).expand(b, 1, width)
     x = torch.cat([cls, x], dim=1) + interpolate_positions(visual.positional_embedding, (gh, gw)).to(x.dtype)
-    x = visual.ln_pre(x)
+    return visual.ln_pre(x), (gh, gw)
+
+
+def dense_features(visual: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """open_clip VisionTransformer + normalised images [B, 3, H, W] -> (patches [B, E, h, w], cls [B, E]).
+
+    Both are in the joint embedding space (after ln_post and proj) and not yet L2-normalised.
+    """
+    x, (gh, gw) = embed_patches(visual, images)
+    b = x.shape[0]
     transformer = visual.transformer
     if not getattr(transformer, "batch_first", True):  # older open_clip runs blocks sequence-first
         x = x.transpose(0, 1)

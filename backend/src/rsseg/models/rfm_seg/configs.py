@@ -34,9 +34,3 @@ TINY_RN_CLIP: dict[str, Any] = {
     "vision_cfg": {"image_size": 224, "layers": [1, 1, 1, 1], "width": 16, "head_width": 64},
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
 }
-
-# GeoSeg's public schedules for UNetFormer and RFM-Seg (its config/<dataset>/unetformer.py): epochs, batch and
-# crop; `rsseg train semantic --schedule public` uses them (lr, optimizer and schedule: docs/rfm-seg.md).
-SCHEDULES: dict[str, dict[str, int]] = {"vaihingen": {"epochs": 105, "batch_size": 8, "crop": 512},
-                                        "potsdam": {"epochs": 45, "batch_size": 8, "crop": 768},
-                                        "loveda": {"epochs": 30, "batch_size": 16, "crop": 512}}

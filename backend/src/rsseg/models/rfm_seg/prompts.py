@@ -37,7 +37,8 @@ _LOVEDA = {
                "tree on the low vegetation"),
     "agricultural": ("agricultural",),
 }
-DATASET_PROMPTS: dict[str, dict[str, tuple[str, ...]]] = {"vaihingen": _ISPRS, "potsdam": _ISPRS, "loveda": _LOVEDA}
+DATASET_PROMPTS: dict[str, dict[str, tuple[str, ...]]] = {"vaihingen": _ISPRS, "potsdam": _ISPRS, "loveda": _LOVEDA,
+                                                         "loveda-urban": _LOVEDA}
 
 
 def _names(class_name: str) -> list[str]:

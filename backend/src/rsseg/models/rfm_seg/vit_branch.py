@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..clip.dense import interpolate_positions, self_self_attention
+from ..clip.dense import embed_patches, self_self_attention
 
 
 def taps(n_blocks: int) -> list[int]:
@@ -34,12 +34,8 @@ def stride(visual: nn.Module) -> int:
 def features(visual: nn.Module, image: torch.Tensor, window: int) -> tuple[list[torch.Tensor], torch.Tensor]:
     """CLIP-normalised RGB [B, 3, H, W] -> (four V features [B, width, H/p, W/p], L2-normalised window
     embeddings [B, E, h', w'])."""
-    x = visual.conv1(image)
-    b, width, gh, gw = x.shape
-    x = x.flatten(2).transpose(1, 2)
-    cls = visual.class_embedding.to(x.dtype).expand(b, 1, width)
-    x = torch.cat([cls, x], dim=1) + interpolate_positions(visual.positional_embedding, (gh, gw)).to(x.dtype)
-    x = visual.ln_pre(x)
+    x, (gh, gw) = embed_patches(visual, image)
+    b, width = x.shape[0], x.shape[-1]
     blocks = visual.transformer.resblocks
     wanted, maps = taps(len(blocks)), {}
     sequence_first = not getattr(visual.transformer, "batch_first", True)
