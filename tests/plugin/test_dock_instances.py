@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer
+from qgis.core import Qgis, QgsProject, QgsRasterLayer
+from qt_events import wait_for
 
 from rs_refseg_plugin.core.settings import PluginSettings
 from rs_refseg_plugin.ui.dock import SegmentDock
@@ -35,14 +35,6 @@ def scene(tmp_path):
     assert layer.isValid()
     QgsProject.instance().addMapLayer(layer)
     return layer
-
-
-def wait_for(condition, seconds: float = 180) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition() and time.monotonic() < deadline:
-        QgsApplication.processEvents()
-        time.sleep(0.02)
-    assert condition(), "timed out"
 
 
 def listed_dock(plugin) -> SegmentDock:

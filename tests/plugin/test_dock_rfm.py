@@ -9,12 +9,12 @@ both in "My models" (bundles/index.py), here a folder of the module's, which the
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer
+from qgis.core import Qgis, QgsProject, QgsRasterLayer
+from qt_events import wait_for
 
 from rs_refseg_plugin.core.backend import close_shared_backend
 from rs_refseg_plugin.ui.dock import SegmentDock
@@ -108,14 +108,6 @@ def scene(bundles):
     assert layer.isValid()
     QgsProject.instance().addMapLayer(layer)
     return layer
-
-
-def wait_for(condition, seconds: float = 180) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition() and time.monotonic() < deadline:
-        QgsApplication.processEvents()
-        time.sleep(0.02)
-    assert condition(), "timed out"
 
 
 def pick(dock: SegmentDock, model: str) -> None:

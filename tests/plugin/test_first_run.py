@@ -6,12 +6,12 @@ Real headless QGIS and the real worker (`rsseg serve` on this venv's Python)."""
 from __future__ import annotations
 
 import sys
-import time
 import zipfile
 from pathlib import Path
 
 import pytest
-from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer, QgsRectangle, QgsSettings, QgsVectorLayer
+from qgis.core import Qgis, QgsProject, QgsRasterLayer, QgsRectangle, QgsSettings, QgsVectorLayer
+from qt_events import wait_for
 
 from rs_refseg_plugin.core.layers import local_raster
 from rs_refseg_plugin.core.settings import PREFIX
@@ -66,14 +66,6 @@ def fresh(started_plugin, monkeypatch):
     monkeypatch.delenv("RSSEG_PYTHON", raising=False)
     monkeypatch.setattr("rs_refseg_plugin.core.settings.default_python", lambda: "")
     return started_plugin
-
-
-def wait_for(condition, seconds: float = 180) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition() and time.monotonic() < deadline:
-        QgsApplication.processEvents()
-        time.sleep(0.02)
-    assert condition(), "timed out"
 
 
 def run(dock) -> None:

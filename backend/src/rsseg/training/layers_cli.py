@@ -140,19 +140,13 @@ def summary(result) -> str:
     return "\n".join(lines)
 
 
-def cmd_train_layers(args) -> int:
+def run_training_verb(args, train, request, summarise) -> int:
+    """The body both training verbs share: epoch lines on stderr, SIGTERM/SIGHUP as cancel (exit 143), and the
+    result as JSON or `summarise(result)`. `train(request, progress, cancel, bar)` runs it."""
     from ..errors import Cancelled
     from ..progress import CancelToken, Progress
     from ..signals import EXIT_TERMINATED, signal_name, stop_on_signals
-    from .layers_run import export_layers, train_layers
 
-    if args.export:
-        manifest = export_layers(request_from_args(args))
-        splits = [c["split"] for c in manifest["chips"]]
-        print(json.dumps(manifest, indent=2) if args.json else
-              f"{splits.count('train')} training and {splits.count('val')} validation chips of {manifest['chip']} px "
-              f"({', '.join(manifest['classes'])}) in {args.export}; see its manifest.json")
-        return 0
     chatty = not args.quiet and not args.json
 
     def progress(event: Progress) -> None:
@@ -162,11 +156,24 @@ def cmd_train_layers(args) -> int:
     cancel = CancelToken()
     with stop_on_signals(cancel.cancel) as received:
         try:
-            result = train_layers(request_from_args(args), progress, cancel, bar=chatty)
+            result = train(request, progress, cancel, bar=chatty)
         except Cancelled as exc:
             if not received:
                 raise
             print(f"rsseg: stopped by {signal_name(received[0])}: {exc}", file=sys.stderr)
             return EXIT_TERMINATED
-    print(json.dumps(result.to_dict(), indent=2) if args.json else summary(result))
+    print(json.dumps(result.to_dict(), indent=2) if args.json else summarise(result))
     return 0
+
+
+def cmd_train_layers(args) -> int:
+    from .layers_run import export_layers, train_layers
+
+    if args.export:
+        manifest = export_layers(request_from_args(args))
+        splits = [c["split"] for c in manifest["chips"]]
+        print(json.dumps(manifest, indent=2) if args.json else
+              f"{splits.count('train')} training and {splits.count('val')} validation chips of {manifest['chip']} px "
+              f"({', '.join(manifest['classes'])}) in {args.export}; see its manifest.json")
+        return 0
+    return run_training_verb(args, train_layers, request_from_args(args), summary)

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 import torch
 from rasterio.windows import Window
@@ -58,6 +58,7 @@ from .net_setup import build_training_net, takes_host
 from .registry import family_of, get_trainer
 from .semantic import SemanticTrainer
 
+T = TypeVar("T")
 BEST = "best.safetensors"
 MIN_EPOCH_SAMPLES = 64  # an epoch draws at least this many chips, so a few labels still make real steps
 MAX_BLOCKS = 4  # validation blocks: a K x K grid, K up to this
@@ -237,16 +238,22 @@ def train_layers(request: TrainLayersRequest, progress: Optional[ProgressCallbac
         request.validate()
     out = Path(request.out).expanduser().absolute()
     request = _check_folder(request, out)
+    return in_run_folder(out, lambda: _run(request, out, progress, cancel, bar))
+
+
+def in_run_folder(out: Path, run: Callable[[], T], resume: str = "resume the run") -> T:
+    """`run()`, which trains into the run folder `out`: if it fails before an epoch finished it leaves no trace
+    (a folder it created is removed); if it is cancelled later, the error says the last epoch is kept."""
     created = not out.exists()
     try:
-        return _run(request, out, progress, cancel, bar)
+        return run()
     except BaseException as exc:
         if _last_checkpoint(out) is None:  # nothing to resume: leave no trace
             _remove_run_files(out)
             if created and out.is_dir() and not any(out.iterdir()):
                 out.rmdir()
         elif isinstance(exc, Cancelled):
-            raise Cancelled(f"training cancelled; the last finished epoch is kept in {out}: resume the run to "
+            raise Cancelled(f"training cancelled; the last finished epoch is kept in {out}: {resume} to "
                             "continue, or delete the folder") from None
         raise
 
