@@ -18,10 +18,10 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.transform import from_origin
 
 from rsseg.cli.main import main
+from rsseg.datasets.class_files import builtin_classnames
+from rsseg.datasets.layout_names import DATASET_CHOICES
 from rsseg.datasets.semantic import DATASETS, ISPRS_COLOURS
 from rsseg.eval import load_classnames
-from rsseg.eval.class_files import builtin_classnames
-from rsseg.eval.cli import DATASET_CHOICES
 from rsseg.metrics import NO_PREDICTION, ConfusionMatrix
 from rsseg.models.colour_prototype.model import prototype
 

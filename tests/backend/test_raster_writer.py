@@ -67,7 +67,7 @@ def test_known_classes_get_their_conventional_colour(names, expected):
                       "#e31a1c"]),  # pavement and road: two greys
 ])
 def test_benchmark_classes_get_their_usual_colours(benchmark, expected):
-    from rsseg.eval.class_files import builtin_classnames, load_classnames
+    from rsseg.datasets.class_files import builtin_classnames, load_classnames
 
     assert class_colours(load_classnames(builtin_classnames(f"{benchmark}.txt"))) == expected
 

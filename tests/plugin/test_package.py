@@ -39,7 +39,7 @@ def test_zip_layout(package):
             assert zf.read(f"{NAME}/protocol/{source.name}") == source.read_bytes()
         # The backend's source, installable by "Set up backend".
         for name in ("pyproject.toml", "README.md", "src/rsseg/__init__.py", "src/rsseg/cli/main.py",
-                     "src/rsseg/eval/classnames/loveda.txt"):
+                     "src/rsseg/datasets/classnames/loveda.txt"):
             assert f"{NAME}/backend/{name}" in infos, name
         packaged = {n for n in infos if n.startswith(f"{NAME}/backend/src/rsseg/")}
         expected = {f"{NAME}/backend/src/rsseg/{p.relative_to(ROOT / 'backend/src/rsseg').as_posix()}"

@@ -4,7 +4,7 @@ the label values mean.
 Each DatasetSpec lists one or more folder layouts (tried in order; the first that yields pairs
 wins), the label value -> class index map, the values that are ignored, and the name of the
 class-name file whose lines are the prompts in class-index order (the files are eval's package
-data: `rsseg.eval.dataset_classes` finds and reads them). Protocol facts (which classes are
+data: `rsseg.datasets.dataset_classes` finds and reads them). Protocol facts (which classes are
 scored, the background class and score threshold) follow SegEarth-OV's mmsegmentation configs;
 docs/eval.md cites the source of each.
 """

@@ -4,7 +4,7 @@ layouts it reads are `rsseg.datasets.semantic`.
 Light to import: the runner pulls in the engine and the models only when an evaluation runs.
 """
 
+from ..datasets.class_files import load_classnames
 from ..models.prompts import display_name
-from .class_files import load_classnames
 
 __all__ = ["display_name", "load_classnames"]

@@ -6,9 +6,8 @@ import argparse
 import json
 import sys
 
+from ..datasets.layout_names import DATASET_CHOICES
 from ..protocol.contracts import DEFAULT_MODELS, DEVICE_CHOICES
-
-DATASET_CHOICES = ("loveda", "loveda-urban", "potsdam", "vaihingen", "openearthmap", "folder")
 
 
 def add_eval_parser(sub) -> argparse.ArgumentParser:

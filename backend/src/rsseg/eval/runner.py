@@ -22,12 +22,12 @@ from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
 
+from ..datasets.dataset_classes import dataset_class_file, dataset_classes
 from ..datasets.semantic import DatasetError, DatasetSpec, LabelCoding, Pair, find_pairs, get_dataset, read_label
 from ..errors import ParameterError
 from ..metrics import NO_PREDICTION, ConfusionMatrix, SemanticScores
 from ..models.prompts import display_name
 from ..protocol.contracts import NODATA, UNLABELLED, SegmentRequest
-from .dataset_classes import dataset_class_file, dataset_classes
 
 ImageProgress = Callable[[int, int], None]  # (images done, images in all)
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..datasets.layout_names import DATASET_CHOICES
 from ..errors import ParameterError
-from ..eval.cli import DATASET_CHOICES
 from ..protocol.contracts import DEVICE_CHOICES
 from ..protocol.training import DEFAULT_TRAINABLE, TRAINABLE_MODELS
 

@@ -396,7 +396,7 @@ def _round_up(value: int, multiple: int) -> int:
 def prepare(request: TrainDatasetRequest, progress: Optional[ProgressCallback] = None,
             cancel: Optional[CancelToken] = None) -> DatasetData:
     """Pairs, checks, crops and normalisation; every problem with the data raises here, before training."""
-    from ..eval.dataset_classes import dataset_classes
+    from ..datasets.dataset_classes import dataset_classes
 
     spec = get_dataset(request.dataset)
     class_lines = dataset_classes(spec, request.classes_file)

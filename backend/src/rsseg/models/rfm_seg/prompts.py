@@ -3,7 +3,7 @@
 A class takes, in order: the prompts a run or the bundle gives for it, the phrases of the dataset sets below
 (matched by the class name or one of its synonyms), or TEMPLATES filled with the class name. The dataset sets
 are the public RFM-Seg code's lists (Vaihingen and Potsdam are IRRG: vegetation is red), keyed by the class
-names of our benchmark class files (eval/classnames).
+names of our benchmark class files (datasets/classnames).
 """
 
 from __future__ import annotations

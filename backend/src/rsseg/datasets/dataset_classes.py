@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from ..datasets.semantic import DatasetError, DatasetSpec
 from .class_files import builtin_classnames, load_classnames
+from .semantic import DatasetError, DatasetSpec
 
 
 def dataset_class_file(spec: DatasetSpec, override: Optional[str] = None) -> Path:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import RssegError
 
-PACKAGE_DIR = "classnames"  # package data: rsseg/eval/classnames/*.txt
+PACKAGE_DIR = "classnames"  # package data: rsseg/datasets/classnames/*.txt
 
 
 class ClassFileError(RssegError):
