@@ -25,10 +25,12 @@ from .synthetic import write_synthetic
 # RSRefSeg on the architecture of the registry's weights (OpenAI CLIP ViT-B/16 + SAM ViT-B at 1024,
 # rsrefseg/configs.py CLIP_B16_SAM_B) with random seeded weights, and zero-shot referring (the default sentence
 # model: SAM ViT-B proposals ranked by CLIP ViT-B/16), with SAM's quality filters off so that random weights
-# still fill the proposal budget the real model works with.
+# still fill the proposal budget the real model works with; and RFM-Seg (rfm-seg-r18-rn50: a ResNet-18 UNetFormer
+# host and RemoteCLIP RN50, random seeded weights), a second time with other VL-map prompts.
 CLIP_RANDOM = f"{DEFAULT_MODELS['classes']}-random"
 RSREFSEG_RANDOM = "rsrefseg-clip-b16-sam-b-random"
 ZS_REF_RANDOM = f"{DEFAULT_MODELS['sentence']}-random"
+RFM_RANDOM = "rfm-seg-r18-rn50-random"
 
 
 def _run_one(raster: Path, out: Path, model: str, tile: int, overlap: int, device: str) -> dict:
@@ -75,6 +77,7 @@ def run_bench(args) -> int:
     plan = [("test", s, *tiled) for s in sizes] \
         + ([("vit-b-random", args.vit_size, *tiled)] if args.vit_size else []) \
         + ([(CLIP_RANDOM, args.clip_size, *tiled)] if args.clip_size else []) \
+        + ([(RFM_RANDOM, args.rfm_size, *tiled)] if getattr(args, "rfm_size", 0) else []) \
         + ([(getattr(args, "rsrefseg_model", None) or RSREFSEG_RANDOM, rsrefseg_size, rsrefseg_size, 0)]
            if rsrefseg_size else []) \
         + ([(ZS_REF_RANDOM, args.zs_ref_size, args.zs_ref_size, 0)] if getattr(args, "zs_ref_size", 0) else [])

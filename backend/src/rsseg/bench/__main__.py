@@ -20,13 +20,14 @@ from ..models import MODELS, build_model, get_spec
 from ..models.factory import get_builder
 from ..protocol.contracts import DEFAULT_MODELS, SegmentRequest
 from ..raster.engine import segment
-from . import CLIP_RANDOM, RSREFSEG_RANDOM, ZS_REF_RANDOM
+from . import CLIP_RANDOM, RFM_RANDOM, RSREFSEG_RANDOM, ZS_REF_RANDOM
 from .vit_model import RandomViTTileModel
 
 CLASSES = ["water", "tree", "grass", "building"]
 
 
 SECOND_PROMPT = ["road", "bare soil", "shadow"]
+RFM_SECOND = ["water, a lake, a river", "tree", "grass", "building, a roof"]  # the same classes, other VL-map prompts
 SENTENCE = "the large building in the middle"
 SECOND_SENTENCE = "the road on the left of the field"
 
@@ -73,6 +74,36 @@ def _zs_ref_random(sentence: str, device: str):
                                       ScoringConfig.from_dict(spec.config["scoring"]))
 
 
+_RFM_NETS: dict[str, object] = {}  # device -> the one random RFM-Seg both class lists run on
+
+
+def _rfm_random(classes: list[str], device: str):
+    """rfm-seg-r18-rn50 on a ResNet-18 UNetFormer host, seeded random weights; `classes` may give VL-map prompts
+    as synonyms (the second run), which reuses the cached encoder features."""
+    import torch
+
+    from ..models.clip.builder import build_clip
+    from ..models.rfm_seg.family import RFMSegTileModel, split_prompts
+    from ..models.rfm_seg.model import RFMSeg
+    from ..models.rfm_seg.prompts import class_prompts
+    from ..models.unetformer.model import UNetFormer
+
+    names, given = split_prompts(classes)
+    norm = ([0.5] * 3, [0.25] * 3)
+    if device not in _RFM_NETS:
+        torch.manual_seed(0)
+        spec = get_spec("rfm-seg-r18-rn50")
+        clip_spec = get_spec(spec.config["clip"])
+        clip, tokenizer = build_clip(clip_spec.config)
+        host = UNetFormer(get_spec(spec.config["host_entry"]).config, 3, len(names))
+        config = {**spec.config, "input_mean": norm[0], "input_std": norm[1], "classes": names}
+        _RFM_NETS[device] = RFMSeg(config, 3, len(names), host, clip.to(device), tokenizer, clip_spec.preprocess.mean,
+                                   clip_spec.preprocess.std).to(device)
+    net = _RFM_NETS[device]
+    net.set_prompts(class_prompts(names, given))
+    return RFMSegTileModel(net, names, *norm, device, list(range(len(names))), RFM_RANDOM)
+
+
 def _model(model_id: str, prompt, device: str):
     """Benchmark models: registry ids, a timm ViT-B/16, or clip-vit-b-16's / RSRefSeg's real architecture with
     random weights; `prompt` is a class list, or a sentence (str) for sentence models."""
@@ -83,6 +114,8 @@ def _model(model_id: str, prompt, device: str):
             return _zs_ref_random(prompt, device)
         return build_model(model_id, None, prompt, device)
     classes = prompt
+    if model_id == RFM_RANDOM:
+        return _rfm_random(classes, device)
     if model_id == "vit-b-random":
         return RandomViTTileModel(classes, device)
     if model_id == CLIP_RANDOM:
@@ -123,8 +156,9 @@ def main(argv: list[str]) -> None:
         record["sentence"] = True
     else:
         record = _run(raster, out, model_id, CLASSES, tile, overlap, cache, device)
-        if model_id == CLIP_RANDOM:
-            record["second"] = _run(raster, out, model_id, SECOND_PROMPT, tile, overlap, cache, device)
+        if model_id in (CLIP_RANDOM, RFM_RANDOM):
+            second = RFM_SECOND if model_id == RFM_RANDOM else SECOND_PROMPT
+            record["second"] = _run(raster, out, model_id, second, tile, overlap, cache, device)
     print(json.dumps(record))
 
 

@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="square raster size (one view) for zero-shot referring with the default sentence model's "
                             "CLIP ViT-B/16 + SAM ViT-B architecture and random weights, first and second sentence "
                             "(0 to skip)")
+    bench.add_argument("--rfm-size", type=int, default=1024,
+                       help="raster size for RFM-Seg (rfm-seg-r18-rn50's ResNet-18 host + RemoteCLIP RN50, random "
+                            "weights), first class list and the same classes with other VL-map prompts (0 to skip)")
     bench.add_argument("--rsrefseg-model", default=None,
                        help="model for the referring rows instead (a registry sentence model, e.g. rsrefseg-test)")
     bench.add_argument("--device", default="cpu", help=f"{DEVICE_CHOICES} (default cpu)")
