@@ -51,22 +51,17 @@ from ..datasets.semantic import (
 )
 from ..devices import resolve_device
 from ..errors import ParameterError, request_rules
-from ..jsonfile import read_json_file, write_json_file
+from ..jsonfile import write_json_file
 from ..models.prompts import display_name
 from ..models.registry import get_spec
 from ..models.segmenter import trained_state
 from ..progress import CancelToken, ProgressCallback, report
 from ..protocol.contracts import check_device, describe_value, from_fields, is_finite
 from ..protocol.training import (
-    BUNDLE,
     CHECKPOINTS,
     DEFAULT_TRAINABLE,
-    OTHER,
     RUN_FILE,
-    STALE,
     TRAINABLE_MODELS,
-    UNFINISHED,
-    run_folder_state,
 )
 from ..raster.normalize import Stretch, estimate_stretch
 from ..raster.palette import class_rgb
@@ -76,7 +71,16 @@ from ..weights.trained_checkpoint import load_checkpoint
 from .augment import Augment
 from .base import TrainConfig
 from .layer_data import CACHE_BYTES
-from .layers_run import BEST, _epochs, _last_checkpoint, _remove_run_files, _score, in_run_folder, resolve_host
+from .layers_run import (
+    BEST,
+    _epochs,
+    _last_checkpoint,
+    _remove_run_files,
+    _score,
+    check_run_folder,
+    in_run_folder,
+    resolve_host,
+)
 from .net_setup import build_training_net
 from .registry import family_of, get_trainer
 from .semantic import SemanticTrainer
@@ -501,33 +505,15 @@ def crop_stats(reader: DatasetChipReader, n_train: int, crop: int, seed: int,
 
 # -- the run folder ------------------------------------------------------------------------------------------
 def _check_folder(request: TrainDatasetRequest, out: Path) -> TrainDatasetRequest:
-    """The request to run: a new run needs a new or empty folder (its schedule resolved); a resumed one
-    continues with the settings it was started with (only the device may change). Like layers_run.py's
-    _check_folder, for this request type."""
-    state = run_folder_state(out)
-    if request.resume:
-        saved = read_json_file(out / RUN_FILE)
-        if state != UNFINISHED or not saved:
-            raise ParameterError(f"{out} holds no unfinished run to resume (no finished epoch was saved there): "
-                                 "start a new run", subject="out")
+    """The request to run (layers_run.check_run_folder); a new run's schedule is resolved."""
+    def parse(saved: dict) -> TrainDatasetRequest:
         if "dataset" not in saved:
             raise ParameterError(f"{out} holds an unfinished run of `rsseg train layers`: resume it with "
                                  f"`rsseg train layers --resume {out}`", subject="out")
-        try:
-            stored = TrainDatasetRequest.from_dict(saved)
-        except ValueError as exc:
-            raise ParameterError(f"{out / RUN_FILE} is damaged ({exc}): start a new run") from None
-        return replace(stored, device=request.device, resume=True)
-    if state == BUNDLE:
-        raise ParameterError(f"{out} already holds a trained model: choose another folder or name", subject="out")
-    if state == UNFINISHED:
-        raise ParameterError(f"{out} holds an unfinished run: resume it, or choose another folder or name",
-                             subject="out")
-    if state == OTHER:
-        raise ParameterError(f"{out} is not an empty folder: choose a new folder for the model", subject="out")
-    if state == STALE:  # a run killed before its first epoch finished: only our own files
-        _remove_run_files(out)
-    return request.resolved()
+        return TrainDatasetRequest.from_dict(saved)
+
+    request = check_run_folder(request, out, parse)
+    return request if request.resume else request.resolved()
 
 
 def _best_state(out: Path, trainer: SemanticTrainer, validated: bool) -> dict[str, torch.Tensor]:

@@ -59,6 +59,7 @@ from .registry import family_of, get_trainer
 from .semantic import SemanticTrainer
 
 T = TypeVar("T")
+R = TypeVar("R")  # a training request type (TrainLayersRequest, TrainDatasetRequest)
 BEST = "best.safetensors"
 MIN_EPOCH_SAMPLES = 64  # an epoch draws at least this many chips, so a few labels still make real steps
 MAX_BLOCKS = 4  # validation blocks: a K x K grid, K up to this
@@ -188,8 +189,12 @@ def _last_checkpoint(out: Path) -> Optional[Path]:
 
 
 def _check_folder(request: TrainLayersRequest, out: Path) -> TrainLayersRequest:
+    return check_run_folder(request, out, TrainLayersRequest.from_dict)
+
+
+def check_run_folder(request: R, out: Path, parse: Callable[[dict], R]) -> R:
     """The request to run: a new run needs a new or empty folder; a resumed one continues with the settings
-    it was started with (only the device may change)."""
+    it was started with (`parse` reads them from run.json; only the device may change)."""
     state = run_folder_state(out)
     if request.resume:
         saved = read_json_file(out / RUN_FILE)
@@ -197,7 +202,7 @@ def _check_folder(request: TrainLayersRequest, out: Path) -> TrainLayersRequest:
             raise ParameterError(f"{out} holds no unfinished run to resume (no finished epoch was saved there): "
                                  "start a new run", subject="out")
         try:
-            stored = TrainLayersRequest.from_dict(saved)
+            stored = parse(saved)
         except ValueError as exc:
             raise ParameterError(f"{out / RUN_FILE} is damaged ({exc}): start a new run") from None
         return replace(stored, device=request.device, resume=True)
