@@ -28,7 +28,7 @@ import warnings
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import rasterio
@@ -70,7 +70,7 @@ from ..raster.source import RasterSource
 from ..weights.trained_checkpoint import load_checkpoint
 from .augment import Augment
 from .base import TrainConfig
-from .layer_data import CACHE_BYTES
+from .layer_data import CACHE_BYTES, pixel_stats
 from .layers_run import (
     BEST,
     _epochs,
@@ -483,24 +483,17 @@ def crop_stats(reader: DatasetChipReader, n_train: int, crop: int, seed: int,
     images, positions from a numpy generator seeded by `seed`): the normalisation a bundle stores."""
     rng = np.random.default_rng(seed)
     picks = np.linspace(0, n_train - 1, limit).round().astype(int)  # several crops per image when few
-    total = total_sq = None
-    count = 0
-    for index in picks:
-        entry = reader.images[int(index)]
-        w, h = min(crop, entry.width), min(crop, entry.height)
-        window = Window(int(rng.integers(0, entry.width - w + 1)), int(rng.integers(0, entry.height - h + 1)), w, h)
-        image, valid, _ = reader.window(int(index), window)
-        values = image[:, valid].astype(np.float64)
-        if values.size == 0:
-            continue
-        total = values.sum(axis=1) + (0 if total is None else total)
-        total_sq = (values ** 2).sum(axis=1) + (0 if total_sq is None else total_sq)
-        count += values.shape[1]
-    if not count:
-        return [0.5] * reader.n_bands, [0.25] * reader.n_bands
-    mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 1e-8))
-    return [float(v) for v in mean], [float(max(v, 1e-3)) for v in std]
+
+    def samples() -> Iterator[np.ndarray]:
+        for index in picks:
+            entry = reader.images[int(index)]
+            w, h = min(crop, entry.width), min(crop, entry.height)
+            window = Window(int(rng.integers(0, entry.width - w + 1)), int(rng.integers(0, entry.height - h + 1)),
+                            w, h)
+            image, valid, _ = reader.window(int(index), window)
+            yield image[:, valid]
+
+    return pixel_stats(samples(), reader.n_bands)
 
 
 # -- the run folder ------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ fit (CACHE_BYTES), as small label sets are read many times per run.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Optional
 
 import numpy as np
@@ -74,18 +74,27 @@ def band_stats(reader: ChipReader, windows: Sequence[Window], limit: int = 64) -
     """Per-band mean and std of valid stretched pixels over up to `limit` chips (evenly spread): the
     normalisation a bundle stores."""
     step = max(1, len(windows) // limit)
+
+    def samples() -> Iterator[np.ndarray]:
+        for window in list(windows)[::step][:limit]:
+            data, valid = reader.source.read(window)
+            yield reader.stretch.apply(data, valid)[:, valid]
+
+    return pixel_stats(samples(), len(reader.source.bands))
+
+
+def pixel_stats(samples: Iterable[np.ndarray], n_bands: int) -> tuple[list[float], list[float]]:
+    """Per-band mean and std (at least 1e-3) of pixel samples [bands, N]; 0.5 and 0.25 when there are none."""
     total, total_sq, count = None, None, 0
-    for window in list(windows)[::step][:limit]:
-        data, valid = reader.source.read(window)
-        image = reader.stretch.apply(data, valid)[:, valid].astype(np.float64)
-        if image.size == 0:
+    for values in samples:
+        values = values.astype(np.float64)
+        if values.size == 0:
             continue
-        total = image.sum(axis=1) + (0 if total is None else total)
-        total_sq = (image ** 2).sum(axis=1) + (0 if total_sq is None else total_sq)
-        count += image.shape[1]
+        total = values.sum(axis=1) + (0 if total is None else total)
+        total_sq = (values ** 2).sum(axis=1) + (0 if total_sq is None else total_sq)
+        count += values.shape[1]
     if not count:
-        n = len(reader.source.bands)
-        return [0.5] * n, [0.25] * n
+        return [0.5] * n_bands, [0.25] * n_bands
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 1e-8))
     return [float(v) for v in mean], [float(max(v, 1e-3)) for v in std]
