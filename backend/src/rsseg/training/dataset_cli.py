@@ -84,17 +84,10 @@ def request_from_args(args) -> Any:
 
 
 def summary(result) -> str:
-    lines = [f"model     {result.model}",
-             f"classes   {', '.join(result.classes)}",
-             f"epochs    {result.epochs} ({'stopped early' if result.stopped == 'early' else 'all run'}; weights of "
-             f"epoch {result.best_epoch or result.epochs}), {result.train_images} training images "
-             f"({result.crops_per_epoch} crops an epoch) / {result.val_images} validation images "
-             f"({result.val_tiles} tiles), {result.seconds:.0f} s"]
-    metrics = result.metrics
-    if metrics.get("miou") is not None:
-        lines.append(f"val mIoU  {metrics['miou']:.4f}, overall accuracy {metrics['oa']:.4f}")
-        lines += [f"  {n:30s} IoU {'-' if v is None else f'{v:.4f}'}" for n, v in metrics.get("iou", {}).items()]
-    lines += [f"note      {n}" for n in result.notes]
+    from .layers_cli import summary_lines
+
+    lines = summary_lines(result, f"{result.train_images} training images ({result.crops_per_epoch} crops an epoch) / "
+                                  f"{result.val_images} validation images ({result.val_tiles} tiles)")
     lines.append(f"Score it:        rsseg eval --dataset {result.dataset} {result.root} --model {result.model}")
     lines.append(f"Segment with it: rsseg segment RASTER --model {result.model}")
     return "\n".join(lines)

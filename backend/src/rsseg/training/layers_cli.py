@@ -126,18 +126,24 @@ def epoch_line(detail: dict[str, Any], epochs: int) -> str:
 
 
 def summary(result) -> str:
+    lines = summary_lines(result, f"{result.train_chips} training / {result.val_chips} validation chips")
+    lines.append(f"Segment with it: rsseg segment RASTER --model {result.model}")
+    return "\n".join(lines)
+
+
+def summary_lines(result, data: str) -> list[str]:
+    """What a training verb prints of its result: model, classes, epochs with `data` (what it trained on),
+    validation scores and notes."""
     lines = [f"model     {result.model}",
              f"classes   {', '.join(result.classes)}",
              f"epochs    {result.epochs} ({'stopped early' if result.stopped == 'early' else 'all run'}; weights of "
-             f"epoch {result.best_epoch or result.epochs}), {result.train_chips} training / {result.val_chips} "
-             f"validation chips, {result.seconds:.0f} s"]
+             f"epoch {result.best_epoch or result.epochs}), {data}, {result.seconds:.0f} s"]
     metrics = result.metrics
     if metrics.get("miou") is not None:
         lines.append(f"val mIoU  {metrics['miou']:.4f}, overall accuracy {metrics['oa']:.4f}")
         lines += [f"  {n:30s} IoU {'-' if v is None else f'{v:.4f}'}" for n, v in metrics.get("iou", {}).items()]
     lines += [f"note      {n}" for n in result.notes]
-    lines.append(f"Segment with it: rsseg segment RASTER --model {result.model}")
-    return "\n".join(lines)
+    return lines
 
 
 def run_training_verb(args, train, request, summarise) -> int:
