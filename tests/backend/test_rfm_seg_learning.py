@@ -10,12 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import fiona
 import numpy as np
 import pytest
 import rasterio
-from rasterio.transform import from_origin
-from shapely.geometry import box, mapping
+from synthetic_scenes import COLOURS, scene
 
 from rsseg.bundles.format import read_bundle
 from rsseg.eval.baselines import binary_iou
@@ -25,41 +23,7 @@ from rsseg.service.segment import run_segment
 from rsseg.training.layers_run import train_layers
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-SIZE, ORIGIN = 192, (300000.0, 5000000.0)
-FIELD = (70, 140, 60)
-COLOURS = {"building": (200, 60, 50), "water": (40, 60, 200)}
 MARGIN = 0.3  # water IoU on a held-out scene: RFM-Seg over its frozen host
-
-
-def scene(root: Path, name: str, seed: int, water: tuple[int, int, int]) -> tuple[Path, Path, np.ndarray]:
-    """A field with red buildings and water squares of colour `water`; returns the raster, the labels and the
-    water truth."""
-    rng = np.random.default_rng(seed)
-    image = np.empty((3, SIZE, SIZE), np.int16)
-    image[:] = np.array(FIELD)[:, None, None]
-    kinds = np.zeros((SIZE, SIZE), np.uint8)
-    features = []
-    for k in range(24):
-        kind = ("building", "water")[k % 2]
-        w, h = rng.integers(14, 30, 2)
-        c, r = rng.integers(0, SIZE - w), rng.integers(0, SIZE - h)
-        if kinds[max(r - 2, 0):r + h + 2, max(c - 2, 0):c + w + 2].any():
-            continue
-        colour = water if kind == "water" else COLOURS["building"]
-        image[:, r:r + h, c:c + w] = np.array(colour)[:, None, None]
-        kinds[r:r + h, c:c + w] = 1 + (kind == "water")
-        features.append((kind, box(ORIGIN[0] + c, ORIGIN[1] - (r + h), ORIGIN[0] + c + w, ORIGIN[1] - r)))
-    image = np.clip(image + rng.integers(-12, 13, image.shape), 0, 255).astype(np.uint8)
-    raster = root / f"{name}.tif"
-    with rasterio.open(raster, "w", driver="GTiff", width=SIZE, height=SIZE, count=3, dtype="uint8",
-                       crs="EPSG:32633", transform=from_origin(*ORIGIN, 1.0, 1.0)) as dst:
-        dst.write(image)
-    labels = root / f"{name}.gpkg"
-    with fiona.open(labels, "w", driver="GPKG", crs="EPSG:32633",
-                    schema={"geometry": "Polygon", "properties": {"kind": "str"}}) as out:
-        for kind, geometry in features:
-            out.write({"geometry": mapping(geometry), "properties": {"kind": kind}})
-    return raster, labels, kinds == 2
 
 
 def _train(raster: Path, labels: Path, out: Path, model: str, epochs: int, host: str | None = None):

@@ -26,11 +26,14 @@ from .synthetic import write_synthetic
 # rsrefseg/configs.py CLIP_B16_SAM_B) with random seeded weights, and zero-shot referring (the default sentence
 # model: SAM ViT-B proposals ranked by CLIP ViT-B/16), with SAM's quality filters off so that random weights
 # still fill the proposal budget the real model works with; and RFM-Seg (rfm-seg-r18-rn50: a ResNet-18 UNetFormer
-# host and RemoteCLIP RN50, random seeded weights), a second time with other VL-map prompts.
+# host and RemoteCLIP RN50, random seeded weights), a second time with other VL-map prompts; and SGSeg
+# (sgseg-vit-b-16: OpenAI CLIP ViT-B/16 at 384-px windows plus a global view, random seeded weights), a second
+# time with another class list (cached image features).
 CLIP_RANDOM = f"{DEFAULT_MODELS['classes']}-random"
 RSREFSEG_RANDOM = "rsrefseg-clip-b16-sam-b-random"
 ZS_REF_RANDOM = f"{DEFAULT_MODELS['sentence']}-random"
 RFM_RANDOM = "rfm-seg-r18-rn50-random"
+SGSEG_RANDOM = "sgseg-vit-b-16-random"
 
 
 def _run_one(raster: Path, out: Path, model: str, tile: int, overlap: int, device: str) -> dict:
@@ -78,6 +81,7 @@ def run_bench(args) -> int:
         + ([("vit-b-random", args.vit_size, *tiled)] if args.vit_size else []) \
         + ([(CLIP_RANDOM, args.clip_size, *tiled)] if args.clip_size else []) \
         + ([(RFM_RANDOM, args.rfm_size, *tiled)] if getattr(args, "rfm_size", 0) else []) \
+        + ([(SGSEG_RANDOM, args.sgseg_size, *tiled)] if getattr(args, "sgseg_size", 0) else []) \
         + ([(getattr(args, "rsrefseg_model", None) or RSREFSEG_RANDOM, rsrefseg_size, rsrefseg_size, 0)]
            if rsrefseg_size else []) \
         + ([(ZS_REF_RANDOM, args.zs_ref_size, args.zs_ref_size, 0)] if getattr(args, "zs_ref_size", 0) else [])

@@ -20,7 +20,7 @@ from ..models import MODELS, build_model, get_spec
 from ..models.factory import get_builder
 from ..protocol.contracts import DEFAULT_MODELS, SegmentRequest
 from ..raster.engine import segment
-from . import CLIP_RANDOM, RFM_RANDOM, RSREFSEG_RANDOM, ZS_REF_RANDOM
+from . import CLIP_RANDOM, RFM_RANDOM, RSREFSEG_RANDOM, SGSEG_RANDOM, ZS_REF_RANDOM
 from .vit_model import RandomViTTileModel
 
 CLASSES = ["water", "tree", "grass", "building"]
@@ -104,6 +104,31 @@ def _rfm_random(classes: list[str], device: str):
     return RFMSegTileModel(net, names, *norm, device, list(range(len(names))), RFM_RANDOM)
 
 
+_SGSEG_NETS: dict[str, object] = {}  # device -> the one random SGSeg both class lists run on
+
+
+def _sgseg_random(classes: list[str], device: str):
+    """sgseg-vit-b-16's architecture (OpenAI CLIP ViT-B/16, 17 memory slots with stored prototypes) with seeded
+    random weights; the second class list reuses the cached image features."""
+    import torch
+
+    from ..models.clip.builder import build_clip
+    from ..models.sgseg.family import SGSegTileModel
+    from ..models.sgseg.model import SGSeg
+
+    if device not in _SGSEG_NETS:
+        torch.manual_seed(0)
+        spec = get_spec("sgseg-vit-b-16")
+        clip_spec = get_spec(spec.config["clip"])
+        clip, tokenizer = build_clip(clip_spec.config)
+        net = SGSeg(spec.config, 17, clip.to(device), tokenizer, clip_spec.preprocess.mean, clip_spec.preprocess.std)
+        with torch.no_grad():  # a memory as training leaves it: every slot holds a prototype
+            net.memory.prototypes.copy_(torch.nn.functional.normalize(torch.randn_like(net.memory.prototypes), dim=1))
+            net.memory.filled.fill_(True)
+        _SGSEG_NETS[device] = net.to(device)
+    return SGSegTileModel(_SGSEG_NETS[device], classes, device, SGSEG_RANDOM)
+
+
 def _model(model_id: str, prompt, device: str):
     """Benchmark models: registry ids, a timm ViT-B/16, or clip-vit-b-16's / RSRefSeg's real architecture with
     random weights; `prompt` is a class list, or a sentence (str) for sentence models."""
@@ -116,6 +141,8 @@ def _model(model_id: str, prompt, device: str):
     classes = prompt
     if model_id == RFM_RANDOM:
         return _rfm_random(classes, device)
+    if model_id == SGSEG_RANDOM:
+        return _sgseg_random(classes, device)
     if model_id == "vit-b-random":
         return RandomViTTileModel(classes, device)
     if model_id == CLIP_RANDOM:
@@ -156,7 +183,7 @@ def main(argv: list[str]) -> None:
         record["sentence"] = True
     else:
         record = _run(raster, out, model_id, CLASSES, tile, overlap, cache, device)
-        if model_id in (CLIP_RANDOM, RFM_RANDOM):
+        if model_id in (CLIP_RANDOM, RFM_RANDOM, SGSEG_RANDOM):
             second = RFM_SECOND if model_id == RFM_RANDOM else SECOND_PROMPT
             record["second"] = _run(raster, out, model_id, second, tile, overlap, cache, device)
     print(json.dumps(record))

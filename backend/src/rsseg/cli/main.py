@@ -153,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--rfm-size", type=int, default=1024,
                        help="raster size for RFM-Seg (rfm-seg-r18-rn50's ResNet-18 host + RemoteCLIP RN50, random "
                             "weights), first class list and the same classes with other VL-map prompts (0 to skip)")
+    bench.add_argument("--sgseg-size", type=int, default=1024,
+                       help="raster size for SGSeg (sgseg-vit-b-16's CLIP ViT-B/16 at 384-px windows and a global "
+                            "view, random weights), first and second class list (0 to skip)")
     bench.add_argument("--rsrefseg-model", default=None,
                        help="model for the referring rows instead (a registry sentence model, e.g. rsrefseg-test)")
     bench.add_argument("--device", default="cpu", help=f"{DEVICE_CHOICES} (default cpu)")

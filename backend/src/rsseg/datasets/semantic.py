@@ -44,6 +44,7 @@ class Layout:
     label_dir: str
     list_file: Optional[str] = None  # names (with or without suffix) to keep, one per line
     description: str = ""
+    label_tag: str = ""  # added to the image's stem for its label's (iSAID: "_instance_color_RGB"), else none
 
     def pattern(self, split: str) -> str:
         return self.images.format(split=split, Split=split.capitalize())
@@ -132,6 +133,20 @@ DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
         "openearthmap.txt", {v: v for v in range(9)}, (IGNORE,), background=0, threshold=0.1,
         notes="label 0 (unknown) is scored as 'background', as SegEarth-OV does (reduce_zero_label=False)"),
     DatasetSpec(
+        "dlrsd", "DLRSD",
+        (Layout("images/{split}/*", "images", "annotations",
+                description="detectron2 layout: images/{split}/ + annotations/{split}/ (index labels)"), _MMSEG),
+        "dlrsd.txt", {v: v for v in range(17)}, (IGNORE,),
+        notes="UC Merced 256x256 images with 17 dense classes; label value i is class i (0..16, the registration "
+              "SGSeg's reference trains on), 255 not scored"),
+    DatasetSpec(
+        "isaid", "iSAID",
+        (Layout("img_dir/{split}/*", "img_dir", "ann_dir", label_tag="_instance_color_RGB",
+                description="mmsegmentation layout: img_dir/{split}/ + ann_dir/{split}/<name>_instance_color_RGB.png "
+                            "(or <name>.png)"),),
+        "isaid.txt", {v: v for v in range(16)}, (IGNORE,), background=0,
+        notes="896x896 patches (mmseg converter); 15 object classes and background (label 0), 255 not scored"),
+    DatasetSpec(
         "folder", "Folder",
         (Layout("{split}/images/*", "images", "labels", description="{split}/images/ + {split}/labels/"),
          Layout("images/*", "images", "labels", description="images/ + labels/ (matching stems)")),
@@ -154,10 +169,11 @@ def _label_for(root: Path, image: Path, layout: Layout) -> Optional[Path]:
         return None
     parts[parts.index(layout.image_dir)] = layout.label_dir
     folder = root.joinpath(*parts[:-1])
-    for suffix in dict.fromkeys((image.suffix, *LABEL_SUFFIXES)):
-        candidate = folder / f"{image.stem}{suffix}"
-        if candidate.is_file():
-            return candidate
+    for tag in dict.fromkeys((layout.label_tag, "")):
+        for suffix in dict.fromkeys((image.suffix, *LABEL_SUFFIXES)):
+            candidate = folder / f"{image.stem}{tag}{suffix}"
+            if candidate.is_file():
+                return candidate
     return None
 
 

@@ -24,14 +24,17 @@ from .registry import MODELS, get_spec
 if TYPE_CHECKING:
     from ..weights.verify import WeightState
 
-COUNTED_BUILDERS = ("rsrefseg", "rfm_seg")
+COUNTED_BUILDERS = ("rsrefseg", "rfm_seg", "sgseg")
+# Families that count their own architecture: builder -> the module whose count_parameters(config) does
+OWN_COUNTERS = {"rfm_seg": "rfm_seg.model", "sgseg": "sgseg.model"}
 ENV_CACHE_DIR = "RSSEG_CACHE_DIR"
 COUNTS_FILE = "parameter-counts.json"
 _MAX_CACHED = 100
 # Whatever decides the module structure: the config, these packages' versions and our model code.
 _VERSIONED = ("torch", "open_clip_torch", "peft", "segment_anything")
 _SOURCES = ("clip/builder.py", "rsrefseg/model.py", "rsrefseg/encoders.py", "rsrefseg/prompter.py", "rsrefseg/lora.py",
-            "sam/builder.py", "rfm_seg/model.py", "rfm_seg/connectors.py", "unetformer/model.py")
+            "sam/builder.py", "rfm_seg/model.py", "rfm_seg/connectors.py", "unetformer/model.py", "sgseg/model.py",
+            "sgseg/backbone.py", "sgseg/aggregation.py", "sgseg/decoder.py")
 
 _counts: dict[str, Optional[tuple[int, int]]] = {}
 _lock = threading.Lock()
@@ -103,14 +106,15 @@ def _open_clip_architecture(clip: dict[str, Any]) -> dict[str, Any]:
 
 
 def count_parameters(config: dict[str, Any], builder: str = "rsrefseg") -> tuple[int, int]:
-    """(trainable, total) parameters of a config, built on the meta device: RSRefSeg with LoRA applied; RFM-Seg
-    for 3 bands and 6 classes on its host family's architecture (rfm_seg/model.py)."""
+    """(trainable, total) parameters of a config, built on the meta device: RSRefSeg with LoRA applied; the
+    families of OWN_COUNTERS by their own count (RFM-Seg for 3 bands and 6 classes on its host family's
+    architecture, SGSeg with both CLIP towers)."""
+    import importlib
+
     import torch
 
-    if builder == "rfm_seg":
-        from .rfm_seg.model import count_parameters as count_rfm_seg
-
-        return count_rfm_seg(config)
+    if builder in OWN_COUNTERS:
+        return importlib.import_module(f"{__package__}.{OWN_COUNTERS[builder]}").count_parameters(config)
 
     from .rsrefseg.lora import apply_lora_config
     from .rsrefseg.model import build_rsrefseg, parameter_counts

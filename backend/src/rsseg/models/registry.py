@@ -11,6 +11,8 @@ from .rsrefseg import configs as rsrefseg_configs
 from .sam import configs as sam_configs
 from .sam3 import configs as sam3_configs
 from .sam_head import configs as sam_head_configs
+from .sgseg import configs as sgseg_configs
+from .sgseg import tiny_configs as sgseg_tiny_configs
 from .unetformer import configs as unetformer_configs
 from .zs_ref import configs as zs_ref_configs
 
@@ -268,6 +270,35 @@ _register_trainable("rfm-seg-r18-vit-b-32", "rfm_seg", rfm_seg_configs.R18_VIT_B
                     "RFM-Seg with RemoteCLIP ViT-B/32 as its frozen vision-language branch (the option beside RN50): "
                     "fused into a UNetFormer you trained before.", "remoteclip-vit-b-32")
 
+
+# SGSeg (docs/sgseg.md): a CAT-Seg-like open-vocabulary segmenter trained once on labels, then given any class
+# list. Its base weights are a registered CLIP: OpenAI ViT-B/16 (above), or ConvNeXt-L trained on LAION-2B (a
+# component here: the training-free path reads ViT patch tokens only). Its sha256 is on the hub's page of the
+# safetensors file; its size is not, so the hub's record at the pinned commit vouches for it at download.
+CONVNEXT_L_WEIGHTS = WeightFile(
+    "convnext_large_d_320.laion2b_s29b_b131k_ft_soup.safetensors", None,
+    "1a8e47bdefd6d36202ec66a8975edda9e3c89560bcd1ecefe6f676311637a671",
+    (f"{_HF}/laion/CLIP-convnext_large_d_320.laion2B-s29B-b131K-ft-soup/resolve/"
+     "39918dfbdf69ccd2172e6510a430e92337ee23e1/open_clip_pytorch_model.safetensors",))
+register(ModelSpec(
+    id="clip-convnext-l-laion2b", task="component", builder="clip:vl-encoder",
+    description="CLIP ConvNeXt-L (open_clip convnext_large_d_320, LAION-2B, fine-tuned soup): both towers; the "
+                "image tower of sgseg-convnext-l.",
+    config={"open_clip_model": "convnext_large_d_320"}, preprocess=_CLIP_PREPROCESS,
+    weights=(CONVNEXT_L_WEIGHTS,), licence="MIT (LAION, Hugging Face model card)", real=True))
+register(ModelSpec(
+    id="clip-convnext-l-laion2b-tiny", task="component", builder="clip:vl-encoder",
+    description="Test-size twin of clip-convnext-l-laion2b (a timm ConvNeXt-atto trunk, 2-layer text "
+                "tower), random seeded weights.",
+    config={"architecture": sgseg_tiny_configs.TINY_CONVNEXT_CLIP}, preprocess=_CLIP_PREPROCESS,
+    licence="GPL-2.0-or-later"))
+_register_trainable("sgseg-vit-b-16", "sgseg", sgseg_configs.VIT_B_16, sgseg_configs.VIT_B_16_TINY,
+                    "SGSeg: open-vocabulary segmentation (CAT-Seg cost aggregation kept general by a frozen teacher) "
+                    "on OpenAI CLIP ViT-B/16; trained once on your labels, then segments any class names.",
+                    "clip-vit-b-16")
+_register_trainable("sgseg-convnext-l", "sgseg", sgseg_configs.CONVNEXT_L, sgseg_configs.CONVNEXT_L_TINY,
+                    "SGSeg on CLIP ConvNeXt-L (LAION-2B), the paper's main model: open-vocabulary segmentation "
+                    "trained once on your labels.", "clip-convnext-l-laion2b")
 
 # Zero-shot referring (docs/zero-shot.md): SAM mask proposals ranked by CLIP global-local scores. No trained
 # weights: an entry's weights are its CLIP's and its SAM's, so it runs once those are downloaded (or imported).

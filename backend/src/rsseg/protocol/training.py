@@ -28,6 +28,9 @@ TRAINABLE_MODELS = {  # family entries a user picks (registry ids, task "trainab
     "rfm-seg-r18-rn50": "RemoteCLIP (remote-sensing CLIP) fused into a UNetFormer you trained before, which stays "
                         "frozen; only small connectors train",
     "rfm-seg-r18-vit-b-32": "the same fusion with RemoteCLIP ViT-B/32 as the vision-language branch",
+    "sgseg-vit-b-16": "open vocabulary: CLIP ViT-B/16 tuned on your labels, then segments any class names, also "
+                      "ones it never saw",
+    "sgseg-convnext-l": "the same open-vocabulary model on CLIP ConvNeXt-L (larger, slower)",
 }
 DEFAULT_TRAINABLE = "unetformer-r18"
 # Entries that fuse into a model the user trained before (TrainLayersRequest.host: its bundle folder) -> the

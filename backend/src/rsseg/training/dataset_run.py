@@ -583,8 +583,9 @@ def _run(request: TrainDatasetRequest, out: Path, progress: Optional[ProgressCal
     per_epoch = len(data.train) // batch_size
     total = per_epoch * request.epochs
     config = TrainConfig(steps=total, batch_size=batch_size, lr=request.lr or trainer_cls.default_lr,
-                         weight_decay=0.01, warmup_steps=min(per_epoch, max(1, total // 20)), min_lr_ratio=0.01,
-                         grad_clip=1.0, seed=request.seed, device=device, progress=bar, eval_batch_size=batch_size)
+                         weight_decay=trainer_cls.default_weight_decay,
+                         warmup_steps=min(per_epoch, max(1, total // 20)), min_lr_ratio=0.01, grad_clip=1.0,
+                         seed=request.seed, device=device, progress=bar, eval_batch_size=batch_size)
     trainer = trainer_cls(net, spec.id, data.train, config, data.reader, data.mean, data.std, data.class_names,
                           val_data=data.val, augmentation=Augment() if request.augment else None,
                           extra={"epochs_log": []})

@@ -3,8 +3,9 @@ run's classes and normalisation (and, for a fusion family, the trained host bund
 network. Train from layers (layers_run.py) and train on a benchmark dataset (dataset_run.py) both call it.
 
 A family whose network must see its input exactly as another model saw it (RFM-Seg, whose frozen host was
-trained with its own mean and std) sets `net.fixed_normalisation = (mean, std)`; the run then normalises
-with those values and the bundle records them, instead of the statistics of the run's own chips.
+trained with its own mean and std) sets `net.fixed_normalisation = (mean, std)` (and may say whose it is in
+`net.normalised_as`); the run then normalises with those values and the bundle records them, instead of the
+statistics of the run's own chips.
 """
 
 from __future__ import annotations
@@ -48,10 +49,11 @@ def build_training_net(spec: ModelSpec, n_inputs: int, class_names: Sequence[str
     if host and not takes_host(spec):
         raise ParameterError(f"{spec.id} trains on its own and takes no host model: leave the host empty",
                              subject="host")
-    config: dict[str, Any] = {**spec.config, "input_mean": list(mean), "input_std": list(std)}
+    config: dict[str, Any] = {**spec.config, "input_mean": list(mean), "input_std": list(std),
+                              "classes": list(class_names)}
     notes: list[str] = []
     if host:
-        config.update(host=str(host), classes=list(class_names))
+        config["host"] = str(host)
     pretrained = config.get("pretrained")
     if pretrained and not weights_present(get_spec(pretrained)):
         config.pop("pretrained")
@@ -61,5 +63,5 @@ def build_training_net(spec: ModelSpec, n_inputs: int, class_names: Sequence[str
     fixed = getattr(net, "fixed_normalisation", None)
     if fixed is not None:
         mean, std = fixed
-        notes.append("normalised as the host model was trained")
+        notes.append(f"normalised as {getattr(net, 'normalised_as', 'its pretrained parts were')} trained")
     return TrainingNet(net, [float(v) for v in mean], [float(v) for v in std], notes)

@@ -39,6 +39,7 @@ class SemanticTrainer(BaseTrainer):
     windows read through `reader`."""
 
     default_lr: ClassVar[float] = 6e-4
+    default_weight_decay: ClassVar[float] = 0.01
     label_smoothing: ClassVar[float] = 0.0  # of the cross-entropy (soft targets)
 
     def __init__(self, model: torch.nn.Module, model_id: str, train_data: Sequence[Window], config: TrainConfig,

@@ -53,6 +53,7 @@ class RFMSeg(nn.Module):
 
     multiple = 32
     frozen_prefixes = ("clip.",)
+    normalised_as = "the host model was"  # training/net_setup.py's note
 
     def __init__(self, config: dict[str, Any], in_chans: int, num_classes: int, host: nn.Module, clip: nn.Module,
                  tokenizer: Any, clip_mean: Sequence[float], clip_std: Sequence[float]) -> None:

@@ -1,0 +1,1 @@
+"""SGSeg: soft-guided open-vocabulary segmentation (docs/sgseg.md)."""
