@@ -78,7 +78,7 @@ def test_a_training_step_moves_the_intended_parameters_only_and_the_deltas_learn
     image = torch.rand(4, 3, 48, 48)
     label = torch.randint(0, 3, (4, 48, 48))
     trainer = SGSegTrainer(net, "sgseg-vit-b-16-tiny", [0], TrainConfig(steps=2, lr=1e-2, progress=False), _Reader(),
-                           net.clip_mean, net.clip_std, ["building", "road", "water"])
+                           *net.fixed_normalisation, ["building", "road", "water"])
     rates = {len(g["params"]): g["lr"] for g in trainer.optimizer.param_groups}
     assert sorted(rates.values()) == [pytest.approx(1e-4), pytest.approx(1e-2)]  # 0.01x for the tower's deltas
     before = {n: p.detach().clone() for n, p in net.named_parameters()}
@@ -150,11 +150,18 @@ def test_a_tile_smaller_than_a_window_is_padded_to_the_tower_s_stride():
     assert out.shape == (1, 2, 40, 70) and model._layout(40, 70)[-1] is False
 
 
-def test_sgseg_takes_rgb_only():
+def test_sgseg_takes_rgb_or_one_grey_band_as_grey_rgb():
     from rsseg.errors import ModelError
 
-    with pytest.raises(ModelError, match="3 bands"):
+    with pytest.raises(ModelError, match="3 bands or 1, not 4"):
         make_net(get_spec("sgseg-vit-b-16-tiny").config, 4, 2, "cpu")
+    grey = make_net({**get_spec("sgseg-vit-b-16-tiny").config, "classes": ["a", "b"]}, 1, 2, "cpu").eval()
+    rgb = make_net({**get_spec("sgseg-vit-b-16-tiny").config, "classes": ["a", "b"]}, 3, 2, "cpu").eval()
+    rgb.load_state_dict(grey.state_dict())
+    band = torch.rand(1, 1, 48, 48)
+    with torch.no_grad():
+        assert torch.allclose(grey(band), rgb(band.expand(-1, 3, -1, -1)), atol=1e-5)
+    assert grey.fixed_normalisation == ([0.0], [1.0]) and _tile_model(["a", "b"], net=grey).n_inputs == 1
 
 
 def test_rsseg_models_shows_trainable_against_total_parameters(tmp_path, monkeypatch):

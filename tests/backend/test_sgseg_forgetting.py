@@ -62,7 +62,7 @@ def _train(weight: float, data: TensorDataset):
     net = make_net(config, 3, len(CLASSES), "cpu")
     trainer = ChipTrainer(net, "sgseg-vit-b-16-tiny", list(range(len(data))),
                           TrainConfig(steps=40, batch_size=8, lr=2e-3, weight_decay=1e-4, progress=False),
-                          _Reader(), net.clip_mean, net.clip_std, CLASSES)
+                          _Reader(), *net.fixed_normalisation, CLASSES)
     trainer.chips = data
     trainer.train()
     return trainer
@@ -71,7 +71,7 @@ def _train(weight: float, data: TensorDataset):
 @torch.no_grad()
 def _drift(trainer: ChipTrainer, images: torch.Tensor) -> float:
     net = trainer.model.eval()
-    x = trainer.normalise(images)
+    x = net.prepare(trainer.normalise(images))
     student, _ = net.backbone(x, tuned=True)
     teacher, _ = net.backbone(x, tuned=False)
     return float((1 - F.cosine_similarity(student, teacher, dim=1)).mean())

@@ -34,8 +34,10 @@ def bundle_spec(path: "str | Path") -> ModelSpec:
     score = f", validation mIoU {metrics:.3f}" if isinstance(metrics, float) else ""
     spec = ModelSpec(
         id=str(folder), task="classes", builder=info.builder,
-        description=info.description or f"{info.name}: trained on your layers ({', '.join(info.classes)}){score}"
-        + (". Open vocabulary: give it any class names" if info.config.get("open_vocabulary") else ""),
+        description=info.description or (
+            f"{info.name}: open vocabulary, give it any class names (trained on your layers: "
+            f"{', '.join(info.classes)}{score})" if info.config.get("open_vocabulary") else
+            f"{info.name}: trained on your layers ({', '.join(info.classes)}){score}"),
         config={**info.config, "bundle": str(folder), "bundle_name": info.name, "classes": list(info.classes)},
         preprocess=Preprocess(info.n_inputs, tuple(info.mean), tuple(info.std), None,
                               source_bands=tuple(info.bands), resolution=info.resolution,

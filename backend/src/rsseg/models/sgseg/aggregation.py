@@ -13,6 +13,8 @@ map, so the guidance is projected once per image (or per class) and broadcast in
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -184,30 +186,38 @@ class ClassAggregation(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim)
 
-    def _linear_attention(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        """q, k, v [M, K, C] -> [M, K, C], heads split from C."""
+    def _linear_attention(self, q: Tensor, k: Tensor, v: Tensor, pad: int = 0, pad_k: Optional[Tensor] = None,
+                          pad_v: Optional[Tensor] = None) -> Tensor:
+        """q, k, v [M, K, C] -> [M, K, C], heads split from C; `pad` identical tokens with key pad_k and value
+        pad_v [C] join the keys and values. Their sums are one term times `pad`, so they cost no memory."""
         m, n, c = q.shape
-        q, k, v = (t.view(m, n, self.heads, c // self.heads) for t in (q, k, v))
+        d = c // self.heads
+        q, k, v = (t.view(m, n, self.heads, d) for t in (q, k, v))
         q, k = F.elu(q) + 1, F.elu(k) + 1
         kv = torch.einsum("mnhd,mnhe->mhde", k, v)
-        norm = torch.einsum("mnhd,mhd->mnh", q, k.sum(dim=1)) + self.eps
+        k_sum = k.sum(dim=1)
+        if pad:
+            fk, pv = F.elu(pad_k.view(self.heads, d)) + 1, pad_v.view(self.heads, d)
+            kv = kv + pad * torch.einsum("hd,he->hde", fk, pv)
+            k_sum = k_sum + pad * fk
+        norm = torch.einsum("mnhd,mhd->mnh", q, k_sum) + self.eps
         return (torch.einsum("mnhd,mhde->mnhe", q, kv) / norm.unsqueeze(-1)).reshape(m, n, c)
 
     def forward(self, x: Tensor, text: Tensor) -> Tensor:
         b, c, k, h, w = x.shape
         tokens = x.permute(0, 3, 4, 2, 1).reshape(b, h * w, k, c)  # one row of K tokens per pixel
         pad = max(self.max_classes - k, 0)
-        if pad:
-            tokens = torch.cat([tokens, self.pad_token.to(tokens.dtype).expand(b, h * w, pad, c)], dim=2)
-            text = torch.cat([text, self.pad_guidance.to(text.dtype).expand(b, pad, text.shape[-1])], dim=1)
         normed = self.norm1(tokens)
         qk = self.qk(normed) + self.qk_guidance(text).unsqueeze(1)  # text shared by every pixel
         q, kk = qk.chunk(2, dim=-1)
-        n = k + pad
-        out = self._linear_attention(q.reshape(b * h * w, n, c), kk.reshape(b * h * w, n, c),
-                                     self.v(normed).reshape(b * h * w, n, c))
-        out = self.proj(out.view(b, h * w, n, c)[:, :, :k])
-        tokens = tokens[:, :, :k] + out
+        pad_k = pad_v = None
+        if pad:  # a pad token is the same at every pixel: one key and one value
+            pad_normed = self.norm1(self.pad_token.to(tokens.dtype))
+            pad_k = (self.qk(pad_normed) + self.qk_guidance(self.pad_guidance.to(text.dtype))).chunk(2)[1]
+            pad_v = self.v(pad_normed)
+        out = self._linear_attention(q.reshape(b * h * w, k, c), kk.reshape(b * h * w, k, c),
+                                     self.v(normed).reshape(b * h * w, k, c), pad, pad_k, pad_v)
+        tokens = tokens + self.proj(out.view(b, h * w, k, c))
         tokens = tokens + self.mlp(self.norm2(tokens))
         return tokens.view(b, h, w, k, c).permute(0, 4, 3, 1, 2)
 

@@ -42,11 +42,9 @@ class SGSegTileModel:
         net.set_classes(list(lines))
         self.class_names = tuple(display_name(line) for line in lines)
         self.activation = SOFTMAX
-        self.n_inputs = 3
+        self.n_inputs = net.in_chans
         cfg = {**VIT_B_16, **net.config}
         self.window, self.stride, self.global_view = int(cfg["window"]), int(cfg["stride"]), bool(cfg["global_view"])
-        self._mean = torch.tensor(net.clip_mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self._std = torch.tensor(net.clip_std, dtype=torch.float32).view(1, 3, 1, 1)
 
     def _layout(self, height: int, width: int) -> tuple[int, int, int, int, list[tuple[int, int]], bool]:
         """(padded height, width, window height, width, window corners, global view?) for a tile."""
@@ -62,9 +60,9 @@ class SGSegTileModel:
 
     @torch.no_grad()
     def encode(self, batch: np.ndarray) -> tuple[torch.Tensor, ...]:
-        """Tiles [B, 3, H, W] in 0..1 -> the tower's features of every window (and the global view) [B, n, ...]
+        """Tiles [B, bands, H, W] in 0..1 -> the tower's features of every window (and the global view) [B, n, ...]
         and the tile size; nothing here depends on the class list."""
-        x = (torch.from_numpy(np.ascontiguousarray(batch, np.float32)) - self._mean) / self._std
+        x = torch.from_numpy(np.ascontiguousarray(batch, np.float32))
         b, _, h, w = x.shape
         ph, pw, wh, ww, corners, global_view = self._layout(h, w)
         if (ph, pw) != (h, w):

@@ -1,6 +1,7 @@
 """SGSeg's network: CLIP dense features and class text -> a cost volume -> aggregation -> per-class logits.
 
-    input     [B, 3, H, W] (H, W multiples of the image tower's stride), CLIP-normalised RGB
+    input     [B, 3, H, W] RGB or [B, 1, H, W] grey, in the engine's 0..1 (H, W multiples of the image tower's
+              stride): a grey band is repeated to RGB, then CLIP's normalisation applies (so pan imagery works too)
     image     the CLIP image tower with trainable deltas (backbone.py): dense features [B, E, h, w] in the text
               space and two guidance maps from inner layers
     text      the frozen text tower: [K, P, E] per class and template (text.py), cached per class list
@@ -49,13 +50,18 @@ class SGSeg(nn.Module):
     normalised_as = "CLIP was"  # training/net_setup.py's note
 
     def __init__(self, config: dict[str, Any], num_classes: int, clip: nn.Module, tokenizer: Any,
-                 clip_mean: Sequence[float], clip_std: Sequence[float]) -> None:
+                 clip_mean: Sequence[float], clip_std: Sequence[float], in_chans: int = 3) -> None:
         super().__init__()
         self.config = dict(config)
         cfg = {**VIT_B_16, **config}
         if cfg["compensation_levels"] not in COMPENSATION_LEVELS:
             raise ModelError(f"SGSeg: compensation_levels must be one of {', '.join(COMPENSATION_LEVELS)}")
-        self.clip_mean, self.clip_std = [float(v) for v in clip_mean], [float(v) for v in clip_std]
+        if in_chans not in (1, 3):
+            raise ModelError(f"SGSeg reads RGB (or one grey band) through CLIP: it takes 3 bands or 1, not {in_chans} "
+                             "(choose the red, green and blue bands)")
+        self.in_chans = in_chans
+        for name, values in (("clip_mean", clip_mean), ("clip_std", clip_std)):
+            self.register_buffer(name, torch.tensor([float(v) for v in values]).view(1, 3, 1, 1), persistent=False)
         self.backbone = make_backbone(clip.visual.requires_grad_(False), cfg)
         self._text = (clip, tokenizer)  # in a tuple, not a submodule: the frozen text tower stays out of the state
         self.templates = templates(str(cfg["templates"]))
@@ -86,8 +92,13 @@ class SGSeg(nn.Module):
 
     @property
     def fixed_normalisation(self) -> tuple[list[float], list[float]]:
-        """CLIP's normalisation: the run trains, and the bundle segments, with it (training/net_setup.py)."""
-        return self.clip_mean, self.clip_std
+        """The identity: the network takes 0..1 values and applies CLIP's normalisation itself (prepare), so a run
+        trains, and its bundle segments, with CLIP's statistics rather than its chips' (training/net_setup.py)."""
+        return [0.0] * self.in_chans, [1.0] * self.in_chans
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """0..1 RGB (or grey, repeated to RGB) -> CLIP's input."""
+        return (x.expand(-1, 3, -1, -1) - self.clip_mean) / self.clip_std
 
     def tuned_parameters(self) -> list[nn.Parameter]:
         """The image tower's deltas (they learn at backbone_lr_scale x the learning rate)."""
@@ -113,7 +124,7 @@ class SGSeg(nn.Module):
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """What does not depend on the class list: (dense, *guidance maps) of the tuned tower."""
-        dense, guidance = self.backbone(x, tuned=True)
+        dense, guidance = self.backbone(self.prepare(x), tuned=True)
         return (dense, *guidance)
 
     def decode(self, features: Sequence[torch.Tensor], size: Sequence[int]) -> torch.Tensor:
@@ -138,7 +149,7 @@ class SGSeg(nn.Module):
     def compensation(self, x: torch.Tensor, features: Sequence[torch.Tensor]) -> torch.Tensor:
         """The POD distance of the student's features to the frozen teacher's (zero while the deltas are zero)."""
         with torch.no_grad():
-            dense, guidance = self.backbone(x, tuned=False)
+            dense, guidance = self.backbone(self.prepare(x), tuned=False)
         teacher = [dense, *guidance] if self.intermediate else [dense]
         student = list(features) if self.intermediate else [features[0]]
         return compensation_loss(student, teacher, self.pod_scales, low_freq=self.intermediate)
@@ -166,14 +177,11 @@ def make_net(config: dict[str, Any], in_chans: int, num_classes: int, device: st
     from ..clip.builder import load_clip
     from ..factory import warm
 
-    if in_chans != 3:
-        raise ModelError(f"SGSeg reads RGB through CLIP: it takes 3 bands, not {in_chans} (choose the red, green "
-                         "and blue bands)")
     cfg = {**VIT_B_16, **config}
     spec = _clip_spec(cfg)
     with torch.random.fork_rng(devices=[]):  # building a component (or finding it warm) leaves the seed alone
         clip, tokenizer = warm(spec, device, load_clip)  # shared with other users of these weights
-    net = SGSeg(cfg, num_classes, clip, tokenizer, spec.preprocess.mean, spec.preprocess.std).to(device)
+    net = SGSeg(cfg, num_classes, clip, tokenizer, spec.preprocess.mean, spec.preprocess.std, in_chans).to(device)
     net.set_classes(cfg.get("classes") or [f"class {k + 1}" for k in range(num_classes)])
     return net
 
