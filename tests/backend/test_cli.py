@@ -52,7 +52,7 @@ def test_demo_runs_the_sample_with_the_test_model(tmp_path, capsys):
 
 def test_bench_prints_a_table(tmp_path, capsys):
     assert main(["bench", "--sizes", "256", "--vit-size", "0", "--clip-size", "0", "--rsrefseg-size", "0",
-                 "--zs-ref-size", "0", "--rfm-size", "0", "--tile", "128", "--overlap", "16", "--json", "--workdir",
+                 "--zs-ref-size", "0", "--rfm-size", "0", "--sgseg-size", "0", "--tile", "128", "--overlap", "16", "--json", "--workdir",
                  str(tmp_path)]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 1 and rows[0]["raster"] == "256x256" and rows[0]["tiles"] == 9
@@ -64,7 +64,7 @@ def test_bench_prints_a_table(tmp_path, capsys):
 def test_bench_referring_rows_run_two_sentences_on_one_tile(tmp_path, capsys, model):
     # the real-size defaults (CLIP ViT-B/16 + SAM ViT-B, random) are too slow for a test: the tiny models
     assert main(["bench", "--sizes", "", "--vit-size", "0", "--clip-size", "0", "--rsrefseg-size", "96",
-                 "--zs-ref-size", "0", "--rfm-size", "0", "--rsrefseg-model", model, "--json", "--workdir",
+                 "--zs-ref-size", "0", "--rfm-size", "0", "--sgseg-size", "0", "--rsrefseg-model", model, "--json", "--workdir",
                  str(tmp_path)]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["model"] for r in rows] == [model, f"{model}, 2nd sentence"]
@@ -74,10 +74,20 @@ def test_bench_referring_rows_run_two_sentences_on_one_tile(tmp_path, capsys, mo
 def test_bench_rfm_seg_rows_reuse_the_encoders_for_other_prompts(tmp_path, capsys):
     # the real architecture (ResNet-18 host + RN50), random weights, on one small tile
     assert main(["bench", "--sizes", "", "--vit-size", "0", "--clip-size", "0", "--rsrefseg-size", "0",
-                 "--zs-ref-size", "0", "--rfm-size", "96", "--tile", "96", "--overlap", "0", "--json", "--workdir",
+                 "--zs-ref-size", "0", "--rfm-size", "96", "--sgseg-size", "0", "--tile", "96", "--overlap", "0", "--json", "--workdir",
                  str(tmp_path)]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["model"] for r in rows] == ["rfm-seg-r18-rn50-random", "rfm-seg-r18-rn50-random, 2nd prompt"]
+    assert all(r["raster"] == "96x96" and r["tiles"] == 1 for r in rows)
+
+
+def test_bench_sgseg_rows_reuse_the_image_features_for_another_class_list(tmp_path, capsys):
+    # the real architecture (CLIP ViT-B/16 at 384-px windows), random weights, on one small tile
+    assert main(["bench", "--sizes", "", "--vit-size", "0", "--clip-size", "0", "--rsrefseg-size", "0",
+                 "--zs-ref-size", "0", "--rfm-size", "0", "--sgseg-size", "96", "--tile", "96", "--overlap", "0",
+                 "--json", "--workdir", str(tmp_path)]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["model"] for r in rows] == ["sgseg-vit-b-16-random", "sgseg-vit-b-16-random, 2nd prompt"]
     assert all(r["raster"] == "96x96" and r["tiles"] == 1 for r in rows)
 
 
