@@ -52,8 +52,8 @@ def test_demo_runs_the_sample_with_the_test_model(tmp_path, capsys):
 
 def test_bench_prints_a_table(tmp_path, capsys):
     assert main(["bench", "--sizes", "256", "--vit-size", "0", "--clip-size", "0", "--rsrefseg-size", "0",
-                 "--zs-ref-size", "0", "--rfm-size", "0", "--sgseg-size", "0", "--tile", "128", "--overlap", "16", "--json", "--workdir",
-                 str(tmp_path)]) == 0
+                 "--zs-ref-size", "0", "--rfm-size", "0", "--sgseg-size", "0", "--tile", "128", "--overlap", "16",
+                 "--json", "--workdir", str(tmp_path)]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 1 and rows[0]["raster"] == "256x256" and rows[0]["tiles"] == 9
     assert rows[0]["peak_rss_mb"] >= rows[0]["raster_pass_rss_mb"] > 0
@@ -64,8 +64,8 @@ def test_bench_prints_a_table(tmp_path, capsys):
 def test_bench_referring_rows_run_two_sentences_on_one_tile(tmp_path, capsys, model):
     # the real-size defaults (CLIP ViT-B/16 + SAM ViT-B, random) are too slow for a test: the tiny models
     assert main(["bench", "--sizes", "", "--vit-size", "0", "--clip-size", "0", "--rsrefseg-size", "96",
-                 "--zs-ref-size", "0", "--rfm-size", "0", "--sgseg-size", "0", "--rsrefseg-model", model, "--json", "--workdir",
-                 str(tmp_path)]) == 0
+                 "--zs-ref-size", "0", "--rfm-size", "0", "--sgseg-size", "0", "--rsrefseg-model", model, "--json",
+                 "--workdir", str(tmp_path)]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["model"] for r in rows] == [model, f"{model}, 2nd sentence"]
     assert all(r["raster"] == "96x96" and r["tiles"] == 1 for r in rows)
@@ -74,8 +74,8 @@ def test_bench_referring_rows_run_two_sentences_on_one_tile(tmp_path, capsys, mo
 def test_bench_rfm_seg_rows_reuse_the_encoders_for_other_prompts(tmp_path, capsys):
     # the real architecture (ResNet-18 host + RN50), random weights, on one small tile
     assert main(["bench", "--sizes", "", "--vit-size", "0", "--clip-size", "0", "--rsrefseg-size", "0",
-                 "--zs-ref-size", "0", "--rfm-size", "96", "--sgseg-size", "0", "--tile", "96", "--overlap", "0", "--json", "--workdir",
-                 str(tmp_path)]) == 0
+                 "--zs-ref-size", "0", "--rfm-size", "96", "--sgseg-size", "0", "--tile", "96", "--overlap", "0",
+                 "--json", "--workdir", str(tmp_path)]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["model"] for r in rows] == ["rfm-seg-r18-rn50-random", "rfm-seg-r18-rn50-random, 2nd prompt"]
     assert all(r["raster"] == "96x96" and r["tiles"] == 1 for r in rows)
@@ -93,7 +93,7 @@ def test_bench_sgseg_rows_reuse_the_image_features_for_another_class_list(tmp_pa
 
 def test_models_table_and_json_show_rsrefseg_parameter_counts(capsys):
     assert main(["models"]) == 0
-    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}  # any "My models"
     assert lines["rsrefseg-test"].endswith("[parameters: 275,753 trainable of 4,077,354]")
     assert "parameters" not in lines["test"]
     assert main(["models", "--json"]) == 0

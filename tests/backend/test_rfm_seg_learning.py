@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from synthetic_scenes import COLOURS, scene
+from field_scenes import COLOURS, scene
 
 from rsseg.bundles.format import read_bundle
 from rsseg.eval.baselines import binary_iou

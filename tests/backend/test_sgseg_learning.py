@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import rasterio
-from synthetic_scenes import COLOURS, scene
+from field_scenes import COLOURS, scene
 
 from rsseg.bundles.format import read_bundle
 from rsseg.metrics.semantic import ConfusionMatrix

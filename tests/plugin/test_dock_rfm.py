@@ -2,21 +2,19 @@
 this venv's Python) in real headless QGIS.
 
 Two tiny bundles are trained once, with the backend's train_layers on a small synthetic scene (red buildings,
-yellow water on a field: field_scene.py): a UNetFormer host, then RFM-Seg's test twin fused into it. train_layers
+yellow water on a field: tests/field_scenes.py): a UNetFormer host, then RFM-Seg's test twin fused into it. train_layers
 remembers both in "My models" (bundles/index.py), here a folder of the module's, which the worker lists.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-from field_scene import write_scene
+from my_models import dock_listing, pick, scene_training
 from qgis.core import Qgis, QgsProject, QgsRasterLayer
 from qt_events import wait_for
 
-from rs_refseg_plugin.core.backend import close_shared_backend
 from rs_refseg_plugin.ui.dock import SegmentDock
 
 CLASSES = ["background", "building", "water"]
@@ -26,44 +24,16 @@ HOST, FUSED = "unetformer-r18-tiny", "rfm-seg-r18-rn50-tiny"
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
     """The host and the RFM-Seg bundle, trained on the scene and remembered in the module's "My models"."""
-    import torch
-
-    from rsseg.protocol.training import TrainLayersRequest
-    from rsseg.training.layers_run import train_layers
-
-    root = tmp_path_factory.mktemp("rfm-dock")
-    models = root / "rsseg-models"
-    raster, labels = write_scene(root)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("RSSEG_MODELS_DIR", str(models))  # train_layers remembers each bundle here (remember_bundle)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        def train(model: str, out: str, epochs: int, host: "str | None" = None):
-            return train_layers(TrainLayersRequest(
-                raster=str(raster), labels=str(labels), field="kind", out=str(root / out), model=model, host=host,
-                epochs=epochs, chip=64, stride=32, batch_size=8, validation="none", patience=0, device="cpu",
-                seed=0))
-
+    with scene_training(tmp_path_factory.mktemp("rfm-dock")) as (train, raster, models):
         host = train(HOST, "pond host", 2)
-        fused = train(FUSED, "yellow ponds", 1, host.model)
-    finally:
-        torch.set_num_threads(threads)
-        mp.undo()
+        fused = train(FUSED, "yellow ponds", 1, host=host.model)
     assert host.classes == CLASSES and fused.classes == CLASSES
     return {"models": models, "raster": raster, "host": host.model, "fused": fused.model}
 
 
 @pytest.fixture
 def dock(bundles, started_plugin, monkeypatch):
-    """The dock on a worker that lists the module's "My models", once it has listed them."""
-    close_shared_backend()
-    monkeypatch.setenv("RSSEG_PYTHON", sys.executable)
-    monkeypatch.setenv("RSSEG_MODELS_DIR", str(bundles["models"]))
-    dock = started_plugin.show_dock()
-    wait_for(lambda: bool(dock.models) and dock.side_task is None, 120)
-    yield dock
-    close_shared_backend()
+    yield from dock_listing(bundles["models"], started_plugin, monkeypatch)
 
 
 @pytest.fixture
@@ -72,14 +42,6 @@ def scene(bundles):
     assert layer.isValid()
     QgsProject.instance().addMapLayer(layer)
     return layer
-
-
-def pick(dock: SegmentDock, model: str) -> None:
-    """Pick `model` in the list as a user does."""
-    index = dock.model.findData(model)
-    assert index >= 0, [dock.model.itemText(i) for i in range(dock.model.count())]
-    dock.model.setCurrentIndex(index)
-    dock.model.activated.emit(index)
 
 
 def segment(dock: SegmentDock, layer, out: Path, iface):

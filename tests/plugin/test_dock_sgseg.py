@@ -2,7 +2,7 @@
 Processing, through the real worker (`rsseg serve` on this venv's Python) in real headless QGIS.
 
 One tiny bundle is trained once, with the backend's train_layers on a small synthetic scene (red buildings,
-yellow water on a field: field_scene.py): SGSeg's test twin, a few epochs (the path is checked here, not what it
+yellow water on a field: tests/field_scenes.py): SGSeg's test twin, a few epochs (the path is checked here, not what it
 learns: tests/backend/test_sgseg_learning.py). train_layers remembers it in "My models" (bundles/index.py), here a
 folder of the module's, which the worker lists.
 """
@@ -10,17 +10,13 @@ folder of the module's, which the worker lists.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
-from field_scene import write_scene
+from my_models import dock_listing, pick, scene_training
 from osgeo import gdal
 from qgis.core import Qgis, QgsProcessingFeedback, QgsProject, QgsRasterLayer, QgsVectorLayer
 from qt_events import wait_for
-
-from rs_refseg_plugin.core.backend import close_shared_backend
-from rs_refseg_plugin.ui.dock import SegmentDock
 
 CLASSES = ["background", "building", "water"]
 SGSEG = "sgseg-vit-b-16-tiny"  # SGSeg's test twin: a random tiny CLIP, fast on CPU
@@ -31,26 +27,8 @@ NEW_CLASSES = ["lake", "roof", "meadow"]  # a class's name is its first synonym
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     """The SGSeg bundle, trained on the scene and remembered in the module's "My models"."""
-    import torch
-
-    from rsseg.protocol.training import TrainLayersRequest
-    from rsseg.training.layers_run import train_layers
-
-    root = tmp_path_factory.mktemp("sgseg-dock")
-    models = root / "rsseg-models"
-    raster, labels = write_scene(root)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("RSSEG_MODELS_DIR", str(models))  # train_layers remembers the bundle here (remember_bundle)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        result = train_layers(TrainLayersRequest(
-            raster=str(raster), labels=str(labels), field="kind", out=str(root / "any names"), model=SGSEG,
-            epochs=2, chip=64, stride=32, batch_size=8, validation="none", patience=0, device="cpu", seed=0,
-            lr=3e-3))
-    finally:
-        torch.set_num_threads(threads)
-        mp.undo()
+    with scene_training(tmp_path_factory.mktemp("sgseg-dock")) as (train, raster, models):
+        result = train(SGSEG, "any names", 2, lr=3e-3)
     assert result.classes == CLASSES
     manifest = json.loads((Path(result.model) / "model.json").read_text(encoding="utf-8"))
     assert manifest["builder"] == "sgseg" and manifest["config"]["open_vocabulary"] is True
@@ -59,22 +37,7 @@ def bundle(tmp_path_factory):
 
 @pytest.fixture
 def dock(bundle, started_plugin, monkeypatch):
-    """The dock on a worker that lists the module's "My models", once it has listed them."""
-    close_shared_backend()
-    monkeypatch.setenv("RSSEG_PYTHON", sys.executable)
-    monkeypatch.setenv("RSSEG_MODELS_DIR", str(bundle["models"]))
-    dock = started_plugin.show_dock()
-    wait_for(lambda: bool(dock.models) and dock.side_task is None, 120)
-    yield dock
-    close_shared_backend()
-
-
-def pick(dock: SegmentDock, model: str) -> None:
-    """Pick `model` in the list as a user does."""
-    index = dock.model.findData(model)
-    assert index >= 0, [dock.model.itemText(i) for i in range(dock.model.count())]
-    dock.model.setCurrentIndex(index)
-    dock.model.activated.emit(index)
+    yield from dock_listing(bundle["models"], started_plugin, monkeypatch)
 
 
 def test_the_dock_segments_class_names_the_sgseg_model_never_saw(dock, bundle, qgis_iface, tmp_path):

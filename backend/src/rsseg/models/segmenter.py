@@ -130,14 +130,20 @@ def choose_classes(spec: ModelSpec, prompts: list[str]) -> list[int]:
     return [int(i) for i in found if i is not None]
 
 
-def build_from_bundle(spec: ModelSpec, prompts: list[str], device: str, make_net: MakeNet) -> SegmenterTileModel:
-    """The TileModel of a bundle's spec (bundles/spec.py): the family's network with the bundle's checked
-    weights, for the requested classes."""
+def load_bundle_net(spec: ModelSpec, make_net: MakeNet, device: str) -> "tuple[nn.Module, Any]":
+    """(the family's network with the checked weights of the bundle of `spec` (bundles/spec.py), its manifest)."""
     from ..bundles.format import load_state, read_bundle
 
     folder = spec.config["bundle"]
     info = read_bundle(folder)
     net = make_net(info.config, info.n_inputs, len(info.classes), device)
     load_trained_state(net, load_state(folder, info), folder)
+    return net, info
+
+
+def build_from_bundle(spec: ModelSpec, prompts: list[str], device: str, make_net: MakeNet) -> SegmenterTileModel:
+    """The TileModel of a bundle's spec: the family's network with the bundle's weights, for the requested
+    classes."""
+    net, info = load_bundle_net(spec, make_net, device)
     return SegmenterTileModel(net, info.classes, info.mean, info.std, device,
                               keep=choose_classes(spec, prompts) if prompts else None)

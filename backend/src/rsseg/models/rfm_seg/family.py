@@ -16,7 +16,7 @@ from ...errors import ModelError
 from ...spec import ModelSpec
 from ..factory import builder, refuse_options, weights_id
 from ..registry import get_spec
-from ..segmenter import SegmenterTileModel, choose_classes, net_maker
+from ..segmenter import SegmenterTileModel, choose_classes, load_bundle_net, net_maker
 from .model import make_net
 
 net_maker("rfm_seg")(make_net)
@@ -73,15 +73,11 @@ def split_prompts(prompts: Sequence[str]) -> tuple[list[str], dict[str, list[str
 @builder("rfm_seg")
 def build_rfm_seg(spec: ModelSpec, prompts: list[str], activation: str, device: str,
                   options: dict[str, Any]) -> RFMSegTileModel:
-    from ...bundles.format import load_state, read_bundle
-    from ..segmenter import load_trained_state
     from .prompts import class_prompts
 
     refuse_options(spec, options)
     folder = spec.config["bundle"]
-    info = read_bundle(folder)
-    net = _bundle_net(info.config, info.n_inputs, len(info.classes), device)
-    load_trained_state(net, load_state(folder, info), folder)
+    net, info = load_bundle_net(spec, _bundle_net, device)
     names, given = split_prompts(prompts)
     try:
         keep = choose_classes(spec, names) if names else list(range(len(info.classes)))

@@ -21,7 +21,7 @@ from ...windows import tile_starts
 from ..factory import builder, refuse_options, weights_id
 from ..prompts import display_name
 from ..registry import get_spec
-from ..segmenter import net_maker
+from ..segmenter import load_bundle_net, net_maker
 from .configs import VIT_B_16
 from .model import SGSeg, make_net
 
@@ -102,13 +102,8 @@ class SGSegTileModel:
 @builder("sgseg")
 def build_sgseg(spec: ModelSpec, prompts: list[str], activation: str, device: str,
                 options: dict[str, Any]) -> SGSegTileModel:
-    from ...bundles.format import load_state, read_bundle
-    from ..segmenter import load_trained_state
-
     refuse_options(spec, options)
     folder = spec.config["bundle"]
-    info = read_bundle(folder)
-    net = make_net(info.config, info.n_inputs, len(info.classes), device)
-    load_trained_state(net, load_state(folder, info), folder)
+    net, info = load_bundle_net(spec, make_net, device)
     encoder_id = f"sgseg:{folder}:{info.weights_sha256[:16]}:{weights_id(get_spec(str(info.config['clip'])))}"
     return SGSegTileModel(net, prompts or list(info.classes), device, encoder_id)

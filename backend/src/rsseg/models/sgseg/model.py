@@ -43,8 +43,8 @@ def guidance_projection(channels: int, out: int, factor: int) -> nn.Module:
 
 
 class SGSeg(nn.Module):
-    """[B, 3, H, W] -> [B, K, H, W] logits for the current class list (`set_classes`); in training with
-    `labels`, (logits, compensation loss) and the prototype memory learns from the labels."""
+    """[B, 3 or 1, H, W] in 0..1 -> [B, K, H, W] logits for the current class list (`set_classes`); in training,
+    (logits, compensation loss), and with `labels` the prototype memory learns from them."""
 
     frozen_prefixes = ("backbone.visual.",)
     normalised_as = "CLIP was"  # training/net_setup.py's note
@@ -161,8 +161,7 @@ class SGSeg(nn.Module):
         logits = self.decode(features, x.shape[-2:])
         if not self.training:
             return logits
-        zero = logits.new_zeros(())
-        return logits, (self.compensation(x, features) if self.compensation_weight > 0 else zero)
+        return logits, self.compensation(x, features) if self.compensation_weight > 0 else logits.new_zeros(())
 
 
 def _clip_spec(cfg: dict[str, Any]):
