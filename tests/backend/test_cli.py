@@ -71,23 +71,16 @@ def test_bench_referring_rows_run_two_sentences_on_one_tile(tmp_path, capsys, mo
     assert all(r["raster"] == "96x96" and r["tiles"] == 1 for r in rows)
 
 
-def test_bench_rfm_seg_rows_reuse_the_encoders_for_other_prompts(tmp_path, capsys):
-    # the real architecture (ResNet-18 host + RN50), random weights, on one small tile
+@pytest.mark.parametrize("flag, model", [("--rfm-size", "rfm-seg-r18-rn50-random"),
+                                         ("--sgseg-size", "sgseg-vit-b-16-random")])
+def test_bench_encoder_split_rows_reuse_the_encoders_for_another_prompt(tmp_path, capsys, flag, model):
+    # the real architectures (ResNet-18 host + RN50; CLIP ViT-B/16 at 384-px windows), random weights, one small tile
+    sizes = {"--rfm-size": "0", "--sgseg-size": "0", flag: "96"}
     assert main(["bench", "--sizes", "", "--vit-size", "0", "--clip-size", "0", "--rsrefseg-size", "0",
-                 "--zs-ref-size", "0", "--rfm-size", "96", "--sgseg-size", "0", "--tile", "96", "--overlap", "0",
+                 "--zs-ref-size", "0", *(v for pair in sizes.items() for v in pair), "--tile", "96", "--overlap", "0",
                  "--json", "--workdir", str(tmp_path)]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert [r["model"] for r in rows] == ["rfm-seg-r18-rn50-random", "rfm-seg-r18-rn50-random, 2nd prompt"]
-    assert all(r["raster"] == "96x96" and r["tiles"] == 1 for r in rows)
-
-
-def test_bench_sgseg_rows_reuse_the_image_features_for_another_class_list(tmp_path, capsys):
-    # the real architecture (CLIP ViT-B/16 at 384-px windows), random weights, on one small tile
-    assert main(["bench", "--sizes", "", "--vit-size", "0", "--clip-size", "0", "--rsrefseg-size", "0",
-                 "--zs-ref-size", "0", "--rfm-size", "0", "--sgseg-size", "96", "--tile", "96", "--overlap", "0",
-                 "--json", "--workdir", str(tmp_path)]) == 0
-    rows = json.loads(capsys.readouterr().out)
-    assert [r["model"] for r in rows] == ["sgseg-vit-b-16-random", "sgseg-vit-b-16-random, 2nd prompt"]
+    assert [r["model"] for r in rows] == [model, f"{model}, 2nd prompt"]
     assert all(r["raster"] == "96x96" and r["tiles"] == 1 for r in rows)
 
 

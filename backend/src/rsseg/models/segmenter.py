@@ -141,6 +141,16 @@ def load_bundle_net(spec: ModelSpec, make_net: MakeNet, device: str) -> "tuple[n
     return net, info
 
 
+def bundle_encoder_id(family: str, spec: ModelSpec, info: Any) -> str:
+    """What a bundle's cached encoder features are (EncodedTileModel.encoder_id): its folder and weights, and the
+    weights of the frozen CLIP (config "clip") it builds on."""
+    from .factory import weights_id
+    from .registry import get_spec
+
+    clip = weights_id(get_spec(str(info.config["clip"])))
+    return f"{family}:{spec.config['bundle']}:{info.weights_sha256[:16]}:{clip}"
+
+
 def build_from_bundle(spec: ModelSpec, prompts: list[str], device: str, make_net: MakeNet) -> SegmenterTileModel:
     """The TileModel of a bundle's spec: the family's network with the bundle's weights, for the requested
     classes."""

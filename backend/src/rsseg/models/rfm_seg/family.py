@@ -14,9 +14,8 @@ import numpy as np
 
 from ...errors import ModelError
 from ...spec import ModelSpec
-from ..factory import builder, refuse_options, weights_id
-from ..registry import get_spec
-from ..segmenter import SegmenterTileModel, choose_classes, load_bundle_net, net_maker
+from ..factory import builder, refuse_options
+from ..segmenter import SegmenterTileModel, bundle_encoder_id, choose_classes, load_bundle_net, net_maker
 from .model import make_net
 
 net_maker("rfm_seg")(make_net)
@@ -76,7 +75,6 @@ def build_rfm_seg(spec: ModelSpec, prompts: list[str], activation: str, device: 
     from .prompts import class_prompts
 
     refuse_options(spec, options)
-    folder = spec.config["bundle"]
     net, info = load_bundle_net(spec, _bundle_net, device)
     names, given = split_prompts(prompts)
     try:
@@ -87,5 +85,5 @@ def build_rfm_seg(spec: ModelSpec, prompts: list[str], activation: str, device: 
     if given:
         own = {c.lower(): p for c, p in zip(info.classes, net.prompts)}
         net.set_prompts(class_prompts(info.classes, {**own, **given}))
-    encoder_id = f"rfm-seg:{folder}:{info.weights_sha256[:16]}:{weights_id(get_spec(str(info.config['clip'])))}"
-    return RFMSegTileModel(net, info.classes, info.mean, info.std, device, keep, encoder_id)
+    return RFMSegTileModel(net, info.classes, info.mean, info.std, device, keep,
+                           bundle_encoder_id("rfm-seg", spec, info))

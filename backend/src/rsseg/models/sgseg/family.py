@@ -18,10 +18,9 @@ import torch.nn.functional as F
 from ...execution.tile_model import SOFTMAX
 from ...spec import ModelSpec
 from ...windows import tile_starts
-from ..factory import builder, refuse_options, weights_id
+from ..factory import builder, refuse_options
 from ..prompts import display_name
-from ..registry import get_spec
-from ..segmenter import load_bundle_net, net_maker
+from ..segmenter import bundle_encoder_id, load_bundle_net, net_maker
 from .configs import VIT_B_16
 from .model import SGSeg, make_net
 
@@ -103,7 +102,5 @@ class SGSegTileModel:
 def build_sgseg(spec: ModelSpec, prompts: list[str], activation: str, device: str,
                 options: dict[str, Any]) -> SGSegTileModel:
     refuse_options(spec, options)
-    folder = spec.config["bundle"]
     net, info = load_bundle_net(spec, make_net, device)
-    encoder_id = f"sgseg:{folder}:{info.weights_sha256[:16]}:{weights_id(get_spec(str(info.config['clip'])))}"
-    return SGSegTileModel(net, prompts or list(info.classes), device, encoder_id)
+    return SGSegTileModel(net, prompts or list(info.classes), device, bundle_encoder_id("sgseg", spec, info))
