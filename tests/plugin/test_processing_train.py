@@ -99,7 +99,7 @@ def test_the_model_list_offers_the_trainable_families(provider, models_cache):
              "classes": ["background", "roof"]}]
     models_cache.remove(CACHE_KEY)
     assert trainable_choices() == ["unetformer-r18", "sam-head-litemedsam", "rfm-seg-r18-rn50",
-                                   "rfm-seg-r18-vit-b-32"]  # the protocol's
+                                   "rfm-seg-r18-vit-b-32", "sgseg-vit-b-16", "sgseg-convnext-l"]  # the protocol's
     models_cache.setValue(CACHE_KEY, json.dumps(rows))
     models_cache.setValue(SHOW_TEST_KEY, False)
     assert trainable_choices() == ["unetformer-r18", "sam-head-litemedsam"]

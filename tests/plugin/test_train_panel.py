@@ -238,7 +238,8 @@ def test_resume_appears_for_an_unfinished_run(panel, tmp_path):
 
 def test_model_families_from_the_model_list(panel):
     assert [panel.model.itemData(i) for i in range(panel.model.count())] == [
-        "unetformer-r18", "sam-head-litemedsam", "rfm-seg-r18-rn50", "rfm-seg-r18-vit-b-32"]  # the protocol's
+        "unetformer-r18", "sam-head-litemedsam", "rfm-seg-r18-rn50", "rfm-seg-r18-vit-b-32",
+        "sgseg-vit-b-16", "sgseg-convnext-l"]  # the protocol's
     panel.set_models(ROWS, show_test=False)
     assert [panel.model.itemData(i) for i in range(panel.model.count())] == ["unetformer-r18", "sam-head-litemedsam"]
     panel.set_models(ROWS, show_test=True)
