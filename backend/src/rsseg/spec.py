@@ -71,6 +71,9 @@ class ModelSpec:
     # True for a model that finds separate objects (zero-shot referring, SAM 3): one polygon per object with its
     # score and rank, and a sentence takes `top_k` (execution.tile_model.InstanceTileModel)
     instances: bool = False
+    # True for a model computed with numpy alone (the `test` model): "auto" runs it on the CPU without
+    # importing torch, whose import is seconds and hundreds of MB a short job does not need
+    numpy_only: bool = False
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:

@@ -42,6 +42,7 @@ register(ModelSpec(
     description="Pipeline test model: deterministic, weight-free colour matching (not a segmenter).",
     config={"radius": 2, "sharpness": 20.0},
     licence="GPL-2.0-or-later",
+    numpy_only=True,
 ))
 
 

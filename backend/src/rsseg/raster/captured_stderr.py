@@ -5,6 +5,10 @@ failed block, and GDAL raises a vague "Write failed" only later (a cached block 
 later write or on close). Inside `with CapturedStderr():` file descriptor 2 points at a temporary
 file; what the blocks print is kept, and `release()` at the end of the job passes it on to the real
 stderr unchanged, unless a block failed: then it is the detail of one error message (`text()`).
+
+File descriptor 2 belongs to the whole process, so blocks on different threads (the engine's reader
+and writer) take turns: a block holds a lock from start to end, and `quiet()` lets the main thread
+print its progress between blocks, never into the capture.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import threading
 from typing import IO, Optional
 
 
@@ -21,8 +26,10 @@ class CapturedStderr:
         self._saved: Optional[int] = None
         self._kept = b""
         self.failed = False
+        self.quiet = threading.Lock()  # held by every block; hold it to print to stderr between blocks
 
     def __enter__(self) -> "CapturedStderr":
+        self.quiet.acquire()
         try:
             if self._file is None:
                 self._file = tempfile.TemporaryFile()
@@ -36,6 +43,12 @@ class CapturedStderr:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self._restore(exc_type)
+        finally:
+            self.quiet.release()
+
+    def _restore(self, exc_type) -> None:
         if self._saved is None:
             return
         sys.stderr.flush()

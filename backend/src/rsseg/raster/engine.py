@@ -27,12 +27,14 @@ from ..execution.tile_runner import TileRunner
 from ..progress import CancelToken, ProgressCallback, report
 from ..protocol.contracts import MAX_CLASSES, NODATA, OUTPUTS, UNLABELLED, ClassSummary, SegmentRequest, SegmentResult
 from .areas import row_pixel_areas_m2
-from .blend import DEFAULT_STRIP_WIDTH, Spill, StripAccumulator, finished_rows, plan_strips, strip_tiles
+from .blend import DEFAULT_STRIP_WIDTH, Spill, Strip, StripAccumulator, finished_rows, plan_strips, strip_tiles
+from .captured_stderr import CapturedStderr
 from .instances import InstanceCollector
 from .memory import bound_heap_growth
 from .normalize import Stretch, estimate_stretch
 from .outputs import StagedFile, check_outputs, new_job_id, output_failure, prepare_out_dir, remove_stale
 from .palette import class_colours
+from .pipeline import ReadAhead, WriteBehind
 from .region import Region, resolve_region
 from .source import RasterSource, backing_file, is_virtual
 from .tiling import Tile, TileGrid
@@ -55,11 +57,14 @@ class _Tally:
         self.score = np.zeros(256)
 
     def add(self, row0: int, classes: np.ndarray, scores: np.ndarray) -> None:
-        areas = row_pixel_areas_m2(self.crs, self.transform, row0, classes.shape[0])
-        flat = classes.ravel()
-        self.pixels += np.bincount(flat, minlength=256)
-        self.area += np.bincount(flat, weights=np.repeat(areas, classes.shape[1]), minlength=256)
-        self.score += np.bincount(flat, weights=np.nan_to_num(scores.ravel()), minlength=256)
+        rows = classes.shape[0]
+        areas = row_pixel_areas_m2(self.crs, self.transform, row0, rows)
+        # one count per (row, class): areas are per row, so the class areas are a matrix product
+        per_row = np.bincount((classes + (np.arange(rows, dtype=np.int64) * 256)[:, None]).ravel(),
+                              minlength=rows * 256).reshape(rows, 256)
+        self.pixels += per_row.sum(axis=0)
+        self.area += areas @ per_row
+        self.score += np.bincount(classes.ravel(), weights=np.nan_to_num(scores.ravel()), minlength=256)
 
 
 WHOLE_REGION_MAX = 4096  # longest side (processing pixels) a whole-region model is given at once
@@ -84,15 +89,24 @@ def tile_grid(request: SegmentRequest, model: TileModel, height: int, width: int
 
 def decide(logits: np.ndarray, valid: np.ndarray, activation: str,
            threshold: Optional[float]) -> tuple[np.ndarray, np.ndarray]:
-    """Blended logits [K, h, w] -> (class ids uint8 [h, w], score of the chosen class float32)."""
-    best = logits.argmax(axis=0)
-    top = np.take_along_axis(logits, best[None], axis=0)[0]
+    """Blended logits [K, h, w] -> (class ids uint8 [h, w], score of the chosen class float32).
+
+    Class by class over contiguous planes: numpy's argmax along the first axis strides across
+    them and was the slowest step of writing a row (ties go to the first class, as with argmax)."""
+    classes = np.ones(logits.shape[1:], np.uint8)  # 1-based ids
+    top = logits[0].copy()
+    for k in range(1, logits.shape[0]):
+        better = logits[k] > top
+        classes[better] = k + 1
+        np.maximum(top, logits[k], out=top)
     if activation == SIGMOID:
         scores = expit(top)
         threshold = SIGMOID_THRESHOLD if threshold is None else threshold
     else:  # softmax probability of the arg-max class
-        scores = 1.0 / np.exp(logits - top[None]).sum(axis=0)
-    classes = (best + 1).astype(np.uint8)
+        total = np.zeros_like(top)
+        for plane in logits:
+            total += np.exp(plane - top)
+        scores = 1.0 / total
     if threshold is not None:
         classes[scores < threshold] = UNLABELLED
     classes[~valid] = NODATA
@@ -102,15 +116,39 @@ def decide(logits: np.ndarray, valid: np.ndarray, activation: str,
 
 
 class _TileReader:
-    """Reads and normalises tiles of the region; pixels outside region polygons are invalid."""
+    """Reads and normalises tiles of the region; pixels outside region polygons are invalid.
 
-    def __init__(self, source: RasterSource, region: Region, stretch: Stretch):
-        self.source, self.region, self.stretch = source, region, stretch
+    It runs on the engine's reader thread, with its own handle on the raster (`open`)."""
+
+    def __init__(self, source: RasterSource, region: Region, stretch: Stretch, capture: CapturedStderr):
+        self.source, self.region, self.stretch, self.capture = source, region, stretch, capture
+
+    @classmethod
+    def opener(cls, request: SegmentRequest, n_inputs: int, region: Region, stretch: Stretch,
+               capture: CapturedStderr, timings: dict, seen_infinite: list):
+        """What the reader thread calls: (read, close), the raster opened as the job's source is."""
+        def open_reader():
+            source = RasterSource(request.raster, request.bands, n_inputs, request.resolution, request.nodata)
+            reader = cls(source, region, stretch, capture)
+
+            def read(tile: Tile) -> tuple[np.ndarray, np.ndarray]:
+                t0 = time.perf_counter()
+                try:
+                    return reader.read(tile)
+                finally:
+                    timings["read"] += time.perf_counter() - t0
+
+            def close() -> None:
+                seen_infinite.append(source.infinite_seen)
+                source.close()
+            return read, close
+        return open_reader
 
     def read(self, tile: Tile) -> tuple[np.ndarray, np.ndarray]:
         win = self.region.window
         window = Window(int(win.col_off) + tile.x, int(win.row_off) + tile.y, tile.width, tile.height)
-        data, valid = self.region.read(self.source, window)
+        with self.capture:  # a read can evict (write) the outputs' cached blocks: a full disk prints here
+            data, valid = self.region.read(self.source, window)
         return self.stretch.apply(data, valid), valid
 
 
@@ -168,11 +206,15 @@ def _segment(request: SegmentRequest, model: TileModel, progress: Optional[Progr
             transform = window_transform(region.window, source.transform)
             tally = _Tally(source.crs, transform)
             writer = ClassRasterWriter(staged["mask"], staged["scores"], source.crs, transform, grid.width,
-                                       grid.height, names, request.prompt, request.sentence is not None, job)
+                                       grid.height, names, request.prompt, request.sentence is not None, job,
+                                       keep_scores=request.write_scores)
             spill = Spill(out_dir, job)
             objects = InstanceCollector(grid, threshold) if isinstance(model, InstanceTileModel) else None
             try:
-                tiles_run = _stream(grid, _TileReader(source, region, stretch), model, runner,
+                seen_infinite: list[bool] = []
+                open_reader = _TileReader.opener(request, model.n_inputs, region, stretch, writer.gdal_output,
+                                                 timings, seen_infinite)
+                tiles_run = _stream(grid, open_reader, model, runner,
                                     feature_identity(request, source, stretch), writer, tally, threshold,
                                     strip_width, timings, progress, cancel, spill, objects)
             finally:
@@ -183,7 +225,7 @@ def _segment(request: SegmentRequest, model: TileModel, progress: Optional[Progr
             crs = source.crs
             crs_string = crs.to_string() if crs else ""
             bands = list(source.bands)
-            infinite = source.infinite_seen
+            infinite = source.infinite_seen or any(seen_infinite)
         polygons_path, polygon_counts = None, {}
         if request.vectorise:
             t0 = time.perf_counter()
@@ -268,57 +310,97 @@ def _chunks(tiles: list[Tile], spill: Spill, runner: TileRunner):
         yield chunk
 
 
-def _stream(grid: TileGrid, reader: _TileReader, model: TileModel, runner: TileRunner, identity: str,
+def _read_order(grid: TileGrid, strips: list[Strip]) -> list[Tile]:
+    """The tiles in the order the engine first needs them: a tile crossing into the next strip is read
+    (and run) once, in the first strip; the next strip takes its spilled logits."""
+    seen: set[int] = set()
+    order = []
+    for strip in strips:
+        for tile in strip_tiles(grid, strip):
+            if tile.index not in seen:
+                seen.add(tile.index)
+                order.append(tile)
+    return order
+
+
+def _stream(grid: TileGrid, open_reader, model: TileModel, runner: TileRunner, identity: str,
             writer: ClassRasterWriter, tally: _Tally, threshold: Optional[float], strip_width: int, timings: dict,
             progress, cancel: CancelToken, spill: Spill, objects: Optional[InstanceCollector]) -> int:
-    """Tiles -> model -> blend -> finished rows written; returns the number of tiles the model ran on."""
+    """Tiles -> model -> blend -> finished rows written; returns the number of tiles the model ran on.
+
+    Tiles are read on a reader thread ahead of the model, and finished rows are decided, tallied and
+    written on a writer thread behind it (pipeline.py); the model and the blending run here."""
     strips = plan_strips(grid, strip_width, BLOCK)
     total, done, run = len(grid), 0, 0
-    report(progress, "segment", 0, total)
-    for strip in strips:
-        acc = StripAccumulator(grid, strip, len(model.class_names))
-        remaining = [len(strip.cols)] * len(grid.ys)  # tiles still to add, per tile row
-        for chunk in _chunks(strip_tiles(grid, strip), spill, runner):
-            cancel.check()
-            t0 = time.perf_counter()
-            with writer.gdal_output:  # a read can evict (write) the outputs' cached blocks: a full disk prints here
-                reads = {t.index: reader.read(t) for t in chunk if not spill.has(t)}
-            timings["read"] += time.perf_counter() - t0
-            todo = [i for i, (_, valid) in reads.items() if valid.any()]  # all-nodata tiles skip the model
-            logits = {}
-            if todo:
-                t0 = time.perf_counter()
-                keys = [f"{identity}|{t.x},{t.y},{t.width},{t.height}" for t in chunk if t.index in todo]
-                out = runner(np.stack([reads[i][0] for i in todo]), keys, cancel)
-                timings["model"] += time.perf_counter() - t0
-                expected = (len(todo), len(model.class_names), grid.tile_height, grid.tile_width)
-                if out.shape != expected:
-                    raise ModelError(f"model returned logits of shape {out.shape}, expected {expected}")
-                logits = dict(zip(todo, out))
-                run += len(todo)
-                if objects is not None:
-                    tiles = {t.index: t for t in chunk}
-                    for index, found in zip(todo, runner.take_instances()):
-                        objects.add(tiles[index], found, reads[index][1])
-            t0 = time.perf_counter()
-            for tile in chunk:
-                if tile.index in reads:
-                    done += 1
-                    tile_logits = logits.get(tile.index)
-                    if tile_logits is not None:
-                        acc.add(tile, tile_logits, reads[tile.index][1])
-                    if tile.x + tile.width > strip.x1:
-                        spill.save(tile, strip.x1, tile_logits, reads[tile.index][1])
-                else:
-                    spilled = spill.load(tile)
-                    if spilled is not None:
-                        acc.add(tile, spilled[0], spilled[1], spilled[2])
-                remaining[tile.row] -= 1
-                if remaining[tile.row] == 0:
-                    for row0, blended, valid in acc.pop(finished_rows(grid, tile.row)):
-                        classes, scores = decide(blended, valid, model.activation, threshold)
-                        writer.write(Window(strip.x0, row0, strip.x1 - strip.x0, len(valid)), classes, scores)
-                        tally.add(row0, classes, scores)
-            timings["blend_write"] += time.perf_counter() - t0
+
+    def write(window: Window, blended: np.ndarray, valid: np.ndarray) -> None:
+        t0 = time.perf_counter()
+        classes, scores = decide(blended, valid, model.activation, threshold)
+        writer.write(window, classes, scores)
+        tally.add(int(window.row_off), classes, scores)
+        timings["write"] += time.perf_counter() - t0
+
+    def progressed() -> None:
+        with writer.gdal_output.quiet:  # never into the stderr capture of a read or write on the other threads
             report(progress, "segment", done, total)
+
+    progressed()
+    reads = ReadAhead(_read_order(grid, strips), open_reader, depth=2 * max(1, runner.batch_size))
+    rows = WriteBehind(write, depth=4)
+    try:
+        for strip in strips:
+            acc = StripAccumulator(grid, strip, len(model.class_names))
+            remaining = [len(strip.cols)] * len(grid.ys)  # tiles still to add, per tile row
+            for chunk in _chunks(strip_tiles(grid, strip), spill, runner):
+                cancel.check()
+                t0 = time.perf_counter()
+                read = {}
+                for tile in chunk:
+                    if not spill.has(tile):
+                        got, read[tile.index] = reads.next()
+                        if got.index != tile.index:
+                            raise RuntimeError(f"tile {got.index} read where tile {tile.index} was due")
+                timings["read_wait"] += time.perf_counter() - t0
+                todo = [i for i, (_, valid) in read.items() if valid.any()]  # all-nodata tiles skip the model
+                logits = {}
+                if todo:
+                    t0 = time.perf_counter()
+                    keys = [f"{identity}|{t.x},{t.y},{t.width},{t.height}" for t in chunk if t.index in todo]
+                    out = runner(np.stack([read[i][0] for i in todo]), keys, cancel)
+                    timings["model"] += time.perf_counter() - t0
+                    expected = (len(todo), len(model.class_names), grid.tile_height, grid.tile_width)
+                    if out.shape != expected:
+                        raise ModelError(f"model returned logits of shape {out.shape}, expected {expected}")
+                    logits = dict(zip(todo, out))
+                    run += len(todo)
+                    if objects is not None:
+                        tiles = {t.index: t for t in chunk}
+                        for index, found in zip(todo, runner.take_instances()):
+                            objects.add(tiles[index], found, read[index][1])
+                t0 = time.perf_counter()
+                for tile in chunk:
+                    if tile.index in read:
+                        done += 1
+                        tile_logits = logits.get(tile.index)
+                        if tile_logits is not None:
+                            acc.add(tile, tile_logits, read[tile.index][1])
+                        if tile.x + tile.width > strip.x1:
+                            spill.save(tile, strip.x1, tile_logits, read[tile.index][1])
+                    else:
+                        spilled = spill.load(tile)
+                        if spilled is not None:
+                            acc.add(tile, spilled[0], spilled[1], spilled[2])
+                    remaining[tile.row] -= 1
+                    if remaining[tile.row] == 0:
+                        for row0, blended, valid in acc.pop(finished_rows(grid, tile.row)):
+                            rows.put(Window(strip.x0, row0, strip.x1 - strip.x0, len(valid)), blended, valid)
+                timings["blend"] += time.perf_counter() - t0
+                progressed()
+        t0 = time.perf_counter()
+        rows.finish()
+        timings["write_wait"] += time.perf_counter() - t0
+    finally:
+        reads.stop()
+        rows.stop()
+    timings["blend_write"] = timings["blend"] + timings["write"]
     return run

@@ -32,7 +32,9 @@ class Stretch:
     def apply(self, data: np.ndarray, valid: np.ndarray) -> np.ndarray:
         low = np.asarray(self.low, np.float32)[:, None, None]
         span = np.asarray(self.high, np.float32)[:, None, None] - low
-        out = np.clip((data - low) / span, 0.0, 1.0)
+        out = np.subtract(data, low)  # in place from here: one temporary instead of three
+        out /= span
+        np.clip(out, 0.0, 1.0, out=out)
         out[:, ~valid] = 0.0
         return out
 

@@ -86,23 +86,22 @@ class ClassPolygonStats:
 def _chunk_pieces(cls_src, score_src, win: Window) -> Iterator[tuple[int, Piece, bool]]:
     """Yield (class id, piece, touches an interior seam) for each component in one chunk."""
     cls = cls_src.read(1, window=win)
-    valid = (cls != 0) & (cls != NODATA_CLASS)
-    if cls_src.nodata is not None:
-        valid &= cls != cls_src.nodata
-    if not valid.any():
+    skip = {0, NODATA_CLASS} | ({int(cls_src.nodata)} if cls_src.nodata is not None else set())
+    present = [int(c) for c in np.flatnonzero(np.bincount(cls.ravel(), minlength=256)) if int(c) not in skip]
+    if not present:
         return
     labels = np.zeros(cls.shape, np.int32)
     label_class = [0]
-    for cid in np.unique(cls[valid]):
-        lab, k = ndimage.label(cls == cid)  # default structure = 4-connectivity
-        inside = lab > 0
-        labels[inside] = lab[inside] + (len(label_class) - 1)
-        label_class += [int(cid)] * k
+    for cid in present:
+        lab, k = ndimage.label(cls == cid, output=np.int32)  # default structure = 4-connectivity
+        np.add(lab, len(label_class) - 1, out=lab, where=lab > 0)
+        labels += lab  # the classes' regions are disjoint
+        label_class += [cid] * k
     n = len(label_class)
-    score = score_src.read(1, window=win).astype(np.float64)
     flat = labels.ravel()
     counts = np.bincount(flat, minlength=n)
-    sums = np.bincount(flat, weights=np.where(labels > 0, score, 0.0).ravel(), minlength=n)
+    # label 0 (no region) also sums its scores, NaN at nodata, and is never read
+    sums = np.bincount(flat, weights=score_src.read(1, window=win).ravel(), minlength=n)
     on_seam = np.zeros(n, bool)
     h, w = labels.shape
     if win.row_off > 0:

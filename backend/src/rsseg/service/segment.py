@@ -44,7 +44,8 @@ def run_segment(request: SegmentRequest, progress: Optional[ProgressCallback] = 
     """The one path every caller takes; `cache` (the worker's) lets later prompts reuse image features."""
     request = model_defaults(request)
     check_request(request)  # before a device or a model is chosen
-    device = resolve_device(request.device)
+    numpy_cpu = get_spec(request.model).numpy_only and request.device in ("auto", "cpu")
+    device = "cpu" if numpy_cpu else resolve_device(request.device)
     report(progress, "load model", 0, 1)
     model = build_model(request.model, request.classes, request.sentence, device, request.model_options)
     report(progress, "load model", 1, 1)

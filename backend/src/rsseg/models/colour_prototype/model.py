@@ -61,8 +61,17 @@ class ColourPrototypeModel:
         return ndimage.uniform_filter(batch, size=size, mode="constant")
 
     def decode(self, smooth: np.ndarray) -> np.ndarray:
-        dist = ((smooth[:, None] - self._protos[None, :, :, None, None]) ** 2).sum(axis=2)
-        logits = -self.sharpness * dist
-        if self.activation == "sigmoid":  # a referring mask: inside when closer than 0.25 RGB units
-            logits += self.sharpness * 0.0625
-        return logits.astype(np.float32)
+        # class by class and band by band: a [B, K, C, h, w] temporary was most of this model's time
+        logits = np.empty((smooth.shape[0], len(self._protos), *smooth.shape[2:]), np.float32)
+        diff = np.empty((smooth.shape[0], *smooth.shape[2:]), np.float32)
+        for k, proto in enumerate(self._protos):
+            dist = logits[:, k]
+            np.subtract(smooth[:, 0], proto[0], out=dist)
+            np.square(dist, out=dist)
+            for c in range(1, len(proto)):
+                np.subtract(smooth[:, c], proto[c], out=diff)
+                dist += np.square(diff, out=diff)
+            dist *= -self.sharpness
+            if self.activation == "sigmoid":  # a referring mask: inside when closer than 0.25 RGB units
+                dist += self.sharpness * 0.0625
+        return logits
