@@ -15,7 +15,7 @@ from importlib import metadata
 
 import rsseg
 
-PACKAGES = ("numpy", "rasterio", "fiona", "shapely", "pyproj", "scipy", "open_clip_torch",
+PACKAGES = ("numpy", "rasterio", "fiona", "pyogrio", "shapely", "pyproj", "scipy", "open_clip_torch",
             "segment-anything", "timm", "peft", "safetensors")
 
 

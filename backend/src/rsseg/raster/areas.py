@@ -57,18 +57,23 @@ def pixel_area_m2(crs, transform) -> float | None:
     return abs(transform.a * transform.e - transform.b * transform.d) * info.factor**2
 
 
-def geometry_area_m2(geom, crs) -> float:
-    """Area in m2: on the CRS's own ellipsoid for geographic CRSs (edges taken as meridians and
-    parallels, as pixel edges are), planar area times the squared unit factor otherwise."""
+def geometry_areas_m2(geoms: np.ndarray, crs) -> np.ndarray:
+    """Areas in m2 of an array of geometries: on the CRS's own ellipsoid for geographic CRSs (edges taken as
+    meridians and parallels, as pixel edges are), planar area times the squared unit factor otherwise."""
     info = _crs_info(_wkt(crs))
     if info.geod is None:
-        return geom.area * info.factor**2
+        return shapely.area(geoms) * info.factor**2
     geod, k = info.geod, info.factor
 
     def to_equal_area(xy: np.ndarray) -> np.ndarray:
         return np.column_stack([xy[:, 0] * k, _zone_area(xy[:, 1] * k, geod)])
 
-    return float(shapely.transform(geom, to_equal_area).area)
+    return shapely.area(shapely.transform(geoms, to_equal_area))
+
+
+def geometry_area_m2(geom, crs) -> float:
+    """Area in m2 of one geometry (geometry_areas_m2)."""
+    return float(geometry_areas_m2(np.array([geom], object), crs)[0])
 
 
 def row_pixel_areas_m2(crs, transform, row0: int, rows: int) -> np.ndarray:

@@ -14,8 +14,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Optional
 
-import fiona.errors
 import numpy as np
+import pyogrio.errors
 import rasterio
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
@@ -44,7 +44,7 @@ from .writer import BLOCK, ClassRasterWriter
 SIGMOID_THRESHOLD = 0.5
 GDAL_CACHE_MB = 8
 # Failures of a write (full disk, file size limit, read-only media) as the libraries raise them
-WRITE_ERRORS = (OSError, rasterio.errors.RasterioError, fiona.errors.FionaError)
+WRITE_ERRORS = (OSError, rasterio.errors.RasterioError, pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError)
 
 
 class _Tally:

@@ -162,7 +162,7 @@ def output_failure(folder: Path, exc: BaseException, printed: str = "") -> Outpu
     """One line for a write that failed part-way: which folder, and why in words."""
     text = f"{exc} {printed}"
     code = getattr(exc, "errno", None)
-    if code == errno.ENOSPC or "No space left" in text:
+    if code == errno.ENOSPC or "No space left" in text or "disk is full" in text:  # the last: SQLite (GeoPackage)
         why = "is full (no space left on the device)"
     elif code == errno.EFBIG or "File too large" in text:
         why = "cannot take a file this large (file size limit reached)"

@@ -24,27 +24,31 @@ rank in its class and an instance_id; an object may have several parts (MultiPol
 from __future__ import annotations
 
 import os
+import threading
 import uuid
+import warnings
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterator, Mapping, Optional
 
-import fiona
 import numpy as np
+import pyogrio.raw
 import shapely
 from affine import Affine
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.features import shapes
 from rasterio.windows import Window
 from scipy import ndimage
-from shapely.affinity import affine_transform
-from shapely.geometry import MultiPolygon, Polygon, mapping, shape
+from shapely.geometry import MultiPolygon, shape
 
 from ..errors import OutputError, RssegError
 from ..progress import CancelToken, ProgressCallback, report
 from ..protocol.contracts import NODATA as NODATA_CLASS
 from ..protocol.contracts import POLYGON_LAYER
-from .areas import _wkt, geometry_area_m2
+from .areas import _wkt, geometry_areas_m2
 from .outputs import GPKG_DESCRIPTION
 from .source import open_raster
 
@@ -59,9 +63,9 @@ INSTANCE_SCHEMA = {
     "geometry": "MultiPolygon",
     "properties": {**SCHEMA["properties"], "instance_id": "int", "rank": "int"},
 }
-_BATCH = 1000  # records per fiona writerecords call
-
-Piece = tuple[Polygon, int, float]  # polygon in pixel coordinates, pixel count, score sum
+_BATCH = 50_000  # features per GeoPackage append
+POLYGON_BATCH = 10_000  # regions gathered into shapely polygons at once
+_DTYPES = {"str": object, "int": np.int64, "float": np.float64}  # the schema's field types as arrays
 
 
 @dataclass(frozen=True)
@@ -83,13 +87,86 @@ class ClassPolygonStats:
     area_m2: float
 
 
-def _chunk_pieces(cls_src, score_src, win: Window) -> Iterator[tuple[int, Piece, bool]]:
-    """Yield (class id, piece, touches an interior seam) for each component in one chunk."""
+@dataclass
+class _Pieces:
+    """Connected regions as arrays: polygons in pixel coordinates with their class, pixel count and score sum."""
+
+    cid: np.ndarray
+    geom: np.ndarray
+    count: np.ndarray
+    sums: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.cid)
+
+    def take(self, which: np.ndarray) -> "_Pieces":
+        return _Pieces(self.cid[which], self.geom[which], self.count[which], self.sums[which])
+
+    @staticmethod
+    def join(parts: list["_Pieces"]) -> "_Pieces":
+        parts = [_NO_PIECES, *parts]
+        return _Pieces(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("cid", "geom", "count", "sums")))
+
+
+_NO_PIECES = _Pieces(np.zeros(0, np.int64), np.empty(0, object), np.zeros(0, np.int64), np.zeros(0))
+
+
+def _polygons(labels: np.ndarray, origin: Affine) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(labels, polygons) of the 4-connected regions of `labels` > 0 in batches of POLYGON_BATCH: GDAL's
+    polygonize, each batch's rings gathered into one shapely call (a shapely object per ring was most of the
+    time on speckle, and a whole chunk's regions at once most of its memory)."""
+    coords: list = []
+    ring_ends, poly_ends, values = [0], [0], []
+
+    def gather() -> tuple[np.ndarray, np.ndarray]:
+        polygons = shapely.from_ragged_array(shapely.GeometryType.POLYGON, np.asarray(coords, np.float64),
+                                             (np.array(ring_ends), np.array(poly_ends)))
+        batch = np.asarray(values, np.int64), polygons
+        coords.clear()
+        values.clear()
+        del ring_ends[1:], poly_ends[1:]
+        return batch
+
+    with warnings.catch_warnings():  # the first chunk's origin is the identity, which rasterio warns about
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        for geom, value in shapes(labels, mask=labels > 0, connectivity=4, transform=origin):
+            for ring in geom["coordinates"]:
+                coords.extend(ring)
+                ring_ends.append(len(coords))
+            poly_ends.append(len(ring_ends) - 1)
+            values.append(value)
+            if len(values) >= POLYGON_BATCH:
+                yield gather()
+    if values:
+        yield gather()
+
+
+@dataclass
+class _LabelledChunk:
+    """One chunk's regions as labels (0: none), with each label's class, pixel count, score sum and whether
+    it touches an interior seam."""
+
+    win: Window
+    labels: np.ndarray
+    label_class: np.ndarray
+    counts: np.ndarray
+    sums: np.ndarray
+    on_seam: np.ndarray
+
+    def pieces(self) -> Iterator[tuple[_Pieces, np.ndarray]]:
+        """The regions as polygons in global pixel coordinates, a batch at a time, and which touch a seam."""
+        origin = Affine.translation(self.win.col_off, self.win.row_off)
+        for lid, geom in _polygons(self.labels, origin):
+            yield _Pieces(self.label_class[lid], geom, self.counts[lid], self.sums[lid]), self.on_seam[lid]
+
+
+def _label_chunk(cls_src, score_src, win: Window) -> Optional[_LabelledChunk]:
+    """Label one chunk's regions (array work only, which lets go of the GIL); None when it has none."""
     cls = cls_src.read(1, window=win)
     skip = {0, NODATA_CLASS} | ({int(cls_src.nodata)} if cls_src.nodata is not None else set())
     present = [int(c) for c in np.flatnonzero(np.bincount(cls.ravel(), minlength=256)) if int(c) not in skip]
     if not present:
-        return
+        return None
     labels = np.zeros(cls.shape, np.int32)
     label_class = [0]
     for cid in present:
@@ -112,85 +189,110 @@ def _chunk_pieces(cls_src, score_src, win: Window) -> Iterator[tuple[int, Piece,
         on_seam[labels[:, 0]] = True
     if win.col_off + w < cls_src.width:
         on_seam[labels[:, -1]] = True
-    origin = Affine.translation(win.col_off, win.row_off)  # global pixel coordinates
-    for geom, value in shapes(labels, mask=labels > 0, connectivity=4, transform=origin):
-        lid = int(value)
-        piece = (shape(geom), int(counts[lid]), float(sums[lid]))
-        yield label_class[lid], piece, bool(on_seam[lid])
+    return _LabelledChunk(win, labels, np.asarray(label_class), counts, sums, on_seam)
 
 
-def _merge(pieces: list[Piece]) -> list[Piece]:
-    """Union same-class pieces; each connected result carries its pieces' summed counts/sums."""
+def _merge(pieces: _Pieces) -> _Pieces:
+    """Union the pieces of one class; each connected result carries its pieces' summed counts and sums."""
     if len(pieces) < 2:
         return pieces
-    union = shapely.unary_union([p[0] for p in pieces])
-    parts = list(getattr(union, "geoms", [union]))
+    union = shapely.union_all(pieces.geom)
+    parts = np.asarray(shapely.get_parts(union))
     # An interior point of a piece lies inside exactly one merged part.
-    points = [p[0].representative_point() for p in pieces]
-    piece_idx, part_idx = shapely.STRtree(parts).query(points, predicate="intersects")
-    counts = np.zeros(len(parts), np.int64)
-    sums = np.zeros(len(parts))
-    np.add.at(counts, part_idx, [pieces[i][1] for i in piece_idx])
-    np.add.at(sums, part_idx, [pieces[i][2] for i in piece_idx])
-    return [(g, int(c), float(s)) for g, c, s in zip(parts, counts, sums)]
+    piece_idx, part_idx = shapely.STRtree(parts).query(shapely.point_on_surface(pieces.geom), predicate="intersects")
+    counts = np.bincount(part_idx, weights=pieces.count[piece_idx], minlength=len(parts)).astype(np.int64)
+    sums = np.bincount(part_idx, weights=pieces.sums[piece_idx], minlength=len(parts))
+    return _Pieces(np.full(len(parts), pieces.cid[0]), parts, counts, sums)
 
 
 class _PolygonSink:
     """Maps pixel-coordinate polygons to the raster's CRS, measures, filters, simplifies and writes them in
-    batches: the one place that turns a piece of the mask into a feature, for regions and instances alike."""
+    batches, all as arrays: the one place that turns pieces of the mask into features, for regions and
+    instances alike."""
 
-    def __init__(self, sink, crs, transform: Affine, options: VectorizeOptions, class_names: Mapping[int, str],
-                 prompt: str, multi: bool = False):
-        self.sink, self.crs, self.options, self.prompt, self.multi = sink, crs, options, prompt, multi
+    def __init__(self, path: Path, crs, transform: Affine, options: VectorizeOptions,
+                 class_names: Mapping[int, str], prompt: str, schema: dict):
+        self.path, self.crs, self.options, self.prompt = path, crs, options, prompt
+        self.multi = schema["geometry"] == "MultiPolygon"
+        self.fields = list(schema["properties"])
         t = transform
-        self._affine = (t.a, t.b, t.d, t.e, t.xoff, t.yoff)
-        self.class_names = class_names
+        self._matrix, self._offset = np.array([[t.a, t.b], [t.d, t.e]]), np.array([t.xoff, t.yoff])
+        self.class_names = dict(class_names)
         self.stats = {int(c): ClassPolygonStats(int(c), n, 0, 0.0) for c, n in class_names.items()}
-        self._batch: list[dict] = []
+        self._batch: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
+        self._pending = 0
+        empty = {f: np.zeros(0, _DTYPES[kind]) for f, kind in schema["properties"].items()}
+        self._write(np.empty(0, object), empty, first=True)  # the layer, with its fields, even when nothing follows
 
-    def emit(self, cid: int, geom_px, score: float, extra: Mapping[str, object] = ()) -> bool:
-        """Write one feature; False when it was dropped for being under the minimum area."""
-        geom = affine_transform(geom_px, self._affine)
-        area = geometry_area_m2(geom, self.crs)  # unsimplified: the area of the pixels
-        if area < self.options.min_area_m2:
-            return False
+    def _name(self, cid: int) -> str:
+        return self.class_names.get(cid, f"class_{cid}")
+
+    def _placed(self, geom_px: np.ndarray) -> np.ndarray:
+        return shapely.transform(geom_px, lambda xy: np.matmul(self._matrix, xy.T).T + self._offset)
+
+    def area_m2(self, geom_px: np.ndarray) -> np.ndarray:
+        """Areas of pixel-coordinate polygons on the ground: the area of their pixels."""
+        return geometry_areas_m2(self._placed(geom_px), self.crs)
+
+    def emit(self, cid: np.ndarray, geom_px: np.ndarray, score: np.ndarray,
+             extra: Optional[Mapping[str, np.ndarray]] = None) -> None:
+        """Write features, leaving out those under the minimum area."""
+        geom = self._placed(geom_px)
+        area = geometry_areas_m2(geom, self.crs)  # unsimplified: the area of the pixels
+        kept = area >= self.options.min_area_m2
+        if not kept.all():
+            cid, geom, score, area = cid[kept], geom[kept], score[kept], area[kept]
+            extra = {k: v[kept] for k, v in (extra or {}).items()}
+        if not len(cid):
+            return
         if self.options.simplify_tolerance > 0:
-            simple = geom.simplify(self.options.simplify_tolerance, preserve_topology=True)
-            if not simple.is_empty and simple.geom_type == geom.geom_type:
-                geom = simple
-        if self.multi and isinstance(geom, Polygon):
-            geom = MultiPolygon([geom])
-        name = self.class_names.get(cid, f"class_{cid}")
-        st = self.stats.setdefault(cid, ClassPolygonStats(cid, name, 0, 0.0))
-        st.polygons += 1
-        st.area_m2 += area
-        self._batch.append({"geometry": mapping(geom), "properties": {
-            "class": st.name, "class_id": cid, "prompt": self.prompt, "score": score, "area_m2": area, **dict(extra)}})
-        if len(self._batch) >= _BATCH:
+            simple = shapely.simplify(geom, self.options.simplify_tolerance, preserve_topology=True)
+            same = ~shapely.is_empty(simple) & (shapely.get_type_id(simple) == shapely.get_type_id(geom))
+            geom = np.where(same, simple, geom)
+        if self.multi:
+            for i in np.flatnonzero(shapely.get_type_id(geom) == shapely.GeometryType.POLYGON):
+                geom[i] = MultiPolygon([geom[i]])
+        for c in np.unique(cid):
+            st = self.stats.setdefault(int(c), ClassPolygonStats(int(c), self._name(int(c)), 0, 0.0))
+            st.polygons += int((cid == c).sum())
+            st.area_m2 += float(area[cid == c].sum())
+        names = np.array([self._name(int(c)) for c in cid], object)
+        values = {"class": names, "class_id": cid.astype(np.int64), "prompt": np.full(len(cid), self.prompt, object),
+                  "score": np.asarray(score, np.float64), "area_m2": area, **dict(extra or {})}
+        self._batch.append((geom, values))
+        self._pending += len(cid)
+        if self._pending >= _BATCH:
             self.flush()
-        return True
 
     def flush(self) -> None:
-        if self._batch:
-            self.sink.writerecords(self._batch)
-            self._batch.clear()
+        if not self._batch:
+            return
+        geom = np.concatenate([g for g, _ in self._batch])
+        values = {f: np.concatenate([v[f] for _, v in self._batch]) for f in self.fields}
+        self._batch, self._pending = [], 0
+        self._write(geom, values)
+
+    def _write(self, geom: np.ndarray, values: dict[str, np.ndarray], first: bool = False) -> None:
+        options = {"layer_options": {"DESCRIPTION": f"{GPKG_DESCRIPTION} of {self.prompt}"[:500]}} if first else {}
+        pyogrio.raw.write(str(self.path), geometry=shapely.to_wkb(geom), field_data=[values[f] for f in self.fields],
+                          fields=self.fields, layer=POLYGON_LAYER, driver="GPKG",
+                          geometry_type="MultiPolygon" if self.multi else "Polygon", crs=_wkt(self.crs) or None,
+                          append=not first, nan_as_null=False, promote_to_multi=False, **options)
 
     def summary(self) -> list[ClassPolygonStats]:
         return sorted(self.stats.values(), key=lambda s: s.class_id)
 
 
 @contextmanager
-def _staged_gpkg(out_path: Path, schema: dict, crs, prompt: str) -> Iterator[object]:
-    """A GeoPackage layer written under a temporary name and renamed to `out_path` only on success."""
+def _staged_gpkg(out_path: Path) -> Iterator[Path]:
+    """A GeoPackage written under a temporary name and renamed to `out_path` only on success."""
     out_path = Path(out_path)
     if not out_path.parent.is_dir():
         raise OutputError(f"{out_path}: the output folder does not exist")
     # named after out_path, so a job's staged name (and identity) is kept in the temporary one
     tmp = out_path.with_name(f".{out_path.name.lstrip('.')}.{uuid.uuid4().hex[:8]}.tmp.gpkg")
     try:
-        with fiona.open(tmp, "w", driver="GPKG", layer=POLYGON_LAYER, schema=schema, crs_wkt=_wkt(crs) or "",
-                        DESCRIPTION=f"{GPKG_DESCRIPTION} of {prompt}"[:500]) as sink:
-            yield sink
+        yield tmp
         os.replace(tmp, out_path)
     except BaseException:
         for leftover in (tmp, *(Path(f"{tmp}{s}") for s in ("-wal", "-shm", "-journal"))):
@@ -217,43 +319,76 @@ def vectorize_classes(
     with open_raster(class_path) as cls_src, open_raster(score_path) as score_src:
         if (score_src.shape, score_src.transform) != (cls_src.shape, cls_src.transform):
             raise RssegError(f"{score_path}: score raster is not on the grid of {class_path}")
-        with _staged_gpkg(out_path, SCHEMA, cls_src.crs, prompt) as sink:
-            polygons = _PolygonSink(sink, cls_src.crs, cls_src.transform, options, class_names, prompt)
-            _vectorize(cls_src, score_src, polygons, options, progress, cancel)
-            polygons.flush()
+        crs, transform, height, width = cls_src.crs, cls_src.transform, cls_src.height, cls_src.width
+    with _staged_gpkg(out_path) as tmp, _ChunkReaders(class_path, score_path) as readers:
+        polygons = _PolygonSink(tmp, crs, transform, options, class_names, prompt, SCHEMA)
+        _vectorize(readers, height, width, polygons, options, progress, cancel)
+        polygons.flush()
     return polygons.summary()
 
 
-def _vectorize(cls_src, score_src, polygons: _PolygonSink, options, progress, cancel) -> None:
-    def emit(cid: int, piece: Piece) -> None:
-        polygons.emit(cid, piece[0], piece[2] / piece[1])
+class _ChunkReaders:
+    """Chunks labelled on worker threads, each with its own handles on the two rasters, while the caller
+    polygonises the chunk before.
 
-    cs, height, width = options.chunk_size, cls_src.height, cls_src.width
+    Why: labelling and the array work let go of the GIL, polygonising mostly does not; a GDAL handle must
+    not be shared between threads."""
+
+    def __init__(self, class_path: Path, score_path: Path, workers: int = min(2, os.cpu_count() or 1)):
+        self.paths, self._local, self._opened = (class_path, score_path), threading.local(), []
+        self._lock = threading.Lock()
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="rsseg-vectorise")
+        self.workers = workers
+
+    def label(self, win: Window) -> Optional[_LabelledChunk]:
+        handles = getattr(self._local, "handles", None)
+        if handles is None:
+            handles = self._local.handles = tuple(open_raster(p) for p in self.paths)
+            with self._lock:
+                self._opened.extend(handles)
+        return _label_chunk(*handles, win)
+
+    def __enter__(self) -> "_ChunkReaders":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        for handle in self._opened:
+            handle.close()
+
+
+def _vectorize(readers: _ChunkReaders, height: int, width: int, polygons: _PolygonSink, options, progress,
+               cancel) -> None:
+    def emit(pieces: _Pieces) -> None:
+        if len(pieces):
+            polygons.emit(pieces.cid, pieces.geom, pieces.sums / pieces.count)
+
+    cs = options.chunk_size
     total, done = -(-height // cs) * -(-width // cs), 0
-    pending: dict[int, list[Piece]] = {}
+    pending: list[_Pieces] = []
     for r0 in range(0, height, cs):
-        for c0 in range(0, width, cs):
-            if cancel is not None:
-                cancel.check()
-            win = Window(c0, r0, min(cs, width - c0), min(cs, height - r0))
-            for cid, piece, on_seam in _chunk_pieces(cls_src, score_src, win):
-                if on_seam:
-                    pending.setdefault(cid, []).append(piece)
-                else:
-                    emit(cid, piece)
+        windows = [Window(c0, r0, min(cs, width - c0), min(cs, height - r0)) for c0 in range(0, width, cs)]
+        running: deque = deque()
+        while windows or running:
+            while windows and len(running) < readers.workers:  # at most one labelled chunk per worker
+                if cancel is not None:
+                    cancel.check()
+                running.append(readers.pool.submit(readers.label, windows.pop(0)))
+            chunk = running.popleft().result()
+            for pieces, on_seam in chunk.pieces() if chunk is not None else ():
+                emit(pieces.take(~on_seam))
+                pending.append(pieces.take(on_seam))
             done += 1
             report(progress, "vectorise", done, total)
         # Every chunk above this row's bottom seam is read: merged polygons that stop short
         # of that seam are complete.
         seam = r0 + cs
-        for cid, pieces in pending.items():
-            keep = []
-            for piece in _merge(pieces):
-                if seam >= height or piece[0].bounds[3] < seam:
-                    emit(cid, piece)
-                else:
-                    keep.append(piece)
-            pending[cid] = keep
+        waiting = _Pieces.join(pending)
+        merged = [_merge(waiting.take(waiting.cid == c)) for c in np.unique(waiting.cid)]
+        merged = _Pieces.join(merged)
+        done_now = (seam >= height) | (shapely.bounds(merged.geom)[:, 3] < seam) if len(merged) else np.zeros(0, bool)
+        emit(merged.take(done_now))
+        pending = [merged.take(~done_now)]
 
 
 @dataclass(frozen=True)
@@ -281,13 +416,15 @@ def write_instances(out_path: Path, objects: list[FoundObject], crs, transform: 
     """One feature per object (not per connected region), best first per class, with its score, its rank in
     its class and an instance_id; written like vectorize_classes (staged, renamed on success)."""
     ordered = sorted(objects, key=lambda o: (o.class_id, -o.score))
-    with _staged_gpkg(out_path, INSTANCE_SCHEMA, crs, prompt) as sink:
-        polygons = _PolygonSink(sink, crs, transform, options, class_names, prompt, multi=True)
-        rank: dict[int, int] = {}
-        for obj in ordered:
-            place = rank.get(obj.class_id, 0) + 1
-            if polygons.emit(obj.class_id, obj.geometry, obj.score,
-                             {"instance_id": sum(rank.values()) + 1, "rank": place}):
-                rank[obj.class_id] = place
+    with _staged_gpkg(out_path) as tmp:
+        polygons = _PolygonSink(tmp, crs, transform, options, class_names, prompt, INSTANCE_SCHEMA)
+        geom = np.array([o.geometry for o in ordered], object)
+        kept = polygons.area_m2(geom) >= options.min_area_m2  # ids and ranks count the objects written
+        cid = np.array([o.class_id for o in ordered], np.int64)[kept]
+        ids = np.arange(1, len(cid) + 1, dtype=np.int64)
+        starts = np.r_[0, np.flatnonzero(np.diff(cid)) + 1]  # where each class begins
+        rank = ids - np.repeat(starts, np.diff(np.r_[starts, len(cid)]))
+        polygons.emit(cid, geom[kept], np.array([o.score for o in ordered], np.float64)[kept],
+                      {"instance_id": ids, "rank": rank})
         polygons.flush()
     return polygons.summary()
