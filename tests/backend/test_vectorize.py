@@ -10,6 +10,7 @@ import numpy as np
 import pyproj
 import pytest
 import rasterio
+import shapely
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.features import rasterize
@@ -104,6 +105,41 @@ def test_small_chunks_match_one_chunk_on_noise_map(tmp_path):
     for c in (1, 2, 3):
         area = sum(p["area_m2"] for _, p in small if p["class_id"] == c)
         assert area == pytest.approx((cls == c).sum())
+
+
+def test_regions_are_cut_on_the_region_grid_and_nothing_else_changes(tmp_path):
+    mask = annulus()  # 200 px wide: crosses the cut lines at 128 px
+    score = np.random.default_rng(0).random(mask.shape).astype(np.float32)
+    cpath, spath = write_rasters(tmp_path, mask.astype(np.uint8), score)
+    _, whole, _ = run(tmp_path, cpath, spath, "whole.gpkg", chunk_size=64, region_grid=0)
+    _, cut, _ = run(tmp_path, cpath, spath, "cut.gpkg", chunk_size=64, region_grid=100)  # rounded up to 128
+    assert len(whole) == 1 and len(cut) == 4  # the ring cut into its four quarter-like parts
+    assert all(g.is_valid and g.geom_type == "Polygon" for g, _ in cut)
+    assert shapely.union_all([g for g, _ in cut]).equals(whole[0][0])
+    for g, _ in cut:  # every part inside one block of the grid
+        x0, y0, x1, y1 = g.bounds
+        col0, row0 = (x0 - UTM_T.c) // 128, (UTM_T.f - y1) // 128
+        assert ((x1 - UTM_T.c) - 1) // 128 == col0 and ((UTM_T.f - y0) - 1) // 128 == row0
+    assert sum(p["area_m2"] for _, p in cut) == pytest.approx(mask.sum())
+    weighted = sum(p["score"] * p["area_m2"] for _, p in cut) / mask.sum()
+    assert weighted == pytest.approx(whole[0][1]["score"], rel=1e-9)  # exact means per part
+
+
+def test_speckle_gives_one_polygon_per_region_in_batches(tmp_path, monkeypatch):
+    import rsseg.raster.vectorize as vectorize
+
+    monkeypatch.setattr(vectorize, "POLYGON_BATCH", 97)  # many batches per chunk
+    monkeypatch.setattr(vectorize, "_BATCH", 500)  # many appends to the GeoPackage
+    cls = np.random.default_rng(5).integers(1, 4, (150, 170)).astype(np.uint8)
+    score = np.random.default_rng(6).random(cls.shape).astype(np.float32)
+    cpath, spath = write_rasters(tmp_path, cls, score)
+    stats, feats, _ = run(tmp_path, cpath, spath, chunk_size=64)
+    labels = {c: ndimage.label(cls == c) for c in (1, 2, 3)}
+    assert len(feats) == sum(k for _, k in labels.values()) > 5000
+    assert [s.polygons for s in stats] == [labels[c][1] for c in (1, 2, 3)]
+    assert all(g.is_valid for g, _ in feats)
+    by_class = {c: sum(p["area_m2"] for _, p in feats if p["class_id"] == c) for c in (1, 2, 3)}
+    assert by_class == {c: pytest.approx((cls == c).sum()) for c in (1, 2, 3)}
 
 
 def test_background_and_nodata_are_not_vectorised(tmp_path):

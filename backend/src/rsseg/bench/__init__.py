@@ -10,13 +10,16 @@ network across the raster (roads, say) holds that polygon in memory.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 # Runs this same interpreter on our own module, without a shell.
 import subprocess  # nosec B404
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Optional
 
 from ..protocol.contracts import DEFAULT_MODELS
 from .synthetic import write_synthetic
@@ -36,13 +39,38 @@ RFM_RANDOM = "rfm-seg-r18-rn50-random"
 SGSEG_RANDOM = "sgseg-vit-b-16-random"
 
 
-def _run_one(raster: Path, out: Path, model: str, tile: int, overlap: int, device: str) -> dict:
-    cmd = [sys.executable, "-m", "rsseg.bench", str(raster), str(out), model, str(tile), str(overlap), device]
+def _run_one(raster: Path, out: Path, model: str, tile: int, overlap: int, device: str, kind: str = "smooth") -> dict:
+    cmd = [sys.executable, "-m", "rsseg.bench", str(raster), str(out), model, str(tile), str(overlap), device, kind]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)  # nosec B603
     shutil.rmtree(out, ignore_errors=True)
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark run failed ({' '.join(cmd)}):\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def gdal_reference(raster: Path, work: Path) -> Optional[float]:
+    """Seconds GDAL's own tools take for the I/O a job needs: read the raster, classify each pixel, write a
+    DEFLATE-tiled uint8 mask (gdal_calc.py), polygonise it to a GeoPackage (gdal_polygonize.py); None when
+    gdal-bin is not installed. The yardstick of the engine's speed (docs/benchmarks.md)."""
+    tools = [shutil.which(t) for t in ("gdal_calc.py", "gdal_polygonize.py")]
+    if not all(tools):
+        return None
+    mask, polygons = work / "reference_mask.tif", work / "reference.gpkg"
+    for leftover in (mask, polygons):
+        leftover.unlink(missing_ok=True)
+    # Debian's GDAL Python: not this environment's GDAL and PROJ data
+    env = {k: v for k, v in os.environ.items() if k not in ("GDAL_DATA", "PROJ_LIB", "PROJ_DATA", "PYTHONPATH")}
+    steps = [[tools[0], "--quiet", "-A", str(raster), "--A_band=1", "-B", str(raster), "--B_band=2",
+              f"--outfile={mask}", "--type=Byte", "--co", "TILED=YES", "--co", "COMPRESS=DEFLATE",
+              "--calc=1+(A>B)+(A>128)"],
+             [tools[1], "-q", str(mask), "-f", "GPKG", str(polygons)]]
+    t0 = time.perf_counter()
+    for step in steps:
+        subprocess.run(step, capture_output=True, check=True, env=env)  # nosec B603 - GDAL's tools, no shell
+    wall = time.perf_counter() - t0
+    for leftover in (mask, polygons):
+        leftover.unlink(missing_ok=True)
+    return wall
 
 
 def _row(model: str, size: int, run: dict) -> dict:
@@ -60,24 +88,46 @@ COLUMNS = ["model", "device", "raster", "tiles", "wall_s", "tiles_per_s", "mpx_p
            "peak_rss_mb", "polygons", "outside_model_pct", "read_s", "blend_write_s", "vectorise_s"]
 
 
-def format_table(rows: list[dict], markdown: bool) -> str:
-    cells = [COLUMNS] + [[str(r[c]) for c in COLUMNS] for r in rows]
+def format_table(rows: list[dict], markdown: bool, columns: Optional[list[str]] = None) -> str:
+    columns = columns or COLUMNS
+    cells = [columns] + [[str(r[c]) for c in columns] for r in rows]
     if markdown:
-        lines = ["| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(COLUMNS)]
+        lines = ["| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(columns)]
         return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in cells[1:]])
-    widths = [max(len(r[i]) for r in cells) for i in range(len(COLUMNS))]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
     return "\n".join("  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in cells)
+
+
+def yardsticks(rows: list[dict], references: dict[int, Optional[float]]) -> list[dict]:
+    """The `test` model's rows against their yardsticks: the GDAL reference pipeline on the same raster
+    (ratio of wall times) and the smallest raster of their kind (ratio of the whole job's peak RSS)."""
+    out = []
+    for kind in ("", " speckle"):
+        mine = [r for r in rows if r["model"] == f"test{kind}"]
+        for r in mine:
+            size = int(r["raster"].split("x")[0])
+            reference = references.get(size) if not kind else None
+            out.append({"raster": r["raster"] + kind, "wall_s": r["wall_s"],
+                        "gdal_reference_s": round(reference, 2) if reference else "n/a",
+                        "ratio_to_gdal": round(r["wall_s"] / reference, 2) if reference else "n/a",
+                        "peak_rss_mb": r["peak_rss_mb"],
+                        "rss_ratio_to_smallest": round(r["peak_rss_mb"] / mine[0]["peak_rss_mb"], 2)})
+    return out
+
+
+YARDSTICK_COLUMNS = ["raster", "wall_s", "gdal_reference_s", "ratio_to_gdal", "peak_rss_mb", "rss_ratio_to_smallest"]
 
 
 def run_bench(args) -> int:
     sizes = [int(s) for s in str(args.sizes).split(",") if s.strip()]
+    speckle_sizes = [int(s) for s in str(getattr(args, "speckle_sizes", "")).split(",") if s.strip()]
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="rsseg-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     # (model, raster size, tile, overlap): a referring model runs one tile of the whole square raster (no
     # overlap), so its rows mean the same whether the engine tiles sentence models or hands them the region whole.
     rsrefseg_size = getattr(args, "rsrefseg_size", 0)
     tiled = (args.tile, args.overlap)
-    plan = [("test", s, *tiled) for s in sizes] \
+    plan = [("test", s, *tiled) for s in sizes] + [("test speckle", s, *tiled) for s in speckle_sizes] \
         + ([("vit-b-random", args.vit_size, *tiled)] if args.vit_size else []) \
         + ([(CLIP_RANDOM, args.clip_size, *tiled)] if args.clip_size else []) \
         + ([(RFM_RANDOM, args.rfm_size, *tiled)] if getattr(args, "rfm_size", 0) else []) \
@@ -85,18 +135,32 @@ def run_bench(args) -> int:
         + ([(getattr(args, "rsrefseg_model", None) or RSREFSEG_RANDOM, rsrefseg_size, rsrefseg_size, 0)]
            if rsrefseg_size else []) \
         + ([(ZS_REF_RANDOM, args.zs_ref_size, args.zs_ref_size, 0)] if getattr(args, "zs_ref_size", 0) else [])
-    rows = []
+    rows, references = [], {}
     try:
-        for model, size, tile, overlap in plan:
-            print(f"bench: {model} on {size}x{size}...", file=sys.stderr, flush=True)
-            raster = write_synthetic(work / f"synthetic_{size}.tif", size)
-            run = _run_one(raster, work / "out", model, tile, overlap, getattr(args, "device", "cpu"))
-            rows.append(_row(model, size, run))
+        for name, size, tile, overlap in plan:
+            model, _, kind = name.partition(" ")
+            print(f"bench: {name} on {size}x{size}...", file=sys.stderr, flush=True)
+            raster = write_synthetic(work / f"synthetic_{kind or 'smooth'}_{size}.tif", size, speckle=kind == "speckle")
+            run = _run_one(raster, work / "out", model, tile, overlap, getattr(args, "device", "cpu"), kind or "smooth")
+            rows.append(_row(name, size, run))
+            if name == "test" and getattr(args, "gdal_reference", True):
+                print(f"bench: GDAL reference on {size}x{size}...", file=sys.stderr, flush=True)
+                references[size] = gdal_reference(raster, work)
             if "second" in run:  # the same extent again with another prompt: cached image features
                 second = "2nd sentence" if run.get("sentence") else "2nd prompt"
                 rows.append(_row(f"{model}, {second}", size, run["second"]))
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps(rows, indent=2) if args.json else format_table(rows, args.markdown))
+    checks = yardsticks(rows, references)
+    if args.json:
+        print(json.dumps(rows + [{"yardstick": True, **c} for c in checks], indent=2))
+        return 0
+    print(format_table(rows, args.markdown))
+    if checks:
+        print()
+        print(format_table(checks, args.markdown, YARDSTICK_COLUMNS))
+        if references and not any(references.values()):
+            print("GDAL reference skipped: gdal_calc.py and gdal_polygonize.py not found "
+                  "(Debian: apt install gdal-bin)")
     return 0

@@ -1,5 +1,5 @@
-"""`python -m rsseg.bench RASTER OUT MODEL TILE OVERLAP [DEVICE]`: one benchmark run in a fresh process, so
-peak RSS belongs to that run alone; prints one JSON line.
+"""`python -m rsseg.bench RASTER OUT MODEL TILE OVERLAP [DEVICE [smooth|speckle]]`: one benchmark run in a fresh
+process, so peak RSS belongs to that run alone; prints one JSON line.
 
 Sentence models (RSRefSeg's real architecture with random weights, or a registry "sentence" model
 such as rsrefseg-test) segment SENTENCE, then SECOND_SENTENCE on the same raster with the same
@@ -12,6 +12,7 @@ import resource
 import sys
 import time
 from dataclasses import replace
+from typing import Optional
 
 from ..devices import resolve_device
 from ..execution.feature_cache import FeatureCache
@@ -21,6 +22,7 @@ from ..models.factory import get_builder
 from ..protocol.contracts import DEFAULT_MODELS, SegmentRequest
 from ..raster.engine import segment
 from . import CLIP_RANDOM, RFM_RANDOM, RSREFSEG_RANDOM, SGSEG_RANDOM, ZS_REF_RANDOM
+from .synthetic import SPECKLE_CLASSES
 from .vit_model import RandomViTTileModel
 
 CLASSES = ["water", "tree", "grass", "building"]
@@ -152,7 +154,7 @@ def _model(model_id: str, prompt, device: str):
 
 
 def _run(raster: str, out: str, model_id: str, prompt, tile: int, overlap: int,
-         cache: FeatureCache, device: str) -> dict:
+         cache: Optional[FeatureCache], device: str) -> dict:
     """One segment job; `prompt` is a class list, or a sentence (str)."""
     model = _model(model_id, prompt, device)
     request = SegmentRequest.from_prompt("sentence" if isinstance(prompt, str) else "classes", prompt, raster=raster,
@@ -175,14 +177,18 @@ def _run(raster: str, out: str, model_id: str, prompt, tile: int, overlap: int,
 def main(argv: list[str]) -> None:
     """One JSON line: the run, plus for encoder-split models a second prompt on the same raster ("second")."""
     raster, out, model_id, tile, overlap = argv[0], argv[1], argv[2], int(argv[3]), int(argv[4])
-    device = resolve_device(argv[5] if len(argv) > 5 else "cpu")
-    cache = FeatureCache()
+    device = "cpu" if model_id == "test" else resolve_device(argv[5] if len(argv) > 5 else "cpu")  # no torch import
+    classes = SPECKLE_CLASSES if len(argv) > 6 and argv[6] == "speckle" else CLASSES
+    # a feature cache only where a second prompt reuses it; a single job runs as `rsseg segment` does, without
+    # one (a cache holds up to 1 GB of features, which would read as the job's memory)
+    second_prompt = is_sentence_model(model_id) or model_id in (CLIP_RANDOM, RFM_RANDOM, SGSEG_RANDOM)
+    cache = FeatureCache() if second_prompt else None
     if is_sentence_model(model_id):
         record = _run(raster, out, model_id, SENTENCE, tile, overlap, cache, device)
         record["second"] = _run(raster, out, model_id, SECOND_SENTENCE, tile, overlap, cache, device)
         record["sentence"] = True
     else:
-        record = _run(raster, out, model_id, CLASSES, tile, overlap, cache, device)
+        record = _run(raster, out, model_id, classes, tile, overlap, cache, device)
         if model_id in (CLIP_RANDOM, RFM_RANDOM, SGSEG_RANDOM):
             second = RFM_SECOND if model_id == RFM_RANDOM else SECOND_PROMPT
             record["second"] = _run(raster, out, model_id, second, tile, overlap, cache, device)

@@ -1,7 +1,7 @@
 """Synthetic benchmark rasters: smooth 3-band uint8 scenes written window by window.
 
-Smooth fields give land-cover-like blobs, so vectorising costs what it would on real imagery
-rather than exploding on per-pixel noise. Written in row bands: generating a 16k x 16k raster
+Smooth fields give land-cover-like blobs, so vectorising costs what it would on real imagery; speckle
+(per-pixel noise) is the worst case of vectorising, kept apart. Written in row bands: generating a 16k x 16k raster
 never holds it in memory.
 """
 
@@ -15,6 +15,9 @@ from affine import Affine
 from rasterio.windows import Window
 
 BAND_ROWS = 512
+# Noise averages to mid grey, equally far from these three prototypes of the `test` model: each pixel's
+# class follows the noise, so the mask is speckle and vectorising makes millions of tiny polygons.
+SPECKLE_CLASSES = ["red", "green", "blue"]
 
 
 def _field(rows: np.ndarray, cols: np.ndarray, seed: int) -> np.ndarray:
@@ -27,8 +30,9 @@ def _field(rows: np.ndarray, cols: np.ndarray, seed: int) -> np.ndarray:
     return out
 
 
-def write_synthetic(path: Path, size: int, seed: int = 0) -> Path:
-    """Write (or reuse) a size x size RGB uint8 GeoTIFF in UTM with 0.5 m pixels."""
+def write_synthetic(path: Path, size: int, seed: int = 0, speckle: bool = False) -> Path:
+    """Write (or reuse) a size x size RGB uint8 GeoTIFF in UTM with 0.5 m pixels: smooth fields, or per-pixel
+    noise (`speckle`), which the `test` model with SPECKLE_CLASSES turns into a class per pixel or two."""
     path = Path(path)
     if path.exists():
         with rasterio.open(path) as ds:
@@ -42,7 +46,10 @@ def write_synthetic(path: Path, size: int, seed: int = 0) -> Path:
     with rasterio.open(tmp, "w", **profile) as dst:
         for r0 in range(0, size, BAND_ROWS):
             rows = np.arange(r0, min(size, r0 + BAND_ROWS), dtype=np.float32)
-            bands = [(_field(rows, cols, seed + b) * 40 + 128).clip(0, 255).astype(np.uint8) for b in range(3)]
+            if speckle:
+                bands = list(np.random.default_rng([seed, r0]).integers(0, 256, (3, len(rows), size), np.uint8))
+            else:
+                bands = [(_field(rows, cols, seed + b) * 40 + 128).clip(0, 255).astype(np.uint8) for b in range(3)]
             dst.write(np.stack(bands), window=Window(0, r0, size, len(rows)))
     tmp.replace(path)
     return path

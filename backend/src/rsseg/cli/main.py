@@ -137,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="benchmark the engine on synthetic rasters and print a table")
     bench.add_argument("--sizes", default="2048,8192,16384", help="square raster sizes in pixels")
+    bench.add_argument("--speckle-sizes", default="2048,8192",
+                       help="sizes of per-pixel noise rasters (speckle: the vectoriser's worst case)")
+    bench.add_argument("--no-gdal-reference", dest="gdal_reference", action="store_false",
+                       help="skip the GDAL reference pipeline (gdal_calc.py + gdal_polygonize.py) on --sizes")
     bench.add_argument("--vit-size", type=int, default=1024,
                        help="raster size for the ViT-B-sized random model row (0 to skip)")
     bench.add_argument("--clip-size", type=int, default=1024,

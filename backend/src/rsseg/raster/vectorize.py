@@ -5,10 +5,19 @@ and never whole. Each chunk is labelled (4-connectivity) and polygonised in *pix
 which are exact integers, so the pieces of one object cut by a chunk seam share identical edges and
 union cleanly. Pieces that touch an interior seam wait in a pending list; after each row of chunks
 the pending pieces of each class are unioned, and every merged polygon that does not reach the
-bottom seam of that row can no longer grow, so it is written then (pending memory stays bounded by
-the objects crossing the current seam). Only at write time are coordinates mapped with the raster
-transform. Pixel counts and score sums travel with the pieces, so a merged polygon's mean score is
-exact.
+bottom seam of that row can no longer grow, so it is written then. Only at write time are
+coordinates mapped with the raster transform. Pixel counts and score sums travel with the pieces, so
+a merged polygon's mean score is exact.
+
+Bounded memory: regions are merged across chunk seams inside the blocks of a coarse grid only
+(`region_grid`, 8192 px by default), so a region spanning the raster (a road network) is written as
+one polygon per block it crosses instead of being held whole while it grows; a chunk's regions are
+polygonised and written POLYGON_BATCH and _BATCH at a time, so per-pixel speckle (millions of
+one-pixel regions) costs time in proportion to the pixels and memory in proportion to one chunk.
+
+Speed: chunks are labelled on worker threads (array work, which lets go of the GIL) while the chunk
+before is polygonised; regions become shapely arrays with one call per batch and are written with
+pyogrio as WKB and columns, never one Python record per feature.
 
 Choices: the layer's geometry type is "Polygon" and no MultiPolygon is ever written (components
 are single polygons and topology-preserving simplification never splits one; a non-Polygon
@@ -75,6 +84,9 @@ class VectorizeOptions:
     simplify_tolerance: float = 0.0  # map units of the raster CRS; 0 = no simplification
     min_area_m2: float = 0.0  # polygons smaller than this (square metres) are dropped
     chunk_size: int = 2048  # pixels per side of the read window
+    # regions are cut on a grid of this many pixels (rounded up to whole chunks; 0: never): what bounds the
+    # memory a region spanning the raster (a road network) would otherwise take while it is merged
+    region_grid: int = 8192
 
 
 @dataclass
@@ -364,8 +376,11 @@ def _vectorize(readers: _ChunkReaders, height: int, width: int, polygons: _Polyg
             polygons.emit(pieces.cid, pieces.geom, pieces.sums / pieces.count)
 
     cs = options.chunk_size
+    # cut lines, every `grid` pixels (a whole number of chunks): regions are merged across chunk seams
+    # inside a block of the grid only, so no polygon held while it grows exceeds a block
+    grid = -(-options.region_grid // cs) * cs if options.region_grid > 0 else max(height, width) + cs
     total, done = -(-height // cs) * -(-width // cs), 0
-    pending: list[_Pieces] = []
+    pending: dict[int, list[_Pieces]] = {}  # per block column
     for r0 in range(0, height, cs):
         windows = [Window(c0, r0, min(cs, width - c0), min(cs, height - r0)) for c0 in range(0, width, cs)]
         running: deque = deque()
@@ -377,18 +392,18 @@ def _vectorize(readers: _ChunkReaders, height: int, width: int, polygons: _Polyg
             chunk = running.popleft().result()
             for pieces, on_seam in chunk.pieces() if chunk is not None else ():
                 emit(pieces.take(~on_seam))
-                pending.append(pieces.take(on_seam))
+                pending.setdefault(int(chunk.win.col_off) // grid, []).append(pieces.take(on_seam))
             done += 1
             report(progress, "vectorise", done, total)
-        # Every chunk above this row's bottom seam is read: merged polygons that stop short
-        # of that seam are complete.
+        # Every chunk above this row's bottom seam is read: merged polygons that stop short of that seam are
+        # complete, and all of them at a cut line.
         seam = r0 + cs
-        waiting = _Pieces.join(pending)
-        merged = [_merge(waiting.take(waiting.cid == c)) for c in np.unique(waiting.cid)]
-        merged = _Pieces.join(merged)
-        done_now = (seam >= height) | (shapely.bounds(merged.geom)[:, 3] < seam) if len(merged) else np.zeros(0, bool)
-        emit(merged.take(done_now))
-        pending = [merged.take(~done_now)]
+        for block, waiting_parts in pending.items():
+            waiting = _Pieces.join(waiting_parts)
+            merged = _Pieces.join([_merge(waiting.take(waiting.cid == c)) for c in np.unique(waiting.cid)])
+            done_now = (shapely.bounds(merged.geom)[:, 3] < seam) | (seam >= height) | (seam % grid == 0)
+            emit(merged.take(done_now))
+            pending[block] = [merged.take(~done_now)]
 
 
 @dataclass(frozen=True)

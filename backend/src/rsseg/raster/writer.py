@@ -2,7 +2,7 @@
 
 Rasters are written window by window into hidden temporary files in the output folder and only
 renamed to their final names by `commit()`, so a failed or cancelled job never leaves a file
-that looks finished. Tiled; the mask is DEFLATE-compressed (blocks compressed on GDAL's worker threads).
+that looks finished. Tiled; the mask is DEFLATE-compressed (on GDAL's worker threads where cores are free).
 
 Scores: a requested score raster is DEFLATE-compressed with the floating-point predictor; one that
 only feeds the vectoriser (polygon mean scores) and is removed with the job is written uncompressed,
@@ -13,6 +13,7 @@ write (`rsseg bench`: this write was a third of a 4096² `test` job).
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import rasterio
@@ -25,6 +26,9 @@ from .outputs import JOB_TAG, StagedFile
 from .palette import colour_table
 
 BLOCK = 256  # GeoTIFF tile size; strip boundaries are aligned to it
+# GDAL's own threads for DEFLATE: the cores the engine's reader, writer and model threads leave over (none on two
+# cores, where they slowed a job down by a tenth: `rsseg bench`)
+COMPRESSION_THREADS = max(0, (os.cpu_count() or 1) - 2)
 
 
 class ClassRasterWriter:
@@ -36,7 +40,8 @@ class ClassRasterWriter:
         # stderr; they are kept here and end up in one OutputError instead.
         self.gdal_output = CapturedStderr()
         profile = dict(driver="GTiff", width=width, height=height, count=1, crs=crs, transform=transform,
-                       tiled=True, blockxsize=BLOCK, blockysize=BLOCK, BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS")
+                       tiled=True, blockxsize=BLOCK, blockysize=BLOCK, BIGTIFF="IF_SAFER",
+                       **({"NUM_THREADS": str(COMPRESSION_THREADS)} if COMPRESSION_THREADS > 1 else {}))
         deflate = dict(compress="deflate")
         score_options = dict(deflate, predictor=3) if keep_scores else {}
         try:
