@@ -35,8 +35,9 @@ help:
 	@echo "make package  build dist/rs_refseg_plugin-<version>.zip (validated, backend source inside)"
 	@echo "make deploy   install that zip into a QGIS profile, enable it, use .venv's backend (PROFILE_DIR=...)"
 
-# python3-qgis for PyQGIS; the desktop (qgis) with xvfb, xauth and xdotool for the end-to-end GUI test.
-APT_PACKAGES := python3-qgis python3-venv qgis xvfb xauth x11-utils xdotool
+# python3-qgis for PyQGIS; the desktop (qgis) with xvfb, xauth and xdotool for the end-to-end GUI test;
+# gdal-bin for the GDAL reference pipeline `make bench` measures the engine against.
+APT_PACKAGES := python3-qgis python3-venv qgis xvfb xauth x11-utils xdotool gdal-bin
 
 $(STAMPS)/apt:
 	@mkdir -p $(STAMPS)

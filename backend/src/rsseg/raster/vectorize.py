@@ -166,10 +166,16 @@ class _LabelledChunk:
     on_seam: np.ndarray
 
     def pieces(self) -> Iterator[tuple[_Pieces, np.ndarray]]:
-        """The regions as polygons in global pixel coordinates, a batch at a time, and which touch a seam."""
+        """The regions as polygons in global pixel coordinates, a batch at a time, with their labels."""
         origin = Affine.translation(self.win.col_off, self.win.row_off)
         for lid, geom in _polygons(self.labels, origin):
-            yield _Pieces(self.label_class[lid], geom, self.counts[lid], self.sums[lid]), self.on_seam[lid]
+            yield _Pieces(self.label_class[lid], geom, self.counts[lid], self.sums[lid]), lid
+
+    def edge(self, side: str) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, classes) along one edge ("top", "bottom", "left", "right"); class 0 where no region."""
+        labels = {"top": self.labels[0], "bottom": self.labels[-1], "left": self.labels[:, 0],
+                  "right": self.labels[:, -1]}[side]
+        return labels, self.label_class[labels]
 
 
 def _label_chunk(cls_src, score_src, win: Window) -> Optional[_LabelledChunk]:
@@ -208,7 +214,10 @@ def _merge(pieces: _Pieces) -> _Pieces:
     """Union the pieces of one class; each connected result carries its pieces' summed counts and sums."""
     if len(pieces) < 2:
         return pieces
-    union = shapely.union_all(pieces.geom)
+    try:  # pixel polygons noded at every pixel corner form a coverage, whose union is linear in its edges
+        union = shapely.coverage_union_all(shapely.segmentize(pieces.geom, 1.0))
+    except shapely.errors.GEOSException:
+        union = shapely.union_all(pieces.geom)
     parts = np.asarray(shapely.get_parts(union))
     # An interior point of a piece lies inside exactly one merged part.
     piece_idx, part_idx = shapely.STRtree(parts).query(shapely.point_on_surface(pieces.geom), predicate="intersects")
@@ -369,6 +378,34 @@ class _ChunkReaders:
             handle.close()
 
 
+class _SeamJoins:
+    """Which seam-touching pieces of neighbouring chunks are one region: a union-find over piece ids, joined
+    where two pixels facing each other across a seam have the same class.
+
+    Why not union the polygons as they meet: a region spanning many chunk rows (a road network, a speckle
+    cluster) was unioned again with every new row, which made time grow with the square of its height;
+    here each region's pieces are unioned once, when it is complete."""
+
+    def __init__(self) -> None:
+        self.parent: dict[int, int] = {}
+
+    def find(self, a: int) -> int:
+        root = a
+        while self.parent.get(root, root) != root:
+            root = self.parent[root]
+        while a != root:  # path compression
+            self.parent[a], a = root, self.parent.get(a, a)
+        return root
+
+    def join(self, ids_a: np.ndarray, classes_a: np.ndarray, ids_b: np.ndarray, classes_b: np.ndarray) -> None:
+        """Join facing pixels (two equal-length edges of piece ids, -1 for none) of the same class."""
+        same = (ids_a >= 0) & (ids_b >= 0) & (classes_a == classes_b)
+        for a, b in set(zip(ids_a[same].tolist(), ids_b[same].tolist())):
+            root_a, root_b = self.find(a), self.find(b)
+            if root_a != root_b:
+                self.parent[root_b] = root_a
+
+
 def _vectorize(readers: _ChunkReaders, height: int, width: int, polygons: _PolygonSink, options, progress,
                cancel) -> None:
     def emit(pieces: _Pieces) -> None:
@@ -376,13 +413,18 @@ def _vectorize(readers: _ChunkReaders, height: int, width: int, polygons: _Polyg
             polygons.emit(pieces.cid, pieces.geom, pieces.sums / pieces.count)
 
     cs = options.chunk_size
-    # cut lines, every `grid` pixels (a whole number of chunks): regions are merged across chunk seams
-    # inside a block of the grid only, so no polygon held while it grows exceeds a block
+    # cut lines, every `grid` pixels (a whole number of chunks): pieces are joined across chunk seams inside a
+    # block of the grid only, so no region held until it is complete exceeds a block
     grid = -(-options.region_grid // cs) * cs if options.region_grid > 0 else max(height, width) + cs
     total, done = -(-height // cs) * -(-width // cs), 0
-    pending: dict[int, list[_Pieces]] = {}  # per block column
+    joins, next_id = _SeamJoins(), 0
+    waiting: list[_Pieces] = []  # pieces on a seam, with their ids in `waiting_ids`
+    waiting_ids: list[np.ndarray] = []
+    above = (np.full(width, -1, np.int64), np.zeros(width, np.int64))  # ids and classes along the seam above
     for r0 in range(0, height, cs):
         windows = [Window(c0, r0, min(cs, width - c0), min(cs, height - r0)) for c0 in range(0, width, cs)]
+        below = (np.full(width, -1, np.int64), np.zeros(width, np.int64))
+        left: Optional[tuple[np.ndarray, np.ndarray]] = None
         running: deque = deque()
         while windows or running:
             while windows and len(running) < readers.workers:  # at most one labelled chunk per worker
@@ -390,20 +432,53 @@ def _vectorize(readers: _ChunkReaders, height: int, width: int, polygons: _Polyg
                     cancel.check()
                 running.append(readers.pool.submit(readers.label, windows.pop(0)))
             chunk = running.popleft().result()
-            for pieces, on_seam in chunk.pieces() if chunk is not None else ():
-                emit(pieces.take(~on_seam))
-                pending.setdefault(int(chunk.win.col_off) // grid, []).append(pieces.take(on_seam))
             done += 1
+            if chunk is None:
+                left = None
+                report(progress, "vectorise", done, total)
+                continue
+            c0, w = int(chunk.win.col_off), int(chunk.win.width)
+
+            def ids(labels: np.ndarray, base: int = next_id) -> np.ndarray:
+                return np.where(labels > 0, labels.astype(np.int64) + base, -1)
+
+            top, top_class = chunk.edge("top")
+            if r0 % grid:  # not on a cut line: join with the chunk row above
+                joins.join(above[0][c0:c0 + w], above[1][c0:c0 + w], ids(top), top_class)
+            edge, edge_class = chunk.edge("left")
+            if left is not None and c0 % grid:
+                joins.join(left[0], left[1], ids(edge), edge_class)
+            right, right_class = chunk.edge("right")
+            left = ids(right), right_class
+            bottom, bottom_class = chunk.edge("bottom")
+            below[0][c0:c0 + w], below[1][c0:c0 + w] = ids(bottom), bottom_class
+            for pieces, lid in chunk.pieces():
+                on_seam = chunk.on_seam[lid]
+                emit(pieces.take(~on_seam))
+                waiting.append(pieces.take(on_seam))
+                waiting_ids.append(lid[on_seam] + next_id)
+            next_id += len(chunk.label_class)
             report(progress, "vectorise", done, total)
-        # Every chunk above this row's bottom seam is read: merged polygons that stop short of that seam are
+        # Every chunk above this row's bottom seam is read: a region none of whose pieces reaches that seam is
         # complete, and all of them at a cut line.
         seam = r0 + cs
-        for block, waiting_parts in pending.items():
-            waiting = _Pieces.join(waiting_parts)
-            merged = _Pieces.join([_merge(waiting.take(waiting.cid == c)) for c in np.unique(waiting.cid)])
-            done_now = (shapely.bounds(merged.geom)[:, 3] < seam) | (seam >= height) | (seam % grid == 0)
-            emit(merged.take(done_now))
-            pending[block] = [merged.take(~done_now)]
+        pieces = _Pieces.join(waiting)
+        roots = np.array([joins.find(i) for i in np.concatenate([np.zeros(0, np.int64), *waiting_ids]).tolist()],
+                         np.int64)
+        if seam >= height or seam % grid == 0:
+            open_roots = np.zeros(0, np.int64)
+        else:
+            open_roots = np.unique([joins.find(i) for i in np.unique(below[0][below[0] >= 0]).tolist()])
+        still_open = np.isin(roots, open_roots)
+        complete, complete_roots = pieces.take(~still_open), roots[~still_open]
+        order = np.argsort(complete_roots, kind="stable")
+        starts = np.flatnonzero(np.r_[True, np.diff(complete_roots[order]) != 0]) if len(order) else []
+        for group in np.split(order, starts[1:]) if len(order) else []:
+            emit(_merge(complete.take(group)))
+        waiting, waiting_ids = [pieces.take(still_open)], [roots[still_open]]
+        above = below
+        if seam % grid == 0:
+            joins = _SeamJoins()
 
 
 @dataclass(frozen=True)
