@@ -125,6 +125,19 @@ def test_regions_are_cut_on_the_region_grid_and_nothing_else_changes(tmp_path):
     assert weighted == pytest.approx(whole[0][1]["score"], rel=1e-9)  # exact means per part
 
 
+def test_a_region_too_big_to_union_is_written_cut_at_the_chunk_seams(tmp_path, monkeypatch):
+    import rsseg.raster.vectorize as vectorize
+
+    mask = annulus()
+    cpath, spath = write_rasters(tmp_path, mask.astype(np.uint8))
+    _, whole, _ = run(tmp_path, cpath, spath, "whole.gpkg", chunk_size=64)
+    monkeypatch.setattr(vectorize, "MAX_JOINED_VERTICES", 20)
+    _, cut, _ = run(tmp_path, cpath, spath, "cut.gpkg", chunk_size=64)
+    assert len(whole) == 1 and len(cut) > 4
+    assert all(g.is_valid for g, _ in cut) and shapely.union_all([g for g, _ in cut]).equals(whole[0][0])
+    assert sum(p["area_m2"] for _, p in cut) == pytest.approx(mask.sum())
+
+
 def test_speckle_gives_one_polygon_per_region_in_batches(tmp_path, monkeypatch):
     import rsseg.raster.vectorize as vectorize
 

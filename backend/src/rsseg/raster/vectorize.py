@@ -3,13 +3,15 @@
 Why this design: class rasters can be 16k x 16k pixels, so they are read in chunk-aligned windows
 and never whole. Each chunk is labelled (4-connectivity) and polygonised in *pixel* coordinates,
 which are exact integers, so the pieces of one object cut by a chunk seam share identical edges and
-union cleanly. Pieces that touch an interior seam wait in a pending list; after each row of chunks
-the pending pieces of each class are unioned, and every merged polygon that does not reach the
-bottom seam of that row can no longer grow, so it is written then. Only at write time are
-coordinates mapped with the raster transform. Pixel counts and score sums travel with the pieces, so
-a merged polygon's mean score is exact.
+union cleanly. Pieces that touch an interior seam wait; pixels facing each other across a seam with
+the same class join their pieces in a union-find (`_SeamJoins`). After each row of chunks, a region
+none of whose pieces reaches the bottom seam of that row can no longer grow: its pieces are unioned
+once (a coverage union, the pieces noded at every pixel corner) and written. Unioning the growing
+polygon with each new row instead made time grow with the square of a tall region's height. Only at
+write time are coordinates mapped with the raster transform. Pixel counts and score sums travel with
+the pieces, so a merged polygon's mean score is exact.
 
-Bounded memory: regions are merged across chunk seams inside the blocks of a coarse grid only
+Bounded memory: regions are joined across chunk seams inside the blocks of a coarse grid only
 (`region_grid`, 8192 px by default), so a region spanning the raster (a road network) is written as
 one polygon per block it crosses instead of being held whole while it grows; a chunk's regions are
 polygonised and written POLYGON_BATCH and _BATCH at a time, so per-pixel speckle (millions of
@@ -74,6 +76,7 @@ INSTANCE_SCHEMA = {
 }
 _BATCH = 50_000  # features per GeoPackage append
 POLYGON_BATCH = 10_000  # regions gathered into shapely polygons at once
+MAX_JOINED_VERTICES = 1_000_000  # a region whose pieces hold more is written cut at the chunk seams
 _DTYPES = {"str": object, "int": np.int64, "float": np.float64}  # the schema's field types as arrays
 
 
@@ -417,7 +420,7 @@ def _vectorize(readers: _ChunkReaders, height: int, width: int, polygons: _Polyg
     # block of the grid only, so no region held until it is complete exceeds a block
     grid = -(-options.region_grid // cs) * cs if options.region_grid > 0 else max(height, width) + cs
     total, done = -(-height // cs) * -(-width // cs), 0
-    joins, next_id = _SeamJoins(), 0
+    joins, next_id, cut_roots = _SeamJoins(), 0, set()
     waiting: list[_Pieces] = []  # pieces on a seam, with their ids in `waiting_ids`
     waiting_ids: list[np.ndarray] = []
     above = (np.full(width, -1, np.int64), np.zeros(width, np.int64))  # ids and classes along the seam above
@@ -469,6 +472,15 @@ def _vectorize(readers: _ChunkReaders, height: int, width: int, polygons: _Polyg
             open_roots = np.zeros(0, np.int64)
         else:
             open_roots = np.unique([joins.find(i) for i in np.unique(below[0][below[0] >= 0]).tolist()])
+        # a region too big to union is written as its pieces, cut at the chunk seams: it would hold GEOS for
+        # minutes and gigabytes (a class percolating through per-pixel speckle)
+        sizes = shapely.get_num_coordinates(pieces.geom)
+        unique_roots, inverse = np.unique(roots, return_inverse=True)
+        too_big = unique_roots[np.bincount(inverse, weights=sizes, minlength=len(unique_roots)) > MAX_JOINED_VERTICES]
+        cut_roots = {joins.find(r) for r in cut_roots} | set(too_big.tolist())
+        cut = np.isin(roots, list(cut_roots))
+        emit(pieces.take(cut))
+        pieces, roots = pieces.take(~cut), roots[~cut]
         still_open = np.isin(roots, open_roots)
         complete, complete_roots = pieces.take(~still_open), roots[~still_open]
         order = np.argsort(complete_roots, kind="stable")
@@ -478,7 +490,7 @@ def _vectorize(readers: _ChunkReaders, height: int, width: int, polygons: _Polyg
         waiting, waiting_ids = [pieces.take(still_open)], [roots[still_open]]
         above = below
         if seam % grid == 0:
-            joins = _SeamJoins()
+            joins, cut_roots = _SeamJoins(), set()
 
 
 @dataclass(frozen=True)
