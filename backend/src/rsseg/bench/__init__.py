@@ -3,8 +3,10 @@
 Each run happens in its own process (peak RSS is per process); model time is measured inside
 the engine, so the "outside model" share is I/O, normalisation, blending, writing and
 vectorising. Peak RSS is reported for the raster pass (read, model, blend, write) and for the
-whole job: vectorising keeps each polygon whole until it is complete, so a class that forms one
-network across the raster (roads, say) holds that polygon in memory.
+whole job: vectorising holds a region's pieces until it is complete (inside a block of the region
+grid), so a class that forms one network (roads, say) costs memory. A second table sets the `test`
+rows against their yardsticks: GDAL's own tools doing the job's I/O on the same raster, and the
+smallest raster's peak RSS.
 """
 
 from __future__ import annotations
