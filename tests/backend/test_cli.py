@@ -51,19 +51,28 @@ def test_demo_runs_the_sample_with_the_test_model(tmp_path, capsys):
 
 
 def test_bench_prints_a_table(tmp_path, capsys):
-    assert main(["bench", "--sizes", "256", "--vit-size", "0", "--clip-size", "0", "--rsrefseg-size", "0",
-                 "--zs-ref-size", "0", "--rfm-size", "0", "--sgseg-size", "0", "--tile", "128", "--overlap", "16",
-                 "--json", "--workdir", str(tmp_path)]) == 0
-    rows = json.loads(capsys.readouterr().out)
-    assert len(rows) == 1 and rows[0]["raster"] == "256x256" and rows[0]["tiles"] == 9
+    assert main(["bench", "--sizes", "256", "--speckle-sizes", "128", "--vit-size", "0", "--clip-size", "0",
+                 "--rsrefseg-size", "0", "--zs-ref-size", "0", "--rfm-size", "0", "--sgseg-size", "0", "--tile", "128",
+                 "--overlap", "16", "--json", "--workdir", str(tmp_path)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    rows = [r for r in out if not r.get("yardstick")]
+    assert [(r["model"], r["raster"], r["tiles"]) for r in rows] == [("test", "256x256", 9),
+                                                                      ("test speckle", "128x128", 1)]
     assert rows[0]["peak_rss_mb"] >= rows[0]["raster_pass_rss_mb"] > 0
     assert 0 < rows[0]["outside_model_pct"] < 100
+    assert rows[1]["polygons"] > 500  # per-pixel noise: a region per twenty-odd pixels
+    checks = {r["raster"]: r for r in out if r.get("yardstick")}
+    assert set(checks) == {"256x256", "128x128 speckle"} and checks["128x128 speckle"]["ratio_to_gdal"] == "n/a"
+    reference = checks["256x256"]["gdal_reference_s"]  # GDAL's tools, where gdal-bin is installed
+    assert reference == "n/a" or checks["256x256"]["ratio_to_gdal"] == pytest.approx(rows[0]["wall_s"] / reference,
+                                                                                       rel=0.05)
 
 
 @pytest.mark.parametrize("model", ["rsrefseg-test", "zs-ref-clip-b16-sam-b-tiny"])
 def test_bench_referring_rows_run_two_sentences_on_one_tile(tmp_path, capsys, model):
     # the real-size defaults (CLIP ViT-B/16 + SAM ViT-B, random) are too slow for a test: the tiny models
-    assert main(["bench", "--sizes", "", "--vit-size", "0", "--clip-size", "0", "--rsrefseg-size", "96",
+    assert main(["bench", "--sizes", "", "--speckle-sizes", "", "--vit-size", "0", "--clip-size", "0",
+                 "--rsrefseg-size", "96",
                  "--zs-ref-size", "0", "--rfm-size", "0", "--sgseg-size", "0", "--rsrefseg-model", model, "--json",
                  "--workdir", str(tmp_path)]) == 0
     rows = json.loads(capsys.readouterr().out)
@@ -76,7 +85,8 @@ def test_bench_referring_rows_run_two_sentences_on_one_tile(tmp_path, capsys, mo
 def test_bench_encoder_split_rows_reuse_the_encoders_for_another_prompt(tmp_path, capsys, flag, model):
     # the real architectures (ResNet-18 host + RN50; CLIP ViT-B/16 at 384-px windows), random weights, one small tile
     sizes = {"--rfm-size": "0", "--sgseg-size": "0", flag: "96"}
-    assert main(["bench", "--sizes", "", "--vit-size", "0", "--clip-size", "0", "--rsrefseg-size", "0",
+    assert main(["bench", "--sizes", "", "--speckle-sizes", "", "--vit-size", "0", "--clip-size", "0",
+                 "--rsrefseg-size", "0",
                  "--zs-ref-size", "0", *(v for pair in sizes.items() for v in pair), "--tile", "96", "--overlap", "0",
                  "--json", "--workdir", str(tmp_path)]) == 0
     rows = json.loads(capsys.readouterr().out)

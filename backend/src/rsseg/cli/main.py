@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="benchmark the engine on synthetic rasters and print a table")
     bench.add_argument("--sizes", default="2048,8192,16384", help="square raster sizes in pixels")
-    bench.add_argument("--speckle-sizes", default="2048,8192",
+    bench.add_argument("--speckle-sizes", default="2048,4096",
                        help="sizes of per-pixel noise rasters (speckle: the vectoriser's worst case)")
     bench.add_argument("--no-gdal-reference", dest="gdal_reference", action="store_false",
                        help="skip the GDAL reference pipeline (gdal_calc.py + gdal_polygonize.py) on --sizes")
