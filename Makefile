@@ -53,7 +53,7 @@ $(STAMPS)/apt:
 $(STAMPS)/venv: $(STAMPS)/apt backend/pyproject.toml constraints.txt
 	@[ -x $(PY) ] || /usr/bin/python3 -m venv --system-site-packages $(VENV)
 	@echo "Installing the backend into $(VENV) (CPU torch unless a CUDA one is already there)..."
-	@$(PY) -m pip install -q $(PIP_ARGS) -c constraints.txt -e "backend[models,test]"
+	@$(PY) -m pip install -q $(PIP_ARGS) -c constraints.txt -e "backend[models,test,batch]"
 	@touch $@
 
 setup: $(STAMPS)/venv

@@ -6,10 +6,12 @@ import json
 
 import pytest
 
+from rsseg.protocol.batch import BatchRequest
 from rsseg.protocol.contracts import RegionSpec, SegmentRequest
 from rsseg.protocol.messages import (
     MAX_LINE_BYTES,
     MESSAGE_TYPES,
+    Batch,
     Bye,
     Cancel,
     Doctor,
@@ -43,6 +45,10 @@ RECORDS = [
     Train("t2", json.loads(json.dumps(TrainLayersRequest("/data/a.tif", "/data/l.gpkg", "kind", "/tmp/fused",
                                                          model="rfm-seg-r18-rn50",
                                                          host="/data/models/trees").to_dict()))),
+    Batch("b1", json.loads(json.dumps(BatchRequest(["/data/*.tif", "/data/jobs.csv"], "/tmp/many", REQUEST,
+                                                   workers=2, address="auto").to_dict()))),
+    ProgressRecord("b1", "batch", 1, 8, {"running": {"a.tif": {"stage": "segment", "done": 3, "total": 9,
+                                                                "worker": "node:123"}}, "failed": 0}),
     ProgressRecord("t1", "train", 2, 20, {"epoch": 2, "loss": 0.5, "val_miou": 0.61, "iou": {"tree": 0.7}}),
     ResultRecord("j1", {"mask": "/tmp/out/mask.tif", "classes": [{"id": 1, "name": "building"}]}),
     ErrorRecord("j1", "BandError", "band 4 is out of range", ""),

@@ -78,6 +78,11 @@ class DeviceError(RssegError):
     """The requested compute device is not available."""
 
 
+class BatchError(RssegError):
+    """A batch cannot run: its inputs give no raster, a table cannot be read, two rasters would share an output
+    folder, Ray is missing or its cluster cannot be reached."""
+
+
 class Cancelled(RssegError):
     """The job was cancelled by the user; partial outputs were removed."""
 

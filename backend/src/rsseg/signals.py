@@ -18,8 +18,8 @@ SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasat
 
 
 @contextmanager
-def stop_on_signals(stop: Callable[[], None]) -> Iterator[list[int]]:
-    """Call `stop` on the first SIGTERM/SIGHUP (yields the signals received so far)."""
+def stop_on_signals(stop: Callable[[], None], signals: tuple[int, ...] = SIGNALS) -> Iterator[list[int]]:
+    """Call `stop` on the first SIGTERM/SIGHUP (or `signals`; yields the signals received so far)."""
     received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield received  # only the main thread may set handlers (e.g. the CLI called from a test thread)
@@ -31,7 +31,7 @@ def stop_on_signals(stop: Callable[[], None]) -> Iterator[list[int]]:
             raise SystemExit(EXIT_TERMINATED)
         stop()
 
-    previous = {s: signal.signal(s, handler) for s in SIGNALS}
+    previous = {s: signal.signal(s, handler) for s in signals}
     try:
         yield received
     finally:

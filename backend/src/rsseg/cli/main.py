@@ -57,6 +57,49 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_INPUT, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
+def add_job_options(parser: argparse.ArgumentParser) -> None:
+    """The options of one segmentation job, shared by `segment` and `batch` (every raster of a batch gets them)."""
+    prompt = parser.add_mutually_exclusive_group()  # neither: a trained model's own classes
+    prompt.add_argument("--classes", type=parse_class_list,
+                        help='comma-separated class names, e.g. "building, road, tree"; with semicolons '
+                        'between classes, commas give synonyms: "road, parking lot; tree"; a model trained on '
+                        'your layers segments into its own classes when none are given')
+    prompt.add_argument("--sentence", help='a referring sentence, e.g. "the large white building"')
+    parser.add_argument("--model", default="test", help="model id (see `rsseg models`)")
+    parser.add_argument("--device", default="auto", help=DEVICE_CHOICES)
+    parser.add_argument("--tile", type=int, default=512, help="tile size in pixels")
+    parser.add_argument("--overlap", type=int, default=64, help="tile overlap in pixels (at most tile/2)")
+    parser.add_argument("--batch-size", type=int, default=0,
+                        help="tiles per model call (default 0: from free GPU memory, 4 on CPU)")
+    parser.add_argument("--bands", type=_bands, help="1-based source bands for the model inputs, e.g. 3,2,1 or 1")
+    parser.add_argument("--bbox", type=lambda t: _floats(t, 4, "--bbox"), help="minx,miny,maxx,maxy")
+    parser.add_argument("--bbox-crs", help="CRS of --bbox (default: the raster's), e.g. EPSG:4326")
+    parser.add_argument("--resolution", type=float,
+                        help="process at this many metres per pixel (resampled on read; outputs on that grid)")
+    parser.add_argument("--percentiles", type=lambda t: _floats(t, 2, "--percentiles"), default=(2.0, 98.0),
+                        help="per-band stretch percentiles (default 2,98)")
+    parser.add_argument("--value-range", type=lambda t: _floats(t, 2, "--value-range"),
+                        help="fixed stretch low,high instead of percentiles")
+    parser.add_argument("--nodata", type=float, metavar="VALUE",
+                        help="source value that is nodata when every band read has it, instead of the file's own "
+                             "(e.g. 0 for a black collar the file does not flag)")
+    parser.add_argument("--threshold", type=float, help="score under which a pixel is unlabelled")
+    parser.add_argument("--upsample", choices=("bilinear", "guided", "jbu"),
+                        help="how class-list CLIP logits reach pixels (default: the model's, jbu; docs/refinement.md)")
+    parser.add_argument("--checkpoint",
+                        help="a trained referring model: RUN/checkpoints/step-N.json of `rsseg train`")
+    parser.add_argument("--top-k", type=int, metavar="K",
+                        help="a sentence with a model that finds objects (zero-shot referring, SAM 3): keep the best "
+                             "K, each its own polygon with its score and rank (default: the model's, 1 for referring)")
+    parser.add_argument("--sam-refine", choices=("off", "peaks", "vote"),
+                        help="sharpen class-list results with the model's SAM (default off; needs its weights)")
+    parser.add_argument("--scores", action="store_true", help="also keep the float32 score GeoTIFF")
+    parser.add_argument("--no-polygons", action="store_true", help="skip vectorisation")
+    parser.add_argument("--simplify", type=float, default=0.0, help="polygon simplification tolerance (map units)")
+    parser.add_argument("--min-area", type=float, default=0.0, help="drop polygons smaller than this (m2)")
+    parser.add_argument("--out", required=True, help="output folder")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rsseg", description="Text-prompted segmentation of georeferenced rasters.")
     parser.add_argument("--version", action="version", version=f"rsseg {__version__}")
@@ -65,46 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     seg = sub.add_parser("segment", help="segment a raster from a class list or a referring sentence")
     seg.add_argument("raster")
-    prompt = seg.add_mutually_exclusive_group()  # neither: a trained model's own classes
-    prompt.add_argument("--classes", type=parse_class_list,
-                        help='comma-separated class names, e.g. "building, road, tree"; with semicolons '
-                        'between classes, commas give synonyms: "road, parking lot; tree"; a model trained on '
-                        'your layers segments into its own classes when none are given')
-    prompt.add_argument("--sentence", help='a referring sentence, e.g. "the large white building"')
-    seg.add_argument("--model", default="test", help="model id (see `rsseg models`)")
-    seg.add_argument("--device", default="auto", help=DEVICE_CHOICES)
-    seg.add_argument("--tile", type=int, default=512, help="tile size in pixels")
-    seg.add_argument("--overlap", type=int, default=64, help="tile overlap in pixels (at most tile/2)")
-    seg.add_argument("--batch-size", type=int, default=0,
-                     help="tiles per model call (default 0: from free GPU memory, 4 on CPU)")
-    seg.add_argument("--bands", type=_bands, help="1-based source bands for the model inputs, e.g. 3,2,1 or 1")
-    seg.add_argument("--bbox", type=lambda t: _floats(t, 4, "--bbox"), help="minx,miny,maxx,maxy")
-    seg.add_argument("--bbox-crs", help="CRS of --bbox (default: the raster's), e.g. EPSG:4326")
-    seg.add_argument("--resolution", type=float,
-                     help="process at this many metres per pixel (resampled on read; outputs on that grid)")
-    seg.add_argument("--percentiles", type=lambda t: _floats(t, 2, "--percentiles"), default=(2.0, 98.0),
-                     help="per-band stretch percentiles (default 2,98)")
-    seg.add_argument("--value-range", type=lambda t: _floats(t, 2, "--value-range"),
-                     help="fixed stretch low,high instead of percentiles")
-    seg.add_argument("--nodata", type=float, metavar="VALUE",
-                     help="source value that is nodata when every band read has it, instead of the file's own "
-                          "(e.g. 0 for a black collar the file does not flag)")
-    seg.add_argument("--threshold", type=float, help="score under which a pixel is unlabelled")
-    seg.add_argument("--upsample", choices=("bilinear", "guided", "jbu"),
-                     help="how class-list CLIP logits reach pixels (default: the model's, jbu; docs/refinement.md)")
-    seg.add_argument("--checkpoint", help="a trained referring model: RUN/checkpoints/step-N.json of `rsseg train`")
-    seg.add_argument("--top-k", type=int, metavar="K",
-                     help="a sentence with a model that finds objects (zero-shot referring, SAM 3): keep the best K, "
-                          "each its own polygon with its score and rank (default: the model's, 1 for referring)")
-    seg.add_argument("--sam-refine", choices=("off", "peaks", "vote"),
-                     help="sharpen class-list results with the model's SAM (default off; needs its weights)")
-    seg.add_argument("--scores", action="store_true", help="also keep the float32 score GeoTIFF")
-    seg.add_argument("--no-polygons", action="store_true", help="skip vectorisation")
-    seg.add_argument("--simplify", type=float, default=0.0, help="polygon simplification tolerance (map units)")
-    seg.add_argument("--min-area", type=float, default=0.0, help="drop polygons smaller than this (m2)")
-    seg.add_argument("--out", required=True, help="output folder")
+    add_job_options(seg)
     seg.add_argument("--json", action="store_true", help="print the result record as JSON")
     seg.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    from .batch_verb import add_batch_parser
+
+    add_batch_parser(sub)
 
     from .models_verbs import add_models_parser
 
@@ -184,9 +194,9 @@ def _request(args):
 
     region = RegionSpec(bbox=args.bbox, bbox_crs=args.bbox_crs) if args.bbox else RegionSpec()
     return SegmentRequest(
-        raster=args.raster, out_dir=args.out, model=args.model, classes=args.classes, sentence=args.sentence,
-        bands=args.bands, region=region, resolution=args.resolution, tile=args.tile, overlap=args.overlap,
-        batch_size=args.batch_size,
+        raster=getattr(args, "raster", ""), out_dir=args.out, model=args.model, classes=args.classes,
+        sentence=args.sentence, bands=args.bands, region=region, resolution=args.resolution, tile=args.tile,
+        overlap=args.overlap, batch_size=args.batch_size,
         device=args.device, percentiles=tuple(args.percentiles), value_range=args.value_range, nodata=args.nodata,
         threshold=args.threshold, upsample=args.upsample, sam_refine=args.sam_refine, checkpoint=args.checkpoint,
         top_k=args.top_k, write_scores=args.scores, vectorise=not args.no_polygons,
@@ -369,7 +379,13 @@ def cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"segment": cmd_segment, "models": cmd_models, "doctor": cmd_doctor, "serve": cmd_serve,
+def cmd_batch(args) -> int:
+    from .batch_verb import cmd_batch as run
+
+    return run(args)
+
+
+COMMANDS = {"segment": cmd_segment, "batch": cmd_batch, "models": cmd_models, "doctor": cmd_doctor, "serve": cmd_serve,
             "bench": cmd_bench, "demo": cmd_demo,
             "eval": cmd_eval, "train": cmd_train, "train-layers": cmd_train_layers,
             "train-semantic": cmd_train_semantic, "eval-refer": cmd_eval_refer}

@@ -36,6 +36,29 @@ class StageBars:
             self.stage = None
 
 
+class BatchBar:
+    """One bar over a batch's rasters; its postfix shows where each running raster is."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.bar: tqdm | None = None
+
+    def __call__(self, event: Progress) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            self.bar = tqdm(total=event.total, desc="rasters", unit="raster", file=sys.stderr, leave=True)
+        running = event.detail.get("running", {})
+        self.bar.set_postfix_str(", ".join(f"{name} {LABELS.get(p['stage'], p['stage'])} {p['done']}/{p['total']}"
+                                           for name, p in running.items())[:120], refresh=False)
+        self.bar.update(event.done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 class ByteBar:
     """A tqdm bar in bytes on stderr, restarted when the stage or the file (total) changes."""
 

@@ -14,10 +14,10 @@ from dataclasses import asdict, dataclass, field, fields
 from itertools import accumulate
 from typing import Any, ClassVar, Optional
 
-PROTOCOL_VERSION = 7  # 2: segment requests carry upsample, sam_refine and checkpoint; 3: download and doctor;
+PROTOCOL_VERSION = 8  # 2: segment requests carry upsample, sam_refine and checkpoint; 3: download and doctor;
 # 4: error records carry fixes and subject, segment requests a nodata field; 5: train, progress detail;
 # 6: segment requests carry top_k, results may hold instance polygons (docs/zero-shot.md);
-# 7: train requests carry host (the trained model a fusion family such as RFM-Seg fuses into)
+# 7: train requests carry host (the trained model a fusion family such as RFM-Seg fuses into); 8: batch
 MAX_LINE_BYTES = 16 * 1024 * 1024  # a request with many region polygons stays far below this
 MAX_DEPTH = 64  # JSON nesting; a record with GeoJSON multipolygons needs about 10
 
@@ -100,6 +100,18 @@ class Train(Message):
 
     request: dict[str, Any] = field(default_factory=dict)
     type: ClassVar[str] = "train"
+
+
+@dataclass
+class Batch(Message):
+    """Segment many rasters (protocol.batch.BatchRequest.to_dict()) on Ray workers: answered by progress records
+    (stage "batch", rasters ended and total, `detail` {"running": {raster name: {stage, done, total, worker}},
+    "failed"}),
+    then a result (BatchResult.to_dict(), a row per raster; the manifest holds the same) or an error; a cancelled
+    batch ends with the error "Cancelled" (rasters that ended keep their outputs, the manifest says which)."""
+
+    request: dict[str, Any] = field(default_factory=dict)
+    type: ClassVar[str] = "batch"
 
 
 @dataclass
@@ -196,8 +208,8 @@ class Bye(Message):
 
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
-    cls.type: cls for cls in (Ping, Segment, Train, Cancel, ListModels, Download, ImportWeights, Doctor, Shutdown, Pong,
-                              ProgressRecord, ResultRecord, ErrorRecord, Bye)
+    cls.type: cls for cls in (Ping, Segment, Train, Batch, Cancel, ListModels, Download, ImportWeights, Doctor,
+                              Shutdown, Pong, ProgressRecord, ResultRecord, ErrorRecord, Bye)
 }
 _FIELD_TYPES = {"int": int, "str": str, "dict[str, Any]": dict, "list[str]": list}
 

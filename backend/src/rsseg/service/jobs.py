@@ -19,6 +19,7 @@ from ..progress import CancelToken, Progress, ProgressCallback
 from ..protocol.contracts import SegmentRequest
 from ..protocol.messages import (
     PROTOCOL_VERSION,
+    Batch,
     Cancel,
     Doctor,
     Download,
@@ -67,9 +68,12 @@ class Service:
         if isinstance(message, Ping):
             self.emit(Pong(message.id, PROTOCOL_VERSION, __version__, os.getpid()))
         elif isinstance(message, Segment):
-            self._segment(message)
+            self._request_job(message, "segment", SegmentRequest.from_dict,
+                              lambda request, progress, cancel: _segment(request, progress, cancel, self.cache))
         elif isinstance(message, Train):
-            self._train(message)
+            self._request_job(message, "train", _train_request, _train)
+        elif isinstance(message, Batch):
+            self._request_job(message, "batch", _batch_request, _batch)
         elif isinstance(message, Download):
             self._start(message.id, lambda progress, cancel: _download(message.model, progress, cancel))
         elif isinstance(message, ImportWeights):
@@ -104,25 +108,16 @@ class Service:
             self.emit(error_record(record.id, exc, f"the {record.type} could not be sent: {exc.where}"))
 
     # -- handlers ----------------------------------------------------------------------------------
-    def _segment(self, message: Segment) -> None:
+    def _request_job(self, message: Segment | Train | Batch, kind: str, parse: Callable[[Any], Any],
+                     work: Callable[[Any, ProgressCallback, CancelToken], dict[str, Any]]) -> None:
+        """Start `work` on the request `parse` reads from the record; a request it refuses is a ProtocolError."""
         try:
-            request = SegmentRequest.from_dict(message.request)
+            request = parse(message.request)
         except (TypeError, ValueError) as exc:
             if not self._refuse_if_busy(message.id):
-                self.emit(ErrorRecord(message.id, "ProtocolError", f"invalid segment request: {exc}"))
+                self.emit(ErrorRecord(message.id, "ProtocolError", f"invalid {kind} request: {exc}"))
             return
-        self._start(message.id, lambda progress, cancel: _segment(request, progress, cancel, self.cache))
-
-    def _train(self, message: Train) -> None:
-        from ..protocol.training import TrainLayersRequest
-
-        try:
-            request = TrainLayersRequest.from_dict(message.request)
-        except (TypeError, ValueError) as exc:
-            if not self._refuse_if_busy(message.id):
-                self.emit(ErrorRecord(message.id, "ProtocolError", f"invalid train request: {exc}"))
-            return
-        self._start(message.id, lambda progress, cancel: _train(request, progress, cancel))
+        self._start(message.id, lambda progress, cancel: work(request, progress, cancel))
 
     def _refuse_if_busy(self, msg_id: str) -> bool:
         if self.busy:
@@ -175,10 +170,33 @@ def _segment(request: SegmentRequest, progress: ProgressCallback, cancel: Cancel
     return run_segment(request, progress, cancel, cache).to_dict()
 
 
+def _train_request(data: Any) -> Any:
+    from ..protocol.training import TrainLayersRequest
+
+    return TrainLayersRequest.from_dict(data)
+
+
+def _batch_request(data: Any) -> Any:
+    from ..protocol.batch import BatchRequest
+
+    return BatchRequest.from_dict(data)
+
+
 def _train(request: Any, progress: ProgressCallback, cancel: CancelToken) -> dict[str, Any]:
     from ..training.layers_run import train_layers
 
     return train_layers(request, progress, cancel).to_dict()
+
+
+def _batch(request: Any, progress: ProgressCallback, cancel: CancelToken) -> dict[str, Any]:
+    from ..batch.run import run_batch
+    from ..errors import Cancelled
+
+    result = run_batch(request, progress, cancel)
+    if result.cancelled:
+        raise Cancelled(f"cancelled by the user: {result.count('done')} of {len(result.rows)} rasters had finished "
+                        f"and keep their outputs; the others have none (manifest: {result.manifest})")
+    return result.to_dict()
 
 
 def _download(model_id: str, progress: ProgressCallback, cancel: CancelToken) -> dict[str, Any]:

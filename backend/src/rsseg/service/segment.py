@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from typing import Optional
 
@@ -39,15 +40,36 @@ def model_defaults(request: SegmentRequest) -> SegmentRequest:
     return request
 
 
+class WarmModel:
+    """The last model built, kept for the next request with the same model, prompt, device and options: the
+    rasters of a batch worker usually share them, so the weights load once per worker, not once per raster."""
+
+    def __init__(self) -> None:
+        self._key: Optional[str] = None
+        self._model = None
+
+    def get(self, request: SegmentRequest, device: str):
+        key = json.dumps([request.model, request.classes, request.sentence, device, request.model_options],
+                         sort_keys=True)
+        if key != self._key:
+            self._model = None  # the old one goes before the new one loads
+            self._model = build_model(request.model, request.classes, request.sentence, device,
+                                      request.model_options)
+            self._key = key
+        return self._model
+
+
 def run_segment(request: SegmentRequest, progress: Optional[ProgressCallback] = None,
-                cancel: Optional[CancelToken] = None, cache: Optional[FeatureCache] = None) -> SegmentResult:
-    """The one path every caller takes; `cache` (the worker's) lets later prompts reuse image features."""
+                cancel: Optional[CancelToken] = None, cache: Optional[FeatureCache] = None,
+                warm: Optional[WarmModel] = None) -> SegmentResult:
+    """The one path every caller takes; `cache` (the worker's) lets later prompts reuse image features, `warm`
+    (a batch worker's) keeps the model for the next raster."""
     request = model_defaults(request)
     check_request(request)  # before a device or a model is chosen
     numpy_cpu = get_spec(request.model).numpy_only and request.device in ("auto", "cpu")
     device = "cpu" if numpy_cpu else resolve_device(request.device)
     report(progress, "load model", 0, 1)
-    model = build_model(request.model, request.classes, request.sentence, device, request.model_options)
+    model = (warm or WarmModel()).get(request, device)
     report(progress, "load model", 1, 1)
     request = replace(request, device=device)
     return segment(request, model, progress, cancel, runner=_NotedRunner(model, device, request.batch_size, cache))

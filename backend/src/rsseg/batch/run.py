@@ -1,0 +1,255 @@
+"""`rsseg batch` on Ray: a warm model worker (actor) per GPU or CPU slot, one raster per worker at a time.
+
+Each raster is one ordinary job (the service's path), so a raster has one writer and the engine's own
+guarantees hold per raster: staged files, nothing partial. The driver here only schedules: it hands the next
+raster to an idle worker, retries a raster whose worker died (or failed unexpectedly) on a fresh worker,
+records every ending in the manifest, and on cancel asks the running workers to stop and waits for their
+clean-up. docs/batch.md has the user's side.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from ..errors import BatchError, request_rules
+from ..progress import CancelToken, ProgressCallback, report
+from ..protocol.batch import DONE, BatchRequest, BatchResult
+from ..raster.outputs import remove_stale
+from .inputs import plan
+from .manifest import BatchLog
+from .worker import SegmentWorker
+
+POLL_SECONDS = 0.5  # how often the driver looks at finished rasters, progress and cancel
+CANCEL_GRACE_SECONDS = 120.0  # after a cancel, how long a worker may take to clean up before it is stopped
+LOCAL_OBJECT_STORE = 128 * 1024 * 1024  # bytes: only small records travel through Ray, never rasters
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise BatchError("Ray is not installed in the backend's environment (the backend's `batch` extra), so it "
+                         "cannot run a batch", fixes=("setup",)) from None
+    return ray
+
+
+@contextmanager
+def ray_session(ray, address: Optional[str]) -> Iterator[str]:
+    """Ray as the caller left it when it is running; else a local one, or the cluster at `address` (or at
+    RAY_ADDRESS), shut down afterwards. Yields where it runs."""
+    if ray.is_initialized():
+        yield "this process's Ray"
+        return
+    target = address or os.environ.get("RAY_ADDRESS") or None
+    options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
+    if target is None:
+        options["object_store_memory"] = LOCAL_OBJECT_STORE
+    try:
+        ray.init(address=target, **options)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise BatchError(f"cannot start Ray {'at ' + target if target else 'on this machine'}: {exc}") from None
+    try:
+        yield target or "local"
+    finally:
+        ray.shutdown()
+
+
+def placement(ray, request: BatchRequest) -> tuple[int, dict[str, float]]:
+    """How many workers and what each takes: one per GPU where the cluster has GPUs (unless the device is the
+    CPU), else one; the CPUs are shared out, so each worker's torch uses its share of the threads."""
+    resources = ray.cluster_resources()
+    gpus, cpus = int(resources.get("GPU", 0)), max(1, int(resources.get("CPU", 1)))
+    on_gpu = gpus > 0 and request.settings.device != "cpu"
+    workers = request.workers or (gpus if on_gpu else 1)
+    share = cpus // workers if workers <= cpus else cpus / workers
+    if on_gpu:
+        return workers, {"num_gpus": min(1.0, gpus / workers), "num_cpus": min(1.0, share)}
+    return workers, {"num_cpus": share}
+
+
+@dataclass
+class _Slot:
+    """A worker and the raster it runs (row None: idle)."""
+
+    actor: Any
+    where_ref: Any  # the object ref of actor.where(): "host:pid", read when first needed
+    where: str = ""
+    row: Optional[int] = None
+    ref: Any = None
+    started: float = 0.0
+
+
+class _Scheduler:
+    """The driver's loop: rasters to idle workers, endings into the log, retries on fresh workers, cancel."""
+
+    def __init__(self, ray, requests: list, log: BatchLog, retries: int, resources: dict[str, float],
+                 workers: int, progress: Optional[ProgressCallback], cancel: CancelToken):
+        self.ray, self.requests, self.log, self.retries = ray, requests, log, retries
+        self.progress, self.cancel = progress, cancel
+        self.actor_class = ray.remote(SegmentWorker).options(max_concurrency=3, **resources)
+        self.slots = [self._spawn() for _ in range(workers)]
+        self.pending: deque[int] = deque(range(len(requests)))
+        self.cancelled_at: Optional[float] = None
+        self.existing = {r.out_dir for r in requests if Path(r.out_dir).exists()}  # never removed here
+
+    def _spawn(self) -> _Slot:
+        actor = self.actor_class.remote()
+        return _Slot(actor, actor.where.remote())
+
+    def _where(self, slot: _Slot) -> str:
+        if not slot.where:
+            try:
+                slot.where = self.ray.get(slot.where_ref, timeout=5)
+            except self.ray.exceptions.RayError:  # a worker that died before saying where it ran
+                return ""
+        return slot.where
+
+    def run(self) -> None:
+        try:
+            while self.pending or self._busy():
+                try:
+                    self._step()
+                except (KeyboardInterrupt, SystemExit):  # Ctrl-C cancels like the Cancel button; after a
+                    if self.cancelled_at is not None:   # cancel, it (or a second signal) stops at once
+                        self._stop_workers("was stopped by a second signal")
+                        raise
+                    self.cancel.cancel()
+        finally:
+            for slot in self.slots:
+                self.ray.kill(slot.actor)
+            for request, row in zip(self.requests, self.log.rows):
+                if row.status != DONE:
+                    _clean(request.out_dir, remove_folder=request.out_dir not in self.existing)
+
+    def _busy(self) -> list[_Slot]:
+        return [s for s in self.slots if s.row is not None]
+
+    def _step(self) -> None:
+        if self.cancel.cancelled and self.cancelled_at is None:
+            self._start_cancel()
+        if self.cancelled_at is not None and time.monotonic() - self.cancelled_at > CANCEL_GRACE_SECONDS:
+            self._stop_workers(f"did not stop within {CANCEL_GRACE_SECONDS:.0f} s of the cancel")
+            return
+        for slot in self.slots:
+            if slot.row is None and self.pending:
+                slot.row = self.pending.popleft()
+                self.log.rows[slot.row].attempts += 1
+                slot.ref, slot.started = slot.actor.run.remote(self.requests[slot.row].to_dict()), time.monotonic()
+        busy = {slot.ref: slot for slot in self._busy()}
+        if busy:
+            ready, _ = self.ray.wait(list(busy), num_returns=len(busy), timeout=POLL_SECONDS)
+            for ref in ready:
+                self._finish(busy[ref])
+        self._report()
+
+    def _finish(self, slot: _Slot) -> None:
+        i, seconds = slot.row, time.monotonic() - slot.started
+        exceptions = self.ray.exceptions
+        try:
+            answer = self.ray.get(slot.ref)
+        except exceptions.RayActorError as exc:  # the process went: a crash, out of memory, a node lost
+            where = self._where(slot)
+            self.slots[self.slots.index(slot)] = self._spawn()
+            self._retry_or_fail(i, {"code": "WorkerDied", "message": f"its worker {where} stopped while running "
+                                    f"it ({_first_line(exc)})"}, seconds, where)
+            return
+        except exceptions.RayTaskError as exc:  # an unexpected error in the job: worth another try
+            cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else exc
+            self._retry_or_fail(i, {"code": "InternalError", "message": f"internal error: {type(cause).__name__}: "
+                                    f"{_first_line(cause)}"}, seconds, self._where(slot))
+        else:
+            if "result" in answer:
+                self.log.done(i, answer["result"], seconds, self._where(slot))
+            else:
+                self.log.failed(i, answer["error"], seconds, self._where(slot))
+        slot.row = slot.ref = None
+
+    def _retry_or_fail(self, i: int, error: dict[str, Any], seconds: float, where: str) -> None:
+        if self.log.rows[i].attempts <= self.retries and self.cancelled_at is None:
+            logging.getLogger("rsseg.batch").warning("%s: %s; trying again", self.requests[i].raster,
+                                                     error["message"])
+            self.pending.appendleft(i)
+            return
+        if self.cancelled_at is not None:
+            error = {"code": "Cancelled", "message": "cancelled; its partial outputs were removed"}
+        self.log.failed(i, error, seconds, where)
+
+    def _start_cancel(self) -> None:
+        self.cancelled_at, self.log.cancelled = time.monotonic(), True
+        while self.pending:
+            self.log.failed(self.pending.popleft(), {"code": "Cancelled", "message": "cancelled before it started"})
+        for slot in self._busy():
+            slot.actor.cancel.remote()
+
+    def _stop_workers(self, why: str) -> None:
+        """Stop busy workers outright, then remove what their jobs staged (their processes are gone)."""
+        for slot in self._busy():
+            self.ray.kill(slot.actor)
+        deadline = time.monotonic() + 10
+        for slot in self._busy():
+            try:
+                self.ray.get(slot.ref, timeout=max(0.1, deadline - time.monotonic()))
+            except self.ray.exceptions.RayError:  # killed: the ref ends with the worker's death
+                pass
+            self.log.failed(slot.row, {"code": "Cancelled", "message": f"cancelled: its worker {why}; its partial "
+                                       "outputs were removed"})
+            slot.row = slot.ref = None
+
+    def _report(self) -> None:
+        running = {}
+        for slot in self._busy():
+            try:
+                stage, done, total = self.ray.get(slot.actor.progress.remote(), timeout=5)
+            except self.ray.exceptions.RayError:  # a dying worker: its ending is handled by _finish
+                continue
+            running[Path(self.requests[slot.row].raster).name] = {"stage": stage, "done": done, "total": total,
+                                                                   "worker": self._where(slot)}
+        ended = sum(row.status != "pending" for row in self.log.rows)
+        report(self.progress, "batch", ended, len(self.log.rows),
+               {"running": running, "failed": sum(row.status == "failed" for row in self.log.rows)})
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else type(exc).__name__
+
+
+def _clean(out_dir: str, remove_folder: bool) -> None:
+    """Remove what a stopped worker staged in the folder of a raster that did not finish (its process is gone),
+    and the folder, which the batch made, when that leaves it empty."""
+    folder = Path(out_dir)
+    if folder.is_dir():
+        remove_stale(folder)
+        if not remove_folder:
+            return
+        try:
+            folder.rmdir()  # only when empty: earlier outputs and the user's files stay
+        except OSError:
+            pass
+
+
+def run_batch(request: BatchRequest, progress: Optional[ProgressCallback] = None,
+              cancel: Optional[CancelToken] = None) -> BatchResult:
+    """Segment every raster of `request`; the result (and the manifest) has a row per raster. A cancelled batch
+    returns too (result.cancelled): rasters that ended keep their outputs, the others have none."""
+    with request_rules():
+        request.validate()
+    requests = plan(request)  # every raster checked before a worker starts
+    ray = import_ray()
+    cancel = cancel or CancelToken()
+    with ray_session(ray, request.address) as where:
+        workers, resources = placement(ray, request)
+        log = BatchLog(request.out_dir, requests, workers, where)
+        log.save()
+        try:
+            _Scheduler(ray, requests, log, request.retries, resources, workers, progress, cancel).run()
+        finally:
+            result = log.finish()
+    return result

