@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from rsseg.batch.inputs import plan
 from rsseg.errors import BatchError, ModelError, ParameterError, RasterNotFoundError
 from rsseg.protocol.batch import BatchRequest
 from rsseg.protocol.contracts import SegmentRequest
 from rsseg.protocol.messages import Batch, decode
+from rsseg.service.batch.inputs import plan
 from rsseg.service.jobs import Service
 
 DATA = Path(__file__).parents[1] / "data"

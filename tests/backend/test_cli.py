@@ -53,7 +53,7 @@ def test_demo_runs_the_sample_with_the_test_model(tmp_path, capsys):
 def test_bench_prints_a_table(tmp_path, capsys):
     assert main(["bench", "--sizes", "256", "--speckle-sizes", "128", "--vit-size", "0", "--clip-size", "0",
                  "--rsrefseg-size", "0", "--zs-ref-size", "0", "--rfm-size", "0", "--sgseg-size", "0", "--tile", "128",
-                 "--overlap", "16", "--json", "--workdir", str(tmp_path)]) == 0
+                 "--overlap", "16", "--json", "--batch-rasters", "0", "--workdir", str(tmp_path)]) == 0
     out = json.loads(capsys.readouterr().out)
     rows = [r for r in out if not r.get("yardstick")]
     assert [(r["model"], r["raster"], r["tiles"]) for r in rows] == [("test", "256x256", 9),
@@ -74,7 +74,7 @@ def test_bench_referring_rows_run_two_sentences_on_one_tile(tmp_path, capsys, mo
     assert main(["bench", "--sizes", "", "--speckle-sizes", "", "--vit-size", "0", "--clip-size", "0",
                  "--rsrefseg-size", "96",
                  "--zs-ref-size", "0", "--rfm-size", "0", "--sgseg-size", "0", "--rsrefseg-model", model, "--json",
-                 "--workdir", str(tmp_path)]) == 0
+                 "--batch-rasters", "0", "--workdir", str(tmp_path)]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["model"] for r in rows] == [model, f"{model}, 2nd sentence"]
     assert all(r["raster"] == "96x96" and r["tiles"] == 1 for r in rows)
@@ -88,7 +88,7 @@ def test_bench_encoder_split_rows_reuse_the_encoders_for_another_prompt(tmp_path
     assert main(["bench", "--sizes", "", "--speckle-sizes", "", "--vit-size", "0", "--clip-size", "0",
                  "--rsrefseg-size", "0",
                  "--zs-ref-size", "0", *(v for pair in sizes.items() for v in pair), "--tile", "96", "--overlap", "0",
-                 "--json", "--workdir", str(tmp_path)]) == 0
+                 "--json", "--batch-rasters", "0", "--workdir", str(tmp_path)]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["model"] for r in rows] == [model, f"{model}, 2nd prompt"]
     assert all(r["raster"] == "96x96" and r["tiles"] == 1 for r in rows)

@@ -275,3 +275,18 @@ def test_spacenet_buildings_real_imagery(tmp_path):
     assert all(g.is_valid and g.geom_type == "Polygon" for g, _ in feats)
     assert all(p["score"] == pytest.approx(0.8) and p["class"] == "building" for _, p in feats)
     assert CRS.from_wkt(crs_wkt) == crs or CRS.from_wkt(crs_wkt).to_epsg() == crs.to_epsg()
+
+
+@pytest.mark.parametrize("crs", [UTM, None])
+def test_the_geopackage_is_version_1_2_and_a_raster_without_crs_warns_about_nothing_else(tmp_path, crs):
+    """GeoPackage 1.2 is what QGIS's GDAL 3.6 reads without a warning (GDAL 3.12 would write 1.4 by default)."""
+    import sqlite3
+    import warnings
+
+    cpath, spath = write_rasters(tmp_path, annulus(64, 30, 30, 20, 5).astype(np.uint8), crs=crs)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run(tmp_path, cpath, spath)
+    assert not [w for w in caught if "crs" in str(w.message)]
+    with sqlite3.connect(tmp_path / "out.gpkg") as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 10200

@@ -117,6 +117,7 @@ def yardsticks(rows: list[dict], references: dict[int, Optional[float]]) -> list
     return out
 
 
+BATCH_COLUMNS = ["workers", "rasters", "wall_s", "mpx_per_s", "speedup", "ray_start_s", "done"]
 YARDSTICK_COLUMNS = ["raster", "wall_s", "gdal_reference_s", "ratio_to_gdal", "peak_rss_mb", "rss_ratio_to_smallest"]
 
 
@@ -151,18 +152,35 @@ def run_bench(args) -> int:
             if "second" in run:  # the same extent again with another prompt: cached image features
                 second = "2nd sentence" if run.get("sentence") else "2nd prompt"
                 rows.append(_row(f"{model}, {second}", size, run["second"]))
+        batch = _batch_rows(args, work)
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
     checks = yardsticks(rows, references)
     if args.json:
-        print(json.dumps(rows + [{"yardstick": True, **c} for c in checks], indent=2))
+        print(json.dumps(rows + [{"yardstick": True, **c} for c in checks] + [{"batch": True, **b} for b in batch],
+                         indent=2))
         return 0
-    print(format_table(rows, args.markdown))
+    if rows:
+        print(format_table(rows, args.markdown))
     if checks:
         print()
         print(format_table(checks, args.markdown, YARDSTICK_COLUMNS))
         if references and not any(references.values()):
             print("GDAL reference skipped: gdal_calc.py and gdal_polygonize.py not found "
                   "(Debian: apt install gdal-bin)")
+    if batch:
+        print("\n" if rows else "", end="")
+        print(format_table(batch, args.markdown, BATCH_COLUMNS))
     return 0
+
+
+def _batch_rows(args, work: Path) -> list[dict]:
+    count = getattr(args, "batch_rasters", 0)
+    if not count:
+        return []
+    from .batch_rows import batch_rows
+
+    size = args.batch_raster_size
+    print(f"bench: rsseg batch, {count} rasters of {size}x{size} on 1 and 2 workers...", file=sys.stderr, flush=True)
+    return batch_rows(work, count, size, getattr(args, "device", "cpu"), args.tile, args.overlap)

@@ -34,10 +34,10 @@ def add_batch_parser(sub) -> None:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from ..batch.manifest import summary_table
-    from ..batch.run import run_batch
     from ..progress import CancelToken
     from ..protocol.batch import BatchRequest
+    from ..service.batch.manifest import summary_table
+    from ..service.batch.run import run_batch
     from .main import _request
     from .progress_bar import BatchBar
 

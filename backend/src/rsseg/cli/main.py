@@ -172,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "view, random weights), first and second class list (0 to skip)")
     bench.add_argument("--rsrefseg-model", default=None,
                        help="model for the referring rows instead (a registry sentence model, e.g. rsrefseg-test)")
+    bench.add_argument("--batch-rasters", type=int, default=8,
+                       help="rasters for the `rsseg batch` rows, run on 1 and on 2 local Ray workers (0 to skip)")
+    bench.add_argument("--batch-raster-size", type=int, default=2048, help="square size of those rasters")
     bench.add_argument("--device", default="cpu", help=f"{DEVICE_CHOICES} (default cpu)")
     bench.add_argument("--tile", type=int, default=512)
     bench.add_argument("--overlap", type=int, default=64)

@@ -75,6 +75,8 @@ INSTANCE_SCHEMA = {
     "properties": {**SCHEMA["properties"], "instance_id": "int", "rank": "int"},
 }
 _BATCH = 50_000  # features per GeoPackage append
+# GeoPackage 1.2: what QGIS's older GDAL (3.6, Debian 12) reads without a warning; newer GDALs write 1.4 by default
+GPKG_VERSION = "1.2"
 POLYGON_BATCH = 10_000  # regions gathered into shapely polygons at once
 MAX_JOINED_VERTICES = 1_000_000  # a region whose pieces hold more is written cut at the chunk seams
 _DTYPES = {"str": object, "int": np.int64, "float": np.float64}  # the schema's field types as arrays
@@ -297,11 +299,16 @@ class _PolygonSink:
         self._write(geom, values)
 
     def _write(self, geom: np.ndarray, values: dict[str, np.ndarray], first: bool = False) -> None:
-        options = {"layer_options": {"DESCRIPTION": f"{GPKG_DESCRIPTION} of {self.prompt}"[:500]}} if first else {}
-        pyogrio.raw.write(str(self.path), geometry=shapely.to_wkb(geom), field_data=[values[f] for f in self.fields],
-                          fields=self.fields, layer=POLYGON_LAYER, driver="GPKG",
-                          geometry_type="MultiPolygon" if self.multi else "Polygon", crs=_wkt(self.crs) or None,
-                          append=not first, nan_as_null=False, promote_to_multi=False, **options)
+        options = {"layer_options": {"DESCRIPTION": f"{GPKG_DESCRIPTION} of {self.prompt}"[:500]},
+                   "dataset_options": {"VERSION": GPKG_VERSION}} if first else {}
+        crs = _wkt(self.crs) or None
+        with warnings.catch_warnings():
+            if crs is None:  # a raster without a CRS gives polygons without one: pyogrio's warning says nothing new
+                warnings.filterwarnings("ignore", message="'crs' was not provided", category=UserWarning)
+            pyogrio.raw.write(str(self.path), geometry=shapely.to_wkb(geom),
+                              field_data=[values[f] for f in self.fields], fields=self.fields, layer=POLYGON_LAYER,
+                              driver="GPKG", geometry_type="MultiPolygon" if self.multi else "Polygon", crs=crs,
+                              append=not first, nan_as_null=False, promote_to_multi=False, **options)
 
     def summary(self) -> list[ClassPolygonStats]:
         return sorted(self.stats.values(), key=lambda s: s.class_id)

@@ -189,8 +189,8 @@ def _train(request: Any, progress: ProgressCallback, cancel: CancelToken) -> dic
 
 
 def _batch(request: Any, progress: ProgressCallback, cancel: CancelToken) -> dict[str, Any]:
-    from ..batch.run import run_batch
     from ..errors import Cancelled
+    from .batch.run import run_batch
 
     result = run_batch(request, progress, cancel)
     if result.cancelled:

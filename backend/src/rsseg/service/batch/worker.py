@@ -1,6 +1,6 @@
 """The batch worker: one process holding a warm model, running one raster at a time through the service's path.
 
-It is a plain class: `rsseg.batch.run` makes it a Ray actor (threaded, so `progress` and `cancel` are answered
+It is a plain class: `rsseg.service.batch.run` makes it a Ray actor (threaded, so `progress` and `cancel` are answered
 while `run` works). A user error comes back as a value, not raised: the scheduler retries only the unexpected.
 """
 
@@ -11,10 +11,10 @@ import socket
 import threading
 from typing import Any, Optional
 
-from ..errors import RssegError
-from ..progress import CancelToken, Progress
-from ..protocol.contracts import SegmentRequest
-from ..service.segment import WarmModel, run_segment
+from ...errors import RssegError
+from ...progress import CancelToken, Progress
+from ...protocol.contracts import SegmentRequest
+from ..segment import WarmModel, run_segment
 
 
 class SegmentWorker:

@@ -6,9 +6,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..jsonfile import write_json_file
-from ..protocol.batch import CANCELLED, DONE, FAILED, MANIFEST, BatchResult, BatchRow
-from ..protocol.contracts import OUTPUTS, SegmentRequest
+from ...jsonfile import write_json_file
+from ...protocol.batch import CANCELLED, DONE, FAILED, MANIFEST, BatchResult, BatchRow
+from ...protocol.contracts import OUTPUTS, SegmentRequest
 
 
 class BatchLog:

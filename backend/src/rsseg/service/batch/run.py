@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from ..errors import BatchError, request_rules
-from ..progress import CancelToken, ProgressCallback, report
-from ..protocol.batch import DONE, BatchRequest, BatchResult
-from ..raster.outputs import remove_stale
+from ...errors import BatchError, request_rules
+from ...progress import CancelToken, ProgressCallback, report
+from ...protocol.batch import DONE, BatchRequest, BatchResult
+from ...raster.outputs import remove_stale
 from .inputs import plan
 from .manifest import BatchLog
 from .worker import SegmentWorker

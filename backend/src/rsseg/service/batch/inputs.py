@@ -9,9 +9,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
-from ..errors import BatchError, RasterNotFoundError, RssegError, check_request
-from ..protocol.batch import RASTER_SUFFIXES, TABLE_SUFFIX, BatchRequest
-from ..protocol.contracts import RequestError, SegmentRequest, parse_class_list
+from ...errors import BatchError, RasterNotFoundError, RssegError, check_request
+from ...protocol.batch import RASTER_SUFFIXES, TABLE_SUFFIX, BatchRequest
+from ...protocol.contracts import RequestError, SegmentRequest, parse_class_list
 
 TABLE_COLUMNS = ("raster", "classes", "sentence")
 

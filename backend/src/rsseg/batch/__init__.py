@@ -1,1 +1,0 @@
-"""Many rasters on Ray: inputs expanded to one request per raster, warm model workers, a manifest."""
