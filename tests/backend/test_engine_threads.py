@@ -7,6 +7,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -37,7 +38,7 @@ def test_read_ahead_keeps_order_stays_ahead_and_raises_where_the_reader_failed()
             if tile == 7:
                 raise DamagedRasterError("tile 7 is damaged")
             return tile * 10
-        return one, lambda: closed.append(True)
+        return SimpleNamespace(read=one, close=lambda: closed.append(True))
 
     reads = ReadAhead(range(10), open_reader, depth=3)
     assert [reads.next() for _ in range(7)] == [(t, t * 10) for t in range(7)]
@@ -55,7 +56,7 @@ def test_read_ahead_stops_early_without_reading_the_rest():
         def one(tile):
             read.append(tile)
             return tile
-        return one, lambda: None
+        return SimpleNamespace(read=one, close=lambda: None)
 
     reads = ReadAhead(range(1000), open_reader, depth=2)
     assert reads.next() == (0, 0)

@@ -82,7 +82,7 @@ def _row(model: str, size: int, run: dict) -> dict:
             "tiles_per_s": round(run["tiles"] / wall, 2), "mpx_per_s": round(run["pixels"] / wall / 1e6, 2),
             "raster_pass_rss_mb": round(run["raster_pass_rss_mb"]), "peak_rss_mb": round(run["peak_rss_mb"]),
             "polygons": run["polygons"], "outside_model_pct": round(100 * (wall - t["model"]) / wall, 1),
-            "read_s": round(t.get("read", 0), 2), "blend_write_s": round(t.get("blend_write", 0), 2),
+            "read_s": round(t.get("read", 0), 2), "blend_write_s": round(t.get("blend", 0) + t.get("write", 0), 2),
             "vectorise_s": round(t.get("vectorise", 0), 2)}
 
 

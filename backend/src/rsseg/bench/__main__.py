@@ -177,7 +177,9 @@ def _run(raster: str, out: str, model_id: str, prompt, tile: int, overlap: int,
 def main(argv: list[str]) -> None:
     """One JSON line: the run, plus for encoder-split models a second prompt on the same raster ("second")."""
     raster, out, model_id, tile, overlap = argv[0], argv[1], argv[2], int(argv[3]), int(argv[4])
-    device = "cpu" if model_id == "test" else resolve_device(argv[5] if len(argv) > 5 else "cpu")  # no torch import
+    wanted = argv[5] if len(argv) > 5 else "cpu"
+    numpy_only = model_id in MODELS and MODELS[model_id].numpy_only and wanted in ("auto", "cpu")
+    device = "cpu" if numpy_only else resolve_device(wanted)  # a numpy-only model never imports torch
     classes = SPECKLE_CLASSES if len(argv) > 6 and argv[6] == "speckle" else CLASSES
     # a feature cache only where a second prompt reuses it; a single job runs as `rsseg segment` does, without
     # one (a cache holds up to 1 GB of features, which would read as the job's memory)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from ..errors import ModelError
+from ..execution.host_to_device import tiles_to_device
 from ..execution.tile_model import SIGMOID, SOFTMAX
 from ..spec import ModelSpec
 from .factory import _lookup, _registrar
@@ -73,21 +74,20 @@ class SegmenterTileModel:
         self.activation = SIGMOID if self.left_out else SOFTMAX
         self.class_names = tuple(class_names[i] for i in self.keep)
         self.multiple = int(getattr(net, "multiple", 32))
-        self._mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-        self._std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self._mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self._std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
 
     def prepare(self, batch: np.ndarray) -> "tuple[torch.Tensor, tuple[int, int]]":
         """The normalised batch on the device, padded to the network's multiple, and its unpadded size."""
-        import torch
         import torch.nn.functional as F
 
-        x = (torch.from_numpy(np.ascontiguousarray(batch, np.float32)) - self._mean) / self._std
+        x = (tiles_to_device(batch, self.device) - self._mean) / self._std
         h, w = x.shape[-2:]
         m = self.multiple
         pad_h, pad_w = -h % m, -w % m
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect" if min(h, w) > max(pad_h, pad_w) else "replicate")
-        return x.to(self.device), (h, w)
+        return x, (h, w)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         import torch

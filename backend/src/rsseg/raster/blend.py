@@ -119,9 +119,6 @@ class Spill:
             self._path(tile, part).write_bytes(buffer.getbuffer())
         self._saved.add(tile.index)
 
-    def has(self, tile: Tile) -> bool:
-        return tile.index in self._saved or tile.index in self._empty
-
     def load(self, tile: Tile) -> tuple[np.ndarray, np.ndarray, int] | None:
         """(logits, valid, first column) of the spilled part of a tile, or None for an all-nodata tile."""
         if tile.index in self._empty:

@@ -118,38 +118,38 @@ def decide(logits: np.ndarray, valid: np.ndarray, activation: str,
 class _TileReader:
     """Reads and normalises tiles of the region; pixels outside region polygons are invalid.
 
-    It runs on the engine's reader thread, with its own handle on the raster (`open`)."""
+    It runs on the engine's reader thread (pipeline.ReadAhead), with its own handle on the raster, opened there
+    as the job's source is (`open`)."""
 
-    def __init__(self, source: RasterSource, region: Region, stretch: Stretch, capture: CapturedStderr):
-        self.source, self.region, self.stretch, self.capture = source, region, stretch, capture
+    def __init__(self, request: SegmentRequest, n_inputs: int, region: Region, stretch: Stretch,
+                 capture: CapturedStderr, timings: dict):
+        self.request, self.n_inputs, self.region, self.stretch = request, n_inputs, region, stretch
+        self.capture, self.timings = capture, timings
+        self.source: Optional[RasterSource] = None
 
-    @classmethod
-    def opener(cls, request: SegmentRequest, n_inputs: int, region: Region, stretch: Stretch,
-               capture: CapturedStderr, timings: dict, seen_infinite: list):
-        """What the reader thread calls: (read, close), the raster opened as the job's source is."""
-        def open_reader():
-            source = RasterSource(request.raster, request.bands, n_inputs, request.resolution, request.nodata)
-            reader = cls(source, region, stretch, capture)
-
-            def read(tile: Tile) -> tuple[np.ndarray, np.ndarray]:
-                t0 = time.perf_counter()
-                try:
-                    return reader.read(tile)
-                finally:
-                    timings["read"] += time.perf_counter() - t0
-
-            def close() -> None:
-                seen_infinite.append(source.infinite_seen)
-                source.close()
-            return read, close
-        return open_reader
+    def open(self) -> "_TileReader":
+        request = self.request
+        self.source = RasterSource(request.raster, request.bands, self.n_inputs, request.resolution, request.nodata)
+        return self
 
     def read(self, tile: Tile) -> tuple[np.ndarray, np.ndarray]:
+        t0 = time.perf_counter()
         win = self.region.window
         window = Window(int(win.col_off) + tile.x, int(win.row_off) + tile.y, tile.width, tile.height)
-        with self.capture:  # a read can evict (write) the outputs' cached blocks: a full disk prints here
-            data, valid = self.region.read(self.source, window)
-        return self.stretch.apply(data, valid), valid
+        try:
+            with self.capture:  # a read can evict (write) the outputs' cached blocks: a full disk prints here
+                data, valid = self.region.read(self.source, window)
+            return self.stretch.apply(data, valid), valid
+        finally:
+            self.timings["read"] += time.perf_counter() - t0
+
+    def close(self) -> None:
+        if self.source is not None:
+            self.source.close()
+
+    @property
+    def infinite_seen(self) -> bool:
+        return self.source is not None and self.source.infinite_seen
 
 
 def feature_identity(request: SegmentRequest, source: RasterSource, stretch: Stretch) -> str:
@@ -211,10 +211,8 @@ def _segment(request: SegmentRequest, model: TileModel, progress: Optional[Progr
             spill = Spill(out_dir, job)
             objects = InstanceCollector(grid, threshold) if isinstance(model, InstanceTileModel) else None
             try:
-                seen_infinite: list[bool] = []
-                open_reader = _TileReader.opener(request, model.n_inputs, region, stretch, writer.gdal_output,
-                                                 timings, seen_infinite)
-                tiles_run = _stream(grid, open_reader, model, runner,
+                reader = _TileReader(request, model.n_inputs, region, stretch, writer.gdal_output, timings)
+                tiles_run = _stream(grid, reader.open, model, runner,
                                     feature_identity(request, source, stretch), writer, tally, threshold,
                                     strip_width, timings, progress, cancel, spill, objects)
             finally:
@@ -225,7 +223,7 @@ def _segment(request: SegmentRequest, model: TileModel, progress: Optional[Progr
             crs = source.crs
             crs_string = crs.to_string() if crs else ""
             bands = list(source.bands)
-            infinite = source.infinite_seen or any(seen_infinite)
+            infinite = source.infinite_seen or reader.infinite_seen
         polygons_path, polygon_counts = None, {}
         if request.vectorise:
             t0 = time.perf_counter()
@@ -296,12 +294,12 @@ def _segment(request: SegmentRequest, model: TileModel, progress: Optional[Progr
             item.discard()
 
 
-def _chunks(tiles: list[Tile], spill: Spill, runner: TileRunner):
-    """Row-major runs of tiles holding at most one batch of tiles that need the model."""
+def _chunks(tiles: list[Tile], new: set[int], runner: TileRunner):
+    """Row-major runs of tiles holding at most one batch of `new` tiles (those that need the model)."""
     chunk, compute = [], 0
     for tile in tiles:
         chunk.append(tile)
-        if not spill.has(tile):
+        if tile.index in new:
             compute += 1
             if compute >= runner.batch_size:  # the runner may shrink its batch after out-of-memory
                 yield chunk
@@ -310,17 +308,16 @@ def _chunks(tiles: list[Tile], spill: Spill, runner: TileRunner):
         yield chunk
 
 
-def _read_order(grid: TileGrid, strips: list[Strip]) -> list[Tile]:
-    """The tiles in the order the engine first needs them: a tile crossing into the next strip is read
-    (and run) once, in the first strip; the next strip takes its spilled logits."""
+def _new_tiles(grid: TileGrid, strips: list[Strip]) -> list[list[Tile]]:
+    """Per strip, the tiles it reads and runs: a tile crossing into the next strip is read (and run) once, in
+    the first strip; the next strip takes its spilled logits."""
     seen: set[int] = set()
-    order = []
+    per_strip = []
     for strip in strips:
-        for tile in strip_tiles(grid, strip):
-            if tile.index not in seen:
-                seen.add(tile.index)
-                order.append(tile)
-    return order
+        fresh = [tile for tile in strip_tiles(grid, strip) if tile.index not in seen]
+        seen.update(tile.index for tile in fresh)
+        per_strip.append(fresh)
+    return per_strip
 
 
 def _stream(grid: TileGrid, open_reader, model: TileModel, runner: TileRunner, identity: str,
@@ -345,18 +342,20 @@ def _stream(grid: TileGrid, open_reader, model: TileModel, runner: TileRunner, i
             report(progress, "segment", done, total)
 
     progressed()
-    reads = ReadAhead(_read_order(grid, strips), open_reader, depth=2 * max(1, runner.batch_size))
+    fresh = _new_tiles(grid, strips)
+    reads = ReadAhead([tile for tiles in fresh for tile in tiles], open_reader, depth=2 * max(1, runner.batch_size))
     rows = WriteBehind(write, depth=4)
     try:
-        for strip in strips:
+        for strip, new_tiles in zip(strips, fresh):
             acc = StripAccumulator(grid, strip, len(model.class_names))
             remaining = [len(strip.cols)] * len(grid.ys)  # tiles still to add, per tile row
-            for chunk in _chunks(strip_tiles(grid, strip), spill, runner):
+            new = {tile.index for tile in new_tiles}
+            for chunk in _chunks(strip_tiles(grid, strip), new, runner):
                 cancel.check()
                 t0 = time.perf_counter()
                 read = {}
                 for tile in chunk:
-                    if not spill.has(tile):
+                    if tile.index in new:
                         got, read[tile.index] = reads.next()
                         if got.index != tile.index:
                             raise RuntimeError(f"tile {got.index} read where tile {tile.index} was due")
@@ -402,5 +401,4 @@ def _stream(grid: TileGrid, open_reader, model: TileModel, runner: TileRunner, i
     finally:
         reads.stop()
         rows.stop()
-    timings["blend_write"] = timings["blend"] + timings["write"]
     return run

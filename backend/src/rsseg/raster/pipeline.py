@@ -62,22 +62,22 @@ class _Worker:
 class ReadAhead(_Worker):
     """Yields `read(tile)` for each tile in order, computed on a worker thread up to `depth` tiles ahead.
 
-    `open_reader()` runs on the worker thread and returns (read function, close function)."""
+    `open_reader()` runs on the worker thread and returns the reader: its `read(tile)`, then its `close()`."""
 
-    def __init__(self, tiles: Iterable[Any], open_reader: Callable[[], tuple[Callable, Callable]], depth: int):
+    def __init__(self, tiles: Iterable[Any], open_reader: Callable[[], Any], depth: int):
         super().__init__("rsseg-read", depth)
         self._tiles, self._open = list(tiles), open_reader
         self.thread.start()
 
     def run(self) -> None:
-        read, close = self._open()
+        reader = self._open()
         try:
             for tile in self._tiles:
-                if not self._put((tile, read(tile))):
+                if not self._put((tile, reader.read(tile))):
                     return
             self._put(_END)
         finally:
-            close()
+            reader.close()
 
     def next(self) -> tuple[Any, Any]:
         """(tile, what read returned) for the next tile; raises what the reader raised."""
@@ -117,9 +117,9 @@ class WriteBehind(_Worker):
             self._write(*item)
 
     def put(self, *item: Any) -> None:
+        """Queue one item; raises what the writer raised as soon as it has failed."""
+        self._put(item)
         self.check()
-        if not self._put(item):
-            self.check()
 
     def check(self) -> None:
         if self.error is not None:

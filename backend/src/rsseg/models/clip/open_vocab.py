@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import ModelError
+from ...execution.host_to_device import tiles_to_device
 from ...windows import tile_starts
 from ..prompts import display_name, synonyms
 from .dense import dense_features
@@ -90,7 +91,7 @@ class OpenVocabCLIP:
     def encode(self, batch: np.ndarray) -> tuple[torch.Tensor, ...]:
         """Tiles [B, 3, H, W] in 0..1 -> (patches [B, n, E, h, w], cls [B, n, E], guide [B, 3, H, W]
         [, SAM embeddings [B, D, g, g]]) for n windows; nothing here depends on the prompt."""
-        images = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, torch.float32)
+        images = tiles_to_device(batch, self.device)
         b, _, height, width = images.shape
         wh, ys = _windows(height, self.config.window, self.config.stride)
         ww, xs = _windows(width, self.config.window, self.config.stride)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...execution.host_to_device import tiles_to_device
 from ...execution.tile_model import SIGMOID
 from ..clip.tokens import sentence_notes
 from .model import ImageFeatures, RSRefSeg
@@ -39,7 +40,7 @@ class RSRefSegTileModel:
     @torch.no_grad()
     def encode(self, batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Tiles [B, 3, H, W] in 0..1 -> (CLIP tokens [B, E, h, w], SAM embeddings [B, C, g, g], sizes [B, 2])."""
-        images = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, torch.float32)
+        images = tiles_to_device(batch, self.device)
         height, width = images.shape[-2:]
         side = max(height, width)
         square = F.pad(images, (0, side - width, 0, side - height))

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...execution.host_to_device import tiles_to_device
 from ...execution.tile_model import NO_OBJECT_LOGIT, SIGMOID, Instance, instance_score_logit
 from ..clip.tokens import class_name_notes, sentence_notes
 from ..prompts import display_name, synonyms
@@ -84,7 +85,7 @@ class Sam3TileModel:
     def preprocess(self, batch: np.ndarray) -> torch.Tensor:
         """Tiles [B, 3, h, w] in 0..1 -> the model's input [B, 3, S, S]: padded to a square, resized and normalised
         as Sam3ImageProcessor does (bilinear with antialiasing, mean / std 0.5)."""
-        images = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, torch.float32)
+        images = tiles_to_device(batch, self.device)
         height, width = images.shape[-2:]
         side = max(height, width)
         square = F.pad(images, (0, side - width, 0, side - height))

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...execution.host_to_device import tiles_to_device
 from ...execution.tile_model import SOFTMAX
 from ...spec import ModelSpec
 from ...windows import tile_starts
@@ -61,7 +62,7 @@ class SGSegTileModel:
     def encode(self, batch: np.ndarray) -> tuple[torch.Tensor, ...]:
         """Tiles [B, bands, H, W] in 0..1 -> the tower's features of every window (and the global view) [B, n, ...]
         and the tile size; nothing here depends on the class list."""
-        x = torch.from_numpy(np.ascontiguousarray(batch, np.float32))
+        x = tiles_to_device(batch, self.device)
         b, _, h, w = x.shape
         ph, pw, wh, ww, corners, global_view = self._layout(h, w)
         if (ph, pw) != (h, w):
@@ -70,7 +71,7 @@ class SGSegTileModel:
         crops = [x[:, :, y:y + wh, c:c + ww] for y, c in corners]
         if global_view:
             crops.append(F.interpolate(x, size=(wh, ww), mode="bilinear", align_corners=False))
-        stacked = torch.stack(crops, dim=1).flatten(0, 1).to(self.device)
+        stacked = torch.stack(crops, dim=1).flatten(0, 1)
         features = self.net.encode(stacked)
         size = torch.tensor([[h, w]] * b, dtype=torch.int64)
         return tuple(f.reshape(b, len(crops), *f.shape[1:]).float().cpu() for f in features) + (size,)

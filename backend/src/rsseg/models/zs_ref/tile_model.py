@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...execution.host_to_device import tiles_to_device
 from ...execution.tile_model import NO_OBJECT_LOGIT, SIGMOID, Instance, instance_score_logit
 from ..clip.tokens import sentence_notes
 from .global_local import ScoringConfig, global_features, local_features, text_features, visual_features
@@ -63,8 +64,7 @@ class ZeroShotReferringTileModel:
     @torch.no_grad()
     def encode(self, batch: np.ndarray) -> tuple[torch.Tensor, ...]:
         """Views [B, 3, H, W] in 0..1 -> per view: the packed proposals and their global and local features."""
-        per_view = [self._encode_view(torch.from_numpy(np.ascontiguousarray(view)).to(self.device, torch.float32))
-                    for view in batch]
+        per_view = [self._encode_view(tiles_to_device(view, self.device)) for view in batch]
         return tuple(torch.stack(field) for field in zip(*per_view))
 
     def _encode_view(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
