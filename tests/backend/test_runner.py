@@ -292,3 +292,20 @@ def test_run_segment_uses_the_given_cache(tmp_path):
     a = run_segment(request(tmp_path, "a", classes=["tree"]), cache=cache)
     b = run_segment(request(tmp_path, "b", sentence="the white roof", classes=None), cache=cache)
     assert a.run["features"]["encoded"] == a.tiles and b.run["features"] == {"encoded": 0, "reused": b.tiles}
+
+
+def test_tiles_reach_the_cpu_without_a_copy_and_a_gpu_through_the_pinned_buffer():
+    import torch
+
+    from rsseg.execution.host_to_device import tiles_to_device
+
+    batch = np.random.default_rng(0).random((2, 3, 8, 8), dtype=np.float32)
+    on_cpu = tiles_to_device(batch, "cpu")
+    assert on_cpu.dtype == torch.float32 and on_cpu.data_ptr() == batch.ctypes.data  # no copy
+    assert tiles_to_device(batch.astype(np.float64), "cpu").dtype == torch.float32
+    if not torch.cuda.is_available():
+        return
+    for shape in [(2, 3, 8, 8), (2, 3, 8, 8), (1, 3, 16, 16)]:  # the buffer reused, then remade for a new shape
+        tiles = np.random.default_rng(len(shape)).random(shape, dtype=np.float32)
+        on_gpu = tiles_to_device(tiles, "cuda")
+        assert on_gpu.is_cuda and torch.equal(on_gpu.cpu(), torch.from_numpy(tiles))
