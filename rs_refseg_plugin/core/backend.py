@@ -1,10 +1,10 @@
 """The plugin's one way to the backend: a worker client on the configured backend interpreter.
 
-The dock's task, the right-click action and the Processing algorithms all call `run_job`; the
-dock's model list, downloads and diagnostics are requests to the same worker (the QuickOSM pattern:
-one core, several front ends). Calls run in a background thread (QgsTask or Processing), report
-progress as a percentage, turn cancellation into the worker's `cancel`, and raise BackendError
-subclasses whose `str()` is a message for the user.
+The dock's task, the right-click action and the Processing algorithms all call `run_job` ("Segment many
+rasters" calls `batch`, "Train from layers" `train`); the dock's model list, downloads and diagnostics are
+requests to the same worker (the QuickOSM pattern: one core, several front ends). Calls run in a background
+thread (QgsTask or Processing), report progress as a percentage, turn cancellation into the worker's `cancel`,
+and raise BackendError subclasses whose `str()` is a message for the user.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, Optional
 
+from ..protocol.batch import BatchRequest, BatchResult
 from ..protocol.client import BackendError, Stop, WorkerClient, WorkerConfig, WorkerStartError
-from ..protocol.contracts import SegmentRequest, SegmentResult
+from ..protocol.contracts import SegmentRequest, SegmentResult, from_fields
 from ..protocol.launch import FOREIGN_PYTHON_ENV
 from ..protocol.messages import ProgressRecord
 from ..protocol.training import TrainLayersRequest, TrainLayersResult
@@ -23,9 +24,11 @@ from .train_job import read_result, train_percent
 STAGE_WEIGHT = {"load model": (0, 5), "segment": (5, 90), "vectorise": (90, 100)}
 Percent = Callable[[float, str], None]
 TrainProgress = Callable[[float, ProgressRecord], None]  # percent, and the record with its `detail`
+BatchProgress = Callable[[ProgressRecord], None]  # each record of a batch: rasters ended, the running ones in `detail`
 
 
-def _percent(stage: str, done: int, total: int) -> float:
+def stage_percent(stage: str, done: int, total: int) -> float:
+    """A segmentation job's progress record as a percentage of the whole job."""
     low, high = STAGE_WEIGHT.get(stage, (0, 100))
     return low + (high - low) * (done / total if total else 0.0)
 
@@ -75,6 +78,20 @@ class Backend:
             raise BackendError(f"the backend's training result cannot be read by this plugin ({exc}): install a "
                                "matching backend with “Set up backend…”") from None
 
+    def batch(self, request: BatchRequest, progress: Optional[BatchProgress] = None,
+              cancelled: Optional[Stop] = None, queue: bool = True) -> BatchResult:
+        """Segment many rasters on the worker's pool of model workers (Ray), to the batch's result: a row per
+        raster, as the manifest holds them. `progress(record)` gets every progress record (stage "batch": rasters
+        ended of the total, the running ones in `detail`); cancel as run_job. A cancelled batch raises
+        JobCancelled (the rasters that ended keep their outputs, the manifest says which)."""
+        record = self._watched(lambda on_progress, wait: self.client.batch(request, on_progress, wait=wait), None,
+                               cancelled, queue, progress)
+        try:
+            return from_fields(BatchResult, record)
+        except (TypeError, ValueError) as exc:
+            raise BackendError(f"the backend's batch result cannot be read by this plugin ({exc}): install a "
+                               "matching backend with “Set up backend…”") from None
+
     def download(self, model: str, progress: Optional[Percent] = None,
                  cancelled: Optional[Stop] = None) -> list[str]:
         """A model's weight files, verified; returns their paths. A cancelled download is resumed next time."""
@@ -114,7 +131,7 @@ class Backend:
 
         def on_progress(record: ProgressRecord) -> None:
             if progress is not None:
-                progress(_percent(record.stage, record.done, record.total), record.stage)
+                progress(stage_percent(record.stage, record.done, record.total), record.stage)
             if on_record is not None:
                 on_record(record)
             if cancelled is not None and cancelled():

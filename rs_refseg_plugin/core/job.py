@@ -42,7 +42,10 @@ class JobParameters:
     # model's default, one object). The dock and Processing set it only for such a model (its row's `instances`).
     top_k: Optional[int] = None
 
-    def to_request(self) -> SegmentRequest:
+    def request(self, prompt_optional: bool = False) -> SegmentRequest:
+        """The checked SegmentRequest, without an output folder (to_request gives it the run's; a batch gives
+        each raster its own). `prompt_optional`: an empty prompt sends none (a batch whose CSV table gives each
+        raster its prompt); else an empty class list is a trained model's own classes, or an error."""
         if not self.model:
             raise JobError("choose a model")
         if self.mode == "classes" and not self.prompt.strip():
@@ -50,12 +53,17 @@ class JobParameters:
         try:
             optional = {name: getattr(self, name) for name in ("nodata", "top_k")  # older backends lack them
                         if getattr(self, name) is not None}
-            request = SegmentRequest.from_prompt(
-                self.mode, self.prompt, raster=self.raster, out_dir="", model=self.model, region=self._region(),
-                tile=self.tile, overlap=self.overlap, device=self.device, checkpoint=self.checkpoint or None,
-                bands=tuple(self.bands) if self.bands else None, resolution=self.resolution, **optional).validate()
+            fields = dict(raster=self.raster, out_dir="", model=self.model, region=self._region(), tile=self.tile,
+                          overlap=self.overlap, device=self.device, checkpoint=self.checkpoint or None,
+                          bands=tuple(self.bands) if self.bands else None, resolution=self.resolution, **optional)
+            if prompt_optional and not self.prompt.strip():
+                return SegmentRequest(**fields).validate(prompt=False)
+            return SegmentRequest.from_prompt(self.mode, self.prompt, **fields).validate()
         except RequestError as exc:  # e.g. the same class twice, an empty prompt, overlap over half a tile
             raise JobError(str(exc)) from None
+
+    def to_request(self) -> SegmentRequest:
+        request = self.request()
         root = self.out_dir or str(default_root())
         try:
             folder = new_run_folder(root, request.prompt)

@@ -41,6 +41,8 @@ CUDA_WHEELS = (
 NEWEST_FOR_CAPABILITY = ((7.0, "cu126"), (7.5, "cu128"))
 PROGRESS = re.compile(r"^Progress (\d+) of (\d+)$")  # pip >= 24.1 with --progress-bar raw
 PIP_ENV = {"PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
+# The backend's extras a set-up installs: the model families' libraries, and Ray for "Segment many rasters"
+EXTRAS = ("models", "batch")
 
 
 class SetupError(Exception):
@@ -207,12 +209,13 @@ def _torch_from(spec: Union[str, bool, TorchChoice]) -> Optional[TorchChoice]:
 
 def plan_setup(venv: Union[str, Path], *, base_python: Optional[str] = None,
                backend: Optional[Union[str, Path]] = None, torch: Union[str, bool, TorchChoice] = "auto",
-               extras: Sequence[str] = ("models",), upgrade_pip: bool = True, no_deps: bool = False,
+               extras: Sequence[str] = EXTRAS, upgrade_pip: bool = True, no_deps: bool = False,
                pip_args: Sequence[str] = (), system_site_packages: bool = False) -> SetupPlan:
     """The steps that make `venv` (the dialog passes settings.managed_venv()) a backend environment.
 
     `torch`: "auto" (CUDA when nvidia-smi reports a GPU, else CPU), "cpu", a CUDA tag ("cu126"), an
-    index URL, or False to leave torch to pip's resolver. `no_deps` installs only the backend
+    index URL, or False to leave torch to pip's resolver. `extras`: the backend's optional dependencies
+    (EXTRAS: the models' libraries, and Ray for "Segment many rasters"). `no_deps` installs only the backend
     itself (`--no-deps`); `pip_args` go to every pip call (e.g. a proxy, `--no-index`).
     `system_site_packages` lets the venv see the base Python's packages (off: the backend gets its
     own numpy and GDAL-bundling rasterio, independent of QGIS's).

@@ -1,5 +1,6 @@
-"""What both rsseg algorithms share: input, model, device, band/resolution/nodata and output
-parameters, and the run.
+"""What the rsseg segmentation algorithms share. BackendAlgorithm: the model, device, resolution and nodata
+parameters, the backend, and errors worded for the dialog (also "Segment many rasters", batch_algorithm.py).
+SegmentAlgorithm: one raster's input, bands and output parameters, and the run.
 
 processAlgorithm fills a JobParameters and runs it through the plugin's shared Backend (the same
 core as the dock), in a temporary folder; only a finished job's files reach the destinations, so a
@@ -19,7 +20,7 @@ import shutil
 import tempfile
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from qgis.core import (
     Qgis,
@@ -29,6 +30,7 @@ from qgis.core import (
     QgsProcessingParameterBand,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
@@ -38,7 +40,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QIcon
 
-from ..core.backend import shared_backend
+from ..core.backend import Backend, shared_backend
 from ..core.help import help_url
 from ..core.job import JobError, JobParameters
 from ..core.layers import local_raster
@@ -78,15 +80,23 @@ def integer_type() -> Any:
     return types.Integer if types is not None else QgsProcessingParameterNumber.Type.Integer
 
 
+def folder_behaviour() -> Any:
+    """The folder behaviour of a file parameter, in the spelling of this QGIS."""
+    behaviours = getattr(Qgis, "ProcessingFileParameterBehavior", None)  # QGIS 3.36 and later
+    return behaviours.Folder if behaviours is not None else QgsProcessingParameterFile.Behavior.Folder
+
+
 def _index(value: Any) -> Optional[int]:
     """An enum index as a script passes it (0, not True), else None."""
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-class SegmentAlgorithm(QgsProcessingAlgorithm):
-    INPUT, MODEL, CUSTOM_MODEL, DEVICE = "INPUT", "MODEL", "CUSTOM_MODEL", "DEVICE"
-    BANDS, RESOLUTION, NODATA = "BANDS", "RESOLUTION", "NODATA"
-    OUTPUT_RASTER, OUTPUT_VECTOR = "OUTPUT_RASTER", "OUTPUT_VECTOR"
+class BackendAlgorithm(QgsProcessingAlgorithm):
+    """An algorithm that runs models in the backend: MODEL, CUSTOM_MODEL, DEVICE, RESOLUTION and NODATA, the
+    shared Backend, and backend errors worded for the dialog (FIX_WORDS)."""
+
+    MODEL, CUSTOM_MODEL, DEVICE = "MODEL", "CUSTOM_MODEL", "DEVICE"
+    RESOLUTION, NODATA = "RESOLUTION", "NODATA"
     mode = ""  # "classes" or "sentence": the Model list offers the models of this prompt mode
     default_model = ""
     # How an error's fixes read in the Processing dialog (contracts.FIXES names); others: the dock's wording
@@ -117,36 +127,29 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
         return HELP_URL
 
     # -- parameters --------------------------------------------------------------------------------
-    def add_input(self) -> None:
-        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input raster (a local file)"))
+    def model_options(self) -> list[str]:
+        """The Model list: the models of this prompt mode the dock last listed (model_choices)."""
+        return model_choices(self.mode)
 
     def add_model_and_device(self) -> None:
         """MODEL: the models of this prompt mode the dock last listed (model_choices), by id; CUSTOM_MODEL:
         any other id, used instead when set; DEVICE: auto, cpu, cuda, mps."""
         self.addParameter(QgsProcessingParameterEnum(
-            self.MODEL, "Model", options=model_choices(self.mode), defaultValue=self.default_model,
+            self.MODEL, "Model", options=self.model_options(), defaultValue=self.default_model,
             usesStaticStrings=True))
         self.addParameter(_advanced(QgsProcessingParameterString(
             self.CUSTOM_MODEL, "Custom model id (used instead of Model when set)", optional=True)))
         self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", options=list(DEVICES), defaultValue="auto",
                                                      usesStaticStrings=True))
 
-    def add_raster_options(self) -> None:
-        """BANDS, RESOLUTION, NODATA: which bands feed the model, the processing grid, an extra nodata value."""
-        self.addParameter(_advanced(QgsProcessingParameterBand(
-            self.BANDS, "Bands (in the model's order; default: automatic)", parentLayerParameterName=self.INPUT,
-            optional=True, allowMultiple=True)))
+    def add_grid_options(self) -> None:
+        """RESOLUTION, NODATA: the processing grid, an extra nodata value."""
         self.addParameter(_advanced(QgsProcessingParameterNumber(
             self.RESOLUTION, "Resolution (metres per pixel; default: the raster's own)", type=_double(),
             optional=True, minValue=0.0)))
         self.addParameter(_advanced(QgsProcessingParameterNumber(
             self.NODATA, "Nodata value (pixels of this value are left out)",
             type=_double(), optional=True)))
-
-    def add_outputs(self) -> None:
-        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT_RASTER, "Mask"))
-        self.addParameter(QgsProcessingParameterVectorDestination(self.OUTPUT_VECTOR, "Polygons",
-                                                                  type=QgsProcessing.SourceType.TypeVectorPolygon))
 
     def checkParameterValues(self, parameters, context):  # noqa: N802 - QGIS API
         """QGIS's checks, except that MODEL takes any model id (a script's, or one the Model list does
@@ -185,23 +188,77 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
             return None
         return self.parameterAsDouble(parameters, name, context)
 
+    def grid_options(self, parameters, context) -> dict[str, Any]:
+        """JobParameters' resolution and nodata from RESOLUTION, NODATA (None: not set)."""
+        resolution = self._number(parameters, self.RESOLUTION, context)
+        if resolution is not None and not resolution > 0:
+            raise QgsProcessingException(f"Resolution: give the metres per pixel as a number above 0 (got "
+                                         f"{resolution:g}), or leave it empty to keep the raster's own")
+        return {"resolution": resolution, "nodata": self._number(parameters, self.NODATA, context)}
+
+    def parameter_label(self, name: str) -> str:
+        """A parameter's display name, as the dialog shows it (for messages)."""
+        definition = self.parameterDefinition(name)
+        return definition.description() if definition is not None else name
+
+    # -- the backend -------------------------------------------------------------------------------
+    def prepareAlgorithm(self, parameters, context, feedback):  # noqa: N802 - runs in the main thread
+        self._settings = PluginSettings.load()
+        return True
+
+    def backend(self) -> Backend:
+        """The plugin's one worker (the dock's too), on the backend Python of the settings read at prepare."""
+        return shared_backend(self._settings or PluginSettings.load())
+
+    def error_text(self, exc: BackendError) -> str:
+        """A backend error for the Processing dialog (fixes_text)."""
+        return self.fixes_text(str(exc), getattr(exc, "fixes", ()) or (), str(getattr(exc, "subject", "") or ""))
+
+    def fixes_text(self, message: str, fixes: Sequence[str] = (), subject: str = "") -> str:
+        """An error's message (without an older backend's command hints) and its fixes in the dialog's words
+        (FIX_WORDS), or the dock's (contracts.FIXES "gui"): a worker's error, or a raster's in a batch."""
+        first, newline, rest = str(message).partition("\n")
+        first = _COMMAND_HINT.sub("", first).strip() or first
+        first = _FLAG.sub(_field_for_flag, first)
+        words = []
+        for name in fixes:
+            if name in self.FIX_WORDS:
+                words.append(self.FIX_WORDS[name].format(model=subject or "the model"))
+            elif name in FIXES:
+                words.append(fix_text((name,), subject, "gui"))
+        if words:
+            first = f"{first}: {words[0]}" + "".join(f" (or {w})" for w in words[1:])
+        return f"{first}{newline}{rest}"
+
+
+class SegmentAlgorithm(BackendAlgorithm):
+    INPUT, BANDS = "INPUT", "BANDS"
+    OUTPUT_RASTER, OUTPUT_VECTOR = "OUTPUT_RASTER", "OUTPUT_VECTOR"
+
+    # -- parameters --------------------------------------------------------------------------------
+    def add_input(self) -> None:
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input raster (a local file)"))
+
+    def add_raster_options(self) -> None:
+        """BANDS, RESOLUTION, NODATA: which bands feed the model, the processing grid, an extra nodata value."""
+        self.addParameter(_advanced(QgsProcessingParameterBand(
+            self.BANDS, "Bands (in the model's order; default: automatic)", parentLayerParameterName=self.INPUT,
+            optional=True, allowMultiple=True)))
+        self.add_grid_options()
+
+    def add_outputs(self) -> None:
+        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT_RASTER, "Mask"))
+        self.addParameter(QgsProcessingParameterVectorDestination(self.OUTPUT_VECTOR, "Polygons",
+                                                                  type=QgsProcessing.SourceType.TypeVectorPolygon))
+
     def raster_options(self, parameters, context) -> dict[str, Any]:
         """JobParameters' bands, resolution and nodata from BANDS, RESOLUTION, NODATA (None: not set)."""
         bands = tuple(self.parameterAsInts(parameters, self.BANDS, context) or ())  # () when not set
         if any(b < 1 for b in bands):
             raise QgsProcessingException(f"Bands: band numbers start at 1, got {', '.join(map(str, bands))}")
-        resolution = self._number(parameters, self.RESOLUTION, context)
-        if resolution is not None and not resolution > 0:
-            raise QgsProcessingException(f"Resolution: give the metres per pixel as a number above 0 (got "
-                                         f"{resolution:g}), or leave it empty to keep the raster's own")
-        return {"bands": bands or None, "resolution": resolution,
-                "nodata": self._number(parameters, self.NODATA, context)}
+        return {"bands": bands or None, **self.grid_options(parameters, context)}
 
     # -- running -----------------------------------------------------------------------------------
-    def prepareAlgorithm(self, parameters, context, feedback):  # noqa: N802 - runs in the main thread
-        self._settings = PluginSettings.load()
-        return True
-
     def job_parameters(self, parameters, context, layer, raster: str) -> JobParameters:
         """The mode's JobParameters (prompt, region...) from the algorithm's own parameters."""
         raise NotImplementedError
@@ -245,28 +302,6 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
             feedback.pushInfo(line)
         return {self.OUTPUT_RASTER: dest_raster, self.OUTPUT_VECTOR: dest_vector}
 
-    def parameter_label(self, name: str) -> str:
-        """A parameter's display name, as the dialog shows it (for messages)."""
-        definition = self.parameterDefinition(name)
-        return definition.description() if definition is not None else name
-
-    def error_text(self, exc: BackendError) -> str:
-        """A backend error for the Processing dialog: the message (without an older backend's command
-        hints) and its fixes in the dialog's words (FIX_WORDS), or the dock's (contracts.FIXES "gui")."""
-        first, newline, rest = str(exc).partition("\n")
-        first = _COMMAND_HINT.sub("", first).strip() or first
-        first = _FLAG.sub(_field_for_flag, first)
-        subject = str(getattr(exc, "subject", "") or "")
-        words = []
-        for name in getattr(exc, "fixes", ()) or ():
-            if name in self.FIX_WORDS:
-                words.append(self.FIX_WORDS[name].format(model=subject or "the model"))
-            elif name in FIXES:
-                words.append(fix_text((name,), subject, "gui"))
-        if words:
-            first = f"{first}: {words[0]}" + "".join(f" (or {w})" for w in words[1:])
-        return f"{first}{newline}{rest}"
-
     def _run(self, job: JobParameters, feedback) -> SegmentResult:
         try:
             request = job.to_request()
@@ -283,8 +318,7 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
         if feedback.isCanceled():
             raise QgsProcessingException("cancelled")
         try:  # queue=True: concurrent runs (batch, models) wait for the backend's one job at a time
-            backend = shared_backend(self._settings or PluginSettings.load())
-            result = backend.run_job(request, progress, feedback.isCanceled, queue=True)
+            result = self.backend().run_job(request, progress, feedback.isCanceled, queue=True)
         except JobCancelled:
             raise QgsProcessingException("cancelled") from None
         except BackendError as exc:

@@ -6,7 +6,7 @@ from the worker (its `models` rows, stored as JSON in QgsSettings under CACHE_KE
 models that run the algorithm's prompt mode; with no list stored yet, the default model of the mode.
 Test-size models (random weights) are hidden unless SHOW_TEST_KEY is true; the mode's default model
 is always offered. A model the list does not show can still be typed into "Custom model id", and a
-script may pass any id (the algorithms accept it, base.SegmentAlgorithm.checkParameterValues).
+script may pass any id (the algorithms accept it, base.BackendAlgorithm.checkParameterValues).
 The user's trained models (bundles: their model id is the folder's path) run class lists and are listed
 with the others; the families one can train (task "trainable") are offered only by "Train from layers"
 (`trainable_choices`).

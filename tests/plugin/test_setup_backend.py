@@ -59,7 +59,7 @@ def test_plan_without_nvidia_smi_is_cpu(tmp_path, monkeypatch):
     assert create == (BASE, "-m", "venv", str(tmp_path / "venv"))
     assert upgrade[:3] == (str(sb.venv_python(tmp_path / "venv")), "-m", "pip")
     assert torch[-2:] == ("--index-url", "https://download.pytorch.org/whl/cpu") and "torch" in torch
-    assert backend[-1] == f"rsseg[models] @ {(ROOT / 'backend').as_uri()}"
+    assert backend[-1] == f"rsseg[models,batch] @ {(ROOT / 'backend').as_uri()}"  # batch: Ray, for segment_many
     assert all(isinstance(a, str) for s in plan.steps for a in s.argv)
     assert plan.python == sb.venv_python(tmp_path / "venv") and plan.creates_venv
 

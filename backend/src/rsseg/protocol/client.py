@@ -23,6 +23,7 @@ from .contracts import with_fixes
 from .launch import start
 from .messages import (
     PROTOCOL_VERSION,
+    Batch,
     Bye,
     Cancel,
     Doctor,
@@ -117,6 +118,14 @@ class _Exited:
     """Put in the inbox by the reader when the worker's stdout closes."""
 
 
+def _payload(request: Any, kind: str, contract: str) -> dict[str, Any]:
+    """A request dataclass (or its dict) as the record's dict."""
+    try:
+        return request.to_dict() if hasattr(request, "to_dict") else dict(request)
+    except (TypeError, ValueError):
+        raise InvalidRequest(f"a {kind} request is a {contract} or a dict, got {type(request).__name__}") from None
+
+
 def _new_id() -> str:
     return uuid.uuid4().hex[:12]
 
@@ -147,23 +156,22 @@ class Session:
 
         With `wait`, a request made while another job runs waits its turn (polling `wait`, which gives
         up by returning True); without it, it raises WorkerBusy at once."""
-        try:
-            payload = request.to_dict() if hasattr(request, "to_dict") else dict(request)
-        except (TypeError, ValueError):
-            raise InvalidRequest(f"a segment request is a SegmentRequest or a dict, got {type(request).__name__}") \
-                from None
-        return self._call(Segment(_new_id(), payload), on_progress, timeout, wait).result
+        return self._call(Segment(_new_id(), _payload(request, "segment", "SegmentRequest")), on_progress, timeout,
+                          wait).result
 
     def train(self, request: Any, on_progress: Optional[ProgressHandler] = None,
               timeout: Optional[float] = None, wait: Optional[Stop] = None) -> dict[str, Any]:
         """Train from layers (a TrainLayersRequest or its dict); progress per epoch with loss and IoU in
         `detail`. Returns {"model", "bundle", "metrics", ...}; `timeout` is the longest silence."""
-        try:
-            payload = request.to_dict() if hasattr(request, "to_dict") else dict(request)
-        except (TypeError, ValueError):
-            raise InvalidRequest(f"a train request is a TrainLayersRequest or a dict, got {type(request).__name__}") \
-                from None
-        return self._call(Train(_new_id(), payload), on_progress, timeout, wait).result
+        return self._call(Train(_new_id(), _payload(request, "train", "TrainLayersRequest")), on_progress, timeout,
+                          wait).result
+
+    def batch(self, request: Any, on_progress: Optional[ProgressHandler] = None,
+              timeout: Optional[float] = None, wait: Optional[Stop] = None) -> dict[str, Any]:
+        """Segment many rasters on Ray workers (a BatchRequest or its dict); progress in rasters ended, `detail`
+        with the running ones. Returns the BatchResult dict (a row per raster, as its manifest.json)."""
+        return self._call(Batch(_new_id(), _payload(request, "batch", "BatchRequest")), on_progress, timeout,
+                          wait).result
 
     def download(self, model: str, on_progress: Optional[ProgressHandler] = None,
                  timeout: Optional[float] = None, wait: Optional[Stop] = None) -> dict[str, Any]:

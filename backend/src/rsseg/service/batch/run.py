@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from collections import deque
 from contextlib import contextmanager
@@ -29,13 +30,14 @@ from .worker import SegmentWorker
 POLL_SECONDS = 0.5  # how often the driver looks at finished rasters, progress and cancel
 CANCEL_GRACE_SECONDS = 120.0  # after a cancel, how long a worker may take to clean up before it is stopped
 LOCAL_OBJECT_STORE = 128 * 1024 * 1024  # bytes: only small records travel through Ray, never rasters
+CONNECT_SECONDS = 5.0  # a cluster address that does not answer within this is refused
 
 
 def import_ray():
     try:
         import ray
     except ImportError:
-        raise BatchError("Ray is not installed in the backend's environment (the backend's `batch` extra), so it "
+        raise BatchError("Ray is not installed in the backend's environment (the backend's batch extra), so it "
                          "cannot run a batch", fixes=("setup",)) from None
     return ray
 
@@ -51,6 +53,8 @@ def ray_session(ray, address: Optional[str]) -> Iterator[str]:
     options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
     if target is None:
         options["object_store_memory"] = LOCAL_OBJECT_STORE
+    else:
+        _check_reachable(target)
     try:
         ray.init(address=target, **options)
     except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -59,6 +63,18 @@ def ray_session(ray, address: Optional[str]) -> Iterator[str]:
         yield target or "local"
     finally:
         ray.shutdown()
+
+
+def _check_reachable(target: str) -> None:
+    """Refuse at once an address where nothing listens: Ray itself retries a dead address for minutes."""
+    host, _, port = target.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto", or a form Ray reads itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_SECONDS).close()
+    except OSError as exc:
+        raise BatchError(f"no Ray cluster answers at {target} ({exc.strerror or exc}): check the address and that "
+                         "Ray runs on that machine, or give no address to run on this computer") from None
 
 
 def placement(ray, request: BatchRequest) -> tuple[int, dict[str, float]]:
