@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -130,3 +131,17 @@ def test_a_cluster_address_where_nothing_listens_is_refused_at_once(rasters, tmp
         with pytest.raises(BatchError, match=f"no Ray cluster answers at {address}"):
             run_batch(_request([rasters / RGB[0]], tmp_path / "out", address=address))
         assert time.monotonic() - t0 < 30 and not (tmp_path / "out").exists()
+
+
+def test_a_worker_keeps_its_model_for_the_next_raster_with_the_same_prompt(tmp_path):
+    from rsseg.errors import ModelError
+    from rsseg.service.segment import WarmModel
+
+    warm = WarmModel()
+    first = warm.get(_settings(), "cpu")
+    assert warm.get(replace(_settings(), raster="other.tif", out_dir="elsewhere"), "cpu") is first
+    other = warm.get(replace(_settings(), classes=["water"]), "cpu")
+    assert other is not first and other.class_names == ("water",)
+    with pytest.raises(ModelError):
+        warm.get(replace(_settings(), model="no-such-model"), "cpu")
+    assert warm.get(replace(_settings(), classes=["water"]), "cpu") is not None  # a failed build keeps nothing

@@ -52,7 +52,7 @@ class WarmModel:
         key = json.dumps([request.model, request.classes, request.sentence, device, request.model_options],
                          sort_keys=True)
         if key != self._key:
-            self._model = None  # the old one goes before the new one loads
+            self._key = self._model = None  # the old one goes before the new one loads (or fails to)
             self._model = build_model(request.model, request.classes, request.sentence, device,
                                       request.model_options)
             self._key = key
