@@ -30,7 +30,7 @@ from .worker import SegmentWorker
 POLL_SECONDS = 0.5  # how often the driver looks at finished rasters, progress and cancel
 CANCEL_GRACE_SECONDS = 120.0  # after a cancel, how long a worker may take to clean up before it is stopped
 LOCAL_OBJECT_STORE = 128 * 1024 * 1024  # bytes: only small records travel through Ray, never rasters
-RAY_TOKEN_NOTICE = "ray._private.authentication.authentication_token_setup"  # the logger of that notice
+RAY_START_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"  # the logger of that notice
 CONNECT_SECONDS = 5.0  # a cluster address that does not answer within this is refused
 
 
@@ -56,7 +56,7 @@ def ray_session(ray, address: Optional[str]) -> Iterator[str]:
         options["object_store_memory"] = LOCAL_OBJECT_STORE
         # Ray announces on every start that a local cluster has token authentication on (its safe default): news
         # for someone running Ray, noise on each batch of ours, which starts and stops that cluster itself
-        logging.getLogger(RAY_TOKEN_NOTICE).setLevel(logging.ERROR)
+        logging.getLogger(RAY_START_NOTICE_LOGGER).setLevel(logging.ERROR)
     else:
         _check_reachable(target)
     try:
