@@ -145,3 +145,23 @@ def test_a_worker_keeps_its_model_for_the_next_raster_with_the_same_prompt(tmp_p
     with pytest.raises(ModelError):
         warm.get(replace(_settings(), model="no-such-model"), "cpu")
     assert warm.get(replace(_settings(), classes=["water"]), "cpu") is not None  # a failed build keeps nothing
+
+
+def test_skip_done_keeps_a_raster_an_earlier_run_finished_with_the_same_settings(rasters, tmp_path):
+    """Nothing left to segment: no Ray starts, the outputs stay as they were; other settings do not count."""
+    from rsseg.protocol.batch import DONE
+    from rsseg.service import run_segment
+    from rsseg.service.batch.run import earlier_result, run_batch
+
+    out = tmp_path / "out"
+    request = _request([rasters / RGB[0]], out, skip_done=True)
+    (planned,) = plan(request)
+    earlier = run_segment(planned)
+    stamp = Path(earlier.mask).stat().st_mtime_ns
+    result = run_batch(request)
+    (row,) = result.rows
+    assert row.status == DONE and row.kept and row.attempts == 0 and result.address == "none"
+    assert row.outputs["mask"] == earlier.mask and Path(earlier.mask).stat().st_mtime_ns == stamp
+    assert earlier_result(replace(planned, classes=["water"])) is None  # other settings: segmented again
+    Path(earlier.polygons).unlink()
+    assert earlier_result(planned) is None  # an output gone: segmented again

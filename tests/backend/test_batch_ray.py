@@ -131,3 +131,13 @@ def test_bench_prints_batch_rows_for_one_and_two_workers(tmp_path, capsys):
     assert rows[0]["speedup"] == 1.0 and rows[1]["speedup"] == pytest.approx(rows[0]["wall_s"] / rows[1]["wall_s"],
                                                                                abs=0.01)
     assert rows[0]["ray_start_s"] < 1  # the module's Ray was running: no start counted
+
+
+def test_a_second_run_with_skip_done_segments_only_what_is_missing(tmp_path):
+    out = tmp_path / "batch"
+    first = run_batch(BatchRequest([str(FIXTURES[0])], str(out), _settings()))
+    again = run_batch(BatchRequest([str(p) for p in FIXTURES[:2]], str(out), _settings(), skip_done=True))
+    kept, new = again.rows
+    assert kept.kept and kept.attempts == 0 and kept.outputs == first.rows[0].outputs
+    assert new.status == DONE and not new.kept and new.attempts == 1
+    assert json.loads((out / MANIFEST).read_text())["rows"][0]["kept"] is True

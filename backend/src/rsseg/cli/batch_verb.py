@@ -29,6 +29,10 @@ def add_batch_parser(sub) -> None:
                                          "RAY_ADDRESS, else a local Ray on this machine)")
     batch.add_argument("--retries", type=int, default=2,
                        help="more attempts for a raster whose worker died or failed unexpectedly (default 2)")
+    batch.add_argument("--skip-done", action="store_true",
+                       help="keep the outputs of rasters an earlier run finished with the same settings (their "
+                            "result.json says so) instead of segmenting them again: after a cancel or failures, a "
+                            "second run does only what is missing")
     batch.add_argument("--json", action="store_true", help="print the batch result (the manifest) as JSON")
     batch.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -42,7 +46,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     from .progress_bar import BatchBar
 
     request = BatchRequest(inputs=list(args.inputs), out_dir=args.out, settings=_request(args), workers=args.workers,
-                           address=args.address, retries=args.retries)
+                           address=args.address, retries=args.retries, skip_done=args.skip_done)
     bar = BatchBar(enabled=not args.quiet and not args.json)
     cancel = CancelToken()
     with stop_on_signals(cancel.cancel, (*SIGNALS, signal.SIGINT)) as received:  # Ctrl-C: cancel, twice: stop

@@ -31,6 +31,9 @@ class BatchRequest:
     workers: int = 0  # model workers (actors); 0: one per GPU, or one on a machine without a GPU
     address: Optional[str] = None  # a Ray cluster ("ray://head:10001", "auto"); None: RAY_ADDRESS or local
     retries: int = 2  # more attempts for a raster whose worker died or failed unexpectedly (bad input: none)
+    # keep a raster's outputs from an earlier run with the same settings (its result.json says so) instead of
+    # segmenting it again: a batch run again after a cancel or a failure does only what is missing
+    skip_done: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,6 +78,7 @@ class BatchRow:
     timings: dict[str, float] = field(default_factory=dict)  # the engine's, from result.json
     pixels: int = 0
     error: dict[str, Any] = field(default_factory=dict)  # code, message, fixes, subject (as an error record)
+    kept: bool = False  # done by an earlier run with the same settings (skip_done): its outputs were kept
 
 
 @dataclass

@@ -23,8 +23,9 @@ class BatchLog:
         self.seconds: float | None = None  # set by finish
         self.cancelled = False
 
-    def done(self, i: int, result: dict[str, Any], seconds: float, worker: str) -> None:
+    def done(self, i: int, result: dict[str, Any], seconds: float, worker: str, kept: bool = False) -> None:
         row = self.rows[i]
+        row.kept = kept
         keys = ("mask", "polygons", "scores")
         row.outputs = {k: result[k] for k in keys if result.get(k)}
         row.outputs["result"] = str(Path(row.out_dir) / OUTPUTS["result"])
@@ -61,7 +62,7 @@ def summary_table(result: BatchResult) -> str:
     lines = [f"{'raster':32s} {'status':9s} {'tries':>5s} {'seconds':>8s} {'Mpx/s':>6s}  worker / error"]
     for row in result.rows:
         rate = f"{row.pixels / row.seconds / 1e6:6.2f}" if row.status == DONE and row.seconds else "     -"
-        note = row.error.get("message", "") if row.error else row.worker
+        note = row.error.get("message", "") if row.error else "kept from an earlier run" if row.kept else row.worker
         lines.append(f"{Path(row.raster).name[:32]:32s} {row.status:9s} {row.attempts:5d} {row.seconds:8.1f} "
                      f"{rate}  {note}")
     pixels = sum(r.pixels for r in result.rows if r.status == DONE)

@@ -9,6 +9,7 @@ clean-up. docs/batch.md has the user's side.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -22,6 +23,7 @@ from typing import Any, Iterator, Optional
 from ...errors import BatchError, request_rules
 from ...progress import CancelToken, ProgressCallback, report
 from ...protocol.batch import DONE, BatchRequest, BatchResult
+from ...protocol.contracts import OUTPUTS, SegmentRequest
 from ...raster.outputs import remove_stale
 from .inputs import plan
 from .manifest import BatchLog
@@ -109,13 +111,13 @@ class _Slot:
 class _Scheduler:
     """The driver's loop: rasters to idle workers, endings into the log, retries on fresh workers, cancel."""
 
-    def __init__(self, ray, requests: list, log: BatchLog, retries: int, resources: dict[str, float],
-                 workers: int, progress: Optional[ProgressCallback], cancel: CancelToken):
+    def __init__(self, ray, requests: list, todo: list[int], log: BatchLog, retries: int,
+                 resources: dict[str, float], workers: int, progress: Optional[ProgressCallback], cancel: CancelToken):
         self.ray, self.requests, self.log, self.retries = ray, requests, log, retries
         self.progress, self.cancel = progress, cancel
         self.actor_class = ray.remote(SegmentWorker).options(max_concurrency=3, **resources)
         self.slots = [self._spawn() for _ in range(workers)]
-        self.pending: deque[int] = deque(range(len(requests)))
+        self.pending: deque[int] = deque(todo)
         self.cancelled_at: Optional[float] = None
         self.existing = {r.out_dir for r in requests if Path(r.out_dir).exists()}  # never removed here
 
@@ -262,14 +264,40 @@ def run_batch(request: BatchRequest, progress: Optional[ProgressCallback] = None
     with request_rules():
         request.validate()
     requests = plan(request)  # every raster checked before a worker starts
-    ray = import_ray()
+    kept = {i: found for i, r in enumerate(requests) if request.skip_done and (found := earlier_result(r))}
+    todo = [i for i in range(len(requests)) if i not in kept]
     cancel = cancel or CancelToken()
+    if not todo:  # nothing to segment: no Ray to start
+        log = BatchLog(request.out_dir, requests, 0, "none")
+        _keep(log, kept)
+        return log.finish()
+    ray = import_ray()
     with ray_session(ray, request.address) as where:
         workers, resources = placement(ray, request)
         log = BatchLog(request.out_dir, requests, workers, where)
+        _keep(log, kept)
         log.save()
         try:
-            _Scheduler(ray, requests, log, request.retries, resources, workers, progress, cancel).run()
+            _Scheduler(ray, requests, todo, log, request.retries, resources, workers, progress, cancel).run()
         finally:
             result = log.finish()
     return result
+
+
+def earlier_result(request: SegmentRequest) -> Optional[dict[str, Any]]:
+    """The result record of an earlier job in the raster's folder made with the same settings (the device
+    aside: the record holds the one it resolved), whose outputs are all there; None otherwise."""
+    try:
+        result = json.loads((Path(request.out_dir) / OUTPUTS["result"]).read_text(encoding="utf-8"))
+        earlier = dict(result["request"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    wanted = json.loads(json.dumps(request.to_dict()))  # tuples as the record's lists
+    same = {k: v for k, v in earlier.items() if k != "device"} == {k: v for k, v in wanted.items() if k != "device"}
+    outputs = [result.get(k) for k in ("mask", "polygons", "scores") if result.get(k)]
+    return result if same and outputs and all(Path(p).is_file() for p in outputs) else None
+
+
+def _keep(log: BatchLog, kept: dict[int, dict[str, Any]]) -> None:
+    for i, result in kept.items():
+        log.done(i, result, 0.0, "", kept=True)
