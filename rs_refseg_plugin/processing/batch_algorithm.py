@@ -75,6 +75,7 @@ class SegmentManyAlgorithm(BackendAlgorithm):
     INPUTS, TABLE, FOLDER = "INPUTS", "TABLE", "FOLDER"
     PROMPT_MODE, PROMPT = "PROMPT_MODE", "PROMPT"
     WORKERS, ADDRESS, RETRIES, BANDS, LOAD = "WORKERS", "ADDRESS", "RETRIES", "BANDS", "LOAD"
+    SKIP_DONE = "SKIP_DONE"
     OUTPUT_FOLDER, MANIFEST, DONE, FAILED = "OUTPUT_FOLDER", "MANIFEST", "DONE", "FAILED"
     mode = "classes"
     default_model = DEFAULT_MODELS["classes"]
@@ -114,6 +115,9 @@ class SegmentManyAlgorithm(BackendAlgorithm):
                 "computer belongs to; empty: this computer.\n"
                 "Retries (RETRIES, advanced): more attempts for a raster whose worker stopped or failed "
                 "unexpectedly (a raster that is not readable is not tried again).\n"
+                "Skip rasters done before (SKIP_DONE, advanced): keep the results of rasters an earlier run into "
+                "this output folder finished with the same settings, and segment only the others (after a cancel "
+                "or failures).\n"
                 "Bands (BANDS, advanced): the bands fed to the model, in order, e.g. 3,2,1; empty: the red, green "
                 "and blue bands by their colour, else the first ones.\n"
                 "Resolution (RESOLUTION, advanced): the pixel size in metres to segment at; empty: each raster's "
@@ -153,6 +157,8 @@ class SegmentManyAlgorithm(BackendAlgorithm):
         self.addParameter(_advanced(QgsProcessingParameterNumber(
             self.RETRIES, "Retries (for a raster whose worker stopped)", type=integer_type(), defaultValue=2,
             minValue=0, maxValue=MAX_RETRIES)))
+        self.addParameter(_advanced(QgsProcessingParameterBoolean(
+            self.SKIP_DONE, "Skip rasters done before (same settings, same output folder)", defaultValue=False)))
         self.addParameter(_advanced(QgsProcessingParameterString(
             self.BANDS, "Bands (in the model's order, e.g. 3,2,1; default: automatic)", optional=True)))
         self.add_grid_options()
@@ -270,7 +276,8 @@ class SegmentManyAlgorithm(BackendAlgorithm):
         try:
             request = BatchRequest(inputs=inputs, out_dir=out, settings=settings, address=address,
                                    workers=self.parameterAsInt(parameters, self.WORKERS, context),
-                                   retries=self.parameterAsInt(parameters, self.RETRIES, context)).validate()
+                                   retries=self.parameterAsInt(parameters, self.RETRIES, context),
+                                   skip_done=self.parameterAsBoolean(parameters, self.SKIP_DONE, context)).validate()
         except RequestError as exc:
             name = self.FIELD_PARAMETERS.get(exc.field)
             raise QgsProcessingException(f"{self._named(name)}: {exc}" if name else str(exc)) from None

@@ -80,7 +80,7 @@ def test_parameters_and_help(provider):
     algorithm = QgsApplication.processingRegistry().createAlgorithmById(ALGORITHM)
     assert [p.name() for p in algorithm.parameterDefinitions()] == [
         "INPUTS", "TABLE", "FOLDER", "PROMPT_MODE", "PROMPT", "MODEL", "CUSTOM_MODEL", "DEVICE", "WORKERS", "ADDRESS",
-        "RETRIES", "BANDS", "RESOLUTION", "NODATA", "LOAD", "OUTPUT_FOLDER"]
+        "RETRIES", "SKIP_DONE", "BANDS", "RESOLUTION", "NODATA", "LOAD", "OUTPUT_FOLDER"]
     assert algorithm.group() == "Segmentation" and algorithm.flags() & algorithm.FlagCanCancel
     help_text = algorithm.shortHelpString()
     for definition in algorithm.parameterDefinitions():  # each by its dialog label and its script name
