@@ -20,7 +20,7 @@ import shutil
 import tempfile
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from qgis.core import (
     Qgis,
@@ -91,6 +91,41 @@ def _index(value: Any) -> Optional[int]:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _listed(value: Any, choices: Sequence[str], parse: Callable[[str], Optional[str]] = None) -> Optional[str]:
+    """The entry of an enum's list a script's value names (a position, or a name ``parse`` accepts), else None."""
+    index = _index(value)
+    if index is not None:
+        return choices[index] if 0 <= index < len(choices) else None
+    if not isinstance(value, str):
+        return None
+    return parse(value.strip()) if parse else (value.strip() if value.strip() in choices else None)
+
+
+def named(algorithm: QgsProcessingAlgorithm, name: str) -> str:
+    """"Device (DEVICE)": a parameter's label and script name, to start a message."""
+    definition = algorithm.parameterDefinition(name)
+    return f"{definition.description().split(' (')[0] if definition is not None else name} ({name})"
+
+
+def enum_choice(algorithm: QgsProcessingAlgorithm, parameters, name: str, choices: Sequence[str], context, what: str,
+                parse: Callable[[str], Optional[str]] = None, default: str = "") -> str:
+    """An enum parameter as a script gives it: a position in the list or a name (``parse`` maps other spellings,
+    e.g. cuda:1, to a name); each wrong one refused with a message naming the parameter."""
+    raw = parameters.get(name)
+    index = _index(raw)
+    if index is not None:
+        if 0 <= index < len(choices):
+            return choices[index]
+        listed = ", ".join(f"{i}: {c}" for i, c in enumerate(choices))
+        raise QgsProcessingException(f"{named(algorithm, name)}: {index} is not a position in the list ({listed})")
+    text = (algorithm.parameterAsString(parameters, name, context) or "").strip() or default or choices[0]
+    value = parse(text) if parse else (text if text in choices else None)
+    if value is None:
+        raise QgsProcessingException(f"{named(algorithm, name)}: {text!r} is not a {what}; choose one of "
+                                     f"{', '.join(choices)}")
+    return value
+
+
 class BackendAlgorithm(QgsProcessingAlgorithm):
     """An algorithm that runs models in the backend: MODEL, CUSTOM_MODEL, DEVICE, RESOLUTION and NODATA, the
     shared Backend, and backend errors worded for the dialog (FIX_WORDS)."""
@@ -158,9 +193,7 @@ class BackendAlgorithm(QgsProcessingAlgorithm):
         model = parameters.get(self.MODEL)
         if isinstance(model, str) and model.strip():
             checked[self.MODEL] = self.default_model
-        device = parameters.get(self.DEVICE)
-        index = _index(device)
-        if (index is not None and 0 <= index < len(DEVICES)) or (isinstance(device, str) and _device_name(device)):
+        if _listed(parameters.get(self.DEVICE), DEVICES, _device_name):
             checked[self.DEVICE] = "auto"
         return super().checkParameterValues(checked, context)
 
@@ -170,18 +203,7 @@ class BackendAlgorithm(QgsProcessingAlgorithm):
         return custom or (self.parameterAsString(parameters, self.MODEL, context) or "").strip()
 
     def device(self, parameters, context) -> str:
-        raw = parameters.get(self.DEVICE)
-        index = _index(raw)
-        if index is not None:
-            if 0 <= index < len(DEVICES):
-                return DEVICES[index]
-            raise QgsProcessingException(f"Device: {index} is not a position in the list (0 to {len(DEVICES) - 1}: "
-                                         f"{', '.join(DEVICES)})")
-        text = (self.parameterAsString(parameters, self.DEVICE, context) or "").strip() or "auto"
-        name = _device_name(text)
-        if name is None:
-            raise QgsProcessingException(f"Device: unknown device {text!r}; choose one of {', '.join(DEVICES)}")
-        return name
+        return enum_choice(self, parameters, self.DEVICE, DEVICES, context, "device", _device_name, "auto")
 
     def _number(self, parameters, name: str, context) -> Optional[float]:
         if parameters.get(name) in (None, ""):
@@ -195,6 +217,9 @@ class BackendAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(f"Resolution: give the metres per pixel as a number above 0 (got "
                                          f"{resolution:g}), or leave it empty to keep the raster's own")
         return {"resolution": resolution, "nodata": self._number(parameters, self.NODATA, context)}
+
+    def named(self, name: str) -> str:
+        return named(self, name)
 
     def parameter_label(self, name: str) -> str:
         """A parameter's display name, as the dialog shows it (for messages)."""

@@ -54,7 +54,7 @@ from ..protocol.contracts import (
     POLYGON_LAYER,
     RequestError,
 )
-from .base import BackendAlgorithm, _advanced, _index, folder_behaviour, integer_type
+from .base import BackendAlgorithm, _advanced, _listed, enum_choice, folder_behaviour, integer_type
 from .model_choices import model_choices
 from .outputs import ResultStyler, _make_folder, _remove_folders, keep, os_reason, output_name
 
@@ -173,31 +173,15 @@ class SegmentManyAlgorithm(BackendAlgorithm):
         """BackendAlgorithm's checks; PROMPT_MODE also takes the list's position (0: classes), and INPUTS any
         file (one that is not a raster fails alone, in the backend, and the others run)."""
         checked = dict(parameters)
-        mode = parameters.get(self.PROMPT_MODE)
-        index = _index(mode)
-        if index is not None and 0 <= index < len(MODES):
-            checked[self.PROMPT_MODE] = MODES[index]
+        mode = _listed(parameters.get(self.PROMPT_MODE), MODES)
+        if mode:
+            checked[self.PROMPT_MODE] = mode
         checked.pop(self.INPUTS, None)  # read (and refused with a message naming it) by inputs()
         return super().checkParameterValues(checked, context)
 
     # -- reading them ------------------------------------------------------------------------------
-    def _named(self, name: str) -> str:
-        """"Input rasters (INPUTS)": a parameter's label and script name, to start a message."""
-        return f"{self.parameter_label(name).split(' (')[0]} ({name})"
-
     def prompt_mode(self, parameters, context) -> str:
-        raw = parameters.get(self.PROMPT_MODE)
-        index = _index(raw)
-        if index is not None:
-            if 0 <= index < len(MODES):
-                return MODES[index]
-            raise QgsProcessingException(f"{self._named(self.PROMPT_MODE)}: {index} is not a position in the list "
-                                         f"(0: {MODES[0]}, 1: {MODES[1]})")
-        text = (self.parameterAsString(parameters, self.PROMPT_MODE, context) or "").strip() or MODES[0]
-        if text not in MODES:
-            raise QgsProcessingException(f"{self._named(self.PROMPT_MODE)}: {text!r} is not a prompt mode; choose "
-                                         f"{' or '.join(MODES)}")
-        return text
+        return enum_choice(self, parameters, self.PROMPT_MODE, MODES, context, "prompt mode")
 
     def bands(self, parameters) -> Optional[tuple[int, ...]]:
         """BANDS as "3,2,1" (the dialog) or [3, 2, 1] (a script, as the segment algorithms take it)."""
@@ -208,10 +192,10 @@ class SegmentManyAlgorithm(BackendAlgorithm):
         try:
             bands = tuple(int(str(item).strip()) for item in items if str(item).strip())
         except ValueError:
-            raise QgsProcessingException(f"{self._named(self.BANDS)}: give band numbers separated by commas, e.g. "
+            raise QgsProcessingException(f"{self.named(self.BANDS)}: give band numbers separated by commas, e.g. "
                                          f"3,2,1 (got {raw!r})") from None
         if any(b < 1 for b in bands):
-            raise QgsProcessingException(f"{self._named(self.BANDS)}: band numbers start at 1, got "
+            raise QgsProcessingException(f"{self.named(self.BANDS)}: band numbers start at 1, got "
                                          f"{', '.join(map(str, bands))}")
         return bands or None
 
@@ -252,13 +236,13 @@ class SegmentManyAlgorithm(BackendAlgorithm):
         table = (self.parameterAsFile(parameters, self.TABLE, context) or "").strip()
         folder = (self.parameterAsFile(parameters, self.FOLDER, context) or "").strip()
         for reason in left_out:
-            feedback.pushWarning(f"{self._named(self.INPUTS)}: {reason}; left out")
+            feedback.pushWarning(f"{self.named(self.INPUTS)}: {reason}; left out")
         inputs = files + [os.path.abspath(path) for path in (table, folder) if path]
         if not inputs:
             if left_out:
-                raise QgsProcessingException(f"{self._named(self.INPUTS)}: none of them can be segmented: "
+                raise QgsProcessingException(f"{self.named(self.INPUTS)}: none of them can be segmented: "
                                              + "; ".join(left_out))
-            raise QgsProcessingException(f"{self._named(self.INPUTS)}: choose at least one raster, or give a CSV "
+            raise QgsProcessingException(f"{self.named(self.INPUTS)}: choose at least one raster, or give a CSV "
                                          f"table ({self.TABLE}) or a folder of rasters ({self.FOLDER})")
         job = JobParameters(raster="", mode=self.prompt_mode(parameters, context),
                             prompt=self.parameterAsString(parameters, self.PROMPT, context) or "",
@@ -268,7 +252,7 @@ class SegmentManyAlgorithm(BackendAlgorithm):
             settings = job.request(prompt_optional=bool(table))
         except JobError as exc:
             if job.model and not job.prompt.strip():
-                raise QgsProcessingException(f"{self._named(self.PROMPT)}: {exc}; or give a CSV table "
+                raise QgsProcessingException(f"{self.named(self.PROMPT)}: {exc}; or give a CSV table "
                                              f"({self.TABLE}) with a prompt per raster") from None
             raise QgsProcessingException(str(exc)) from None
         out = self.output_folder(parameters, context)
@@ -280,17 +264,17 @@ class SegmentManyAlgorithm(BackendAlgorithm):
                                    skip_done=self.parameterAsBoolean(parameters, self.SKIP_DONE, context)).validate()
         except RequestError as exc:
             name = self.FIELD_PARAMETERS.get(exc.field)
-            raise QgsProcessingException(f"{self._named(name)}: {exc}" if name else str(exc)) from None
+            raise QgsProcessingException(f"{self.named(name)}: {exc}" if name else str(exc)) from None
         return request, len(left_out)
 
     def output_folder(self, parameters, context) -> str:
         """OUTPUT_FOLDER as an absolute path: a folder, or none yet (made when the batch starts)."""
         out = (self.parameterAsFileOutput(parameters, self.OUTPUT_FOLDER, context) or "").strip()
         if not out:
-            raise QgsProcessingException(f"{self._named(self.OUTPUT_FOLDER)}: choose a folder")
+            raise QgsProcessingException(f"{self.named(self.OUTPUT_FOLDER)}: choose a folder")
         folder = Path(os.path.abspath(out))
         if folder.exists() and not folder.is_dir():
-            raise QgsProcessingException(f"{self._named(self.OUTPUT_FOLDER)}: “{folder}” is a file; choose a folder")
+            raise QgsProcessingException(f"{self.named(self.OUTPUT_FOLDER)}: “{folder}” is a file; choose a folder")
         return str(folder)
 
     def make_folder(self, out_dir: str) -> list[Path]:
@@ -299,11 +283,11 @@ class SegmentManyAlgorithm(BackendAlgorithm):
         try:
             created = _make_folder(folder)
         except OSError as exc:
-            raise QgsProcessingException(f"{self._named(self.OUTPUT_FOLDER)}: cannot create “{folder}” "
+            raise QgsProcessingException(f"{self.named(self.OUTPUT_FOLDER)}: cannot create “{folder}” "
                                          f"({os_reason(exc)})") from None
         if not os.access(folder, os.W_OK | os.X_OK):
             _remove_folders(created)
-            raise QgsProcessingException(f"{self._named(self.OUTPUT_FOLDER)}: cannot write to “{folder}” "
+            raise QgsProcessingException(f"{self.named(self.OUTPUT_FOLDER)}: cannot write to “{folder}” "
                                          "(permission denied)")
         return created
 

@@ -51,7 +51,7 @@ from ..core.train_job import (
 from ..protocol.client import BackendError, JobCancelled
 from ..protocol.contracts import DEVICES
 from ..protocol.training import DEFAULT_TRAINABLE, HOST_FAMILIES, TRAINABLE_MODELS
-from .base import ICON, _advanced, _device_name, _double, _index, folder_behaviour
+from .base import ICON, _advanced, _device_name, _double, _listed, enum_choice, folder_behaviour, named
 from .model_choices import add_bundle_row, trainable_choices
 
 HELP_URL = help_url("train-on-your-own-layers")
@@ -199,37 +199,20 @@ class TrainFromLayersAlgorithm(QgsProcessingAlgorithm):
         model = parameters.get(self.MODEL)
         if isinstance(model, str) and model.strip():
             checked[self.MODEL] = DEFAULT_TRAINABLE
-        device = parameters.get(self.DEVICE)
-        index = _index(device)
-        if (index is not None and 0 <= index < len(DEVICES)) or (isinstance(device, str) and _device_name(device)):
+        if _listed(parameters.get(self.DEVICE), DEVICES, _device_name):
             checked[self.DEVICE] = "auto"
         return super().checkParameterValues(checked, context)
 
     # -- reading them ------------------------------------------------------------------------------
-    def _label(self, name: str) -> str:
-        definition = self.parameterDefinition(name)
-        return definition.description().split(" (")[0] if definition is not None else name
-
     def _error(self, exc: TrainError) -> QgsProcessingException:
         """A TrainError worded for this dialog: the parameter's label (and script name) first."""
         name = self.FIELD_PARAMETERS.get(exc.field)
         if name is None:
             return QgsProcessingException(str(exc))
-        return QgsProcessingException(f"{self._label(name)} ({name}): {exc.text}")
+        return QgsProcessingException(f"{named(self, name)}: {exc.text}")
 
     def _device(self, parameters, context) -> str:
-        raw = parameters.get(self.DEVICE)
-        index = _index(raw)
-        if index is not None:
-            if 0 <= index < len(DEVICES):
-                return DEVICES[index]
-            raise QgsProcessingException(f"Device (DEVICE): {index} is not a position in the list")
-        text = (self.parameterAsString(parameters, self.DEVICE, context) or "").strip() or "auto"
-        name = _device_name(text)
-        if name is None:
-            raise QgsProcessingException(f"Device (DEVICE): unknown device {text!r}; choose one of "
-                                         f"{', '.join(DEVICES)}")
-        return name
+        return enum_choice(self, parameters, self.DEVICE, DEVICES, context, "device", _device_name, "auto")
 
     def _optional_number(self, parameters, name, context, integer: bool):
         if parameters.get(name) in (None, ""):

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from osgeo import gdal
+from processing_help import assert_help_names_every_parameter
 from qgis.core import (
     QgsApplication,
     QgsProcessingContext,
@@ -82,12 +83,7 @@ def test_parameters_and_help(provider):
         "INPUTS", "TABLE", "FOLDER", "PROMPT_MODE", "PROMPT", "MODEL", "CUSTOM_MODEL", "DEVICE", "WORKERS", "ADDRESS",
         "RETRIES", "SKIP_DONE", "BANDS", "RESOLUTION", "NODATA", "LOAD", "OUTPUT_FOLDER"]
     assert algorithm.group() == "Segmentation" and algorithm.flags() & algorithm.FlagCanCancel
-    help_text = algorithm.shortHelpString()
-    for definition in algorithm.parameterDefinitions():  # each by its dialog label and its script name
-        assert f"({definition.name()}" in help_text, definition.name()
-        assert definition.description().split(" (")[0] in help_text, definition.description()
-    texts = [help_text] + [d.description() for d in algorithm.parameterDefinitions()]
-    assert not [t for t in texts if "`" in t or "rsseg " in t or "--" in t], "a command in the dialog's texts"
+    assert_help_names_every_parameter(algorithm)
     assert {o.name() for o in algorithm.outputDefinitions()} == {"OUTPUT_FOLDER", "MANIFEST", "DONE", "FAILED"}
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from osgeo import gdal
+from processing_help import assert_help_names_every_parameter
 from qgis.core import (
     QgsApplication,
     QgsProcessingContext,
@@ -67,12 +68,7 @@ def test_parameters_help_and_links(provider):
     for algorithm_id in ALGORITHMS:
         algorithm = registry.createAlgorithmById(algorithm_id)
         assert algorithm.helpUrl() == HELP_URL
-        help_text = algorithm.shortHelpString()
-        for definition in algorithm.parameterDefinitions():  # each by its dialog label and its script name
-            assert f"({definition.name()}" in help_text, definition.name()
-            assert definition.description().split(" (")[0] in help_text, definition.description()
-        texts = [help_text] + [d.description() for d in algorithm.parameterDefinitions()]
-        assert not [t for t in texts if "`" in t or "rsseg " in t or "--" in t], "a command in the dialog's texts"
+        assert_help_names_every_parameter(algorithm)
         bands = algorithm.parameterDefinition("BANDS")
         assert bands.allowMultiple() and bands.parentLayerParameterName() == "INPUT"
         for name in ("CUSTOM_MODEL", "BANDS", "RESOLUTION", "NODATA"):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from osgeo import gdal
+from processing_help import assert_help_names_every_parameter
 from qgis.core import (
     QgsApplication,
     QgsProcessingException,
@@ -73,11 +74,7 @@ def test_the_algorithm_its_parameters_and_help(provider, models_cache):
     assert [o.name() for o in algorithm.outputDefinitions()] == ["OUTPUT", "MODEL_ID", "MIOU"]
     assert algorithm.helpUrl() == HELP_URL == \
         "https://github.com/rs-refseg/rs-refseg/blob/main/docs/plugin.md#train-on-your-own-layers"
-    help_text = algorithm.shortHelpString()
-    for definition in algorithm.parameterDefinitions():  # each by its dialog label and its script name
-        assert f"({definition.name()}" in help_text, definition.name()
-        assert definition.description().split(" (")[0] in help_text, definition.description()
-    assert "`" not in help_text and "rsseg " not in help_text and "--" not in help_text
+    help_text = assert_help_names_every_parameter(algorithm)
     assert algorithm.parameterDefinition("FIELD").parentLayerParameterName() == "LABELS"
     for name in ("CLASS_TABLE", "AREA", "VALIDATION_LAYER", "STRIDE", "LR", "NAME", "HOST"):
         assert algorithm.parameterDefinition(name).flags() & QgsProcessingParameterDefinition.Flag.FlagOptional

@@ -42,10 +42,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
     from ..protocol.batch import BatchRequest
     from ..service.batch.manifest import summary_table
     from ..service.batch.run import run_batch
-    from .main import _request
+    from .main import job_request
     from .progress_bar import BatchBar
 
-    request = BatchRequest(inputs=list(args.inputs), out_dir=args.out, settings=_request(args), workers=args.workers,
+    request = BatchRequest(inputs=list(args.inputs), out_dir=args.out, settings=job_request(args), workers=args.workers,
                            address=args.address, retries=args.retries, skip_done=args.skip_done)
     bar = BatchBar(enabled=not args.quiet and not args.json)
     cancel = CancelToken()

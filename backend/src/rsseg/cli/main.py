@@ -192,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _request(args):
+def job_request(args):
+    """The SegmentRequest the job options of `segment` and `batch` (add_job_options) describe."""
     from ..protocol.contracts import RegionSpec, SegmentRequest
 
     region = RegionSpec(bbox=args.bbox, bbox_crs=args.bbox_crs) if args.bbox else RegionSpec()
@@ -228,7 +229,7 @@ def cmd_segment(args) -> int:
     cancel = CancelToken()
     with stop_on_signals(cancel.cancel) as received:
         try:
-            result = run_segment(_request(args), progress=bars, cancel=cancel)
+            result = run_segment(job_request(args), progress=bars, cancel=cancel)
         except Cancelled:
             if not received:
                 raise
