@@ -107,6 +107,29 @@ def test_small_chunks_match_one_chunk_on_noise_map(tmp_path):
         assert area == pytest.approx((cls == c).sum())
 
 
+# A region's outline that GEOS's coverage union of its two chunk pieces (seam at x = 64) returned with two
+# zero-area slivers on the seam: the job wrote them as extra polygons with no pixels and a NaN score.
+SLIVER_REGION = ("POLYGON ((0 0, 0 2, 12 2, 12 12, 13 12, 13 16, 14 16, 14 18, 15 18, 15 19, 17 19, 17 20, 19 20, "
+                 "19 21, 20 21, 20 22, 22 22, 22 23, 23 23, 23 24, 25 24, 25 25, 26 25, 26 26, 28 26, 28 27, 30 27, "
+                 "30 28, 31 28, 31 29, 33 29, 33 30, 34 30, 34 31, 36 31, 36 32, 37 32, 37 33, 39 33, 39 34, 40 34, "
+                 "40 35, 41 35, 41 36, 43 36, 43 37, 44 37, 44 38, 46 38, 46 39, 47 39, 47 40, 49 40, 49 41, 50 41, "
+                 "50 42, 51 42, 51 43, 52 43, 52 44, 54 44, 54 45, 55 45, 55 46, 56 46, 56 47, 58 47, 58 48, 59 48, "
+                 "59 49, 60 49, 60 50, 62 50, 62 51, 63 51, 63 52, 64 52, 64 53, 70 53, 70 52, 75 52, 75 51, 79 51, "
+                 "79 50, 83 50, 83 49, 88 49, 88 50, 89 50, 89 52, 90 52, 90 53, 91 53, 91 55, 92 55, 92 56, 93 56, "
+                 "93 58, 94 58, 94 59, 95 59, 95 60, 96 60, 96 62, 97 62, 97 63, 98 63, 98 64, 128 64, 128 0, 0 0))")
+
+
+def test_a_region_joined_across_a_seam_has_no_zero_area_parts(tmp_path):
+    region = shapely.from_wkt(SLIVER_REGION)
+    cls = rasterize([(region, 1)], out_shape=(64, 128), fill=2, transform=Affine.identity()).astype(np.uint8)
+    cpath, spath = write_rasters(tmp_path, cls)
+    stats, feats, _ = run(tmp_path, cpath, spath, chunk_size=64)
+    assert all(g.is_valid and g.area > 0 and p["score"] == pytest.approx(0.5) for g, p in feats)
+    first = [g for g, p in feats if p["class_id"] == 1]
+    assert len(first) == 1 and first[0].area == (cls == 1).sum() == region.area
+    assert [s.polygons for s in stats] == [1, len(feats) - 1, 0]
+
+
 def test_regions_are_cut_on_the_region_grid_and_nothing_else_changes(tmp_path):
     mask = annulus()  # 200 px wide: crosses the cut lines at 128 px
     score = np.random.default_rng(0).random(mask.shape).astype(np.float32)

@@ -78,6 +78,7 @@ _BATCH = 50_000  # features per GeoPackage append
 # GeoPackage 1.2: what QGIS's older GDAL (3.6, Debian 12) reads without a warning; newer GDALs write 1.4 by default
 GPKG_VERSION = "1.2"
 POLYGON_BATCH = 10_000  # regions gathered into shapely polygons at once
+SUM_ROWS = 256  # rows of a chunk whose pixel counts and score sums are taken at once
 MAX_JOINED_VERTICES = 1_000_000  # a region whose pieces hold more is written cut at the chunk seams
 _DTYPES = {"str": object, "int": np.int64, "float": np.float64}  # the schema's field types as arrays
 
@@ -198,12 +199,16 @@ def _label_chunk(cls_src, score_src, win: Window) -> Optional[_LabelledChunk]:
         labels += lab  # the classes' regions are disjoint
         label_class += [cid] * k
     n = len(label_class)
-    flat = labels.ravel()
-    counts = np.bincount(flat, minlength=n)
-    # label 0 (no region) also sums its scores, NaN at nodata, and is never read
-    sums = np.bincount(flat, weights=score_src.read(1, window=win).ravel(), minlength=n)
-    on_seam = np.zeros(n, bool)
     h, w = labels.shape
+    counts, sums = np.zeros(n, np.int64), np.zeros(n)
+    # a band of rows at a time: bincount copies labels to int64 and scores to float64, 48 MB for a whole chunk
+    for r in range(0, h, SUM_ROWS):
+        band = labels[r:r + SUM_ROWS].ravel()
+        scores = score_src.read(1, window=Window(win.col_off, win.row_off + r, w, min(SUM_ROWS, h - r)))
+        counts += np.bincount(band, minlength=n)
+        # label 0 (no region) also sums its scores, NaN at nodata, and is never read
+        sums += np.bincount(band, weights=scores.ravel(), minlength=n)
+    on_seam = np.zeros(n, bool)
     if win.row_off > 0:
         on_seam[labels[0]] = True
     if win.row_off + h < cls_src.height:
@@ -224,6 +229,7 @@ def _merge(pieces: _Pieces) -> _Pieces:
     except shapely.errors.GEOSException:
         union = shapely.union_all(pieces.geom)
     parts = np.asarray(shapely.get_parts(union))
+    parts = parts[shapely.area(parts) > 0]  # the coverage union can leave zero-area slivers along chunk seams
     # An interior point of a piece lies inside exactly one merged part.
     piece_idx, part_idx = shapely.STRtree(parts).query(shapely.point_on_surface(pieces.geom), predicate="intersects")
     counts = np.bincount(part_idx, weights=pieces.count[piece_idx], minlength=len(parts)).astype(np.int64)
