@@ -12,10 +12,13 @@ write time are coordinates mapped with the raster transform. Pixel counts and sc
 the pieces, so a merged polygon's mean score is exact.
 
 Bounded memory: regions are joined across chunk seams inside the blocks of a coarse grid only
-(`region_grid`, 8192 px by default), so a region spanning the raster (a road network) is written as
-one polygon per block it crosses instead of being held whole while it grows; a chunk's regions are
-polygonised and written POLYGON_BATCH and _BATCH at a time, so per-pixel speckle (millions of
-one-pixel regions) costs time in proportion to the pixels and memory in proportion to one chunk.
+(`region_grid`, 8192 px by default), so a region spanning the raster is written as one polygon per
+block it crosses instead of being held whole while it grows; a region whose pieces hold more than
+MAX_JOINED_VERTICES (250,000) vertices (a class forming one network, a road grid) is written as its
+pieces, cut at the chunk seams (1024 px), since unioning it costs GEOS memory in proportion to its
+size; a chunk's regions are polygonised and written POLYGON_BATCH and _BATCH (or _BATCH_VERTICES) at
+a time, so per-pixel speckle (millions of one-pixel regions) costs time in proportion to the pixels
+and memory in proportion to one chunk. Measured: the whole job's peak RSS with `rsseg bench`.
 
 Speed: chunks are labelled on worker threads (array work, which lets go of the GIL) while the chunk
 before is polygonised; regions become shapely arrays with one call per batch and are written with
@@ -75,11 +78,12 @@ INSTANCE_SCHEMA = {
     "properties": {**SCHEMA["properties"], "instance_id": "int", "rank": "int"},
 }
 _BATCH = 50_000  # features per GeoPackage append
+_BATCH_VERTICES = 1_000_000  # or fewer, when they hold this many vertices: held features would grow with the raster
 # GeoPackage 1.2: what QGIS's older GDAL (3.6, Debian 12) reads without a warning; newer GDALs write 1.4 by default
 GPKG_VERSION = "1.2"
 POLYGON_BATCH = 10_000  # regions gathered into shapely polygons at once
 SUM_ROWS = 256  # rows of a chunk whose pixel counts and score sums are taken at once
-MAX_JOINED_VERTICES = 1_000_000  # a region whose pieces hold more is written cut at the chunk seams
+MAX_JOINED_VERTICES = 250_000  # a region whose pieces hold more is written cut at the chunk seams
 _DTYPES = {"str": object, "int": np.int64, "float": np.float64}  # the schema's field types as arrays
 
 
@@ -89,7 +93,7 @@ class VectorizeOptions:
 
     simplify_tolerance: float = 0.0  # map units of the raster CRS; 0 = no simplification
     min_area_m2: float = 0.0  # polygons smaller than this (square metres) are dropped
-    chunk_size: int = 2048  # pixels per side of the read window
+    chunk_size: int = 1024  # pixels per side of the read window
     # regions are cut on a grid of this many pixels (rounded up to whole chunks; 0: never): what bounds the
     # memory a region spanning the raster (a road network) would otherwise take while it is merged
     region_grid: int = 8192
@@ -252,7 +256,7 @@ class _PolygonSink:
         self.class_names = dict(class_names)
         self.stats = {int(c): ClassPolygonStats(int(c), n, 0, 0.0) for c, n in class_names.items()}
         self._batch: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
-        self._pending = 0
+        self._pending = self._pending_vertices = 0
         empty = {f: np.zeros(0, _DTYPES[kind]) for f, kind in schema["properties"].items()}
         self._write(np.empty(0, object), empty, first=True)  # the layer, with its fields, even when nothing follows
 
@@ -293,7 +297,8 @@ class _PolygonSink:
                   "score": np.asarray(score, np.float64), "area_m2": area, **dict(extra or {})}
         self._batch.append((geom, values))
         self._pending += len(cid)
-        if self._pending >= _BATCH:
+        self._pending_vertices += int(shapely.get_num_coordinates(geom).sum())
+        if self._pending >= _BATCH or self._pending_vertices >= _BATCH_VERTICES:
             self.flush()
 
     def flush(self) -> None:
@@ -301,7 +306,7 @@ class _PolygonSink:
             return
         geom = np.concatenate([g for g, _ in self._batch])
         values = {f: np.concatenate([v[f] for _, v in self._batch]) for f in self.fields}
-        self._batch, self._pending = [], 0
+        self._batch, self._pending, self._pending_vertices = [], 0, 0
         self._write(geom, values)
 
     def _write(self, geom: np.ndarray, values: dict[str, np.ndarray], first: bool = False) -> None:
