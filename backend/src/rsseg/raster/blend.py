@@ -59,6 +59,7 @@ class StripAccumulator:
         width = strip.x1 - strip.x0
         self.logits = np.zeros((n_classes, grid.tile_height, width), np.float32)
         self.valid = np.zeros((grid.tile_height, width), bool)
+        self._weighted = np.empty((n_classes, grid.tile_height, min(width, grid.tile_width)), np.float32)
 
     def add(self, tile: Tile, logits: np.ndarray, valid: np.ndarray, x_from: int | None = None) -> None:
         """Add a tile's logits [K, h, w'] and validity [h, w'] covering columns [x_from, tile end)
@@ -73,7 +74,10 @@ class StripAccumulator:
             raise RuntimeError("tiles must be added in row-major order with finished rows popped")
         cols = slice(a - self.strip.x0, b - self.strip.x0)
         weight = np.outer(self.grid.row_weights[tile.row], self.grid.col_weights[tile.col][a - tile.x:b - tile.x])
-        self.logits[:, rows, cols] += logits[:, :, a - x_from:b - x_from] * weight
+        # weighted into a reused buffer: a fresh temporary per tile is an mmap and its page faults (memory.py)
+        weighted = self._weighted[:, :rows.stop - rows.start, :b - a]
+        np.multiply(logits[:, :, a - x_from:b - x_from], weight, out=weighted)
+        self.logits[:, rows, cols] += weighted
         self.valid[rows, cols] |= valid[:, a - x_from:b - x_from]
 
     def pop(self, end: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:

@@ -59,11 +59,15 @@ class _Tally:
     def add(self, row0: int, classes: np.ndarray, scores: np.ndarray) -> None:
         rows = classes.shape[0]
         areas = row_pixel_areas_m2(self.crs, self.transform, row0, rows)
-        # one count per (row, class): areas are per row, so the class areas are a matrix product
-        per_row = np.bincount((classes + (np.arange(rows, dtype=np.int64) * 256)[:, None]).ravel(),
-                              minlength=rows * 256).reshape(rows, 256)
-        self.pixels += per_row.sum(axis=0)
-        self.area += areas @ per_row
+        if areas[0] == areas[-1] and (areas == areas[0]).all():  # a projected CRS: one area for every pixel
+            counts = np.bincount(classes.ravel(), minlength=256)
+            self.area += counts * areas[0]
+        else:  # one count per (row, class): areas are per row, so the class areas are a matrix product
+            per_row = np.bincount((classes + (np.arange(rows, dtype=np.int64) * 256)[:, None]).ravel(),
+                                  minlength=rows * 256).reshape(rows, 256)
+            counts = per_row.sum(axis=0)
+            self.area += areas @ per_row
+        self.pixels += counts
         self.score += np.bincount(classes.ravel(), weights=np.nan_to_num(scores.ravel()), minlength=256)
 
 
@@ -103,15 +107,16 @@ def decide(logits: np.ndarray, valid: np.ndarray, activation: str,
         scores = expit(top)
         threshold = SIGMOID_THRESHOLD if threshold is None else threshold
     else:  # softmax probability of the arg-max class
-        total = np.zeros_like(top)
+        total, term = np.zeros_like(top), np.empty_like(top)
         for plane in logits:
-            total += np.exp(plane - top)
-        scores = 1.0 / total
+            total += np.exp(np.subtract(plane, top, out=term), out=term)
+        scores = np.reciprocal(total, out=total)
     if threshold is not None:
         classes[scores < threshold] = UNLABELLED
-    classes[~valid] = NODATA
-    scores = scores.astype(np.float32)
-    scores[~valid] = np.nan
+    scores = scores.astype(np.float32, copy=False)
+    if not valid.all():
+        classes[~valid] = NODATA
+        scores[~valid] = np.nan
     return classes, scores
 
 

@@ -35,7 +35,8 @@ class Stretch:
         out = np.subtract(data, low)  # in place from here: one temporary instead of three
         out /= span
         np.clip(out, 0.0, 1.0, out=out)
-        out[:, ~valid] = 0.0
+        if not valid.all():
+            out[:, ~valid] = 0.0
         return out
 
     def to_dict(self) -> dict:

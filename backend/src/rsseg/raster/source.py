@@ -232,7 +232,7 @@ class RasterSource:
             valid &= ~all_nodata
         if self._dataset_mask:
             valid &= self.dataset.read_masks(self._unique[0], window=window) > 0
-        return raw[self._take], valid
+        return (raw if self._take == list(range(len(self._unique))) else raw[self._take]), valid
 
     def close(self) -> None:
         if self.dataset is not self._file:
