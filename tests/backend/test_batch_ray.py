@@ -8,8 +8,10 @@ import signal
 from pathlib import Path
 
 import numpy as np
+import pyogrio.raw
 import pytest
 import rasterio
+import shapely
 
 from rsseg.bench.synthetic import write_synthetic
 from rsseg.cli.main import main
@@ -141,3 +143,66 @@ def test_a_second_run_with_skip_done_segments_only_what_is_missing(tmp_path):
     assert kept.kept and kept.attempts == 0 and kept.outputs == first.rows[0].outputs
     assert new.status == DONE and not new.kept and new.attempts == 1
     assert json.loads((out / MANIFEST).read_text())["rows"][0]["kept"] is True
+
+
+def _polygons(path: str) -> list[str]:
+    _, _, geometry, _ = pyogrio.raw.read(path)
+    return sorted(shapely.to_wkt(g, rounding_precision=6) for g in shapely.from_wkb(geometry))
+
+
+def test_a_big_raster_split_across_two_workers_equals_one_job(tmp_path, big_raster):
+    out = tmp_path / "batch"
+    seen = set()
+
+    def parts_running(event) -> None:
+        seen.update(name for name in event.detail.get("running", {}) if "part" in name)
+
+    result = run_batch(BatchRequest([str(big_raster)], str(out), _settings(), workers=2, split_mpx=1.0),
+                       progress=parts_running)
+    row = result.rows[0]
+    assert row.status == DONE and row.attempts == 1
+    assert seen <= {f"{big_raster.name} (part {k} of 2)" for k in (1, 2)} and seen
+    single = run_segment(_settings(raster=str(big_raster), out_dir=str(tmp_path / "single")))
+    with rasterio.open(row.outputs["mask"]) as a, rasterio.open(single.mask) as b:
+        assert a.transform == b.transform and a.crs == b.crs and a.colormap(1) == b.colormap(1)
+        np.testing.assert_array_equal(a.read(1), b.read(1))  # pixel for pixel across the parts' edge
+    assert _polygons(row.outputs["polygons"]) == _polygons(single.polygons)  # a region across it is one polygon
+    saved = json.loads(Path(row.outputs["result"]).read_text())
+    assert [(c["pixels"], c["polygons"]) for c in saved["classes"]] == [(c.pixels, c.polygons) for c in single.classes]
+    assert saved["height"] == 2048 and len(saved["run"]["parts"]) == 2 and saved["tiles"] > single.tiles
+    assert sorted(p.name for p in (out / big_raster.stem).iterdir()) == ["mask.tif", "polygons.gpkg", "result.json"]
+
+
+def test_a_part_whose_worker_is_killed_is_retried_and_the_raster_completes(tmp_path, big_raster):
+    killed: list[str] = []
+
+    def kill_a_part(event) -> None:
+        for name, running in event.detail.get("running", {}).items():
+            if not killed and "part 2" in name and running["stage"] == "segment" and running["worker"]:
+                killed.append(running["worker"])
+                os.kill(int(running["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
+
+    out = tmp_path / "batch"
+    result = run_batch(BatchRequest([str(big_raster)], str(out), _settings(), workers=2, split_mpx=1.0),
+                       progress=kill_a_part)
+    assert killed, "the second part was never seen mid-segmentation"
+    row = result.rows[0]
+    assert row.status == DONE and row.attempts == 2
+    single = run_segment(_settings(raster=str(big_raster), out_dir=str(tmp_path / "single")))
+    with rasterio.open(row.outputs["mask"]) as a, rasterio.open(single.mask) as b:
+        np.testing.assert_array_equal(a.read(1), b.read(1))
+    assert _leftovers(out) == []  # the parts' folder went with the merge, the killed part's files with the retry
+
+
+def test_cancel_while_parts_run_leaves_no_part_and_no_output(tmp_path, big_raster):
+    cancel = CancelToken()
+
+    def cancel_mid_part(event) -> None:
+        if any("part" in name and r["stage"] == "segment" for name, r in event.detail.get("running", {}).items()):
+            cancel.cancel()
+
+    out = tmp_path / "batch"
+    result = run_batch(BatchRequest([str(big_raster)], str(out), _settings(), workers=2, split_mpx=1.0),
+                       progress=cancel_mid_part, cancel=cancel)
+    assert result.cancelled and result.rows[0].status == CANCELLED
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST]  # no raster folder, no part, no staged file

@@ -33,6 +33,9 @@ def add_batch_parser(sub) -> None:
                        help="keep the outputs of rasters an earlier run finished with the same settings (their "
                             "result.json says so) instead of segmenting them again: after a cancel or failures, a "
                             "second run does only what is missing")
+    batch.add_argument("--split-mpx", type=float, default=256.0,
+                       help="a raster of at least this many megapixels is split by rows into a part per worker and "
+                            "merged, when there is more than one worker (default 256, a 16384² raster; 0: never)")
     batch.add_argument("--json", action="store_true", help="print the batch result (the manifest) as JSON")
     batch.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -46,7 +49,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
     from .progress_bar import BatchBar
 
     request = BatchRequest(inputs=list(args.inputs), out_dir=args.out, settings=job_request(args), workers=args.workers,
-                           address=args.address, retries=args.retries, skip_done=args.skip_done)
+                           address=args.address, retries=args.retries, skip_done=args.skip_done,
+                           split_mpx=args.split_mpx)
     bar = BatchBar(enabled=not args.quiet and not args.json)
     cancel = CancelToken()
     with stop_on_signals(cancel.cancel, (*SIGNALS, signal.SIGINT)) as received:  # Ctrl-C: cancel, twice: stop

@@ -34,6 +34,9 @@ class BatchRequest:
     # keep a raster's outputs from an earlier run with the same settings (its result.json says so) instead of
     # segmenting it again: a batch run again after a cancel or a failure does only what is missing
     skip_done: bool = False
+    # a raster of at least this many megapixels, given more than one worker, is split by rows into a part per
+    # worker and merged (its outputs are those of one job); 0: never split
+    split_mpx: float = 256.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,6 +61,9 @@ class BatchRequest:
                                "out_dir")
         if self.workers < 0:
             raise RequestError(f"workers must be 0 (one per GPU) or more, got {self.workers}", "workers")
+        if not self.split_mpx >= 0:
+            raise RequestError(f"split_mpx must be 0 (never split) or more megapixels, got {self.split_mpx}",
+                               "split_mpx")
         if not 0 <= self.retries <= MAX_RETRIES:
             raise RequestError(f"retries must be 0 to {MAX_RETRIES}, got {self.retries}", "retries")
         return self

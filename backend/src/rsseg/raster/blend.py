@@ -15,7 +15,7 @@ import io
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import numpy as np
 
@@ -53,9 +53,9 @@ class StripAccumulator:
     the unfinished rows never exceed one tile height, so the buffers are allocated once.
     """
 
-    def __init__(self, grid: TileGrid, strip: Strip, n_classes: int):
+    def __init__(self, grid: TileGrid, strip: Strip, n_classes: int, row0: int = 0):
         self.grid, self.strip = grid, strip
-        self.row0 = 0  # region row of buffer row 0
+        self.row0 = row0  # region row of buffer row 0 (a part job's first tile row)
         width = strip.x1 - strip.x0
         self.logits = np.zeros((n_classes, grid.tile_height, width), np.float32)
         self.valid = np.zeros((grid.tile_height, width), bool)
@@ -139,9 +139,10 @@ class Spill:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def strip_tiles(grid: TileGrid, strip: Strip) -> list[Tile]:
+def strip_tiles(grid: TileGrid, strip: Strip, tile_rows: Optional[range] = None) -> list[Tile]:
+    """The strip's tiles in row-major order (of the given tile rows only)."""
     cols = set(strip.cols)
-    return [t for t in grid if t.col in cols]
+    return [t for t in grid if t.col in cols and (tile_rows is None or t.row in tile_rows)]
 
 
 def finished_rows(grid: TileGrid, tile_row: int) -> int:

@@ -32,7 +32,15 @@ from .captured_stderr import CapturedStderr
 from .instances import InstanceCollector
 from .memory import bound_heap_growth
 from .normalize import Stretch, estimate_stretch
-from .outputs import StagedFile, check_outputs, new_job_id, output_failure, prepare_out_dir, remove_stale
+from .outputs import (
+    StagedFile,
+    check_outputs,
+    commit_outputs,
+    new_job_id,
+    output_failure,
+    prepare_out_dir,
+    remove_stale,
+)
 from .palette import class_colours
 from .pipeline import ReadAhead, WriteBehind
 from .region import Region, resolve_region
@@ -169,21 +177,25 @@ def feature_identity(request: SegmentRequest, source: RasterSource, stretch: Str
 
 def segment(request: SegmentRequest, model: TileModel, progress: Optional[ProgressCallback] = None,
             cancel: Optional[CancelToken] = None, strip_width: int = DEFAULT_STRIP_WIDTH,
-            runner: Optional[TileRunner] = None) -> SegmentResult:
+            runner: Optional[TileRunner] = None, rows: Optional[tuple[int, int]] = None) -> SegmentResult:
     """Run one job through the engine and return its result record (also written as result.json).
 
     `runner` runs the model (device, precision, batch size, feature cache); by default a plain one.
+    `rows` (first, end) makes the job one part of a raster split across workers (raster/parts.py): only the
+    region's rows [first, end) are written, exactly as the whole job writes them (the tiles touching them run,
+    blended with the whole grid's weights), with the scores kept uncompressed and no polygons.
     """
     bound_heap_growth()
     # GDAL's block cache defaults to 5% of RAM and would keep every block the job reads; the
     # engine reads each block about once, so a small cache bounds memory at no cost.
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
         return _segment(request, model, progress, cancel, strip_width,
-                        runner or TileRunner(model, request.device, request.batch_size))
+                        runner or TileRunner(model, request.device, request.batch_size), rows)
 
 
 def _segment(request: SegmentRequest, model: TileModel, progress: Optional[ProgressCallback],
-             cancel: Optional[CancelToken], strip_width: int, runner: TileRunner) -> SegmentResult:
+             cancel: Optional[CancelToken], strip_width: int, runner: TileRunner,
+             rows: Optional[tuple[int, int]] = None) -> SegmentResult:
     cancel = cancel or CancelToken()
     t_start = time.perf_counter()
     timings: dict[str, float] = defaultdict(float)
@@ -202,6 +214,7 @@ def _segment(request: SegmentRequest, model: TileModel, progress: Optional[Progr
                           request.nodata) as source:
             region = resolve_region(request.region, source.dataset)
             grid = tile_grid(request, model, region.height, region.width)
+            part = part_rows(rows, grid, model)
             stretch = estimate_stretch(source, region, request.percentiles, request.value_range)
             timings["stats"] = time.perf_counter() - t_start
             cancel.check()
@@ -210,8 +223,11 @@ def _segment(request: SegmentRequest, model: TileModel, progress: Optional[Progr
             staged.update((key, StagedFile(out_dir / name, job)) for key, name in OUTPUTS.items())
             transform = window_transform(region.window, source.transform)
             tally = _Tally(source.crs, transform)
+            if part is not None:  # the part's outputs cover its rows only
+                transform = transform * transform.translation(0, part[0])
+            height = grid.height if part is None else part[1] - part[0]
             writer = ClassRasterWriter(staged["mask"], staged["scores"], source.crs, transform, grid.width,
-                                       grid.height, names, request.prompt, request.sentence is not None, job,
+                                       height, names, request.prompt, request.sentence is not None, job,
                                        keep_scores=request.write_scores)
             spill = Spill(out_dir, job)
             objects = InstanceCollector(grid, threshold) if isinstance(model, InstanceTileModel) else None
@@ -219,7 +235,7 @@ def _segment(request: SegmentRequest, model: TileModel, progress: Optional[Progr
                 reader = _TileReader(request, model.n_inputs, region, stretch, writer.gdal_output, timings)
                 tiles_run = _stream(grid, reader.open, model, runner,
                                     feature_identity(request, source, stretch), writer, tally, threshold,
-                                    strip_width, timings, progress, cancel, spill, objects)
+                                    strip_width, timings, progress, cancel, spill, objects, part)
             finally:
                 try:
                     writer.close()  # flushes: a full disk can fail here too
@@ -230,7 +246,7 @@ def _segment(request: SegmentRequest, model: TileModel, progress: Optional[Progr
             bands = list(source.bands)
             infinite = source.infinite_seen or reader.infinite_seen
         polygons_path, polygon_counts = None, {}
-        if request.vectorise:
+        if request.vectorise and part is None:
             t0 = time.perf_counter()
             class_ids = {i + 1: n for i, n in enumerate(names)}
             options = VectorizeOptions(request.simplify_tolerance, request.min_area_m2)
@@ -272,22 +288,19 @@ def _segment(request: SegmentRequest, model: TileModel, progress: Optional[Progr
             notes.append(f"processed at {request.resolution:g} m per pixel ({grid.width}x{grid.height} px, "
                          "resampled on read); the outputs are on that grid")
         notes += runner.notes()
+        keep_scores = request.write_scores or part is not None  # a part's scores are what the merge reads
         result = SegmentResult(
             request=request.to_dict(), prompt=request.prompt, mask=str(staged["mask"].final),
-            scores=str(staged["scores"].final) if request.write_scores else None, polygons=polygons_path,
-            crs=crs_string, transform=tuple(transform)[:6], width=grid.width, height=grid.height,
+            scores=str(staged["scores"].final) if keep_scores else None, polygons=polygons_path,
+            crs=crs_string, transform=tuple(transform)[:6], width=grid.width, height=height,
             classes=classes, tiles=tiles_run, device=request.device, timings=dict(timings), notes=notes,
             bands=bands, stretch=stretch.to_dict(), nodata_pixels=int(tally.pixels[NODATA]),
             run={**runner.stats(), "job": job},
         )
         staged["result"].temp.write_text(json.dumps(result.to_dict(), indent=2))
-        produced = {"mask", "result"} | ({"scores"} if request.write_scores else set()) \
-            | ({"polygons"} if request.vectorise else set())
-        for key, item in staged.items():
-            if key in produced:
-                item.commit()
-            else:  # an earlier job's file would no longer match this mask
-                item.final.unlink(missing_ok=True)
+        produced = {"mask", "result"} | ({"scores"} if keep_scores else set()) \
+            | ({"polygons"} if request.vectorise and part is None else set())
+        commit_outputs(staged, produced)
         return result
     except WRITE_ERRORS as exc:
         if not staged:
@@ -313,13 +326,34 @@ def _chunks(tiles: list[Tile], new: set[int], runner: TileRunner):
         yield chunk
 
 
-def _new_tiles(grid: TileGrid, strips: list[Strip]) -> list[list[Tile]]:
+def part_rows(rows: Optional[tuple[int, int]], grid: TileGrid, model: TileModel) -> Optional[tuple[int, int]]:
+    """The rows of a part job, checked; None for a whole job."""
+    if rows is None:
+        return None
+    first, end = (int(r) for r in rows)
+    if not 0 <= first < end <= grid.height:
+        raise ValueError(f"rows {first}-{end} are not inside the region's {grid.height} rows")
+    if isinstance(model, InstanceTileModel) or getattr(model, "whole_region", False):
+        raise ModelError("a model that finds separate objects or looks at the whole region cannot run on a part "
+                         "of the raster")
+    return first, end
+
+
+def _tile_rows(grid: TileGrid, part: Optional[tuple[int, int]]) -> range:
+    """The tile rows a job runs: all, or those touching a part's rows (they blend into them)."""
+    if part is None:
+        return range(len(grid.ys))
+    touching = [r for r, y in enumerate(grid.ys) if y < part[1] and y + grid.tile_height > part[0]]
+    return range(touching[0], touching[-1] + 1)
+
+
+def _new_tiles(grid: TileGrid, strips: list[Strip], tile_rows: range) -> list[list[Tile]]:
     """Per strip, the tiles it reads and runs: a tile crossing into the next strip is read (and run) once, in
     the first strip; the next strip takes its spilled logits."""
     seen: set[int] = set()
     per_strip = []
     for strip in strips:
-        fresh = [tile for tile in strip_tiles(grid, strip) if tile.index not in seen]
+        fresh = [tile for tile in strip_tiles(grid, strip, tile_rows) if tile.index not in seen]
         seen.update(tile.index for tile in fresh)
         per_strip.append(fresh)
     return per_strip
@@ -327,19 +361,26 @@ def _new_tiles(grid: TileGrid, strips: list[Strip]) -> list[list[Tile]]:
 
 def _stream(grid: TileGrid, open_reader, model: TileModel, runner: TileRunner, identity: str,
             writer: ClassRasterWriter, tally: _Tally, threshold: Optional[float], strip_width: int, timings: dict,
-            progress, cancel: CancelToken, spill: Spill, objects: Optional[InstanceCollector]) -> int:
+            progress, cancel: CancelToken, spill: Spill, objects: Optional[InstanceCollector],
+            part: Optional[tuple[int, int]] = None) -> int:
     """Tiles -> model -> blend -> finished rows written; returns the number of tiles the model ran on.
 
     Tiles are read on a reader thread ahead of the model, and finished rows are decided, tallied and
     written on a writer thread behind it (pipeline.py); the model and the blending run here."""
     strips = plan_strips(grid, strip_width, BLOCK)
-    total, done, run = len(grid), 0, 0
+    tile_rows = _tile_rows(grid, part)
+    total, done, run = len(tile_rows) * len(grid.xs), 0, 0
+    first, end = part or (0, grid.height)
 
     def write(window: Window, blended: np.ndarray, valid: np.ndarray) -> None:
         t0 = time.perf_counter()
-        classes, scores = decide(blended, valid, model.activation, threshold)
-        writer.write(window, classes, scores)
-        tally.add(int(window.row_off), classes, scores)
+        row0 = int(window.row_off)
+        a, b = max(first, row0), min(end, row0 + len(valid))  # a part writes its own rows only
+        if a < b:
+            classes, scores = decide(blended[:, a - row0:b - row0], valid[a - row0:b - row0], model.activation,
+                                     threshold)
+            writer.write(Window(window.col_off, a - first, window.width, b - a), classes, scores)
+            tally.add(a, classes, scores)
         timings["write"] += time.perf_counter() - t0
 
     def progressed() -> None:
@@ -347,15 +388,15 @@ def _stream(grid: TileGrid, open_reader, model: TileModel, runner: TileRunner, i
             report(progress, "segment", done, total)
 
     progressed()
-    fresh = _new_tiles(grid, strips)
+    fresh = _new_tiles(grid, strips, tile_rows)
     reads = ReadAhead([tile for tiles in fresh for tile in tiles], open_reader, depth=2 * max(1, runner.batch_size))
     rows = WriteBehind(write, depth=4)
     try:
         for strip, new_tiles in zip(strips, fresh):
-            acc = StripAccumulator(grid, strip, len(model.class_names))
+            acc = StripAccumulator(grid, strip, len(model.class_names), grid.ys[tile_rows.start])
             remaining = [len(strip.cols)] * len(grid.ys)  # tiles still to add, per tile row
             new = {tile.index for tile in new_tiles}
-            for chunk in _chunks(strip_tiles(grid, strip), new, runner):
+            for chunk in _chunks(strip_tiles(grid, strip, tile_rows), new, runner):
                 cancel.check()
                 t0 = time.perf_counter()
                 read = {}

@@ -57,6 +57,16 @@ class StagedFile:
             path.unlink(missing_ok=True)
 
 
+def commit_outputs(staged: dict[str, StagedFile], produced: set[str]) -> None:
+    """Rename the produced files into place; a file of an earlier job that this one did not produce goes, since it
+    would no longer match the new mask."""
+    for key, item in staged.items():
+        if key in produced:
+            item.commit()
+        else:
+            item.final.unlink(missing_ok=True)
+
+
 def prepare_out_dir(out_dir: str | os.PathLike, job: str | None = None) -> Path:
     """Create the output folder if needed and check it is writable (OutputError otherwise)."""
     if not str(out_dir).strip():

@@ -61,9 +61,10 @@ class WarmModel:
 
 def run_segment(request: SegmentRequest, progress: Optional[ProgressCallback] = None,
                 cancel: Optional[CancelToken] = None, cache: Optional[FeatureCache] = None,
-                warm: Optional[WarmModel] = None) -> SegmentResult:
+                warm: Optional[WarmModel] = None, rows: Optional[tuple[int, int]] = None) -> SegmentResult:
     """The one path every caller takes; `cache` (the worker's) lets later prompts reuse image features, `warm`
-    (a batch worker's) keeps the model for the next raster."""
+    (a batch worker's) keeps the model for the next raster; `rows` makes it one part of a split raster
+    (raster/parts.py)."""
     request = model_defaults(request)
     check_request(request)  # before a device or a model is chosen
     numpy_cpu = get_spec(request.model).numpy_only and request.device in ("auto", "cpu")
@@ -72,4 +73,5 @@ def run_segment(request: SegmentRequest, progress: Optional[ProgressCallback] = 
     model = (warm or WarmModel()).get(request, device)
     report(progress, "load model", 1, 1)
     request = replace(request, device=device)
-    return segment(request, model, progress, cancel, runner=_NotedRunner(model, device, request.batch_size, cache))
+    return segment(request, model, progress, cancel, runner=_NotedRunner(model, device, request.batch_size, cache),
+                   rows=rows)

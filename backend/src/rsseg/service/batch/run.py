@@ -12,19 +12,25 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import socket
 import time
 from collections import deque
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from ...errors import BatchError, request_rules
+import rasterio
+
+from ...errors import BatchError, RssegError, request_rules
+from ...models.registry import get_spec
 from ...progress import CancelToken, ProgressCallback, report
-from ...protocol.batch import DONE, BatchRequest, BatchResult
+from ...protocol.batch import DONE, PENDING, BatchRequest, BatchResult
 from ...protocol.contracts import OUTPUTS, SegmentRequest
 from ...raster.outputs import remove_stale
+from ...raster.parts import PART_FOLDER, part_folder, split_rows
+from ...raster.writer import BLOCK
 from .inputs import plan
 from .manifest import BatchLog
 from .worker import SegmentWorker
@@ -96,28 +102,48 @@ def placement(ray, request: BatchRequest) -> tuple[int, dict[str, float]]:
     return workers, {"num_cpus": share}
 
 
+@dataclass(frozen=True)
+class _Task:
+    """What a worker runs: a raster whole, one part of a split raster (`rows`), or the merge of its parts."""
+
+    row: int
+    part: Optional[int] = None  # the part's index in the raster's split
+    merge: bool = False
+
+
 @dataclass
 class _Slot:
-    """A worker and the raster it runs (row None: idle)."""
+    """A worker and the task it runs (None: idle)."""
 
     actor: Any
     where_ref: Any  # the object ref of actor.where(): "host:pid", read when first needed
     where: str = ""
-    row: Optional[int] = None
+    task: Optional[_Task] = None
     ref: Any = None
     started: float = 0.0
+
+    @property
+    def row(self) -> Optional[int]:
+        return None if self.task is None else self.task.row
 
 
 class _Scheduler:
     """The driver's loop: rasters to idle workers, endings into the log, retries on fresh workers, cancel."""
 
     def __init__(self, ray, requests: list, todo: list[int], log: BatchLog, retries: int,
-                 resources: dict[str, float], workers: int, progress: Optional[ProgressCallback], cancel: CancelToken):
+                 resources: dict[str, float], workers: int, progress: Optional[ProgressCallback], cancel: CancelToken,
+                 splits: Optional[dict[int, list[tuple[int, int]]]] = None):
         self.ray, self.requests, self.log, self.retries = ray, requests, log, retries
         self.progress, self.cancel = progress, cancel
         self.actor_class = ray.remote(SegmentWorker).options(max_concurrency=3, **resources)
         self.slots = [self._spawn() for _ in range(workers)]
-        self.pending: deque[int] = deque(todo)
+        self.splits = splits or {}  # row -> the rows of each part, for rasters split across workers
+        self.parts: dict[int, dict[int, dict[str, Any]]] = {i: {} for i in self.splits}  # finished parts' results
+        self.tries: dict[_Task, int] = {}
+        self.first_start: dict[int, float] = {}
+        self.pending: deque[_Task] = deque(
+            task for i in todo for task in ([_Task(i, k) for k in range(len(self.splits[i]))] if i in self.splits
+                                            else [_Task(i)]))
         self.cancelled_at: Optional[float] = None
         self.existing = {r.out_dir for r in requests if Path(r.out_dir).exists()}  # never removed here
 
@@ -151,7 +177,7 @@ class _Scheduler:
                     _clean(request.out_dir, remove_folder=request.out_dir not in self.existing)
 
     def _busy(self) -> list[_Slot]:
-        return [s for s in self.slots if s.row is not None]
+        return [s for s in self.slots if s.task is not None]
 
     def _step(self) -> None:
         if self.cancel.cancelled and self.cancelled_at is None:
@@ -160,10 +186,8 @@ class _Scheduler:
             self._stop_workers(f"did not stop within {CANCEL_GRACE_SECONDS:.0f} s of the cancel")
             return
         for slot in self.slots:
-            if slot.row is None and self.pending:
-                slot.row = self.pending.popleft()
-                self.log.rows[slot.row].attempts += 1
-                slot.ref, slot.started = slot.actor.run.remote(self.requests[slot.row].to_dict()), time.monotonic()
+            if slot.task is None and self.pending:
+                self._start(slot, self.pending.popleft())
         busy = {slot.ref: slot for slot in self._busy()}
         if busy:
             ready, _ = self.ray.wait(list(busy), num_returns=len(busy), timeout=POLL_SECONDS)
@@ -171,42 +195,72 @@ class _Scheduler:
                 self._finish(busy[ref])
         self._report()
 
+    def _start(self, slot: _Slot, task: _Task) -> None:
+        self.tries[task] = self.tries.get(task, 0) + 1
+        row = self.log.rows[task.row]
+        row.attempts = max(row.attempts, self.tries[task])
+        request = self.requests[task.row]
+        if task.merge:
+            parts = self.parts[task.row]
+            slot.ref = slot.actor.merge.remote(request.to_dict(), [parts[k] for k in range(len(parts))])
+        elif task.part is not None:
+            part = replace(request, out_dir=part_folder(request.out_dir, task.part), vectorise=False,
+                           write_scores=False)
+            slot.ref = slot.actor.run.remote(part.to_dict(), self.splits[task.row][task.part])
+        else:
+            slot.ref = slot.actor.run.remote(request.to_dict())
+        slot.task, slot.started = task, time.monotonic()
+        self.first_start.setdefault(task.row, slot.started)
+
     def _finish(self, slot: _Slot) -> None:
-        i, seconds = slot.row, time.monotonic() - slot.started
+        task = slot.task
+        i = task.row  # a split raster's time runs from its first part's start
+        seconds = time.monotonic() - (self.first_start[i] if i in self.splits else slot.started)
         exceptions = self.ray.exceptions
         try:
             answer = self.ray.get(slot.ref)
         except exceptions.RayActorError as exc:  # the process went: a crash, out of memory, a node lost
             where = self._where(slot)
             self.slots[self.slots.index(slot)] = self._spawn()
-            self._retry_or_fail(i, {"code": "WorkerDied", "message": f"its worker {where} stopped while running "
-                                    f"it ({_first_line(exc)})"}, seconds, where)
+            self._retry_or_fail(task, {"code": "WorkerDied", "message": f"its worker {where} stopped while running "
+                                       f"it ({_first_line(exc)})"}, seconds, where)
             return
         except exceptions.RayTaskError as exc:  # an unexpected error in the job: worth another try
             cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else exc
-            self._retry_or_fail(i, {"code": "InternalError", "message": f"internal error: {type(cause).__name__}: "
-                                    f"{_first_line(cause)}"}, seconds, self._where(slot))
+            self._retry_or_fail(task, {"code": "InternalError", "message": f"internal error: {type(cause).__name__}: "
+                                       f"{_first_line(cause)}"}, seconds, self._where(slot))
         else:
-            if "result" in answer:
+            if "error" in answer:
+                self._fail(i, answer["error"], seconds, self._where(slot))
+            elif task.part is None:
                 self.log.done(i, answer["result"], seconds, self._where(slot))
-            else:
-                self.log.failed(i, answer["error"], seconds, self._where(slot))
-        slot.row = slot.ref = None
+            elif self.log.rows[i].status == PENDING:  # a part; with all of them done, their merge is next
+                self.parts[i][task.part] = answer["result"]
+                if len(self.parts[i]) == len(self.splits[i]):
+                    self.pending.appendleft(_Task(i, merge=True))
+        slot.task = slot.ref = None
 
-    def _retry_or_fail(self, i: int, error: dict[str, Any], seconds: float, where: str) -> None:
-        if self.log.rows[i].attempts <= self.retries and self.cancelled_at is None:
-            logging.getLogger("rsseg.batch").warning("%s: %s; trying again", self.requests[i].raster,
+    def _retry_or_fail(self, task: _Task, error: dict[str, Any], seconds: float, where: str) -> None:
+        if self.tries[task] <= self.retries and self.cancelled_at is None and self.log.rows[task.row].status == PENDING:
+            logging.getLogger("rsseg.batch").warning("%s: %s; trying again", self.requests[task.row].raster,
                                                      error["message"])
-            self.pending.appendleft(i)
+            self.pending.appendleft(task)
             return
         if self.cancelled_at is not None:
             error = {"code": "Cancelled", "message": "cancelled; its partial outputs were removed"}
+        self._fail(task.row, error, seconds, where)
+
+    def _fail(self, i: int, error: dict[str, Any], seconds: float = 0.0, where: str = "") -> None:
+        """A raster ends failed (or cancelled); the other parts of a split one still waiting are dropped."""
+        if self.log.rows[i].status != PENDING:  # a part of a raster that already ended
+            return
+        self.pending = deque(task for task in self.pending if task.row != i)
         self.log.failed(i, error, seconds, where)
 
     def _start_cancel(self) -> None:
         self.cancelled_at, self.log.cancelled = time.monotonic(), True
         while self.pending:
-            self.log.failed(self.pending.popleft(), {"code": "Cancelled", "message": "cancelled before it started"})
+            self._fail(self.pending.popleft().row, {"code": "Cancelled", "message": "cancelled before it started"})
         for slot in self._busy():
             slot.actor.cancel.remote()
 
@@ -220,9 +274,9 @@ class _Scheduler:
                 self.ray.get(slot.ref, timeout=max(0.1, deadline - time.monotonic()))
             except self.ray.exceptions.RayError:  # killed: the ref ends with the worker's death
                 pass
-            self.log.failed(slot.row, {"code": "Cancelled", "message": f"cancelled: its worker {why}; its partial "
-                                       "outputs were removed"})
-            slot.row = slot.ref = None
+            self._fail(slot.row, {"code": "Cancelled", "message": f"cancelled: its worker {why}; its partial "
+                                  "outputs were removed"})
+            slot.task = slot.ref = None
 
     def _report(self) -> None:
         running = {}
@@ -231,8 +285,10 @@ class _Scheduler:
                 stage, done, total = self.ray.get(slot.actor.progress.remote(), timeout=5)
             except self.ray.exceptions.RayError:  # a dying worker: its ending is handled by _finish
                 continue
-            running[Path(self.requests[slot.row].raster).name] = {"stage": stage, "done": done, "total": total,
-                                                                   "worker": self._where(slot)}
+            name = Path(self.requests[slot.row].raster).name
+            if slot.task.part is not None:
+                name = f"{name} (part {slot.task.part + 1} of {len(self.splits[slot.row])})"
+            running[name] = {"stage": stage, "done": done, "total": total, "worker": self._where(slot)}
         ended = sum(row.status != "pending" for row in self.log.rows)
         report(self.progress, "batch", ended, len(self.log.rows),
                {"running": running, "failed": sum(row.status == "failed" for row in self.log.rows)})
@@ -248,6 +304,7 @@ def _clean(out_dir: str, remove_folder: bool) -> None:
     and the folder, which the batch made, when that leaves it empty."""
     folder = Path(out_dir)
     if folder.is_dir():
+        shutil.rmtree(folder / PART_FOLDER, ignore_errors=True)  # the parts of a split raster
         remove_stale(folder)
         if not remove_folder:
             return
@@ -278,10 +335,28 @@ def run_batch(request: BatchRequest, progress: Optional[ProgressCallback] = None
         _keep(log, kept)
         log.save()
         try:
-            _Scheduler(ray, requests, todo, log, request.retries, resources, workers, progress, cancel).run()
+            splits = {i: split_rows(height, workers) for i in todo
+                      if workers > 1 and (height := _split_height(requests[i], request.split_mpx))}
+            _Scheduler(ray, requests, todo, log, request.retries, resources, workers, progress, cancel, splits).run()
         finally:
             result = log.finish()
     return result
+
+
+def _split_height(request: SegmentRequest, split_mpx: float) -> Optional[int]:
+    """The height of a raster to split by rows, None to run it whole: one too small, or a job whose grid is not the
+    file's (a region, another resolution) or whose model looks at objects or at the whole region."""
+    if not split_mpx or request.sentence is not None or request.resolution is not None or request.region.bbox \
+            or request.region.polygons:
+        return None
+    try:
+        if get_spec(request.model).instances:
+            return None
+        with rasterio.open(request.raster) as dataset:
+            height, width = dataset.height, dataset.width
+    except (RssegError, rasterio.errors.RasterioIOError):  # the job itself says what is wrong
+        return None
+    return height if height * width >= split_mpx * 1e6 and height >= 2 * BLOCK else None
 
 
 def earlier_result(request: SegmentRequest) -> Optional[dict[str, Any]]:

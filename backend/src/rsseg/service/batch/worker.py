@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from ...errors import RssegError
 from ...progress import CancelToken, Progress
-from ...protocol.contracts import SegmentRequest
+from ...protocol.contracts import SegmentRequest, SegmentResult
+from ...raster.parts import merge_parts
 from ..segment import WarmModel, run_segment
 
 
@@ -28,13 +29,24 @@ class SegmentWorker:
         """The node and process, for the manifest (and for a test that stops this process)."""
         return f"{socket.gethostname()}:{os.getpid()}"
 
-    def run(self, request: dict[str, Any]) -> dict[str, Any]:
-        """{"result": the SegmentResult record} or {"error": code, message, fixes, subject}."""
+    def run(self, request: dict[str, Any], rows: Optional[tuple[int, int]] = None) -> dict[str, Any]:
+        """{"result": the SegmentResult record} or {"error": code, message, fixes, subject}; with `rows`, one
+        part of a split raster."""
+        return self._answer(lambda cancel: run_segment(SegmentRequest.from_dict(request), self._note, cancel,
+                                                       warm=self._warm, rows=rows))
+
+    def merge(self, request: dict[str, Any], parts: list[dict[str, Any]]) -> dict[str, Any]:
+        """A split raster's outputs from its parts' results (raster/parts.py), answered as `run` answers."""
+        return self._answer(lambda cancel: merge_parts(SegmentRequest.from_dict(request),
+                                                       [SegmentResult.from_dict(p) for p in parts], self._note,
+                                                       cancel))
+
+    def _answer(self, job: Callable[[CancelToken], SegmentResult]) -> dict[str, Any]:
         cancel = CancelToken()
         with self._lock:
             self._cancel, self._progress = cancel, ("load model", 0, 1)
         try:
-            result = run_segment(SegmentRequest.from_dict(request), self._note, cancel, warm=self._warm)
+            result = job(cancel)
         except RssegError as exc:
             return {"error": {"code": type(exc).__name__, "message": str(exc), "fixes": list(exc.fixes),
                               "subject": exc.subject}}
