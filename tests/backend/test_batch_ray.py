@@ -126,12 +126,14 @@ def test_the_cli_runs_the_batch_and_a_bad_raster_fails_alone_without_a_retry(tmp
 def test_bench_prints_batch_rows_for_one_and_two_workers(tmp_path, capsys):
     assert main(["bench", "--sizes", "", "--speckle-sizes", "", "--vit-size", "0", "--clip-size", "0",
                  "--rsrefseg-size", "0", "--zs-ref-size", "0", "--rfm-size", "0", "--sgseg-size", "0",
-                 "--batch-rasters", "3", "--batch-raster-size", "256", "--tile", "128", "--overlap", "16", "--json",
-                 "--workdir", str(tmp_path)]) == 0
+                 "--batch-rasters", "3", "--batch-raster-size", "256", "--batch-split-size", "512", "--tile", "128",
+                 "--overlap", "16", "--json", "--workdir", str(tmp_path)]) == 0
     rows = [r for r in json.loads(capsys.readouterr().out) if r.get("batch")]
-    assert [(r["workers"], r["rasters"], r["done"]) for r in rows] == [(1, "3 x 256x256", 3), (2, "3 x 256x256", 3)]
-    assert rows[0]["speedup"] == 1.0 and rows[1]["speedup"] == pytest.approx(rows[0]["wall_s"] / rows[1]["wall_s"],
-                                                                               abs=0.01)
+    assert [(r["workers"], r["rasters"], r["done"]) for r in rows] == [
+        (1, "3 x 256x256", 3), (2, "3 x 256x256", 3), (1, "1 x 512x512", 1), (2, "1 x 512x512 split", 1)]
+    assert rows[0]["speedup"] == rows[2]["speedup"] == 1.0
+    for base, row in ((rows[0], rows[1]), (rows[2], rows[3])):
+        assert row["speedup"] == pytest.approx(base["wall_s"] / row["wall_s"], abs=0.01)
     assert rows[0]["ray_start_s"] < 1  # the module's Ray was running: no start counted
 
 

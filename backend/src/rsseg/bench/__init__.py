@@ -182,5 +182,8 @@ def _batch_rows(args, work: Path) -> list[dict]:
     from .batch_rows import batch_rows
 
     size = args.batch_raster_size
-    print(f"bench: rsseg batch, {count} rasters of {size}x{size} on 1 and 2 workers...", file=sys.stderr, flush=True)
-    return batch_rows(work, count, size, getattr(args, "device", "cpu"), args.tile, args.overlap)
+    split = getattr(args, "batch_split_size", 0)
+    print(f"bench: rsseg batch, {count} rasters of {size}x{size} on 1 and 2 workers"
+          + (f", then one of {split}x{split} whole and split across 2" if split else "") + "...", file=sys.stderr,
+          flush=True)
+    return batch_rows(work, count, size, getattr(args, "device", "cpu"), args.tile, args.overlap, split)

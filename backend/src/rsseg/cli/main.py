@@ -175,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch-rasters", type=int, default=8,
                        help="rasters for the `rsseg batch` rows, run on 1 and on 2 local Ray workers (0 to skip)")
     bench.add_argument("--batch-raster-size", type=int, default=2048, help="square size of those rasters")
+    bench.add_argument("--batch-split-size", type=int, default=4096,
+                       help="then one raster of this size on one worker, and split by rows across two (0 to skip)")
     bench.add_argument("--device", default="cpu", help=f"{DEVICE_CHOICES} (default cpu)")
     bench.add_argument("--tile", type=int, default=512)
     bench.add_argument("--overlap", type=int, default=64)
