@@ -86,7 +86,9 @@ def test_a_cancelled_merge_leaves_nothing(tmp_path):
 
     with pytest.raises(Cancelled):
         merge_parts(request, parts, cancel_at_vectorise, cancel)
-    assert list(Path(request.out_dir).iterdir()) == []  # no output, no staged file, no part
+    assert [p.name for p in Path(request.out_dir).iterdir()] == [PART_FOLDER]  # no output, no staged file
+    assert merge_parts(request, parts).height == 400  # the parts are merged again (a retry), then removed
+    assert sorted(p.name for p in Path(request.out_dir).iterdir()) == ["mask.tif", "polygons.gpkg", "result.json"]
 
 
 def test_split_rows_cuts_on_blocks_and_part_rows_are_checked(tmp_path):

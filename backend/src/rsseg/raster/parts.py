@@ -44,23 +44,24 @@ def part_folder(out_dir: str, index: int) -> str:
 def merge_parts(request: SegmentRequest, parts: list[SegmentResult], progress: Optional[ProgressCallback] = None,
                 cancel: Optional[CancelToken] = None) -> SegmentResult:
     """The job's outputs in `request.out_dir` from its parts (in row order): mask and scores stacked, polygons
-    from the whole mask, the result record summed over the parts. The parts' folder is removed in any case."""
+    from the whole mask, the result record summed over the parts. The parts' folder is removed once the outputs
+    are in place; a failed or cancelled merge leaves only the parts (a retry merges them again, the batch removes
+    them when it gives up)."""
     cancel = cancel or CancelToken()
     t_start = time.perf_counter()
+    out_dir = prepare_out_dir(request.out_dir)
+    job = new_job_id()
+    stale = remove_stale(out_dir)
+    staged = {key: StagedFile(out_dir / name, job) for key, name in OUTPUTS.items()}
     try:
-        out_dir = prepare_out_dir(request.out_dir)
-        job = new_job_id()
-        stale = remove_stale(out_dir)
-        staged = {key: StagedFile(out_dir / name, job) for key, name in OUTPUTS.items()}
-        try:
-            return _merge(request, parts, staged, job, stale, t_start, progress, cancel)
-        except (OSError, rasterio.errors.RasterioError) as exc:
-            raise output_failure(out_dir, exc) from exc
-        finally:
-            for item in staged.values():
-                item.discard()
+        result = _merge(request, parts, staged, job, stale, t_start, progress, cancel)
+    except (OSError, rasterio.errors.RasterioError) as exc:
+        raise output_failure(out_dir, exc) from exc
     finally:
-        shutil.rmtree(Path(request.out_dir) / PART_FOLDER, ignore_errors=True)
+        for item in staged.values():
+            item.discard()
+    shutil.rmtree(out_dir / PART_FOLDER, ignore_errors=True)
+    return result
 
 
 def _merge(request: SegmentRequest, parts: list[SegmentResult], staged: dict[str, StagedFile], job: str,
