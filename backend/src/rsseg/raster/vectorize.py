@@ -473,8 +473,14 @@ def _vectorize(readers: _ChunkReaders, height: int, width: int, polygons: _Polyg
             left = ids(right), right_class
             bottom, bottom_class = chunk.edge("bottom")
             below[0][c0:c0 + w], below[1][c0:c0 + w] = ids(bottom), bottom_class
+            # a region already written cut (too big to union) gets its new pieces written at once, not held to
+            # the end of the row: held, a chunk row of a percolating class grew with the raster's width
+            cut_now = {joins.find(r) for r in cut_roots}
             for pieces, lid in chunk.pieces():
                 on_seam = chunk.on_seam[lid]
+                if cut_now:
+                    seam_roots = [joins.find(i) for i in (lid[on_seam] + next_id).tolist()]
+                    on_seam[np.flatnonzero(on_seam)[np.isin(seam_roots, list(cut_now))]] = False
                 emit(pieces.take(~on_seam))
                 waiting.append(pieces.take(on_seam))
                 waiting_ids.append(lid[on_seam] + next_id)
