@@ -205,7 +205,7 @@ def _label_chunk(cls_src, score_src, win: Window) -> Optional[_LabelledChunk]:
     n = len(label_class)
     h, w = labels.shape
     counts, sums = np.zeros(n, np.int64), np.zeros(n)
-    # a band of rows at a time: bincount copies labels to int64 and scores to float64, 48 MB for a whole chunk
+    # a band of rows at a time: bincount copies labels to int64 and scores to float64 (16 B a pixel, per thread)
     for r in range(0, h, SUM_ROWS):
         band = labels[r:r + SUM_ROWS].ravel()
         scores = score_src.read(1, window=Window(win.col_off, win.row_off + r, w, min(SUM_ROWS, h - r)))
