@@ -46,7 +46,7 @@ from .pipeline import ReadAhead, WriteBehind
 from .region import Region, resolve_region
 from .source import RasterSource, backing_file, is_virtual
 from .tiling import Tile, TileGrid
-from .vectorize import VectorizeOptions, vectorize_classes, write_instances
+from .vectorize import ClassPolygonStats, VectorizeOptions, vectorize_classes, write_instances
 from .writer import BLOCK, ClassRasterWriter
 
 SIGMOID_THRESHOLD = 0.5
@@ -248,17 +248,14 @@ def _segment(request: SegmentRequest, model: TileModel, progress: Optional[Progr
         polygons_path, polygon_counts = None, {}
         if request.vectorise and part is None:
             t0 = time.perf_counter()
-            class_ids = {i + 1: n for i, n in enumerate(names)}
-            options = VectorizeOptions(request.simplify_tolerance, request.min_area_m2)
             if objects is not None:  # one polygon per object the model found
                 report(progress, "vectorise", 0, 1)
                 found = objects.objects()
-                stats = write_instances(staged["polygons"].temp, found, crs, transform, class_ids, request.prompt,
-                                        options)
+                stats = write_instances(staged["polygons"].temp, found, crs, transform, _class_ids(names),
+                                        request.prompt, _vectorize_options(request))
                 report(progress, "vectorise", 1, 1)
             else:
-                stats = vectorize_classes(staged["mask"].temp, staged["scores"].temp, staged["polygons"].temp,
-                                          class_ids, request.prompt, options, progress, cancel)
+                stats = vectorise_mask(request, staged, names, progress, cancel)
             polygon_counts = {s.class_id: s.polygons for s in stats}
             polygons_path = str(staged["polygons"].final)
             timings["vectorise"] = time.perf_counter() - t0
@@ -310,6 +307,21 @@ def _segment(request: SegmentRequest, model: TileModel, progress: Optional[Progr
     finally:
         for item in staged.values():
             item.discard()
+
+
+def _class_ids(names: list[str]) -> dict[int, str]:
+    return {i + 1: n for i, n in enumerate(names)}  # the mask's 1-based class ids
+
+
+def _vectorize_options(request: SegmentRequest) -> VectorizeOptions:
+    return VectorizeOptions(request.simplify_tolerance, request.min_area_m2)
+
+
+def vectorise_mask(request: SegmentRequest, staged: dict[str, StagedFile], names: list[str], progress,
+                   cancel: CancelToken) -> list[ClassPolygonStats]:
+    """Polygons of a job's staged mask, scored from its staged scores: a job's, and a merge of parts' (parts.py)."""
+    return vectorize_classes(staged["mask"].temp, staged["scores"].temp, staged["polygons"].temp, _class_ids(names),
+                             request.prompt, _vectorize_options(request), progress, cancel)
 
 
 def _chunks(tiles: list[Tile], new: set[int], runner: TileRunner):

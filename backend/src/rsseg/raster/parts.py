@@ -21,8 +21,8 @@ from rasterio.windows import Window
 
 from ..progress import CancelToken, ProgressCallback, report
 from ..protocol.contracts import OUTPUTS, ClassSummary, SegmentRequest, SegmentResult
+from .engine import vectorise_mask
 from .outputs import StagedFile, commit_outputs, new_job_id, output_failure, prepare_out_dir, remove_stale
-from .vectorize import VectorizeOptions, vectorize_classes
 from .writer import BLOCK, ClassRasterWriter
 
 PART_FOLDER = ".rsseg-parts"  # inside the raster's output folder: one sub-folder per part, removed by the merge
@@ -90,9 +90,7 @@ def _merge(request: SegmentRequest, parts: list[SegmentResult], staged: dict[str
     polygons_path, polygon_counts = None, {}
     if request.vectorise:
         t0 = time.perf_counter()
-        stats = vectorize_classes(staged["mask"].temp, staged["scores"].temp, staged["polygons"].temp,
-                                  {i + 1: n for i, n in enumerate(names)}, request.prompt,
-                                  VectorizeOptions(request.simplify_tolerance, request.min_area_m2), progress, cancel)
+        stats = vectorise_mask(request, staged, names, progress, cancel)
         polygon_counts = {s.class_id: s.polygons for s in stats}
         polygons_path = str(staged["polygons"].final)
         timings["vectorise"] = time.perf_counter() - t0
