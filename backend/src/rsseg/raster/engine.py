@@ -40,6 +40,7 @@ from .outputs import (
     output_failure,
     prepare_out_dir,
     remove_stale,
+    stale_note,
 )
 from .palette import class_colours
 from .pipeline import ReadAhead, WriteBehind
@@ -273,8 +274,7 @@ def _segment(request: SegmentRequest, model: TileModel, progress: Optional[Progr
             notes.append("the raster holds +-inf values: those pixels were treated as nodata (255 in the mask) and "
                          "left out of the stretch")
         if stale:
-            notes.append(f"removed {len(stale)} leftover file(s) of interrupted rsseg jobs from the output folder: "
-                         + ", ".join(stale))
+            notes.append(stale_note(stale))
         if objects is not None and request.vectorise:
             notes.append(f"{len(found)} object(s) found: one polygon each, with its own score and rank "
                          "(not one per connected region)")
@@ -295,9 +295,7 @@ def _segment(request: SegmentRequest, model: TileModel, progress: Optional[Progr
             run={**runner.stats(), "job": job},
         )
         staged["result"].temp.write_text(json.dumps(result.to_dict(), indent=2))
-        produced = {"mask", "result"} | ({"scores"} if keep_scores else set()) \
-            | ({"polygons"} if request.vectorise and part is None else set())
-        commit_outputs(staged, produced)
+        commit_outputs(staged, scores=keep_scores, polygons=request.vectorise and part is None)
         return result
     except WRITE_ERRORS as exc:
         if not staged:

@@ -57,9 +57,10 @@ class StagedFile:
             path.unlink(missing_ok=True)
 
 
-def commit_outputs(staged: dict[str, StagedFile], produced: set[str]) -> None:
-    """Rename the produced files into place; a file of an earlier job that this one did not produce goes, since it
-    would no longer match the new mask."""
+def commit_outputs(staged: dict[str, StagedFile], *, scores: bool, polygons: bool) -> None:
+    """Rename the produced files (mask and result always; scores and polygons when made) into place; a file of an
+    earlier job that this one did not produce goes, since it would no longer match the new mask."""
+    produced = {"mask", "result"} | ({"scores"} if scores else set()) | ({"polygons"} if polygons else set())
     for key, item in staged.items():
         if key in produced:
             item.commit()
@@ -146,6 +147,19 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def stale_note(removed: list[str]) -> str:
+    """The result note naming what remove_stale cleaned up (is_stale_note recognises it)."""
+    return f"{_STALE_NOTE}{len(removed)} leftover file(s) of interrupted rsseg jobs from the output folder: " \
+        + ", ".join(removed)
+
+
+def is_stale_note(note: str) -> bool:
+    return note.startswith(_STALE_NOTE)
+
+
+_STALE_NOTE = "removed "
 
 
 def remove_stale(folder: Path) -> list[str]:

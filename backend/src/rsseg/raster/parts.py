@@ -22,7 +22,16 @@ from rasterio.windows import Window
 from ..progress import CancelToken, ProgressCallback, report
 from ..protocol.contracts import OUTPUTS, ClassSummary, SegmentRequest, SegmentResult
 from .engine import vectorise_mask
-from .outputs import StagedFile, commit_outputs, new_job_id, output_failure, prepare_out_dir, remove_stale
+from .outputs import (
+    StagedFile,
+    commit_outputs,
+    is_stale_note,
+    new_job_id,
+    output_failure,
+    prepare_out_dir,
+    remove_stale,
+    stale_note,
+)
 from .writer import BLOCK, ClassRasterWriter
 
 PART_FOLDER = ".rsseg-parts"  # inside the raster's output folder: one sub-folder per part, removed by the merge
@@ -96,12 +105,11 @@ def _merge(request: SegmentRequest, parts: list[SegmentResult], staged: dict[str
         timings["vectorise"] = time.perf_counter() - t0
     cancel.check()
     timings["merge"] = time.perf_counter() - t_start
-    notes = [n for n in first.notes if not n.startswith("removed ")]
+    notes = [n for n in first.notes if not is_stale_note(n)]
     notes.append(f"split by rows into {len(parts)} parts run on separate workers and merged (the mask is the one a "
                  "single job makes)")
     if stale:
-        notes.append(f"removed {len(stale)} leftover file(s) of interrupted rsseg jobs from the output folder: "
-                     + ", ".join(stale))
+        notes.append(stale_note(stale))
     result = SegmentResult(
         request=request.to_dict(), prompt=request.prompt, mask=str(staged["mask"].final),
         scores=str(staged["scores"].final) if request.write_scores else None, polygons=polygons_path,
@@ -111,8 +119,7 @@ def _merge(request: SegmentRequest, parts: list[SegmentResult], staged: dict[str
         stretch=first.stretch, nodata_pixels=sum(p.nodata_pixels for p in parts),
         run={**first.run, "job": job, "parts": [p.run.get("job") for p in parts]})
     staged["result"].temp.write_text(json.dumps(result.to_dict(), indent=2))
-    commit_outputs(staged, {"mask", "result"} | ({"scores"} if request.write_scores else set())
-                   | ({"polygons"} if request.vectorise else set()))
+    commit_outputs(staged, scores=request.write_scores, polygons=request.vectorise)
     return result
 
 
