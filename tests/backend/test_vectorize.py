@@ -20,7 +20,7 @@ from shapely.geometry import box, shape
 from rsseg.errors import Cancelled
 from rsseg.progress import CancelToken
 from rsseg.raster.areas import geometry_area_m2, pixel_area_m2
-from rsseg.raster.vectorize import VectorizeOptions, vectorize_classes
+from rsseg.raster.vectorize import VectorizeOptions, _noded_at_seams, vectorize_classes
 
 
 def from_origin(west, north, xsize, ysize):
@@ -128,6 +128,20 @@ def test_a_region_joined_across_a_seam_has_no_zero_area_parts(tmp_path):
     first = [g for g, p in feats if p["class_id"] == 1]
     assert len(first) == 1 and first[0].area == (cls == 1).sum() == region.area
     assert [s.polygons for s in stats] == [1, len(feats) - 1, 0]
+
+
+def test_pieces_noded_at_the_seams_form_a_coverage_and_other_edges_keep_their_vertices():
+    # two pieces of one region cut by the seam at x = 64 of a 70x128 raster: their seam edges have different
+    # vertices; the raster's edges (y = 0, x = 70) are no seams
+    left = shapely.from_wkt("POLYGON ((60 0, 60 10, 64 10, 64 0, 60 0))")
+    right = shapely.from_wkt("POLYGON ((64 3, 64 8, 70 8, 70 3, 64 3))")
+    noded = _noded_at_seams(np.array([left, right]), 64, 70, 128)
+    assert shapely.get_num_coordinates(noded).tolist() == [5 + 9, 5 + 4]  # one vertex per pixel corner on x = 64
+    assert shapely.equals(noded, np.array([left, right])).all()
+    # a coverage: GEOS's coverage union accepts it as it is (it raises on edges that do not match)
+    union = shapely.coverage_union_all(noded)
+    assert union.geom_type == "Polygon" and union.area == left.area + right.area and union.is_valid
+    assert shapely.coverage_is_valid(noded)
 
 
 def test_regions_are_cut_on_the_region_grid_and_nothing_else_changes(tmp_path):

@@ -68,8 +68,9 @@ class _Tally:
     def add(self, row0: int, classes: np.ndarray, scores: np.ndarray) -> None:
         rows = classes.shape[0]
         areas = row_pixel_areas_m2(self.crs, self.transform, row0, rows)
+        ids = classes.ravel().astype(np.intp)  # bincount's own index type: cast once, not in each bincount
         if areas[0] == areas[-1] and (areas == areas[0]).all():  # a projected CRS: one area for every pixel
-            counts = np.bincount(classes.ravel(), minlength=256)
+            counts = np.bincount(ids, minlength=256)
             self.area += counts * areas[0]
         else:  # one count per (row, class): areas are per row, so the class areas are a matrix product
             per_row = np.bincount((classes + (np.arange(rows, dtype=np.int64) * 256)[:, None]).ravel(),
@@ -77,7 +78,10 @@ class _Tally:
             counts = per_row.sum(axis=0)
             self.area += areas @ per_row
         self.pixels += counts
-        self.score += np.bincount(classes.ravel(), weights=np.nan_to_num(scores.ravel()), minlength=256)
+        sums = np.bincount(ids, weights=scores.ravel(), minlength=256)
+        if np.isnan(sums[:NODATA]).any():  # NaN scores are expected at nodata only (class 255, never read)
+            sums = np.bincount(ids, weights=np.nan_to_num(scores.ravel()), minlength=256)
+        self.score += sums
 
 
 WHOLE_REGION_MAX = 4096  # longest side (processing pixels) a whole-region model is given at once
