@@ -22,8 +22,9 @@ a time, so per-pixel speckle (millions of one-pixel regions) costs time in propo
 and memory in proportion to one chunk. Measured: the whole job's peak RSS with `rsseg bench`.
 
 Speed: chunks are labelled and complete regions unioned on worker threads (array and GEOS work,
-which let go of the GIL) while the main thread polygonises (GDAL's polygonize holds the GIL); regions become shapely arrays with one call per batch and are written with
-pyogrio as WKB and columns, never one Python record per feature.
+which let go of the GIL) while the main thread polygonises (GDAL's polygonize holds the GIL);
+regions become shapely arrays with one call per batch and are written with pyogrio as WKB and
+columns, never one Python record per feature.
 
 Choices: the layer's geometry type is "Polygon" and no MultiPolygon is ever written (components
 are single polygons and topology-preserving simplification never splits one; a non-Polygon
