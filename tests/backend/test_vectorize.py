@@ -107,6 +107,27 @@ def test_small_chunks_match_one_chunk_on_noise_map(tmp_path):
         assert area == pytest.approx((cls == c).sum())
 
 
+def test_each_polygon_has_its_component_pixel_count_and_mean_score(tmp_path):
+    # counts and score sums are read off the polygons' edges, not from labelled pixels: they must equal the
+    # labelled components', holes and nodata included
+    cls = noise_classes(size=300, seed=7)
+    cls[100:140, 50:90] = 255  # nodata: NaN scores that must not reach the regions beside it
+    score = np.random.default_rng(8).random(cls.shape).astype(np.float32)
+    score[cls == 255] = np.nan
+    cpath, spath = write_rasters(tmp_path, cls, score)
+    _, feats, _ = run(tmp_path, cpath, spath, chunk_size=64)
+    expected = []
+    for c in (1, 2, 3):
+        labels, k = ndimage.label(cls == c)
+        counts = np.bincount(labels.ravel(), minlength=k + 1)[1:]
+        sums = np.bincount(labels.ravel(), weights=np.nan_to_num(score).ravel().astype(np.float64), minlength=k + 1)
+        expected += [(c, int(n), s / n) for n, s in zip(counts, sums[1:])]
+    got = sorted((p["class_id"], round(g.area), p["score"]) for g, p in feats)
+    assert len(got) == len(expected) > 100 and any(len(g.interiors) for g, _ in feats)
+    for (c, n, mean), (c2, n2, mean2) in zip(got, sorted(expected)):
+        assert (c, n) == (c2, n2) and mean == pytest.approx(mean2, rel=1e-9)
+
+
 # A region's outline that GEOS's coverage union of its two chunk pieces (seam at x = 64) returned with two
 # zero-area slivers on the seam: the job wrote them as extra polygons with no pixels and a NaN score.
 SLIVER_REGION = ("POLYGON ((0 0, 0 2, 12 2, 12 12, 13 12, 13 16, 14 16, 14 18, 15 18, 15 19, 17 19, 17 20, 19 20, "

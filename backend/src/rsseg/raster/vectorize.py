@@ -1,16 +1,17 @@
 """Turn a class-id raster into per-class polygons in a GeoPackage, streaming chunk by chunk.
 
 Why this design: class rasters can be 16k x 16k pixels, so they are read in chunk-aligned windows
-and never whole. Each chunk is labelled (4-connectivity) and polygonised in *pixel* coordinates,
-which are exact integers, so the pieces of one object cut by a chunk seam share identical edges and
+and never whole. Each chunk is polygonised (GDAL, 4-connectivity) in *pixel* coordinates, which
+are exact integers, so the pieces of one object cut by a chunk seam share identical edges and
 union cleanly. Pieces that touch an interior seam wait; pixels facing each other across a seam with
 the same class join their pieces in a union-find (`_SeamJoins`). After each row of chunks, a region
 none of whose pieces reaches the bottom seam of that row can no longer grow: its pieces are unioned
 once (a coverage union, the pieces noded at the pixel corners of the seams they meet on) and
-written. Unioning the growing
-polygon with each new row instead made time grow with the square of a tall region's height. Only at
-write time are coordinates mapped with the raster transform. Pixel counts and score sums travel with
-the pieces, so a merged polygon's mean score is exact.
+written. Unioning the growing polygon with each new row instead made time grow with the square of a
+tall region's height. Only at write time are coordinates mapped with the raster transform. Pixel
+counts and score sums travel with the pieces, so a merged polygon's mean score is exact; they are
+read off each polygon's vertical edges and the scores summed along the rows (`_pixel_sums`), and
+which piece owns each pixel along a chunk side off its edges on that side, so no pixel is labelled.
 
 Bounded memory: regions are joined across chunk seams inside the blocks of a coarse grid only
 (`region_grid`, 8192 px by default), so a region spanning the raster is written as one polygon per
@@ -21,8 +22,8 @@ size; a chunk's regions are polygonised and written POLYGON_BATCH and _BATCH (or
 a time, so per-pixel speckle (millions of one-pixel regions) costs time in proportion to the pixels
 and memory in proportion to one chunk. Measured: the whole job's peak RSS with `rsseg bench`.
 
-Speed: chunks are labelled and complete regions unioned on worker threads (array and GEOS work,
-which let go of the GIL) while the main thread polygonises (GDAL's polygonize holds the GIL);
+Speed: chunks are read and their scores summed, and complete regions unioned, on worker threads
+(array and GEOS work, which let go of the GIL) while the main thread polygonises (GDAL's polygonize holds the GIL);
 regions become shapely arrays with one call per batch and are written with pyogrio as WKB and
 columns, never one Python record per feature.
 
@@ -57,7 +58,6 @@ from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.features import shapes
 from rasterio.windows import Window
-from scipy import ndimage
 from shapely.geometry import MultiPolygon, shape
 
 from ..errors import OutputError, RssegError
@@ -84,7 +84,6 @@ _BATCH_VERTICES = 1_000_000  # or fewer, when they hold this many vertices: held
 # GeoPackage 1.2: what QGIS's older GDAL (3.6, Debian 12) reads without a warning; newer GDALs write 1.4 by default
 GPKG_VERSION = "1.2"
 POLYGON_BATCH = 10_000  # regions gathered into shapely polygons at once
-SUM_ROWS = 256  # rows of a chunk whose pixel counts and score sums are taken at once
 MAX_JOINED_VERTICES = 250_000  # a region whose pieces hold more is written cut at the chunk seams
 _DTYPES = {"str": object, "int": np.int64, "float": np.float64}  # the schema's field types as arrays
 
@@ -135,17 +134,82 @@ class _Pieces:
 _NO_PIECES = _Pieces(np.zeros(0, np.int64), np.empty(0, object), np.zeros(0, np.int64), np.zeros(0))
 
 
-def _polygons(labels: np.ndarray, origin: Affine) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(labels, polygons) of the 4-connected regions of `labels` > 0 in batches of POLYGON_BATCH: GDAL's
-    polygonize, each batch's rings gathered into one shapely call (a shapely object per ring was most of the
-    time on speckle, and a whole chunk's regions at once most of its memory)."""
+def _spans(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every integer of the ranges [lo, hi) (all hi > lo) with the index of its range."""
+    length = hi - lo
+    which = np.repeat(np.arange(len(lo)), length)
+    return lo[which] + np.arange(len(which)) - (np.cumsum(length) - length)[which], which
+
+
+@dataclass
+class _Chunk:
+    """One chunk of the class raster read for polygonising: its classes, which pixels are regions, and its
+    scores summed along each row (what a polygon's score sum is read from)."""
+
+    win: Window
+    cls: np.ndarray  # uint8 [h, w]
+    keep: Optional[np.ndarray]  # bool [h, w]: pixels of a class that is vectorised; None when all are
+    row_sums: np.ndarray  # float64 [h, w + 1]: row_sums[r, c] = sum of the scores left of column c in row r
+
+    def pieces(self, interior: dict[str, bool]) -> Iterator[tuple[_Pieces, dict[str, tuple], np.ndarray]]:
+        """The chunk's 4-connected regions as polygons in global pixel coordinates, a batch at a time, with
+        their pixel counts and score sums; the positions their pixels take along each side of the chunk,
+        {side: (positions, region index in the batch)}; and which touch a side that is a seam (`interior`)."""
+        x0, y0, h, w = int(self.win.col_off), int(self.win.row_off), int(self.win.height), int(self.win.width)
+        for values, xy, ring_ends, poly_ends in _rings(self.cls, self.keep, Affine.translation(x0, y0)):
+            geom = shapely.from_ragged_array(shapely.GeometryType.POLYGON, xy, (ring_ends, poly_ends))
+            poly = np.repeat(np.arange(len(values)), np.diff(poly_ends))[
+                np.repeat(np.arange(len(ring_ends) - 1), np.diff(ring_ends))][:-1]  # the polygon of each edge
+            a, b = xy[:-1] - (x0, y0), xy[1:] - (x0, y0)
+            edge = np.ones(len(a), bool)
+            edge[ring_ends[1:-1] - 1] = False  # from a ring's last vertex to the next ring's first: no edge
+            count, sums = _pixel_sums(a, b, edge, poly, len(values), self.row_sums)
+            sides = {}
+            for side, axis, at in (("top", 1, 0), ("bottom", 1, h), ("left", 0, 0), ("right", 0, w)):
+                # a side's pixels are those whose outer edge lies on it: edges along the side, in pixel units
+                along = np.flatnonzero(edge & (a[:, axis] == at) & (b[:, axis] == at))
+                lo = np.minimum(a[along, 1 - axis], b[along, 1 - axis]).astype(np.int64)
+                hi = np.maximum(a[along, 1 - axis], b[along, 1 - axis]).astype(np.int64)
+                positions, which = _spans(lo, hi)
+                sides[side] = positions, poly[along][which]
+            on_seam = np.zeros(len(values), bool)
+            for side, (_, owner) in sides.items():
+                if interior[side]:
+                    on_seam[owner] = True
+            yield _Pieces(values, geom, count, sums), sides, on_seam
+
+
+def _pixel_sums(a: np.ndarray, b: np.ndarray, edge: np.ndarray, poly: np.ndarray, n: int,
+                row_sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel count and score sum of each polygon from its vertical edges alone (Green's theorem on the pixel
+    grid): an edge at column x down rows [y0, y1) adds what lies left of x in those rows, an edge up takes it
+    away, so each row keeps exactly its pixels inside the polygon, holes included. Edges run along rings
+    whose orientation GDAL keeps (shells one way, holes the other), so the sign of the count is the sign of
+    the sum. Why: it costs one look-up per unit of edge instead of labelling every pixel of the chunk once
+    per class (the labelling was half of a chunk's time)."""
+    vertical = np.flatnonzero(edge & (a[:, 0] == b[:, 0]))
+    x = a[vertical, 0].astype(np.int64)
+    ya, yb = a[vertical, 1].astype(np.int64), b[vertical, 1].astype(np.int64)
+    rows, which = _spans(np.minimum(ya, yb), np.maximum(ya, yb))
+    down = np.sign(yb - ya).astype(np.float64)
+    signed_count = np.bincount(poly[vertical], weights=down * np.abs(yb - ya) * x, minlength=n)
+    per_edge = np.bincount(which, weights=row_sums[rows, x[which]], minlength=len(vertical))
+    signed_sum = np.bincount(poly[vertical], weights=down * per_edge, minlength=n)
+    orientation = np.sign(signed_count)
+    return np.rint(signed_count * orientation).astype(np.int64), signed_sum * orientation
+
+
+def _rings(cls: np.ndarray, keep: Optional[np.ndarray], origin: Affine) -> Iterator[tuple]:
+    """(class ids, vertices, ring ends, polygon ends) of the 4-connected regions of `cls` (where `keep`) in
+    batches of POLYGON_BATCH, as flat arrays for shapely.from_ragged_array: GDAL's polygonize (one shapely
+    object per ring was most of the time on speckle, and a whole chunk's regions at once most of its
+    memory)."""
     coords: list = []
     ring_ends, poly_ends, values = [0], [0], []
 
-    def gather() -> tuple[np.ndarray, np.ndarray]:
-        polygons = shapely.from_ragged_array(shapely.GeometryType.POLYGON, np.asarray(coords, np.float64),
-                                             (np.array(ring_ends), np.array(poly_ends)))
-        batch = np.asarray(values, np.int64), polygons
+    def gather() -> tuple:
+        batch = (np.asarray(values, np.int64), np.asarray(coords, np.float64).reshape(-1, 2),
+                 np.array(ring_ends), np.array(poly_ends))
         coords.clear()
         values.clear()
         del ring_ends[1:], poly_ends[1:]
@@ -153,7 +217,7 @@ def _polygons(labels: np.ndarray, origin: Affine) -> Iterator[tuple[np.ndarray, 
 
     with warnings.catch_warnings():  # the first chunk's origin is the identity, which rasterio warns about
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        for geom, value in shapes(labels, mask=labels > 0, connectivity=4, transform=origin):
+        for geom, value in shapes(cls, mask=keep, connectivity=4, transform=origin):
             for ring in geom["coordinates"]:
                 coords.extend(ring)
                 ring_ends.append(len(coords))
@@ -165,65 +229,24 @@ def _polygons(labels: np.ndarray, origin: Affine) -> Iterator[tuple[np.ndarray, 
         yield gather()
 
 
-@dataclass
-class _LabelledChunk:
-    """One chunk's regions as labels (0: none), with each label's class, pixel count, score sum and whether
-    it touches an interior seam."""
-
-    win: Window
-    labels: np.ndarray
-    label_class: np.ndarray
-    counts: np.ndarray
-    sums: np.ndarray
-    on_seam: np.ndarray
-
-    def pieces(self) -> Iterator[tuple[_Pieces, np.ndarray]]:
-        """The regions as polygons in global pixel coordinates, a batch at a time, with their labels."""
-        origin = Affine.translation(self.win.col_off, self.win.row_off)
-        for lid, geom in _polygons(self.labels, origin):
-            yield _Pieces(self.label_class[lid], geom, self.counts[lid], self.sums[lid]), lid
-
-    def edge(self, side: str) -> tuple[np.ndarray, np.ndarray]:
-        """(labels, classes) along one edge ("top", "bottom", "left", "right"); class 0 where no region."""
-        labels = {"top": self.labels[0], "bottom": self.labels[-1], "left": self.labels[:, 0],
-                  "right": self.labels[:, -1]}[side]
-        return labels, self.label_class[labels]
-
-
-def _label_chunk(cls_src, score_src, win: Window) -> Optional[_LabelledChunk]:
-    """Label one chunk's regions (array work only, which lets go of the GIL); None when it has none."""
+def _read_chunk(cls_src, score_src, win: Window) -> Optional[_Chunk]:
+    """Read one chunk and sum its scores along the rows (array work, which lets go of the GIL); None when it
+    holds no class to vectorise."""
     cls = cls_src.read(1, window=win)
     skip = {0, NODATA_CLASS} | ({int(cls_src.nodata)} if cls_src.nodata is not None else set())
-    present = [int(c) for c in np.flatnonzero(np.bincount(cls.ravel(), minlength=256)) if int(c) not in skip]
+    found = np.flatnonzero(np.bincount(cls.ravel(), minlength=256))
+    present = [int(c) for c in found if int(c) not in skip]
     if not present:
         return None
-    labels = np.zeros(cls.shape, np.int32)
-    label_class = [0]
-    for cid in present:
-        lab, k = ndimage.label(cls == cid, output=np.int32)  # default structure = 4-connectivity
-        np.add(lab, len(label_class) - 1, out=lab, where=lab > 0)
-        labels += lab  # the classes' regions are disjoint
-        label_class += [cid] * k
-    n = len(label_class)
-    h, w = labels.shape
-    counts, sums = np.zeros(n, np.int64), np.zeros(n)
-    # a band of rows at a time: bincount copies labels to int64 and scores to float64 (16 B a pixel, per thread)
-    for r in range(0, h, SUM_ROWS):
-        band = labels[r:r + SUM_ROWS].ravel()
-        scores = score_src.read(1, window=Window(win.col_off, win.row_off + r, w, min(SUM_ROWS, h - r)))
-        counts += np.bincount(band, minlength=n)
-        # label 0 (no region) also sums its scores, NaN at nodata, and is never read
-        sums += np.bincount(band, weights=scores.ravel(), minlength=n)
-    on_seam = np.zeros(n, bool)
-    if win.row_off > 0:
-        on_seam[labels[0]] = True
-    if win.row_off + h < cls_src.height:
-        on_seam[labels[-1]] = True
-    if win.col_off > 0:
-        on_seam[labels[:, 0]] = True
-    if win.col_off + w < cls_src.width:
-        on_seam[labels[:, -1]] = True
-    return _LabelledChunk(win, labels, np.asarray(label_class), counts, sums, on_seam)
+    keep = None if len(present) == len(found) else np.isin(cls, present)
+    scores = score_src.read(1, window=win)
+    if keep is not None:  # NaN at nodata would spread along the row sums
+        scores[~keep] = 0.0
+    row_sums = np.zeros((cls.shape[0], cls.shape[1] + 1))
+    np.cumsum(scores, axis=1, dtype=np.float64, out=row_sums[:, 1:])
+    if np.isnan(row_sums[:, -1]).any():  # a NaN score of a region (a model's NaN) stays within its own region
+        np.cumsum(np.nan_to_num(scores), axis=1, dtype=np.float64, out=row_sums[:, 1:])
+    return _Chunk(win, cls, keep, row_sums)
 
 
 def _noded_at_seams(geom: np.ndarray, chunk: int, width: int, height: int) -> np.ndarray:
@@ -400,11 +423,11 @@ def vectorize_classes(
 
 
 class _ChunkReaders:
-    """Chunks labelled on worker threads, each with its own handles on the two rasters, while the caller
-    polygonises the chunk before.
+    """Chunks read (and their scores summed along the rows) on worker threads, each with its own handles on
+    the two rasters, while the caller polygonises the chunk before; the same threads union complete regions.
 
-    Why: labelling and the array work let go of the GIL, polygonising mostly does not; a GDAL handle must
-    not be shared between threads."""
+    Why: reading, the array work and GEOS let go of the GIL, polygonising does not; a GDAL handle must not be
+    shared between threads."""
 
     def __init__(self, class_path: Path, score_path: Path, workers: int = min(2, os.cpu_count() or 1)):
         self.paths, self._local, self._opened = (class_path, score_path), threading.local(), []
@@ -412,13 +435,13 @@ class _ChunkReaders:
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="rsseg-vectorise")
         self.workers = workers
 
-    def label(self, win: Window) -> Optional[_LabelledChunk]:
+    def read(self, win: Window) -> Optional[_Chunk]:
         handles = getattr(self._local, "handles", None)
         if handles is None:
             handles = self._local.handles = tuple(open_raster(p) for p in self.paths)
             with self._lock:
                 self._opened.extend(handles)
-        return _label_chunk(*handles, win)
+        return _read_chunk(*handles, win)
 
     def __enter__(self) -> "_ChunkReaders":
         return self
@@ -483,46 +506,51 @@ def _vectorize(readers: _ChunkReaders, height: int, width: int, polygons: _Polyg
     for r0 in range(0, height, cs):
         windows = [Window(c0, r0, min(cs, width - c0), min(cs, height - r0)) for c0 in range(0, width, cs)]
         below = (np.full(width, -1, np.int64), np.zeros(width, np.int64))
-        left: Optional[tuple[np.ndarray, np.ndarray]] = None
+        previous: Optional[tuple[np.ndarray, np.ndarray]] = None  # ids and classes along the chunk before's right
         running: deque = deque()
         while windows or running:
-            while windows and len(running) < readers.workers:  # at most one labelled chunk per worker
+            while windows and len(running) < readers.workers:  # at most one chunk read ahead per worker
                 if cancel is not None:
                     cancel.check()
-                running.append(readers.pool.submit(readers.label, windows.pop(0)))
+                running.append(readers.pool.submit(readers.read, windows.pop(0)))
             chunk = running.popleft().result()
             done += 1
             if chunk is None:
-                left = None
+                previous = None
                 report(progress, "vectorise", done, total)
                 continue
-            c0, w = int(chunk.win.col_off), int(chunk.win.width)
-
-            def ids(labels: np.ndarray, base: int = next_id) -> np.ndarray:
-                return np.where(labels > 0, labels.astype(np.int64) + base, -1)
-
-            top, top_class = chunk.edge("top")
-            if r0 % grid:  # not on a cut line: join with the chunk row above
-                joins.join(above[0][c0:c0 + w], above[1][c0:c0 + w], ids(top), top_class)
-            edge, edge_class = chunk.edge("left")
-            if left is not None and c0 % grid:
-                joins.join(left[0], left[1], ids(edge), edge_class)
-            right, right_class = chunk.edge("right")
-            left = ids(right), right_class
-            bottom, bottom_class = chunk.edge("bottom")
-            below[0][c0:c0 + w], below[1][c0:c0 + w] = ids(bottom), bottom_class
-            # a region already written cut (too big to union) gets its new pieces written at once, not held to
-            # the end of the row: held, a chunk row of a percolating class grew with the raster's width
-            cut_now = {joins.find(r) for r in cut_roots}
-            for pieces, lid in chunk.pieces():
-                on_seam = chunk.on_seam[lid]
+            c0 = int(chunk.win.col_off)
+            r1, c1 = r0 + int(chunk.win.height), c0 + int(chunk.win.width)
+            interior = {"top": r0 > 0, "bottom": r1 < height, "left": c0 > 0, "right": c1 < width}
+            # piece ids and classes along the chunk's sides, -1 where no region
+            side_ids = {"top": np.full(c1 - c0, -1, np.int64), "bottom": np.full(c1 - c0, -1, np.int64),
+                        "left": np.full(r1 - r0, -1, np.int64), "right": np.full(r1 - r0, -1, np.int64)}
+            side_classes = {"top": chunk.cls[0], "bottom": chunk.cls[-1], "left": chunk.cls[:, 0],
+                            "right": chunk.cls[:, -1]}
+            for pieces, sides, on_seam in chunk.pieces(interior):
+                ids = np.arange(next_id, next_id + len(pieces))
+                next_id += len(pieces)
+                for side, (positions, owner) in sides.items():
+                    side_ids[side][positions] = ids[owner]
+                positions, owner = sides["top"]
+                if r0 % grid:  # not on a cut line: join with the chunk row above
+                    joins.join(above[0][c0 + positions], above[1][c0 + positions], ids[owner],
+                               side_classes["top"][positions])
+                positions, owner = sides["left"]
+                if previous is not None and c0 % grid:
+                    joins.join(previous[0][positions], previous[1][positions], ids[owner],
+                               side_classes["left"][positions])
+                # a region already written cut (too big to union) gets its new pieces written at once, not held
+                # to the end of the row: held, a chunk row of a percolating class grew with the raster's width
+                cut_now = {joins.find(r) for r in cut_roots}
                 if cut_now:
-                    seam_roots = [joins.find(i) for i in (lid[on_seam] + next_id).tolist()]
+                    seam_roots = [joins.find(i) for i in ids[on_seam].tolist()]
                     on_seam[np.flatnonzero(on_seam)[np.isin(seam_roots, list(cut_now))]] = False
                 emit(pieces.take(~on_seam))
                 waiting.append(pieces.take(on_seam))
-                waiting_ids.append(lid[on_seam] + next_id)
-            next_id += len(chunk.label_class)
+                waiting_ids.append(ids[on_seam])
+            previous = side_ids["right"], side_classes["right"].astype(np.int64)
+            below[0][c0:c1], below[1][c0:c1] = side_ids["bottom"], side_classes["bottom"]
             report(progress, "vectorise", done, total)
         # Every chunk above this row's bottom seam is read: a region none of whose pieces reaches that seam is
         # complete, and all of them at a cut line.
