@@ -51,7 +51,9 @@ def test_demo_runs_the_sample_with_the_test_model(tmp_path, capsys):
 
 
 def test_bench_prints_a_table(tmp_path, capsys):
-    assert main(["bench", "--sizes", "256", "--speckle-sizes", "128", "--vit-size", "0", "--clip-size", "0",
+    # --repeat: the job and the reference three times each in turn, the median run in the rows
+    assert main(["bench", "--sizes", "256", "--repeat", "3", "--speckle-sizes", "128", "--vit-size", "0",
+                 "--clip-size", "0",
                  "--rsrefseg-size", "0", "--zs-ref-size", "0", "--rfm-size", "0", "--sgseg-size", "0", "--tile", "128",
                  "--overlap", "16", "--json", "--batch-rasters", "0", "--workdir", str(tmp_path)]) == 0
     out = json.loads(capsys.readouterr().out)

@@ -146,7 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
                                  "(see docs/protocol.md)")
 
     bench = sub.add_parser("bench", help="benchmark the engine on synthetic rasters and print a table")
-    bench.add_argument("--sizes", default="2048,8192,16384", help="square raster sizes in pixels")
+    bench.add_argument("--sizes", default="2048,4096,8192,16384", help="square raster sizes in pixels")
+    bench.add_argument("--repeat", type=int, default=1,
+                       help="runs of the job and of the GDAL reference on each of --sizes, taken in turn; the rows "
+                            "show the median run (wall times on a shared machine vary by a third)")
     bench.add_argument("--speckle-sizes", default="2048,4096",
                        help="sizes of per-pixel noise rasters (speckle: the vectoriser's worst case)")
     bench.add_argument("--no-gdal-reference", dest="gdal_reference", action="store_false",
