@@ -23,9 +23,9 @@ a time, so per-pixel speckle (millions of one-pixel regions) costs time in propo
 and memory in proportion to one chunk. Measured: the whole job's peak RSS with `rsseg bench`.
 
 Speed: chunks are read and their scores summed, and complete regions unioned, on worker threads
-(array and GEOS work, which let go of the GIL) while the main thread polygonises (GDAL's polygonize holds the GIL);
-regions become shapely arrays with one call per batch and are written with pyogrio as WKB and
-columns, never one Python record per feature.
+(array and GEOS work, which let go of the GIL) while the main thread polygonises (GDAL's polygonize
+holds the GIL); regions become shapely arrays with one call per batch and are written with pyogrio
+as WKB and columns, never one Python record per feature.
 
 Choices: the layer's geometry type is "Polygon" and no MultiPolygon is ever written (components
 are single polygons and topology-preserving simplification never splits one; a non-Polygon
@@ -211,8 +211,7 @@ def _rings(cls: np.ndarray, keep: Optional[np.ndarray], origin: Affine) -> Itera
     def gather() -> tuple:
         # fromiter over the flattened pairs: a third of the time of np.asarray on the list of tuples
         xy = np.fromiter(itertools.chain.from_iterable(coords), np.float64, count=2 * len(coords)).reshape(-1, 2)
-        batch = (np.asarray(values, np.int64), xy,
-                 np.array(ring_ends), np.array(poly_ends))
+        batch = np.asarray(values, np.int64), xy, np.array(ring_ends), np.array(poly_ends)
         coords.clear()
         values.clear()
         del ring_ends[1:], poly_ends[1:]
