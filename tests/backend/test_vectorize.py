@@ -196,6 +196,23 @@ def test_a_region_too_big_to_union_is_written_cut_at_the_chunk_seams(tmp_path, m
     assert sum(p["area_m2"] for _, p in cut) == pytest.approx(mask.sum())
 
 
+def test_seam_joins_flag_a_region_as_soon_as_its_pieces_pass_the_vertex_limit(monkeypatch):
+    # found mid-row, a region too big to union goes out cut at once instead of being held to the end of its
+    # chunk row (held, a percolating speckle class grew with the raster's width: 586 MB at 16384 px wide)
+    import rsseg.raster.vectorize as vectorize
+
+    monkeypatch.setattr(vectorize, "MAX_JOINED_VERTICES", 10)
+    joins = vectorize._SeamJoins()
+    joins.weigh(np.array([1, 2, 3]), np.array([4, 4, 4]))
+    assert not joins.heavy
+    joins.join(np.array([1, -1]), np.array([5, 5]), np.array([2, 3]), np.array([5, 5]))  # 1 and 2: 8 vertices
+    assert not joins.heavy
+    joins.join(np.array([2]), np.array([5]), np.array([3]), np.array([6]))  # another class: no join
+    assert not joins.heavy
+    joins.join(np.array([2]), np.array([5]), np.array([3]), np.array([5]))
+    assert {joins.find(r) for r in joins.heavy} == {joins.find(3)} and joins.vertices == {joins.find(1): 12}
+
+
 def test_speckle_gives_one_polygon_per_region_in_batches(tmp_path, monkeypatch):
     import rsseg.raster.vectorize as vectorize
 

@@ -18,7 +18,8 @@ Bounded memory: regions are joined across chunk seams inside the blocks of a coa
 block it crosses instead of being held whole while it grows; a region whose pieces hold more than
 MAX_JOINED_VERTICES (250,000) vertices (a class forming one network, a road grid) is written as its
 pieces, cut at the chunk seams (1024 px), since unioning it costs GEOS memory in proportion to its
-size; a chunk's regions are polygonised and written POLYGON_BATCH and _BATCH (or _BATCH_VERTICES) at
+size, and as soon as its pieces pass that count, not at the end of their chunk row (`_SeamJoins`
+sums the vertices per region as pieces join); a chunk's regions are polygonised and written POLYGON_BATCH and _BATCH (or _BATCH_VERTICES) at
 a time, so per-pixel speckle (millions of one-pixel regions) costs time in proportion to the pixels
 and memory in proportion to one chunk. Measured: the whole job's peak RSS with `rsseg bench`.
 
@@ -464,6 +465,15 @@ class _SeamJoins:
 
     def __init__(self) -> None:
         self.parent: dict[int, int] = {}
+        self.vertices: dict[int, int] = {}  # a root's vertices, summed over its waiting pieces
+        self.heavy: set[int] = set()  # roots that passed MAX_JOINED_VERTICES since the caller last looked
+
+    def weigh(self, ids: np.ndarray, vertices: np.ndarray) -> None:
+        """Count the vertices of new pieces (each its own root until joined)."""
+        for a, n in zip(ids.tolist(), vertices.tolist()):
+            self.vertices[a] = n
+            if n > MAX_JOINED_VERTICES:
+                self.heavy.add(a)
 
     def find(self, a: int) -> int:
         root = a
@@ -480,6 +490,10 @@ class _SeamJoins:
             root_a, root_b = self.find(a), self.find(b)
             if root_a != root_b:
                 self.parent[root_b] = root_a
+                total = self.vertices.get(root_a, 0) + self.vertices.pop(root_b, 0)
+                self.vertices[root_a] = total
+                if total > MAX_JOINED_VERTICES:
+                    self.heavy.add(root_a)
 
 
 def _vectorize(readers: _ChunkReaders, height: int, width: int, polygons: _PolygonSink, options, progress,
@@ -532,6 +546,7 @@ def _vectorize(readers: _ChunkReaders, height: int, width: int, polygons: _Polyg
             for pieces, sides, on_seam in chunk.pieces(interior):
                 ids = np.arange(next_id, next_id + len(pieces))
                 next_id += len(pieces)
+                joins.weigh(ids[on_seam], shapely.get_num_coordinates(pieces.geom[on_seam]))
                 for side, (positions, owner) in sides.items():
                     side_ids[side][positions] = ids[owner]
                 positions, owner = sides["top"]
@@ -551,6 +566,16 @@ def _vectorize(readers: _ChunkReaders, height: int, width: int, polygons: _Polyg
                 emit(pieces.take(~on_seam))
                 waiting.append(pieces.take(on_seam))
                 waiting_ids.append(ids[on_seam])
+                if joins.heavy:  # a region too big to union, found mid-row: its waiting pieces go out now, since
+                    # held to the end of the row they grew with the raster's width (a percolating speckle class)
+                    heavy = {joins.find(r) for r in joins.heavy} - cut_now
+                    joins.heavy.clear()
+                    cut_roots |= heavy
+                    for k, held in enumerate(waiting_ids):
+                        out = np.isin([joins.find(i) for i in held.tolist()], list(heavy))
+                        if out.any():
+                            emit(waiting[k].take(out))
+                            waiting[k], waiting_ids[k] = waiting[k].take(~out), held[~out]
             previous = side_ids["right"], side_classes["right"].astype(np.int64)
             below[0][c0:c1], below[1][c0:c1] = side_ids["bottom"], side_classes["bottom"]
             report(progress, "vectorise", done, total)
@@ -572,7 +597,7 @@ def _vectorize(readers: _ChunkReaders, height: int, width: int, polygons: _Polyg
         cut_roots = {joins.find(r) for r in cut_roots} | set(too_big.tolist())
         cut = np.isin(roots, list(cut_roots))
         emit(pieces.take(cut))
-        pieces, roots = pieces.take(~cut), roots[~cut]
+        pieces, roots, roots_cut = pieces.take(~cut), roots[~cut], roots[cut]
         still_open = np.isin(roots, open_roots)
         complete, complete_roots = pieces.take(~still_open), roots[~still_open]
         order = np.argsort(complete_roots, kind="stable")
@@ -581,6 +606,8 @@ def _vectorize(readers: _ChunkReaders, height: int, width: int, polygons: _Polyg
             merging.append(readers.pool.submit(_merge_all, [complete.take(g) for g in np.split(order, starts[1:])],
                                                (cs, width, height)))
         emit_merged(wait=len(merging) > readers.workers)
+        for root in set(complete_roots.tolist()) | set(roots_cut.tolist()):
+            joins.vertices.pop(root, None)
         waiting, waiting_ids = [pieces.take(still_open)], [roots[still_open]]
         above = below
         if seam % grid == 0:
