@@ -19,9 +19,10 @@ block it crosses instead of being held whole while it grows; a region whose piec
 MAX_JOINED_VERTICES (250,000) vertices (a class forming one network, a road grid) is written as its
 pieces, cut at the chunk seams (1024 px), since unioning it costs GEOS memory in proportion to its
 size, and as soon as its pieces pass that count, not at the end of their chunk row (`_SeamJoins`
-sums the vertices per region as pieces join); a chunk's regions are polygonised and written POLYGON_BATCH and _BATCH (or _BATCH_VERTICES) at
-a time, so per-pixel speckle (millions of one-pixel regions) costs time in proportion to the pixels
-and memory in proportion to one chunk. Measured: the whole job's peak RSS with `rsseg bench`.
+sums the vertices per region as pieces join); a chunk's regions are polygonised and written
+POLYGON_BATCH and _BATCH (or _BATCH_VERTICES) at a time, so per-pixel speckle (millions of one-pixel
+regions) costs time in proportion to the pixels and memory in proportion to one chunk. Measured:
+the whole job's peak RSS with `rsseg bench`.
 
 Speed: chunks are read and their scores summed, and complete regions unioned, on worker threads
 (array and GEOS work, which let go of the GIL) while the main thread polygonises (GDAL's polygonize
