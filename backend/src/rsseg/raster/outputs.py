@@ -151,15 +151,14 @@ def _alive(pid: int) -> bool:
 
 def stale_note(removed: list[str]) -> str:
     """The result note naming what remove_stale cleaned up (is_stale_note recognises it)."""
-    return f"{_STALE_NOTE}{len(removed)} leftover file(s) of interrupted rsseg jobs from the output folder: " \
-        + ", ".join(removed)
+    return f"removed {len(removed)} {_STALE} from the output folder: " + ", ".join(removed)
 
 
 def is_stale_note(note: str) -> bool:
-    return note.startswith(_STALE_NOTE)
+    return note.startswith("removed ") and _STALE in note
 
 
-_STALE_NOTE = "removed "
+_STALE = "leftover file(s) of interrupted rsseg jobs"
 
 
 def remove_stale(folder: Path) -> list[str]:
