@@ -230,6 +230,24 @@ def test_speckle_gives_one_polygon_per_region_in_batches(tmp_path, monkeypatch):
     assert by_class == {c: pytest.approx((cls == c).sum()) for c in (1, 2, 3)}
 
 
+def test_polygonised_batches_are_bounded_by_vertices_and_lose_nothing(monkeypatch):
+    import rsseg.raster.vectorize as vectorize
+
+    def polygons(batch):
+        values, xy, ring_ends, poly_ends = batch
+        return values, shapely.from_ragged_array(shapely.GeometryType.POLYGON, xy, (ring_ends, poly_ends))
+
+    cls = noise_classes()
+    whole = [polygons(b) for b in vectorize._rings(cls, None, Affine.identity())]
+    monkeypatch.setattr(vectorize, "POLYGON_BATCH_VERTICES", 300)
+    batches = list(vectorize._rings(cls, None, Affine.identity()))
+    assert len(whole) == 1 and len(batches) > 10
+    for _, xy, ring_ends, poly_ends in batches:  # under the bound until the polygon that passed it
+        assert len(xy) - (ring_ends[-1] - ring_ends[poly_ends[-2]]) < 300
+    values, geoms = (np.concatenate(parts) for parts in zip(*map(polygons, batches)))
+    assert np.array_equal(values, whole[0][0]) and shapely.equals_exact(geoms, whole[0][1], 0).all()
+
+
 def test_background_and_nodata_are_not_vectorised(tmp_path):
     cls = np.zeros((100, 100), np.uint8)
     cls[10:40, 10:40] = 255

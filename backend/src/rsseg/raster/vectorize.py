@@ -17,7 +17,7 @@ Bounded memory: regions are joined across chunk seams inside the blocks of a coa
 (`region_grid`, 8192 px by default), so a region spanning the raster is written as one polygon per
 block it crosses instead of being held whole while it grows; a region whose pieces hold more than
 MAX_JOINED_VERTICES (250,000) vertices (a class forming one network, a road grid) is written as its
-pieces, cut at the chunk seams (1024 px), since unioning it costs GEOS memory in proportion to its
+pieces, cut at the chunk seams (512 px), since unioning it costs GEOS memory in proportion to its
 size, and as soon as its pieces pass that count, not at the end of their chunk row (`_SeamJoins`
 sums the vertices per region as pieces join); a chunk's regions are polygonised and written
 POLYGON_BATCH and _BATCH (or _BATCH_VERTICES) at a time, so per-pixel speckle (millions of one-pixel
@@ -47,6 +47,7 @@ import os
 import threading
 import uuid
 import warnings
+from array import array
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -87,6 +88,7 @@ _BATCH_VERTICES = 1_000_000  # or fewer, when they hold this many vertices: held
 # GeoPackage 1.2: what QGIS's older GDAL (3.6, Debian 12) reads without a warning; newer GDALs write 1.4 by default
 GPKG_VERSION = "1.2"
 POLYGON_BATCH = 10_000  # regions gathered into shapely polygons at once
+POLYGON_BATCH_VERTICES = 200_000  # or fewer, when they hold this many vertices
 MAX_JOINED_VERTICES = 250_000  # a region whose pieces hold more is written cut at the chunk seams
 _DTYPES = {"str": object, "int": np.int64, "float": np.float64}  # the schema's field types as arrays
 
@@ -97,7 +99,7 @@ class VectorizeOptions:
 
     simplify_tolerance: float = 0.0  # map units of the raster CRS; 0 = no simplification
     min_area_m2: float = 0.0  # polygons smaller than this (square metres) are dropped
-    chunk_size: int = 1024  # pixels per side of the read window
+    chunk_size: int = 512  # pixels per side of the read window
     # regions are cut on a grid of this many pixels (rounded up to whole chunks; 0: never): what bounds the
     # memory a region spanning the raster (a road network) would otherwise take while it is merged
     region_grid: int = 8192
@@ -204,30 +206,29 @@ def _pixel_sums(a: np.ndarray, b: np.ndarray, edge: np.ndarray, poly: np.ndarray
 
 def _rings(cls: np.ndarray, keep: Optional[np.ndarray], origin: Affine) -> Iterator[tuple]:
     """(class ids, vertices, ring ends, polygon ends) of the 4-connected regions of `cls` (where `keep`) in
-    batches of POLYGON_BATCH, as flat arrays for shapely.from_ragged_array: GDAL's polygonize (one shapely
-    object per ring was most of the time on speckle, and a whole chunk's regions at once most of its
-    memory)."""
-    coords: list = []
+    batches of POLYGON_BATCH regions or POLYGON_BATCH_VERTICES vertices, as flat arrays for
+    shapely.from_ragged_array: GDAL's polygonize (one shapely object per ring was most of the time on speckle,
+    and a whole chunk's regions at once most of its memory). Vertices go straight into a flat array of
+    doubles: held as rasterio's tuples until the batch was gathered, they took 110 bytes each instead of 16."""
+    coords = array("d")
     ring_ends, poly_ends, values = [0], [0], []
 
     def gather() -> tuple:
-        # fromiter over the flattened pairs: a third of the time of np.asarray on the list of tuples
-        xy = np.fromiter(itertools.chain.from_iterable(coords), np.float64, count=2 * len(coords)).reshape(-1, 2)
-        batch = np.asarray(values, np.int64), xy, np.array(ring_ends), np.array(poly_ends)
-        coords.clear()
-        values.clear()
-        del ring_ends[1:], poly_ends[1:]
+        batch = (np.asarray(values, np.int64), np.frombuffer(coords, np.float64).reshape(-1, 2).copy(),
+                 np.array(ring_ends), np.array(poly_ends))
+        del coords[:], values[:], ring_ends[1:], poly_ends[1:]
         return batch
 
     with warnings.catch_warnings():  # the first chunk's origin is the identity, which rasterio warns about
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         for geom, value in shapes(cls, mask=keep, connectivity=4, transform=origin):
             for ring in geom["coordinates"]:
-                coords.extend(ring)
-                ring_ends.append(len(coords))
+                coords.extend(itertools.chain.from_iterable(ring))
+                ring_ends.append(len(coords) // 2)
             poly_ends.append(len(ring_ends) - 1)
             values.append(value)
-            if len(values) >= POLYGON_BATCH:
+            del geom, ring  # a big region's tuples, not held while the batch is processed
+            if len(values) >= POLYGON_BATCH or len(coords) >= 2 * POLYGON_BATCH_VERTICES:
                 yield gather()
     if values:
         yield gather()
@@ -590,12 +591,9 @@ def _vectorize(readers: _ChunkReaders, height: int, width: int, polygons: _Polyg
             open_roots = np.zeros(0, np.int64)
         else:
             open_roots = np.unique([joins.find(i) for i in np.unique(below[0][below[0] >= 0]).tolist()])
-        # a region too big to union is written as its pieces, cut at the chunk seams: it would hold GEOS for
-        # minutes and gigabytes (a class percolating through per-pixel speckle)
-        sizes = shapely.get_num_coordinates(pieces.geom)
-        unique_roots, inverse = np.unique(roots, return_inverse=True)
-        too_big = unique_roots[np.bincount(inverse, weights=sizes, minlength=len(unique_roots)) > MAX_JOINED_VERTICES]
-        cut_roots = {joins.find(r) for r in cut_roots} | set(too_big.tolist())
+        # a region too big to union (flagged as its pieces joined) is written as its pieces, cut at the chunk
+        # seams: it would hold GEOS for minutes and gigabytes (a class percolating through per-pixel speckle)
+        cut_roots = {joins.find(r) for r in cut_roots}
         cut = np.isin(roots, list(cut_roots))
         emit(pieces.take(cut))
         pieces, roots, roots_cut = pieces.take(~cut), roots[~cut], roots[cut]
