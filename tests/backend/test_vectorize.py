@@ -248,6 +248,20 @@ def test_polygonised_batches_are_bounded_by_vertices_and_lose_nothing(monkeypatc
     assert np.array_equal(values, whole[0][0]) and shapely.equals_exact(geoms, whole[0][1], 0).all()
 
 
+def test_busy_masks_are_vectorised_in_smaller_chunks(tmp_path):
+    from rsseg.raster.vectorize import BUSY_CHUNK, CHUNK, chunk_size_for
+
+    speckle = np.random.default_rng(5).integers(1, 4, (700, 900)).astype(np.uint8)
+    fields = np.kron(np.random.default_rng(6).integers(0, 4, (18, 23)), np.ones((40, 40), np.uint8))[:700, :900]
+    for cls, expected in ((speckle, BUSY_CHUNK), (fields, CHUNK), (annulus(), CHUNK)):
+        cpath, _ = write_rasters(tmp_path, cls)
+        with rasterio.open(cpath) as src:
+            assert chunk_size_for(src) == expected
+    cpath, spath = write_rasters(tmp_path, speckle[:300, :300])
+    stats, _, _ = run(tmp_path, cpath, spath)  # chunk_size 0: chosen, and the result is still per region
+    assert [s.polygons for s in stats] == [ndimage.label(speckle[:300, :300] == c)[1] for c in (1, 2, 3)]
+
+
 def test_background_and_nodata_are_not_vectorised(tmp_path):
     cls = np.zeros((100, 100), np.uint8)
     cls[10:40, 10:40] = 255

@@ -17,12 +17,12 @@ Bounded memory: regions are joined across chunk seams inside the blocks of a coa
 (`region_grid`, 8192 px by default), so a region spanning the raster is written as one polygon per
 block it crosses instead of being held whole while it grows; a region whose pieces hold more than
 MAX_JOINED_VERTICES (250,000) vertices (a class forming one network, a road grid) is written as its
-pieces, cut at the chunk seams (512 px), since unioning it costs GEOS memory in proportion to its
+pieces, cut at the chunk seams (1024 px; 512 on a busy mask), since unioning it costs GEOS memory in proportion to its
 size, and as soon as its pieces pass that count, not at the end of their chunk row (`_SeamJoins`
 sums the vertices per region as pieces join); a chunk's regions are polygonised and written
 POLYGON_BATCH and _BATCH (or _BATCH_VERTICES) at a time, so per-pixel speckle (millions of one-pixel
-regions) costs time in proportion to the pixels and memory in proportion to one chunk. Measured:
-the whole job's peak RSS with `rsseg bench`.
+regions) costs time in proportion to the pixels and memory in proportion to one chunk, which is
+512² on such a mask (`chunk_size_for`). Measured: the whole job's peak RSS with `rsseg bench`.
 
 Speed: chunks are read and their scores summed, and complete regions unioned, on worker threads
 (array and GEOS work, which let go of the GIL) while the main thread polygonises (GDAL's polygonize
@@ -51,7 +51,7 @@ from array import array
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Mapping, Optional
 
@@ -89,6 +89,8 @@ _BATCH_VERTICES = 1_000_000  # or fewer, when they hold this many vertices: held
 GPKG_VERSION = "1.2"
 POLYGON_BATCH = 10_000  # regions gathered into shapely polygons at once
 POLYGON_BATCH_VERTICES = 200_000  # or fewer, when they hold this many vertices
+CHUNK = 1024  # pixels per side of a chunk
+BUSY_CHUNK, BUSY_CHANGES = 512, 0.05  # and of a busy mask's: one where this share of neighbours differ (sampled)
 MAX_JOINED_VERTICES = 250_000  # a region whose pieces hold more is written cut at the chunk seams
 _DTYPES = {"str": object, "int": np.int64, "float": np.float64}  # the schema's field types as arrays
 
@@ -99,7 +101,7 @@ class VectorizeOptions:
 
     simplify_tolerance: float = 0.0  # map units of the raster CRS; 0 = no simplification
     min_area_m2: float = 0.0  # polygons smaller than this (square metres) are dropped
-    chunk_size: int = 512  # pixels per side of the read window
+    chunk_size: int = 0  # pixels per side of the read window; 0: CHUNK, or BUSY_CHUNK for a busy mask
     # regions are cut on a grid of this many pixels (rounded up to whole chunks; 0: never): what bounds the
     # memory a region spanning the raster (a road network) would otherwise take while it is merged
     region_grid: int = 8192
@@ -252,6 +254,23 @@ def _read_chunk(cls_src, score_src, win: Window) -> Optional[_Chunk]:
     if np.isnan(row_sums[:, -1]).any():  # a NaN score of a region (a model's NaN) stays within its own region
         np.cumsum(np.nan_to_num(scores), axis=1, dtype=np.float64, out=row_sums[:, 1:])
     return _Chunk(win, cls, keep, row_sums)
+
+
+def chunk_size_for(cls_src) -> int:
+    """CHUNK, or BUSY_CHUNK for a busy mask (per-pixel speckle), judged on 16 windows of 256² spread over it.
+
+    Why: GDAL's polygonize holds all of a chunk's polygons, and rasterio hands each back as Python tuples,
+    so a chunk's memory grows with its vertices: a 1024² chunk of speckle (785,000 vertices) took about 100 MB
+    at its peak, a quarter of that at 512². On a smooth mask smaller chunks only add seams to union (8192²:
+    vectorise 4.7 s at 1024, 6.3 s at 512)."""
+    side = min(256, cls_src.height, cls_src.width)
+    changed = pairs = 0
+    for y in np.unique(np.linspace(0, cls_src.height - side, 4).astype(int)):
+        for x in np.unique(np.linspace(0, cls_src.width - side, 4).astype(int)):
+            cls = cls_src.read(1, window=Window(int(x), int(y), side, side))
+            changed += np.count_nonzero(cls[:, 1:] != cls[:, :-1]) + np.count_nonzero(cls[1:] != cls[:-1])
+            pairs += 2 * side * (side - 1)
+    return BUSY_CHUNK if pairs and changed > BUSY_CHANGES * pairs else CHUNK
 
 
 def _noded_at_seams(geom: np.ndarray, chunk: int, width: int, height: int) -> np.ndarray:
@@ -414,12 +433,14 @@ def vectorize_classes(
 
     The file appears at `out_path` only on success (temporary file + os.replace)."""
     class_path, score_path = Path(class_path), Path(score_path)
-    if options.chunk_size < 1:
-        raise RssegError(f"chunk_size must be a positive pixel count, got {options.chunk_size}")
+    if options.chunk_size < 0:
+        raise RssegError(f"chunk_size must be a positive pixel count (0: chosen), got {options.chunk_size}")
     with open_raster(class_path) as cls_src, open_raster(score_path) as score_src:
         if (score_src.shape, score_src.transform) != (cls_src.shape, cls_src.transform):
             raise RssegError(f"{score_path}: score raster is not on the grid of {class_path}")
         crs, transform, height, width = cls_src.crs, cls_src.transform, cls_src.height, cls_src.width
+        if not options.chunk_size:
+            options = replace(options, chunk_size=chunk_size_for(cls_src))
     with _staged_gpkg(out_path) as tmp, _ChunkReaders(class_path, score_path) as readers:
         polygons = _PolygonSink(tmp, crs, transform, options, class_names, prompt, SCHEMA)
         _vectorize(readers, height, width, polygons, options, progress, cancel)
