@@ -69,7 +69,9 @@ from ..progress import CancelToken, ProgressCallback, report
 from ..protocol.contracts import NODATA as NODATA_CLASS
 from ..protocol.contracts import POLYGON_LAYER
 from .areas import _wkt, geometry_areas_m2
+from .normalize import sample_windows
 from .outputs import GPKG_DESCRIPTION
+from .region import Region
 from .source import open_raster
 
 SCHEMA = {
@@ -257,19 +259,18 @@ def _read_chunk(cls_src, score_src, win: Window) -> Optional[_Chunk]:
 
 
 def chunk_size_for(cls_src) -> int:
-    """CHUNK, or BUSY_CHUNK for a busy mask (per-pixel speckle), judged on 16 windows of 256² spread over it.
+    """CHUNK, or BUSY_CHUNK for a busy mask (per-pixel speckle), judged on the windows the stretch samples
+    (`sample_windows`: about a million pixels spread over the raster).
 
     Why: GDAL's polygonize holds all of a chunk's polygons, and rasterio hands each back as Python tuples,
     so a chunk's memory grows with its vertices: a 1024² chunk of speckle (785,000 vertices) took about 100 MB
     at its peak, a quarter of that at 512². On a smooth mask smaller chunks only add seams to union (8192²:
     vectorise 4.7 s at 1024, 6.3 s at 512)."""
-    side = min(256, cls_src.height, cls_src.width)
     changed = pairs = 0
-    for y in np.unique(np.linspace(0, cls_src.height - side, 4).astype(int)):
-        for x in np.unique(np.linspace(0, cls_src.width - side, 4).astype(int)):
-            cls = cls_src.read(1, window=Window(int(x), int(y), side, side))
-            changed += np.count_nonzero(cls[:, 1:] != cls[:, :-1]) + np.count_nonzero(cls[1:] != cls[:-1])
-            pairs += 2 * side * (side - 1)
+    for win in sample_windows(Region(Window(0, 0, cls_src.width, cls_src.height))):
+        cls = cls_src.read(1, window=win)
+        changed += np.count_nonzero(cls[:, 1:] != cls[:, :-1]) + np.count_nonzero(cls[1:] != cls[:-1])
+        pairs += cls[:, 1:].size + cls[1:].size
     return BUSY_CHUNK if pairs and changed > BUSY_CHANGES * pairs else CHUNK
 
 
