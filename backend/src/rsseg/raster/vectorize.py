@@ -17,10 +17,10 @@ Bounded memory: regions are joined across chunk seams inside the blocks of a coa
 (`region_grid`, 8192 px by default), so a region spanning the raster is written as one polygon per
 block it crosses instead of being held whole while it grows; a region whose pieces hold more than
 MAX_JOINED_VERTICES (250,000) vertices (a class forming one network, a road grid) is written as its
-pieces, cut at the chunk seams (1024 px; 512 on a busy mask), since unioning it costs GEOS memory in proportion to its
-size, and as soon as its pieces pass that count, not at the end of their chunk row (`_SeamJoins`
-sums the vertices per region as pieces join); a chunk's regions are polygonised and written
-POLYGON_BATCH and _BATCH (or _BATCH_VERTICES) at a time, so per-pixel speckle (millions of one-pixel
+pieces, cut at the chunk seams (1024 px; 512 on a busy mask), since unioning it costs GEOS memory in
+proportion to its size, and as soon as its pieces pass that count, not at the end of their chunk row
+(`_SeamJoins` sums the vertices per region as pieces join); a chunk's regions are polygonised and
+written POLYGON_BATCH and _BATCH (or _BATCH_VERTICES) at a time, so per-pixel speckle (millions of one-pixel
 regions) costs time in proportion to the pixels and memory in proportion to one chunk, which is
 512² on such a mask (`chunk_size_for`). Measured: the whole job's peak RSS with `rsseg bench`.
 
@@ -231,7 +231,6 @@ def _rings(cls: np.ndarray, keep: Optional[np.ndarray], origin: Affine) -> Itera
                 ring_ends.append(len(coords) // 2)
             poly_ends.append(len(ring_ends) - 1)
             values.append(value)
-            del geom, ring  # a big region's tuples, not held while the batch is processed
             if len(values) >= POLYGON_BATCH or len(coords) >= 2 * POLYGON_BATCH_VERTICES:
                 yield gather()
     if values:
