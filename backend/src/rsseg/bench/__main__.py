@@ -43,7 +43,7 @@ def _rsrefseg_random(sentence: str, device: str):
     builder (which keeps it warm for the second sentence): no base files, no checkpoint."""
     spec = get_spec("rsrefseg-clip-b16-sam-b")
     config = {k: v for k, v in spec.config.items() if k not in ("clip_weights", "sam_weights")}
-    spec = replace(spec, id=RSREFSEG_RANDOM, config=config, weights=(), real=False)
+    spec = replace(spec, id=RSREFSEG_RANDOM, config=config, weights=(), real=False, needs_checkpoint=False)
     return get_builder(spec.builder)(spec, [sentence], "sigmoid", device, {})
 
 

@@ -403,8 +403,8 @@ def _stream(grid: TileGrid, open_reader, model: TileModel, runner: TileRunner, i
 
     progressed()
     fresh = _new_tiles(grid, strips, tile_rows)
-    reads = ReadAhead([tile for tiles in fresh for tile in tiles], open_reader, depth=2 * max(1, runner.batch_size))
-    rows = WriteBehind(write, depth=4)
+    reads = ReadAhead([tile for tiles in fresh for tile in tiles], open_reader, depth=max(1, runner.batch_size) + 1)
+    rows = WriteBehind(write, depth=2)
     try:
         for strip, new_tiles in zip(strips, fresh):
             acc = StripAccumulator(grid, strip, len(model.class_names), grid.ys[tile_rows.start])
@@ -455,6 +455,7 @@ def _stream(grid: TileGrid, open_reader, model: TileModel, runner: TileRunner, i
                             rows.put(Window(strip.x0, row0, strip.x1 - strip.x0, len(valid)), blended, valid)
                 timings["blend"] += time.perf_counter() - t0
                 progressed()
+            del acc
         t0 = time.perf_counter()
         rows.finish()
         timings["write_wait"] += time.perf_counter() - t0
