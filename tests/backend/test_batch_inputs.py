@@ -147,6 +147,18 @@ def test_a_worker_keeps_its_model_for_the_next_raster_with_the_same_prompt(tmp_p
     assert warm.get(replace(_settings(), classes=["water"]), "cpu") is not None  # a failed build keeps nothing
 
 
+def test_a_cancel_that_reaches_a_worker_before_its_job_stops_that_job(rasters, tmp_path):
+    """A threaded actor may run `cancel` before the `run` it was sent to stop: the job must still not run."""
+    from rsseg.service.batch.worker import SegmentWorker
+
+    worker = SegmentWorker()
+    worker.cancel()
+    out = tmp_path / "out"
+    for name in RGB:  # nor any later one
+        answer = worker.run(replace(_settings(), raster=str(rasters / name), out_dir=str(out)).to_dict())
+        assert answer["error"]["code"] == "Cancelled" and not any(out.rglob("*"))
+
+
 def test_skip_done_keeps_a_raster_an_earlier_run_finished_with_the_same_settings(rasters, tmp_path):
     """Nothing left to segment: no Ray starts, the outputs stay as they were; other settings do not count."""
     from rsseg.protocol.batch import DONE

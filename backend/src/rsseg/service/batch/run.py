@@ -169,6 +169,7 @@ class _Scheduler:
                         self._stop_workers("was stopped by a second signal")
                         raise
                     self.cancel.cancel()
+            self._report()  # the last endings
         finally:
             for slot in self.slots:
                 self.ray.kill(slot.actor)
@@ -182,18 +183,23 @@ class _Scheduler:
     def _step(self) -> None:
         if self.cancel.cancelled and self.cancelled_at is None:
             self._start_cancel()
+        while self.cancelled_at is not None and self.pending:  # nothing starts after a cancel: neither a raster
+            self._fail(self.pending.popleft().row,  # nor the merge of parts that ended before it reached them
+                       {"code": "Cancelled", "message": "cancelled before it started"})
         if self.cancelled_at is not None and time.monotonic() - self.cancelled_at > CANCEL_GRACE_SECONDS:
             self._stop_workers(f"did not stop within {CANCEL_GRACE_SECONDS:.0f} s of the cancel")
             return
         for slot in self.slots:
             if slot.task is None and self.pending:
                 self._start(slot, self.pending.popleft())
+        self._report()  # before the wait, so that every task is reported running at least once
         busy = {slot.ref: slot for slot in self._busy()}
-        if busy:
-            ready, _ = self.ray.wait(list(busy), num_returns=len(busy), timeout=POLL_SECONDS)
+        if busy:  # back at the first ending, so that an idle worker takes the next task at once
+            ready, waiting = self.ray.wait(list(busy), num_returns=1, timeout=POLL_SECONDS)
+            if ready and waiting:
+                ready += self.ray.wait(waiting, num_returns=len(waiting), timeout=0)[0]
             for ref in ready:
                 self._finish(busy[ref])
-        self._report()
 
     def _start(self, slot: _Slot, task: _Task) -> None:
         self.tries[task] = self.tries.get(task, 0) + 1
@@ -259,8 +265,6 @@ class _Scheduler:
 
     def _start_cancel(self) -> None:
         self.cancelled_at, self.log.cancelled = time.monotonic(), True
-        while self.pending:
-            self._fail(self.pending.popleft().row, {"code": "Cancelled", "message": "cancelled before it started"})
         for slot in self._busy():
             slot.actor.cancel.remote()
 

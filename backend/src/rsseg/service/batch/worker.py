@@ -23,6 +23,7 @@ class SegmentWorker:
         self._warm = WarmModel()
         self._lock = threading.Lock()
         self._cancel: Optional[CancelToken] = None
+        self._cancelled = False  # a batch's cancel is final for its workers
         self._progress: tuple[str, int, int] = ("", 0, 0)
 
     def where(self) -> str:
@@ -44,6 +45,8 @@ class SegmentWorker:
     def _answer(self, job: Callable[[CancelToken], SegmentResult]) -> dict[str, Any]:
         cancel = CancelToken()
         with self._lock:
+            if self._cancelled:
+                cancel.cancel()
             self._cancel, self._progress = cancel, ("load model", 0, 1)
         try:
             result = job(cancel)
@@ -63,6 +66,9 @@ class SegmentWorker:
         return self._progress
 
     def cancel(self) -> None:
+        """Stop the running job and any later one: calls to a threaded actor may run out of order, so the cancel
+        can come before the job it stops has begun."""
         with self._lock:
+            self._cancelled = True
             if self._cancel is not None:
                 self._cancel.cancel()
