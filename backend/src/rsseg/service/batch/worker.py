@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 from typing import Any, Callable, Optional
 
 from ...errors import RssegError
@@ -21,9 +20,7 @@ from ..segment import WarmModel, run_segment
 class SegmentWorker:
     def __init__(self) -> None:
         self._warm = WarmModel()
-        self._lock = threading.Lock()
-        self._cancel: Optional[CancelToken] = None
-        self._cancelled = False  # a batch's cancel is final for its workers
+        self._cancel = CancelToken()  # one for every job: a batch's cancel is final for its workers
         self._progress: tuple[str, int, int] = ("", 0, 0)
 
     def where(self) -> str:
@@ -43,19 +40,12 @@ class SegmentWorker:
                                                        cancel))
 
     def _answer(self, job: Callable[[CancelToken], SegmentResult]) -> dict[str, Any]:
-        cancel = CancelToken()
-        with self._lock:
-            if self._cancelled:
-                cancel.cancel()
-            self._cancel, self._progress = cancel, ("load model", 0, 1)
+        self._progress = ("load model", 0, 1)
         try:
-            result = job(cancel)
+            result = job(self._cancel)
         except RssegError as exc:
             return {"error": {"code": type(exc).__name__, "message": str(exc), "fixes": list(exc.fixes),
                               "subject": exc.subject}}
-        finally:
-            with self._lock:
-                self._cancel = None
         return {"result": result.to_dict()}
 
     def _note(self, event: Progress) -> None:
@@ -68,7 +58,4 @@ class SegmentWorker:
     def cancel(self) -> None:
         """Stop the running job and any later one: calls to a threaded actor may run out of order, so the cancel
         can come before the job it stops has begun."""
-        with self._lock:
-            self._cancelled = True
-            if self._cancel is not None:
-                self._cancel.cancel()
+        self._cancel.cancel()
